@@ -1,0 +1,124 @@
+//! `${VAR}` interpolation, as compose users know it.
+//!
+//! Forms: `${VAR}`, `${VAR:-default}` (default when unset or empty), `${VAR-default}`
+//! (default when unset), `${VAR:?message}` (error when unset or empty) and `$$` for a
+//! literal `$`. A `$` not followed by `{` or `$` is literal. A `${VAR}` with no value
+//! is an error: an empty password should be a decision, not an accident.
+
+/// Why a string could not be interpolated; `offset` is the byte offset in the input
+/// where the offending `${` starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterpolateError {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// Replace every `${...}` in `input` using `lookup`.
+pub fn interpolate(
+    input: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, InterpolateError> {
+    let mut out = String::with_capacity(input.len());
+    let bytes = input.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'$' {
+            let ch = input[i..].chars().next().expect("in bounds");
+            out.push(ch);
+            i += ch.len_utf8();
+            continue;
+        }
+        match bytes.get(i + 1) {
+            Some(b'$') => {
+                out.push('$');
+                i += 2;
+            }
+            Some(b'{') => {
+                let start = i;
+                let close = input[i..].find('}').map(|c| i + c).ok_or(InterpolateError {
+                    offset: start,
+                    message: "unterminated ${ in value (missing `}`)".into(),
+                })?;
+                let body = &input[i + 2..close];
+                out.push_str(&expand(body, lookup).map_err(|message| InterpolateError {
+                    offset: start,
+                    message,
+                })?);
+                i = close + 1;
+            }
+            _ => {
+                out.push('$');
+                i += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let name_end = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .unwrap_or(body.len());
+    let name = &body[..name_end];
+    let op = &body[name_end..];
+    if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
+        return Err(format!("bad variable name in ${{{body}}}"));
+    }
+    let value = lookup(name);
+    let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
+    if op.is_empty() {
+        return value.ok_or_else(|| {
+            format!("${{{name}}} has no value: set {name} in the environment or the env file")
+        });
+    }
+    if let Some(default) = op.strip_prefix(":-") {
+        return Ok(if set_nonempty { value.unwrap() } else { default.into() });
+    }
+    if let Some(default) = op.strip_prefix('-') {
+        return Ok(value.unwrap_or_else(|| default.into()));
+    }
+    if let Some(message) = op.strip_prefix(":?") {
+        return if set_nonempty {
+            Ok(value.unwrap())
+        } else {
+            Err(format!("${{{name}}} is required: {message}"))
+        };
+    }
+    if let Some(message) = op.strip_prefix('?') {
+        return value.ok_or_else(|| format!("${{{name}}} is required: {message}"));
+    }
+    Err(format!("unsupported interpolation ${{{body}}}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "USER" => Some("ada".into()),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn substitutes_and_escapes() {
+        assert_eq!(interpolate("hi ${USER}!", &env).unwrap(), "hi ada!");
+        assert_eq!(interpolate("$$HOME $5", &env).unwrap(), "$HOME $5");
+        assert_eq!(interpolate("${NOPE:-x}", &env).unwrap(), "x");
+        assert_eq!(interpolate("${EMPTY:-x}", &env).unwrap(), "x");
+        assert_eq!(interpolate("${EMPTY-x}", &env).unwrap(), "");
+        assert_eq!(interpolate("${NOPE-}", &env).unwrap(), "");
+    }
+
+    #[test]
+    fn missing_variable_is_an_error_at_its_offset() {
+        let err = interpolate("ab ${NOPE}", &env).unwrap_err();
+        assert_eq!(err.offset, 3);
+        assert!(err.message.contains("${NOPE} has no value"), "{}", err.message);
+        let err = interpolate("${EMPTY:?must be set}", &env).unwrap_err();
+        assert!(err.message.contains("must be set"));
+        assert!(interpolate("${UNCLOSED", &env).is_err());
+    }
+}
