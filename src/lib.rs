@@ -1,1 +1,41 @@
+//! berth: a reconciling operator for one Docker host.
+//!
+//! A person (or a git push) edits a desired-state TOML file; berth diffs it against the
+//! containers that are actually there and converges: creates, recreates, starts and
+//! removes containers in dependency order, each dependent only after its dependencies
+//! passed their health gates. See `DESIGN.md` for the semantics.
+//!
+//! # Layout
+//!
+//! The code follows the controller pattern observe → plan → execute:
+//!
+//! - [`spec`]: the desired state. TOML loading, `${VAR}` interpolation, validation with
+//!   `FILE:LINE:COL` [`diag`]nostics. Everything downstream sees resolved values only.
+//! - [`graph`]: the `depends_on` DAG: levels that start in parallel, cycles named.
+//! - [`hash`]: the `berth.config-hash` label: what forces a recreate and what does not.
+//! - [`runtime`]: the [`runtime::Runtime`] trait at the Docker boundary; [`runtime::docker`]
+//!   implements it with bollard, [`runtime::fake`] in memory for controller tests.
+//! - [`observe`]: one pass over Docker: the project's containers (one list call) and the
+//!   desired images.
+//! - [`plan`]: the pure function `plan(desired, observed) -> Plan`, printed by `berth plan`.
+//! - [`gate`]: health probes and the gate (healthy within `healthy_deadline`, then
+//!   stable for `min_healthy_time`).
+//! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
+//! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
+//! - [`redact`]: secrets never reach output.
+//! - [`report`]: progress lines for `apply`.
+//! - [`cli`]: the command line contract and exit codes.
 
+pub mod cli;
+pub mod converge;
+pub mod diag;
+pub mod gate;
+pub mod graph;
+pub mod hash;
+pub mod observe;
+pub mod plan;
+pub mod redact;
+pub mod report;
+pub mod runtime;
+pub mod spec;
+pub mod store;

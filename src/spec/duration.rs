@@ -20,9 +20,12 @@ pub fn parse(text: &str) -> Result<Duration, String> {
                 "bad duration {text:?}: expected a number at {rest:?} (write e.g. \"30s\", \"500ms\", \"1m30s\")"
             ));
         }
-        let number: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("bad duration {text:?}: {:?} is not a number", &rest[..digits]))?;
+        let number: f64 = rest[..digits].parse().map_err(|_| {
+            format!(
+                "bad duration {text:?}: {:?} is not a number",
+                &rest[..digits]
+            )
+        })?;
         rest = &rest[digits..];
         let unit_len = rest
             .find(|c: char| c.is_ascii_digit() || c == '.')

@@ -35,10 +35,13 @@ pub fn interpolate(
             }
             Some(b'{') => {
                 let start = i;
-                let close = input[i..].find('}').map(|c| i + c).ok_or(InterpolateError {
-                    offset: start,
-                    message: "unterminated ${ in value (missing `}`)".into(),
-                })?;
+                let close = input[i..]
+                    .find('}')
+                    .map(|c| i + c)
+                    .ok_or(InterpolateError {
+                        offset: start,
+                        message: "unterminated ${ in value (missing `}`)".into(),
+                    })?;
                 let body = &input[i + 2..close];
                 out.push_str(&expand(body, lookup).map_err(|message| InterpolateError {
                     offset: start,
@@ -72,7 +75,11 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String,
         });
     }
     if let Some(default) = op.strip_prefix(":-") {
-        return Ok(if set_nonempty { value.unwrap() } else { default.into() });
+        return Ok(if set_nonempty {
+            value.unwrap()
+        } else {
+            default.into()
+        });
     }
     if let Some(default) = op.strip_prefix('-') {
         return Ok(value.unwrap_or_else(|| default.into()));
@@ -116,7 +123,11 @@ mod tests {
     fn missing_variable_is_an_error_at_its_offset() {
         let err = interpolate("ab ${NOPE}", &env).unwrap_err();
         assert_eq!(err.offset, 3);
-        assert!(err.message.contains("${NOPE} has no value"), "{}", err.message);
+        assert!(
+            err.message.contains("${NOPE} has no value"),
+            "{}",
+            err.message
+        );
         let err = interpolate("${EMPTY:?must be set}", &env).unwrap_err();
         assert!(err.message.contains("must be set"));
         assert!(interpolate("${UNCLOSED", &env).is_err());

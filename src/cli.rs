@@ -1,0 +1,311 @@
+//! The command line: the contract other tools and scripts rely on (DESIGN.md).
+//!
+//! Exit codes: 0 converged; 1 runtime error; 2 invalid desired state (nothing changed);
+//! 3 gate failed and rolled back; 4 gate failed and the rollback failed too (degraded);
+//! 5 desired state poisoned. (3 and 5 arrive with auto-revert; until then a failed gate
+//! leaves the stack as it is, reports `degraded` and exits 1.)
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+
+use crate::converge::{ApplyOutcome, apply};
+use crate::diag::Diagnostics;
+use crate::observe::observe;
+use crate::plan::plan;
+use crate::redact::Redactor;
+use crate::report::Reporter;
+use crate::runtime::Runtime;
+use crate::runtime::docker::DockerRuntime;
+use crate::spec::{self, DesiredState};
+use crate::store::{Store, format_ms};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_RUNTIME: i32 = 1;
+pub const EXIT_INVALID: i32 = 2;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "berth",
+    version,
+    about = "Converge a Docker host to a desired-state TOML, gated on health."
+)]
+pub struct Cli {
+    /// The state store (SQLite file).
+    #[arg(long, global = true, env = "BERTH_STATE")]
+    pub state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FileArgs {
+    /// Desired state: a TOML file or a directory of *.toml files.
+    #[arg(
+        short = 'f',
+        long = "file",
+        env = "BERTH_FILE",
+        default_value = "desired-state"
+    )]
+    pub file: PathBuf,
+    /// Enable services of this profile (repeatable), besides [project].profiles.
+    #[arg(long = "profile")]
+    pub profiles: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check the desired state; exit 2 with FILE:LINE:COL on error.
+    Validate(FileArgs),
+    /// Print what apply would do; "No changes." when converged.
+    Plan(FileArgs),
+    /// Converge once, with progress.
+    Apply(FileArgs),
+    /// Current generation, status, and each service's state and health.
+    Status {
+        #[arg(long)]
+        json: bool,
+        /// Only this project (default: every project in the state store).
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Generations, outcomes and reasons.
+    History {
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        project: Option<String>,
+    },
+}
+
+/// Run the CLI; returns the process exit code.
+pub async fn run(cli: Cli) -> i32 {
+    match run_inner(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("berth: error: {e:#}");
+            EXIT_RUNTIME
+        }
+    }
+}
+
+fn load(args: &FileArgs) -> Result<DesiredState, i32> {
+    spec::load(&args.file, &args.profiles).map_err(|d: Diagnostics| {
+        eprintln!("{d}");
+        eprintln!("berth: invalid desired state; nothing was changed");
+        EXIT_INVALID
+    })
+}
+
+async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
+    let state_path = cli.state.clone().unwrap_or_else(crate::store::default_path);
+    match cli.command {
+        Command::Validate(args) => {
+            let d = match load(&args) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            println!(
+                "{}: valid ({} service{}, project {:?})",
+                args.file.display(),
+                d.services.len(),
+                if d.services.len() == 1 { "" } else { "s" },
+                d.project.name
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Plan(args) => {
+            let d = match load(&args) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let rt = DockerRuntime::connect().await?;
+            let observed = observe(&rt, &d).await?;
+            let p = plan(&d, &observed);
+            print!(
+                "{}",
+                Redactor::new(d.secret_values.clone()).text(&p.to_string())
+            );
+            Ok(EXIT_OK)
+        }
+        Command::Apply(args) => {
+            let d = match load(&args) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let rt = DockerRuntime::connect().await?;
+            let store = Store::open(&state_path).await?;
+            let redactor = Redactor::new(d.secret_values.clone());
+            let report = Reporter::new(redactor.clone());
+            match apply(&rt, &store, &d, &report).await? {
+                ApplyOutcome::NoChanges => {
+                    println!("No changes.");
+                    Ok(EXIT_OK)
+                }
+                ApplyOutcome::Converged { generation } => {
+                    println!(
+                        "Converged: generation {generation} of project {:?} is healthy.",
+                        d.project.name
+                    );
+                    Ok(EXIT_OK)
+                }
+                ApplyOutcome::GateFailed { generation, reason } => {
+                    eprintln!(
+                        "berth: generation {generation} failed: {}",
+                        redactor.text(&reason)
+                    );
+                    eprintln!(
+                        "berth: project {:?} is degraded; the failed containers are left for inspection",
+                        d.project.name
+                    );
+                    Ok(EXIT_RUNTIME)
+                }
+            }
+        }
+        Command::Status {
+            json: as_json,
+            project,
+        } => {
+            let store = Store::open(&state_path).await?;
+            let rt = DockerRuntime::connect().await?;
+            let projects = match project {
+                Some(p) => vec![p],
+                None => store.projects().await?,
+            };
+            let mut out = Vec::new();
+            for p in projects {
+                out.push(project_status(&rt, &store, &p).await?);
+            }
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else if out.is_empty() {
+                println!("No generations recorded in {}.", state_path.display());
+            } else {
+                for s in &out {
+                    print_status(s);
+                }
+            }
+            Ok(EXIT_OK)
+        }
+        Command::History {
+            json: as_json,
+            project,
+        } => {
+            let store = Store::open(&state_path).await?;
+            let gens = store.history(project.as_deref()).await?;
+            let redacted: Vec<_> = gens
+                .iter()
+                .map(|g| {
+                    let secrets = serde_json::from_str::<DesiredState>(&g.spec_json)
+                        .map(|d| d.secret_values)
+                        .unwrap_or_default();
+                    let r = Redactor::new(secrets);
+                    let mut g = g.clone();
+                    g.reason = g.reason.map(|x| r.text(&x));
+                    g
+                })
+                .collect();
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&redacted)?);
+            } else {
+                println!(
+                    "{:<4} {:<14} {:<23} {:<12} REASON",
+                    "GEN", "PROJECT", "STARTED", "OUTCOME"
+                );
+                for g in &redacted {
+                    println!(
+                        "{:<4} {:<14} {:<23} {:<12} {}",
+                        g.id,
+                        g.project,
+                        format_ms(g.started_ms),
+                        g.outcome,
+                        g.reason.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(EXIT_OK)
+        }
+    }
+}
+
+async fn project_status<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    project: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let Some(latest) = store.latest(project).await? else {
+        return Ok(json!({"project": project, "status": "unknown"}));
+    };
+    let desired: DesiredState = serde_json::from_str(&latest.spec_json)?;
+    let redactor = Redactor::new(desired.secret_values.clone());
+    let observed = observe(rt, &desired).await?;
+    let p = plan(&desired, &observed);
+    let (status, reason) = match latest.outcome.as_str() {
+        "healthy" if p.is_noop() => ("converged", None),
+        "healthy" => (
+            "degraded",
+            Some(format!(
+                "drift: {}",
+                p.steps
+                    .iter()
+                    .filter(|s| s.action != crate::plan::Action::Noop)
+                    .map(|s| format!("{} ({})", s.service, s.reason))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
+        "progressing" => ("progressing", None),
+        _ => ("degraded", latest.reason.clone()),
+    };
+    let services: Vec<_> = desired
+        .services
+        .values()
+        .map(|s| {
+            let c = observed
+                .containers
+                .iter()
+                .find(|c| c.name == s.container_name);
+            json!({
+                "service": s.name,
+                "container": s.container_name,
+                "state": c.map(|c| c.state.clone()).unwrap_or_else(|| "missing".into()),
+                "health": c.and_then(|c| c.health.clone()),
+                "generation": c.and_then(|c| c.generation),
+            })
+        })
+        .collect();
+    Ok(json!({
+        "project": project,
+        "generation": latest.id,
+        "outcome": latest.outcome,
+        "status": status,
+        "reason": reason.map(|r| redactor.text(&r)),
+        "services": services,
+    }))
+}
+
+fn print_status(s: &serde_json::Value) {
+    let reason = s["reason"]
+        .as_str()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
+    println!(
+        "project {}: {}{} — generation {}",
+        s["project"].as_str().unwrap_or("?"),
+        s["status"].as_str().unwrap_or("?"),
+        reason,
+        s["generation"]
+    );
+    if let Some(services) = s["services"].as_array() {
+        for svc in services {
+            println!(
+                "  {:<16} {:<10} {:<10} gen {}",
+                svc["service"].as_str().unwrap_or(""),
+                svc["state"].as_str().unwrap_or(""),
+                svc["health"].as_str().unwrap_or("-"),
+                svc["generation"]
+            );
+        }
+    }
+}

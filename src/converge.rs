@@ -1,0 +1,379 @@
+//! Converge: carry a plan out against the runtime (DESIGN.md semantics 2-4).
+//!
+//! Order of work: every image is made present before anything running is touched; then
+//! owned containers nobody wants are removed; then each DAG level starts in parallel and
+//! a level begins only once every service below it passed its gate. A recreate creates the
+//! new container first (under a temporary name), so a bad spec fails before the old one
+//! is stopped. Volumes are never removed.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::gate::{GateOutcome, effective_probe, gate};
+use crate::hash::config_hash;
+use crate::observe::{Observed, observe};
+use crate::plan::{Action, Plan, plan};
+use crate::report::Reporter;
+use crate::runtime::{Runtime, RuntimeError};
+use crate::spec::{
+    DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Service,
+    Volume,
+};
+use crate::store::{Store, StoreError, now_ms};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConvergeError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "container name {name:?} (service {service:?}) is taken by container {id} which berth does not own{}; rename or remove it yourself",
+        project.as_ref().map(|p| format!(" (it belongs to project {p:?})")).unwrap_or_default()
+    )]
+    NameClash {
+        name: String,
+        service: String,
+        id: String,
+        project: Option<String>,
+    },
+}
+
+/// How one `apply` ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApplyOutcome {
+    /// Nothing differed; no generation was recorded.
+    NoChanges,
+    /// Every gate passed.
+    Converged { generation: i64 },
+    /// A gate failed (or the progress deadline passed).
+    GateFailed { generation: i64, reason: String },
+}
+
+/// One reconcile: observe, plan, execute, record. This is what `berth apply` runs and
+/// what the daemon will run on every trigger.
+pub async fn apply<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &DesiredState,
+    report: &Reporter,
+) -> Result<ApplyOutcome, ConvergeError> {
+    let observed = observe(rt, desired).await?;
+    let the_plan = plan(desired, &observed);
+    if the_plan.is_noop() {
+        return Ok(ApplyOutcome::NoChanges);
+    }
+    check_names(rt, desired, &the_plan).await?;
+    let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
+
+    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
+    let source = desired
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let images_json = json!(
+        images
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v.0)))
+            .collect::<BTreeMap<_, _>>()
+    );
+    let generation = store
+        .begin(
+            &desired.project.name,
+            &desired.source_hash,
+            &source,
+            &spec_json,
+            &images_json,
+        )
+        .await?;
+
+    let run = execute(rt, desired, &the_plan, &images, generation, report);
+    let (result, timings) = match tokio::time::timeout(desired.rollout.progress_deadline, run).await
+    {
+        Ok(r) => r,
+        Err(_) => (
+            Err(format!(
+                "the converge did not finish within progress_deadline {}",
+                crate::spec::duration::format(desired.rollout.progress_deadline)
+            )),
+            json!({}),
+        ),
+    };
+    match result {
+        Ok(()) => {
+            store.finish(generation, "healthy", None, &timings).await?;
+            Ok(ApplyOutcome::Converged { generation })
+        }
+        Err(reason) => {
+            store
+                .finish(generation, "failed", Some(&reason), &timings)
+                .await?;
+            Ok(ApplyOutcome::GateFailed { generation, reason })
+        }
+    }
+}
+
+/// A name clash with a container berth does not own is an error before anything changes.
+async fn check_names<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+) -> Result<(), ConvergeError> {
+    for step in plan.steps.iter().filter(|s| s.action == Action::Create) {
+        let s = &desired.services[&step.service];
+        if let Some(holder) = rt.name_holder(&s.container_name).await?
+            && holder.project.as_deref() != Some(desired.project.name.as_str())
+        {
+            return Err(ConvergeError::NameClash {
+                name: s.container_name.clone(),
+                service: s.name.clone(),
+                id: holder.id[..holder.id.len().min(12)].to_string(),
+                project: holder.project,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Image reference → (image ID, has HEALTHCHECK), for every desired service.
+type Images = BTreeMap<String, (String, bool)>;
+
+async fn ensure_images<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+    observed: &Observed,
+    report: &Reporter,
+) -> Result<Images, RuntimeError> {
+    let mut images = Images::new();
+    for s in desired.services.values() {
+        if images.contains_key(&s.image) {
+            continue;
+        }
+        let info = match observed.images.get(&s.image).cloned().flatten() {
+            Some(i) => i,
+            None => {
+                let needed = plan
+                    .step(&s.name)
+                    .is_some_and(|st| st.action != Action::Noop);
+                if !needed {
+                    continue;
+                }
+                if let Some(build) = &s.build {
+                    report.service(&s.name, &format!("building {}", s.image));
+                    rt.build_image(&s.image, build).await?;
+                } else {
+                    report.service(&s.name, &format!("pulling {}", s.image));
+                    rt.pull_image(&s.image).await?;
+                }
+                rt.inspect_image(&s.image)
+                    .await?
+                    .ok_or_else(|| RuntimeError::ImageUnavailable {
+                        image: s.image.clone(),
+                        message: "still absent after pull/build".into(),
+                    })?
+            }
+        };
+        images.insert(s.image.clone(), (info.id, info.has_healthcheck));
+    }
+    Ok(images)
+}
+
+async fn execute<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+    images: &Images,
+    generation: i64,
+    report: &Reporter,
+) -> (Result<(), String>, serde_json::Value) {
+    let mut timings = serde_json::Map::new();
+    let removals = plan.steps.iter().filter(|s| s.action == Action::Remove);
+    for r in join_all(removals.map(|step| async move {
+        let c = step
+            .container
+            .as_ref()
+            .expect("remove step has a container");
+        rt.stop_container(&c.id).await?;
+        rt.remove_container(&c.id).await?;
+        report.service(
+            &step.service,
+            &format!("removed {} ({}; volumes kept)", c.name, step.reason),
+        );
+        Ok::<_, RuntimeError>(())
+    }))
+    .await
+    {
+        if let Err(e) = r {
+            return (Err(e.to_string()), json!(timings));
+        }
+    }
+
+    let mut networks: Vec<&str> = desired
+        .services
+        .values()
+        .flat_map(|s| s.networks.iter().map(String::as_str))
+        .collect();
+    networks.sort();
+    networks.dedup();
+    for n in networks {
+        if let Err(e) = rt.ensure_network(n, &desired.project.name).await {
+            return (Err(e.to_string()), json!(timings));
+        }
+    }
+
+    for level in desired.levels() {
+        let results = join_all(level.iter().map(|name| {
+            let s = &desired.services[name];
+            converge_service(rt, desired, plan, s, images, generation, report)
+        }))
+        .await;
+        let mut failure = None;
+        for (name, r) in level.iter().zip(results) {
+            match r {
+                Ok(t) => {
+                    timings.insert(name.clone(), t);
+                }
+                Err((reason, t)) => {
+                    timings.insert(name.clone(), t);
+                    failure.get_or_insert(reason);
+                }
+            }
+        }
+        if let Some(reason) = failure {
+            // Dependents of a failed service are never started.
+            return (Err(reason), json!(timings));
+        }
+    }
+    (Ok(()), json!(timings))
+}
+
+type Timing = serde_json::Value;
+
+async fn converge_service<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+    s: &Service,
+    images: &Images,
+    generation: i64,
+    report: &Reporter,
+) -> Result<Timing, (String, Timing)> {
+    let step = plan
+        .step(&s.name)
+        .expect("every desired service has a step");
+    let t0 = now_ms();
+    let fail = |e: String| {
+        (
+            e,
+            json!({"action": format!("{:?}", step.action).to_lowercase(), "failed_ms": now_ms()}),
+        )
+    };
+    let (image_id, has_healthcheck) = images.get(&s.image).cloned().unwrap_or_default();
+    let id = match step.action {
+        Action::Noop => {
+            return Ok(json!({"action": "noop"}));
+        }
+        Action::Start => {
+            let id = step
+                .container
+                .as_ref()
+                .expect("start step has a container")
+                .id
+                .clone();
+            rt.start_container(&id)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            report.service(&s.name, "started");
+            id
+        }
+        Action::Create | Action::Recreate => {
+            for v in &s.volumes {
+                if let Volume::Named { name, .. } = v {
+                    rt.ensure_volume(name, &desired.project.name)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                }
+            }
+            let mut labels = s.labels.clone();
+            labels.insert(LABEL_PROJECT.into(), desired.project.name.clone());
+            labels.insert(LABEL_SERVICE.into(), s.name.clone());
+            labels.insert(LABEL_CONFIG_HASH.into(), config_hash(s));
+            labels.insert(LABEL_GENERATION.into(), generation.to_string());
+            // The image runs by ID: the generation pins exactly what was checked.
+            let image = if image_id.is_empty() {
+                s.image.clone()
+            } else {
+                image_id.clone()
+            };
+            let id = if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
+                let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
+                let id = rt
+                    .create_container(&temp, s, &image, &labels)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                rt.stop_container(&old.id)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                rt.remove_container(&old.id)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                rt.rename_container(&id, &s.container_name)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                report.service(&s.name, &format!("recreated ({})", step.reason));
+                id
+            } else {
+                let id = rt
+                    .create_container(&s.container_name, s, &image, &labels)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                report.service(&s.name, "created");
+                id
+            };
+            rt.start_container(&id)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            report.service(&s.name, "started");
+            id
+        }
+        Action::Remove => unreachable!("removals are not per-service steps"),
+    };
+    let started_ms = now_ms();
+    let probe = effective_probe(s, has_healthcheck);
+    let (deadline, min_healthy) = desired.gate_timing(s);
+    let started = Instant::now();
+    match gate(rt, &id, s, probe.as_ref(), deadline, min_healthy).await {
+        GateOutcome::Passed { after, probe } => {
+            report.service(
+                &s.name,
+                &format!("healthy in {:.1} s ({probe})", after.as_secs_f64()),
+            );
+            Ok(json!({
+                "action": format!("{:?}", step.action).to_lowercase(),
+                "begin_ms": t0,
+                "started_ms": started_ms,
+                "healthy_ms": started_ms + after.as_millis() as i64,
+                "gate_passed_ms": now_ms(),
+                "gate_s": started.elapsed().as_secs_f64(),
+            }))
+        }
+        GateOutcome::Failed { reason } => {
+            report.service(&s.name, "FAILED its gate");
+            Err((
+                reason,
+                json!({
+                    "action": format!("{:?}", step.action).to_lowercase(),
+                    "begin_ms": t0,
+                    "started_ms": started_ms,
+                    "failed_ms": now_ms(),
+                }),
+            ))
+        }
+    }
+}

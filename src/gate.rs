@@ -1,0 +1,143 @@
+//! The health gate (DESIGN.md "gate"): a started container must pass its probe within
+//! `healthy_deadline` and then keep passing, without exiting or restarting, for
+//! `min_healthy_time`. A container that passes one probe and then crashes fails.
+
+use std::time::{Duration, Instant};
+
+use crate::runtime::{ProbeResult, Runtime};
+use crate::spec::{Probe, Service};
+
+/// How a gate ended, with enough words for a reason a person can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GateOutcome {
+    /// Healthy `after` its start, and stayed so for min_healthy_time.
+    Passed {
+        after: Duration,
+        probe: String,
+    },
+    Failed {
+        reason: String,
+    },
+}
+
+/// The probe a service is gated on: its own, else its image's HEALTHCHECK, else none
+/// (then "running" is the test).
+pub fn effective_probe(service: &Service, image_has_healthcheck: bool) -> Option<Probe> {
+    match &service.health {
+        Some(h) => Some(h.probe.clone()),
+        None if image_has_healthcheck => Some(Probe::Docker),
+        None => None,
+    }
+}
+
+/// Gate one started container.
+pub async fn gate<R: Runtime>(
+    rt: &R,
+    container_id: &str,
+    service: &Service,
+    probe: Option<&Probe>,
+    healthy_deadline: Duration,
+    min_healthy_time: Duration,
+) -> GateOutcome {
+    let interval = service
+        .health
+        .as_ref()
+        .map(|h| h.interval)
+        .unwrap_or(Duration::from_millis(250));
+    let timeout = service
+        .health
+        .as_ref()
+        .map(|h| h.timeout)
+        .unwrap_or(Duration::from_secs(2));
+    let probe_name = probe
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| "running".into());
+    let start = Instant::now();
+    let mut first_restarts = None;
+    let mut healthy_since: Option<Instant> = None;
+    let mut first_healthy: Option<Duration> = None;
+    let mut last = ProbeResult {
+        ok: false,
+        detail: "not probed yet".into(),
+    };
+    let network = &service.networks[0];
+    loop {
+        match rt.inspect_container(container_id, network).await {
+            Err(e) => {
+                last = ProbeResult {
+                    ok: false,
+                    detail: e.to_string(),
+                }
+            }
+            Ok(c) => {
+                let base = *first_restarts.get_or_insert(c.restart_count);
+                if c.restart_count > base {
+                    return GateOutcome::Failed {
+                        reason: format!(
+                            "service {:?} failed its gate: the container restarted (last exit code {}) {} after start; probe {probe_name}, last result: {}",
+                            service.name,
+                            c.exit_code,
+                            secs(start.elapsed()),
+                            last.detail
+                        ),
+                    };
+                }
+                if !c.running && service.restart == "no"
+                    || !c.running && c.exit_code != 0 && first_healthy.is_some()
+                {
+                    return GateOutcome::Failed {
+                        reason: format!(
+                            "service {:?} failed its gate: the container exited with code {} {} after start; probe {probe_name}, last result: {}",
+                            service.name,
+                            c.exit_code,
+                            secs(start.elapsed()),
+                            last.detail
+                        ),
+                    };
+                }
+                last = if !c.running {
+                    ProbeResult {
+                        ok: false,
+                        detail: format!("container not running (exit code {})", c.exit_code),
+                    }
+                } else {
+                    match probe {
+                        Some(p) => rt.probe(&c, p, timeout).await,
+                        None => ProbeResult {
+                            ok: true,
+                            detail: "container running".into(),
+                        },
+                    }
+                };
+            }
+        }
+        let now = Instant::now();
+        if last.ok {
+            let since = *healthy_since.get_or_insert(now);
+            first_healthy.get_or_insert(now - start);
+            if now - since >= min_healthy_time {
+                return GateOutcome::Passed {
+                    after: first_healthy.unwrap_or_default(),
+                    probe: probe_name,
+                };
+            }
+        } else {
+            healthy_since = None;
+        }
+        if now - start >= healthy_deadline && healthy_since.is_none() {
+            return GateOutcome::Failed {
+                reason: format!(
+                    "service {:?} failed its gate: not healthy within healthy_deadline {}; probe {probe_name}, last result: {}",
+                    service.name,
+                    crate::spec::duration::format(healthy_deadline),
+                    last.detail
+                ),
+            };
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}

@@ -1,0 +1,89 @@
+//! The `berth.config-hash` label (DESIGN.md semantic 3).
+//!
+//! SHA-256 over the fields that change the container. `depends_on`, `profiles`, `health`
+//! and `build` are left out: they change how berth orders and gates a service, not the
+//! container itself, so editing them must not recreate anything.
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::spec::Service;
+
+#[derive(Serialize)]
+struct Hashed<'a> {
+    image: &'a str,
+    command: &'a Option<Vec<String>>,
+    entrypoint: &'a Option<Vec<String>>,
+    environment: &'a std::collections::BTreeMap<String, String>,
+    ports: &'a [crate::spec::Port],
+    volumes: &'a [crate::spec::Volume],
+    networks: &'a [String],
+    restart: &'a str,
+    labels: &'a std::collections::BTreeMap<String, String>,
+    user: &'a Option<String>,
+    working_dir: &'a Option<String>,
+    container_name: &'a str,
+}
+
+/// The config hash of a service, hex encoded.
+pub fn config_hash(s: &Service) -> String {
+    let h = Hashed {
+        image: &s.image,
+        command: &s.command,
+        entrypoint: &s.entrypoint,
+        environment: &s.environment,
+        ports: &s.ports,
+        volumes: &s.volumes,
+        networks: &s.networks,
+        restart: &s.restart,
+        labels: &s.labels,
+        user: &s.user,
+        working_dir: &s.working_dir,
+        container_name: &s.container_name,
+    };
+    let json = serde_json::to_vec(&h).expect("service spec serializes");
+    format!("{:x}", Sha256::digest(json))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::Service;
+
+    fn svc() -> Service {
+        Service {
+            name: "app".into(),
+            image: "fixture:test".into(),
+            build: None,
+            command: None,
+            entrypoint: None,
+            environment: [("A".to_string(), "1".to_string())].into(),
+            ports: vec![],
+            volumes: vec![],
+            networks: vec!["net".into()],
+            depends_on: vec![],
+            restart: "no".into(),
+            labels: Default::default(),
+            user: None,
+            working_dir: None,
+            container_name: "p-app".into(),
+            profiles: vec![],
+            health: None,
+        }
+    }
+
+    #[test]
+    fn environment_changes_the_hash() {
+        let mut b = svc();
+        b.environment.insert("A".into(), "2".into());
+        assert_ne!(config_hash(&svc()), config_hash(&b));
+    }
+
+    #[test]
+    fn depends_on_and_profiles_do_not_change_the_hash() {
+        let mut b = svc();
+        b.depends_on = vec!["db".into()];
+        b.profiles = vec!["tracing".into()];
+        assert_eq!(config_hash(&svc()), config_hash(&b));
+    }
+}

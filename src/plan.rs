@@ -1,0 +1,176 @@
+//! The plan: a pure function of desired and observed state (DESIGN.md "plan").
+//!
+//! No I/O happens here, so every decision is tested by comparing printed text.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::hash::config_hash;
+use crate::observe::Observed;
+use crate::runtime::ContainerSummary;
+use crate::spec::DesiredState;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// No container for the service: create and start one.
+    Create,
+    /// The container's config hash or image differs: replace it.
+    Recreate,
+    /// The container is right but not running.
+    Start,
+    /// An owned container no service wants any more (volumes are kept).
+    Remove,
+    /// Already as desired.
+    Noop,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub service: String,
+    pub action: Action,
+    /// The existing container the step acts on (recreate, start, remove, noop).
+    pub container: Option<ContainerSummary>,
+    /// Why, in words a person reads in `berth plan`.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    pub project: String,
+    /// Removals first (they free names and ports), then services in dependency order.
+    pub steps: Vec<Step>,
+}
+
+impl Plan {
+    pub fn is_noop(&self) -> bool {
+        self.steps.iter().all(|s| s.action == Action::Noop)
+    }
+    pub fn step(&self, service: &str) -> Option<&Step> {
+        self.steps
+            .iter()
+            .find(|s| s.service == service && s.action != Action::Remove)
+    }
+}
+
+/// Work out what converging `desired` from `observed` takes.
+pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
+    let mut by_service: BTreeMap<&str, Vec<&ContainerSummary>> = BTreeMap::new();
+    for c in &observed.containers {
+        by_service
+            .entry(c.service.as_deref().unwrap_or(""))
+            .or_default()
+            .push(c);
+    }
+    let mut steps = Vec::new();
+
+    // Owned containers that no desired service claims, or extra copies of one.
+    for (service, containers) in &by_service {
+        let wanted = desired.services.get(*service);
+        for c in containers {
+            let keep = wanted.is_some_and(|s| c.name == s.container_name);
+            if !keep {
+                steps.push(Step {
+                    service: service.to_string(),
+                    action: Action::Remove,
+                    container: Some((*c).clone()),
+                    reason: if wanted.is_some() {
+                        format!("stray container {} of this service", c.name)
+                    } else {
+                        "no longer desired (volumes are kept)".into()
+                    },
+                });
+            }
+        }
+    }
+
+    for level in desired.levels() {
+        for name in level {
+            let s = &desired.services[&name];
+            let current = by_service
+                .get(name.as_str())
+                .and_then(|cs| cs.iter().find(|c| c.name == s.container_name));
+            let want_hash = config_hash(s);
+            let want_image = observed
+                .images
+                .get(&s.image)
+                .and_then(|i| i.as_ref())
+                .map(|i| i.id.as_str());
+            let (action, reason) = match current {
+                None => {
+                    let how = match (want_image, &s.build) {
+                        (Some(_), _) => "",
+                        (None, Some(_)) => " (to be built)",
+                        (None, None) => " (to be pulled)",
+                    };
+                    (Action::Create, format!("image {}{how}", s.image))
+                }
+                Some(c) if c.config_hash.as_deref() != Some(want_hash.as_str()) => {
+                    (Action::Recreate, "configuration changed".into())
+                }
+                Some(c) if want_image.is_some_and(|id| id != c.image_id) => (
+                    Action::Recreate,
+                    format!(
+                        "image {} now points to {}",
+                        s.image,
+                        short_id(want_image.unwrap())
+                    ),
+                ),
+                Some(c) if !(c.running() || c.state == "restarting") => {
+                    (Action::Start, format!("container is {}", c.state))
+                }
+                Some(_) => (Action::Noop, String::new()),
+            };
+            steps.push(Step {
+                service: name.clone(),
+                action,
+                container: current.map(|c| (*c).clone()),
+                reason,
+            });
+        }
+    }
+    Plan {
+        project: desired.project.name.clone(),
+        steps,
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    let id = id.strip_prefix("sha256:").unwrap_or(id);
+    &id[..id.len().min(12)]
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_noop() {
+            return writeln!(f, "No changes.");
+        }
+        writeln!(f, "Plan for project {:?}:", self.project)?;
+        let width = self
+            .steps
+            .iter()
+            .map(|s| s.service.len())
+            .max()
+            .unwrap_or(0);
+        let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.steps {
+            let (sigil, word) = match s.action {
+                Action::Create => ('+', "create"),
+                Action::Recreate => ('~', "recreate"),
+                Action::Start => ('>', "start"),
+                Action::Remove => ('-', "remove"),
+                Action::Noop => continue,
+            };
+            *counts.entry(word).or_default() += 1;
+            writeln!(
+                f,
+                "  {sigil} {:<width$}  {word:<8}  {}",
+                s.service, s.reason
+            )?;
+        }
+        let summary: Vec<String> = ["create", "recreate", "start", "remove"]
+            .iter()
+            .filter_map(|w| counts.get(w).map(|n| format!("{n} to {w}")))
+            .collect();
+        writeln!(f, "{}.", summary.join(", "))
+    }
+}

@@ -1,0 +1,577 @@
+//! [`Runtime`] over the Docker Engine API, through bollard.
+//!
+//! The API version is negotiated (this host's engine speaks 1.41). Every API call logs a
+//! `docker_api` debug event, so `BERTH_LOG=berth::runtime=debug` counts calls.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures::StreamExt;
+
+use super::{
+    ContainerDetails, ContainerSummary, ImageInfo, NameHolder, ProbeResult, Runtime, RuntimeError,
+};
+use crate::spec::{
+    Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
+    Volume,
+};
+
+/// The real engine.
+#[derive(Clone)]
+pub struct DockerRuntime {
+    docker: Docker,
+    http: reqwest::Client,
+}
+
+fn api(context: impl Into<String>) -> impl FnOnce(BollardError) -> RuntimeError {
+    let context = context.into();
+    move |e| RuntimeError::Api {
+        context,
+        message: match e {
+            BollardError::DockerResponseServerError { message, .. } => message,
+            other => other.to_string(),
+        },
+    }
+}
+
+fn is_not_found(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+fn call(name: &'static str) {
+    tracing::debug!(target: "berth::runtime", call = name, "docker_api");
+}
+
+impl DockerRuntime {
+    /// Connect with the usual defaults (`DOCKER_HOST` or the local socket) and negotiate
+    /// the API version.
+    pub async fn connect() -> Result<Self, RuntimeError> {
+        let docker = Docker::connect_with_defaults()
+            .map_err(api("connecting to the Docker engine"))?
+            .negotiate_version()
+            .await
+            .map_err(api("negotiating the Docker API version"))?;
+        Ok(DockerRuntime {
+            docker,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .build()
+                .expect("http client builds"),
+        })
+    }
+}
+
+impl Runtime for DockerRuntime {
+    async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        call("list_containers");
+        let filters: HashMap<String, Vec<String>> =
+            [("label".into(), vec![format!("{LABEL_PROJECT}={project}")])].into();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let labels = c.labels.unwrap_or_default();
+                let status = c.status.unwrap_or_default();
+                let health = ["healthy", "unhealthy", "health: starting"]
+                    .iter()
+                    .find(|h| status.contains(&format!("({h})")))
+                    .map(|h| h.trim_start_matches("health: ").to_string());
+                ContainerSummary {
+                    id: c.id.unwrap_or_default(),
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    service: labels.get(LABEL_SERVICE).cloned(),
+                    config_hash: labels.get(LABEL_CONFIG_HASH).cloned(),
+                    generation: labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+                    image_id: c.image_id.unwrap_or_default(),
+                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    health,
+                }
+            })
+            .collect())
+    }
+
+    async fn name_holder(&self, name: &str) -> Result<Option<NameHolder>, RuntimeError> {
+        call("inspect_container");
+        match self.docker.inspect_container(name, None).await {
+            Ok(c) => Ok(Some(NameHolder {
+                id: c.id.unwrap_or_default(),
+                project: c
+                    .config
+                    .and_then(|c| c.labels)
+                    .and_then(|l| l.get(LABEL_PROJECT).cloned()),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting container {name}"))(e)),
+        }
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        call("inspect_image");
+        match self.docker.inspect_image(reference).await {
+            Ok(i) => Ok(Some(ImageInfo {
+                id: i.id.unwrap_or_default(),
+                has_healthcheck: i
+                    .config
+                    .and_then(|c| c.healthcheck)
+                    .and_then(|h| h.test)
+                    .is_some_and(|t| !t.is_empty() && t[0] != "NONE"),
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
+        }
+    }
+
+    async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        call("create_image");
+        let (image, tag) = split_reference(reference);
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .tag(tag)
+            .build();
+        let mut stream = self.docker.create_image(Some(opts), None, None);
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|e| RuntimeError::ImageUnavailable {
+                image: reference.to_string(),
+                message: api("pull")(e)
+                    .to_string()
+                    .trim_start_matches("pull: ")
+                    .to_string(),
+            })?;
+            if let Some(err) = item.error_detail.and_then(|d| d.message) {
+                return Err(RuntimeError::ImageUnavailable {
+                    image: reference.to_string(),
+                    message: err,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_image(&self, reference: &str, build: &Build) -> Result<(), RuntimeError> {
+        call("build_image");
+        let fail = |message: String| RuntimeError::Build {
+            image: reference.to_string(),
+            message,
+        };
+        let context = build.context.clone();
+        let tarball = tokio::task::spawn_blocking(move || {
+            let mut b = tar::Builder::new(Vec::new());
+            b.follow_symlinks(false);
+            b.append_dir_all(".", &context)?;
+            b.into_inner()
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| {
+            fail(format!(
+                "reading build context {}: {e}",
+                build.context.display()
+            ))
+        })?;
+        let args: HashMap<String, String> = build.args.clone().into_iter().collect();
+        let opts = BuildImageOptionsBuilder::default()
+            .t(reference)
+            .dockerfile(&build.dockerfile)
+            .buildargs(&args)
+            .rm(true)
+            .build();
+        let mut stream =
+            self.docker
+                .build_image(opts, None, Some(bollard::body_full(tarball.into())));
+        while let Some(item) = stream.next().await {
+            let item = item.map_err(|e| fail(api("build")(e).to_string()))?;
+            if let Some(msg) = item.error_detail.and_then(|d| d.message) {
+                return Err(fail(msg));
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self, name: &str, project: &str) -> Result<(), RuntimeError> {
+        call("inspect_network");
+        match self.docker.inspect_network(name, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => return Err(api(format!("inspecting network {name}"))(e)),
+        }
+        call("create_network");
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some([(LABEL_PROJECT.to_string(), project.to_string())].into()),
+            ..Default::default()
+        };
+        match self.docker.create_network(req).await {
+            Ok(_) => Ok(()),
+            // Lost a race with another creator: the network is there, which is all we need.
+            Err(BollardError::DockerResponseServerError {
+                status_code: 409, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("creating network {name}"))(e)),
+        }
+    }
+
+    async fn ensure_volume(&self, name: &str, project: &str) -> Result<(), RuntimeError> {
+        call("create_volume");
+        // Creating an existing volume is a no-op in Docker; its data is untouched.
+        let req = VolumeCreateRequest {
+            name: Some(name.to_string()),
+            labels: Some([(LABEL_PROJECT.to_string(), project.to_string())].into()),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(req)
+            .await
+            .map(|_| ())
+            .map_err(api(format!("creating volume {name}")))
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        s: &Service,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, RuntimeError> {
+        call("create_container");
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        let mut exposed = Vec::new();
+        for p in &s.ports {
+            let key = format!("{}/{}", p.container, p.protocol);
+            exposed.push(key.clone());
+            if let Some(h) = p.host {
+                port_bindings
+                    .entry(key)
+                    .or_insert_with(|| Some(Vec::new()))
+                    .as_mut()
+                    .expect("inserted as Some")
+                    .push(PortBinding {
+                        host_ip: p.host_ip.clone(),
+                        host_port: Some(h.to_string()),
+                    });
+            }
+        }
+        let binds = s
+            .volumes
+            .iter()
+            .map(|v| match v {
+                Volume::Named {
+                    name,
+                    target,
+                    read_only,
+                } => {
+                    format!("{name}:{target}{}", if *read_only { ":ro" } else { "" })
+                }
+                Volume::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => format!(
+                    "{}:{target}{}",
+                    source.display(),
+                    if *read_only { ":ro" } else { "" }
+                ),
+            })
+            .collect();
+        let (policy, retries) = match s.restart.split_once(':') {
+            Some((_, n)) => (RestartPolicyNameEnum::ON_FAILURE, n.parse().ok()),
+            None => (
+                match s.restart.as_str() {
+                    "always" => RestartPolicyNameEnum::ALWAYS,
+                    "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                    _ => RestartPolicyNameEnum::NO,
+                },
+                None,
+            ),
+        };
+        let first_network = s.networks[0].clone();
+        let endpoint = |_: &String| EndpointSettings {
+            aliases: Some(vec![s.name.clone()]),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            cmd: s.command.clone(),
+            entrypoint: s.entrypoint.clone(),
+            env: Some(
+                s.environment
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect(),
+            ),
+            labels: Some(labels.clone().into_iter().collect()),
+            user: s.user.clone(),
+            working_dir: s.working_dir.clone(),
+            exposed_ports: Some(exposed),
+            host_config: Some(HostConfig {
+                port_bindings: Some(port_bindings),
+                binds: Some(binds),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(policy),
+                    maximum_retry_count: retries,
+                }),
+                network_mode: Some(first_network.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some([(first_network.clone(), endpoint(&first_network))].into()),
+            }),
+            ..Default::default()
+        };
+        let opts = CreateContainerOptionsBuilder::default().name(name).build();
+        let created = self
+            .docker
+            .create_container(Some(opts), body)
+            .await
+            .map_err(api(format!("creating container {name}")))?;
+        // Further networks are joined after create: the API takes one at create time on 1.41.
+        for net in s.networks.iter().skip(1) {
+            call("connect_network");
+            self.docker
+                .connect_network(
+                    net,
+                    bollard::models::NetworkConnectRequest {
+                        container: created.id.clone(),
+                        endpoint_config: Some(endpoint(net)),
+                    },
+                )
+                .await
+                .map_err(api(format!("connecting {name} to network {net}")))?;
+        }
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        call("start_container");
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(api(format!("starting container {}", short(id))))
+    }
+
+    async fn stop_container(&self, id: &str) -> Result<(), RuntimeError> {
+        call("stop_container");
+        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        match self.docker.stop_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 304, ..
+            }) => Ok(()),
+            Err(e) => Err(api(format!("stopping container {}", short(id)))(e)),
+        }
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        call("remove_container");
+        // v=false: anonymous volumes stay too. berth never deletes volume data.
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        match self.docker.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("removing container {}", short(id)))(e)),
+        }
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        call("rename_container");
+        let opts = RenameContainerOptionsBuilder::default().name(name).build();
+        self.docker
+            .rename_container(id, opts)
+            .await
+            .map_err(api(format!("renaming container {} to {name}", short(id))))
+    }
+
+    async fn inspect_container(
+        &self,
+        id: &str,
+        network: &str,
+    ) -> Result<ContainerDetails, RuntimeError> {
+        call("inspect_container");
+        let c = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .map_err(api(format!("inspecting container {}", short(id))))?;
+        let state = c.state.unwrap_or_default();
+        let ip = c
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|n| n.get(network).and_then(|e| e.ip_address.clone()))
+            .filter(|ip| !ip.is_empty());
+        Ok(ContainerDetails {
+            id: c.id.unwrap_or_default(),
+            running: state.running.unwrap_or(false),
+            exit_code: state.exit_code.unwrap_or(0),
+            restart_count: c.restart_count.unwrap_or(0),
+            health: state
+                .health
+                .and_then(|h| h.status)
+                .map(|s| s.to_string())
+                .filter(|s| !s.is_empty() && s != "none"),
+            ip,
+            started_at: state.started_at,
+        })
+    }
+
+    async fn probe(&self, c: &ContainerDetails, probe: &Probe, timeout: Duration) -> ProbeResult {
+        let fail = |detail: String| ProbeResult { ok: false, detail };
+        match probe {
+            Probe::Docker => match c.health.as_deref() {
+                Some("healthy") => ProbeResult {
+                    ok: true,
+                    detail: "docker health: healthy".into(),
+                },
+                Some(h) => fail(format!("docker health: {h}")),
+                None => fail("the image has no HEALTHCHECK".into()),
+            },
+            Probe::Tcp { port } => {
+                let Some(ip) = &c.ip else {
+                    return fail("container has no address".into());
+                };
+                let addr = format!("{ip}:{port}");
+                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+                    Ok(Ok(_)) => ProbeResult {
+                        ok: true,
+                        detail: format!("tcp {addr} connected"),
+                    },
+                    Ok(Err(e)) => fail(format!("tcp {addr}: {e}")),
+                    Err(_) => fail(format!("tcp {addr}: timed out after {timeout:?}")),
+                }
+            }
+            Probe::Http { port, path } => {
+                let Some(ip) = &c.ip else {
+                    return fail("container has no address".into());
+                };
+                let url = format!("http://{ip}:{port}{path}");
+                match self.http.get(&url).timeout(timeout).send().await {
+                    Ok(r) if r.status().is_success() => ProbeResult {
+                        ok: true,
+                        detail: format!("GET {url}: {}", r.status()),
+                    },
+                    Ok(r) => fail(format!("GET {url}: {}", r.status())),
+                    Err(e) => fail(format!("GET {url}: {}", error_chain(&e))),
+                }
+            }
+            Probe::Exec { command } => {
+                match tokio::time::timeout(timeout, self.exec(&c.id, command)).await {
+                    Ok(Ok((0, _))) => ProbeResult {
+                        ok: true,
+                        detail: format!("exec {:?}: exit 0", command.join(" ")),
+                    },
+                    Ok(Ok((code, out))) => fail(format!(
+                        "exec {:?}: exit {code}: {}",
+                        command.join(" "),
+                        out.trim()
+                    )),
+                    Ok(Err(e)) => fail(format!("exec {:?}: {e}", command.join(" "))),
+                    Err(_) => fail(format!(
+                        "exec {:?}: timed out after {timeout:?}",
+                        command.join(" ")
+                    )),
+                }
+            }
+        }
+    }
+}
+
+impl DockerRuntime {
+    async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
+        call("create_exec");
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                bollard::models::ExecConfig {
+                    cmd: Some(command.to_vec()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api("creating exec"))?;
+        call("start_exec");
+        let mut output = String::new();
+        if let bollard::exec::StartExecResults::Attached {
+            output: mut out, ..
+        } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(api("starting exec"))?
+        {
+            while let Some(Ok(chunk)) = out.next().await {
+                if output.len() < 4096 {
+                    output.push_str(&chunk.to_string());
+                }
+            }
+        }
+        call("inspect_exec");
+        let info = self
+            .docker
+            .inspect_exec(&exec.id)
+            .await
+            .map_err(api("inspecting exec"))?;
+        Ok((info.exit_code.unwrap_or(-1), output))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+/// `repo[:tag]` → (repo, tag), leaving registry ports (`host:5000/x`) alone.
+fn split_reference(r: &str) -> (&str, &str) {
+    if r.contains('@') {
+        return (r, "");
+    }
+    match r.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => (repo, tag),
+        _ => (r, "latest"),
+    }
+}

@@ -1,0 +1,137 @@
+//! The Docker boundary.
+//!
+//! [`Runtime`] is everything the controller needs from a container engine. The real one
+//! is [`docker::DockerRuntime`] (bollard); [`fake::FakeRuntime`] keeps containers in memory
+//! so controller logic can be tested with paused time. The end-to-end suite in `tests/`
+//! always runs against the real engine.
+
+pub mod docker;
+
+use std::future::Future;
+
+use crate::spec::{Build, Probe, Service};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("{context}: {message}")]
+    Api { context: String, message: String },
+    #[error("image {image} is not present locally and cannot be pulled: {message}")]
+    ImageUnavailable { image: String, message: String },
+    #[error("building image {image} failed: {message}")]
+    Build { image: String, message: String },
+}
+
+/// A container as the list call shows it: enough to plan without an inspect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub name: String,
+    pub service: Option<String>,
+    pub config_hash: Option<String>,
+    pub generation: Option<u64>,
+    pub image_id: String,
+    /// Docker's state word: created, running, exited, restarting...
+    pub state: String,
+    /// healthy / unhealthy / starting when the container has a HEALTHCHECK.
+    pub health: Option<String>,
+}
+
+impl ContainerSummary {
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// What the gate needs to know about one container, from an inspect.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerDetails {
+    pub id: String,
+    pub running: bool,
+    pub exit_code: i64,
+    pub restart_count: i64,
+    pub health: Option<String>,
+    /// The container's address on the project network, used by tcp/http probes.
+    pub ip: Option<String>,
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageInfo {
+    pub id: String,
+    pub has_healthcheck: bool,
+}
+
+/// The outcome of one probe: passed or not, with what was seen, for reasons and logs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// A container that holds a name berth wants.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameHolder {
+    pub id: String,
+    pub project: Option<String>,
+}
+
+pub trait Runtime: Send + Sync {
+    /// Every container (any state) labelled with this project: one list call.
+    fn list_project(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<Vec<ContainerSummary>, RuntimeError>> + Send;
+    /// Who holds this container name, if anyone.
+    fn name_holder(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<Option<NameHolder>, RuntimeError>> + Send;
+    fn inspect_image(
+        &self,
+        reference: &str,
+    ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
+    fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn build_image(
+        &self,
+        reference: &str,
+        build: &Build,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn ensure_network(
+        &self,
+        name: &str,
+        project: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn ensure_volume(
+        &self,
+        name: &str,
+        project: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Create (not start) a container for `service` under `name`, running `image`.
+    fn create_container(
+        &self,
+        name: &str,
+        service: &Service,
+        image: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn stop_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn rename_container(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn inspect_container(
+        &self,
+        id: &str,
+        network: &str,
+    ) -> impl Future<Output = Result<ContainerDetails, RuntimeError>> + Send;
+    /// Run one probe against a started container.
+    fn probe(
+        &self,
+        container: &ContainerDetails,
+        probe: &Probe,
+        timeout: std::time::Duration,
+    ) -> impl Future<Output = ProbeResult> + Send;
+}

@@ -1,0 +1,195 @@
+//! The desired state: what the person wants running, resolved and validated.
+//!
+//! [`load`] reads one TOML file or a directory of `*.toml` files (name order), interpolates
+//! `${VAR}` from the process environment and the project env file, and checks everything
+//! DESIGN.md semantic 9 asks for. What comes out is a [`DesiredState`] in which every value
+//! is final: the planner and the converger never see raw TOML.
+
+pub mod duration;
+pub mod interpolate;
+mod load;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use load::{load, load_with_env};
+
+/// Label keys berth puts on what it creates (DESIGN.md semantic 2).
+pub const LABEL_PROJECT: &str = "berth.project";
+pub const LABEL_SERVICE: &str = "berth.service";
+pub const LABEL_CONFIG_HASH: &str = "berth.config-hash";
+pub const LABEL_GENERATION: &str = "berth.generation";
+
+/// A fully resolved desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub project: Project,
+    pub rollout: Rollout,
+    /// Active services only (profiles already applied), by service name.
+    pub services: BTreeMap<String, Service>,
+    /// SHA-256 of the source files' bytes and names: identifies "this desired state" for
+    /// generations and (later) poisoning.
+    pub source_hash: String,
+    /// The files read, in the order read.
+    pub files: Vec<PathBuf>,
+    /// Values that came from env files: redacted wherever berth prints anything.
+    #[serde(default)]
+    pub secret_values: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    /// Prefix of container names and the value of the `berth.project` label.
+    pub name: String,
+    /// The network every service joins unless it lists its own.
+    pub network: String,
+}
+
+/// Gate timing defaults for the whole project (DESIGN.md "gate").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Rollout {
+    /// How long a started container may take to pass its probe.
+    pub healthy_deadline: Duration,
+    /// How long it must then stay passing, so a crash right after the first probe fails.
+    pub min_healthy_time: Duration,
+    /// Upper bound for one whole converge.
+    pub progress_deadline: Duration,
+}
+
+impl Default for Rollout {
+    fn default() -> Self {
+        Rollout {
+            healthy_deadline: Duration::from_secs(60),
+            min_healthy_time: Duration::from_secs(1),
+            progress_deadline: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    /// Image reference; for a service with `build`, the tag the build produces.
+    pub image: String,
+    pub build: Option<Build>,
+    pub command: Option<Vec<String>>,
+    pub entrypoint: Option<Vec<String>>,
+    /// Final container environment: env_file entries, then `environment` over them.
+    pub environment: BTreeMap<String, String>,
+    pub ports: Vec<Port>,
+    pub volumes: Vec<Volume>,
+    pub networks: Vec<String>,
+    pub depends_on: Vec<String>,
+    pub restart: String,
+    pub labels: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub working_dir: Option<String>,
+    pub container_name: String,
+    pub profiles: Vec<String>,
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Build {
+    /// Absolute path of the build context.
+    pub context: PathBuf,
+    pub dockerfile: String,
+    pub args: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Port {
+    pub host_ip: Option<String>,
+    pub host: Option<u16>,
+    pub container: u16,
+    pub protocol: String,
+}
+
+impl std::fmt::Display for Port {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(ip) = &self.host_ip {
+            write!(f, "{ip}:")?;
+        }
+        if let Some(h) = self.host {
+            write!(f, "{h}:")?;
+        }
+        write!(f, "{}/{}", self.container, self.protocol)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Volume {
+    /// A named volume, created on demand and never removed by berth.
+    Named {
+        name: String,
+        target: String,
+        read_only: bool,
+    },
+    /// A host path (absolute after resolution).
+    Bind {
+        source: PathBuf,
+        target: String,
+        read_only: bool,
+    },
+}
+
+/// How a service proves it is healthy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub probe: Probe,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_deadline: Option<Duration>,
+    pub min_healthy_time: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Probe {
+    /// Connect to the container's address on this port.
+    Tcp { port: u16 },
+    /// GET this path on the container's address, expecting 2xx.
+    Http { port: u16, path: String },
+    /// Run a command inside the container, expecting exit code 0.
+    Exec { command: Vec<String> },
+    /// Wait for the image's own Docker HEALTHCHECK to report healthy.
+    Docker,
+}
+
+impl std::fmt::Display for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Probe::Tcp { port } => write!(f, "tcp :{port}"),
+            Probe::Http { port, path } => write!(f, "http :{port}{path}"),
+            Probe::Exec { command } => write!(f, "exec {}", command.join(" ")),
+            Probe::Docker => write!(f, "docker healthcheck"),
+        }
+    }
+}
+
+impl DesiredState {
+    /// Services in dependency levels: level 0 has no dependencies, level n depends only on
+    /// levels below n. Validation has already ruled out cycles.
+    pub fn levels(&self) -> Vec<Vec<String>> {
+        crate::graph::levels(self.services.iter().map(|(n, s)| {
+            (
+                n.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        }))
+        .expect("validated desired state has no dependency cycle")
+    }
+
+    /// The gate timing for one service: its own health block over the rollout defaults.
+    pub fn gate_timing(&self, service: &Service) -> (Duration, Duration) {
+        let h = service.health.as_ref();
+        (
+            h.and_then(|h| h.healthy_deadline)
+                .unwrap_or(self.rollout.healthy_deadline),
+            h.and_then(|h| h.min_healthy_time)
+                .unwrap_or(self.rollout.min_healthy_time),
+        )
+    }
+}
