@@ -174,3 +174,141 @@ impl fmt::Display for Plan {
         writeln!(f, "{}.", summary.join(", "))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{ContainerSummary, ImageInfo};
+    use crate::spec::DesiredState;
+
+    fn desired(toml: &str) -> DesiredState {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("berth.toml");
+        std::fs::write(&f, toml).unwrap();
+        crate::spec::load_with_env(&f, &[], &Default::default()).unwrap()
+    }
+
+    const STACK: &str = r#"
+[project]
+name = "shop"
+[services.db]
+image = "postgres:15"
+[services.cache]
+image = "redis:7"
+depends_on = ["db"]
+[services.app]
+image = "shop:1"
+depends_on = ["cache", "db"]
+environment = { API_KEY = "s3cret" }
+"#;
+
+    fn container(d: &DesiredState, service: &str, state: &str, image_id: &str) -> ContainerSummary {
+        let s = &d.services[service];
+        ContainerSummary {
+            id: format!("id-{service}"),
+            name: s.container_name.clone(),
+            service: Some(service.into()),
+            config_hash: Some(config_hash(s)),
+            generation: Some(1),
+            image_id: image_id.into(),
+            state: state.into(),
+            health: None,
+        }
+    }
+
+    fn images(d: &DesiredState, id: &str) -> BTreeMap<String, Option<ImageInfo>> {
+        d.services
+            .values()
+            .map(|s| {
+                (
+                    s.image.clone(),
+                    Some(ImageInfo {
+                        id: id.into(),
+                        has_healthcheck: false,
+                    }),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn plan_from_nothing_creates_in_dependency_order() {
+        let d = desired(STACK);
+        let observed = Observed {
+            containers: vec![],
+            images: [("postgres:15".to_string(), None)].into(),
+        };
+        assert_eq!(
+            plan(&d, &observed).to_string(),
+            "Plan for project \"shop\":\n  + db     create    image postgres:15 (to be pulled)\n  + cache  create    image redis:7 (to be pulled)\n  + app    create    image shop:1 (to be pulled)\n3 to create.\n"
+        );
+    }
+
+    #[test]
+    fn converged_stack_plans_no_changes() {
+        let d = desired(STACK);
+        let containers = ["db", "cache", "app"]
+            .iter()
+            .map(|s| container(&d, s, "running", "sha256:aaa"))
+            .collect();
+        let p = plan(
+            &d,
+            &Observed {
+                containers,
+                images: images(&d, "sha256:aaa"),
+            },
+        );
+        assert!(p.is_noop());
+        assert_eq!(p.to_string(), "No changes.\n");
+    }
+
+    #[test]
+    fn changed_hash_stopped_container_moved_tag_and_orphan_each_get_their_step() {
+        let d = desired(STACK);
+        let mut app = container(&d, "app", "running", "sha256:aaa");
+        app.config_hash = Some("old".into());
+        let mut orphan = container(&d, "db", "running", "sha256:aaa");
+        orphan.service = Some("search".into());
+        orphan.name = "shop-search".into();
+        let containers = vec![
+            container(&d, "db", "exited", "sha256:aaa"),
+            container(&d, "cache", "running", "sha256:old"),
+            app,
+            orphan,
+        ];
+        let p = plan(
+            &d,
+            &Observed {
+                containers,
+                images: images(&d, "sha256:aaa"),
+            },
+        );
+        assert_eq!(
+            p.to_string(),
+            "Plan for project \"shop\":\n  - search  remove    no longer desired (volumes are kept)\n  > db      start     container is exited\n  ~ cache   recreate  image redis:7 now points to aaa\n  ~ app     recreate  configuration changed\n2 to recreate, 1 to start, 1 to remove.\n"
+        );
+        // Secrets never appear in a plan: values are not printed at all.
+        assert!(!p.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn depends_on_change_alone_does_not_recreate() {
+        let d = desired(STACK);
+        let containers = ["db", "cache", "app"]
+            .iter()
+            .map(|s| container(&d, s, "running", "sha256:aaa"))
+            .collect();
+        let d2 =
+            desired(&STACK.replace("depends_on = [\"cache\", \"db\"]", "depends_on = [\"db\"]"));
+        assert!(
+            plan(
+                &d2,
+                &Observed {
+                    containers,
+                    images: images(&d, "sha256:aaa")
+                }
+            )
+            .is_noop()
+        );
+    }
+}

@@ -212,7 +212,7 @@ mod tests {
     #[test]
     fn formats_unix_ms_as_utc() {
         assert_eq!(format_ms(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 07:06:40 UTC");
+        assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
     }
 
     #[tokio::test]
