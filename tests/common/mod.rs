@@ -95,8 +95,7 @@ impl Project {
         let out = docker(&["logs", &self.container(service)]);
         let log = text(&out);
         log.lines()
-            .filter(|l| l.contains(&format!("event={event}")))
-            .last()
+            .rfind(|l| l.contains(&format!("event={event}")))
             .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("ts_ms=")))
             .and_then(|v| v.parse().ok())
     }
