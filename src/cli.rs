@@ -2,8 +2,8 @@
 //!
 //! Exit codes: 0 converged; 1 runtime error; 2 invalid desired state (nothing changed);
 //! 3 gate failed and rolled back; 4 gate failed and the rollback failed too (degraded);
-//! 5 desired state poisoned. (3 and 5 arrive with auto-revert; until then a failed gate
-//! leaves the stack as it is, reports `degraded` and exits 1.)
+//! 5 desired state poisoned. With `auto_revert = false` a failed gate leaves the stack as
+//! it is and exits 1.
 
 use std::path::PathBuf;
 
@@ -24,6 +24,9 @@ use crate::store::{Store, format_ms};
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_RUNTIME: i32 = 1;
 pub const EXIT_INVALID: i32 = 2;
+pub const EXIT_ROLLED_BACK: i32 = 3;
+pub const EXIT_DEGRADED: i32 = 4;
+pub const EXIT_POISONED: i32 = 5;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -61,7 +64,20 @@ pub enum Command {
     /// Print what apply would do; "No changes." when converged.
     Plan(FileArgs),
     /// Converge once, with progress.
-    Apply(FileArgs),
+    Apply {
+        #[command(flatten)]
+        args: FileArgs,
+        /// Apply even a desired state that failed and was rolled back before.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Go back to the last good generation, or the one named; recorded as a new generation.
+    Rollback {
+        generation: Option<i64>,
+        /// The project (default: the only project in the state store).
+        #[arg(long)]
+        project: Option<String>,
+    },
     /// Current generation, status, and each service's state and health.
     Status {
         #[arg(long)]
@@ -129,7 +145,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(EXIT_OK)
         }
-        Command::Apply(args) => {
+        Command::Apply { args, force } => {
             let d = match load(&args) {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
@@ -138,17 +154,17 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let store = Store::open(&state_path).await?;
             let redactor = Redactor::new(d.secret_values.clone());
             let report = Reporter::new(redactor.clone());
-            match apply(&rt, &store, &d, &report).await? {
+            let project = &d.project.name;
+            Ok(match apply(&rt, &store, &d, &report, force).await? {
                 ApplyOutcome::NoChanges => {
                     println!("No changes.");
-                    Ok(EXIT_OK)
+                    EXIT_OK
                 }
                 ApplyOutcome::Converged { generation } => {
                     println!(
-                        "Converged: generation {generation} of project {:?} is healthy.",
-                        d.project.name
+                        "Converged: generation {generation} of project {project:?} is healthy."
                     );
-                    Ok(EXIT_OK)
+                    EXIT_OK
                 }
                 ApplyOutcome::GateFailed { generation, reason } => {
                     eprintln!(
@@ -156,12 +172,106 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                         redactor.text(&reason)
                     );
                     eprintln!(
-                        "berth: project {:?} is degraded; the failed containers are left for inspection",
-                        d.project.name
+                        "berth: auto_revert is off; project {project:?} is left as it is for inspection"
                     );
-                    Ok(EXIT_RUNTIME)
+                    EXIT_RUNTIME
                 }
-            }
+                ApplyOutcome::RolledBack {
+                    generation,
+                    to,
+                    reason,
+                } => {
+                    eprintln!(
+                        "berth: generation {generation} failed: {}",
+                        redactor.text(&reason)
+                    );
+                    eprintln!(
+                        "berth: rolled back: project {project:?} is running generation {to} again (healthy); generation {generation} will not be applied again until the desired state changes or --force is given"
+                    );
+                    EXIT_ROLLED_BACK
+                }
+                ApplyOutcome::Degraded { generation, reason } => {
+                    eprintln!(
+                        "berth: generation {generation} failed: {}",
+                        redactor.text(&reason)
+                    );
+                    eprintln!(
+                        "berth: project {project:?} is degraded; the failed containers are left for inspection"
+                    );
+                    EXIT_DEGRADED
+                }
+                ApplyOutcome::Poisoned { generation, reason } => {
+                    eprintln!(
+                        "berth: this desired state failed as generation {generation} and was rolled back: {}",
+                        redactor.text(&reason)
+                    );
+                    eprintln!(
+                        "berth: not applying it again; change the desired state, or pass --force"
+                    );
+                    EXIT_POISONED
+                }
+            })
+        }
+        Command::Rollback {
+            generation,
+            project,
+        } => {
+            let store = Store::open(&state_path).await?;
+            let project = match project {
+                Some(p) => p,
+                None => {
+                    let mut all = store.projects().await?;
+                    if all.len() != 1 {
+                        anyhow::bail!(
+                            "the state store holds {} projects; name one with --project",
+                            all.len()
+                        );
+                    }
+                    all.remove(0)
+                }
+            };
+            let latest = store
+                .latest(&project)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
+            let target = match generation {
+                Some(g) => store
+                    .get(&project, g)
+                    .await?
+                    .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generation {g}"))?,
+                None => store.last_good(&project, latest.id).await?.ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "project {project:?} has no healthy generation before {}",
+                        latest.id
+                    )
+                })?,
+            };
+            let rt = DockerRuntime::connect().await?;
+            let secrets = crate::converge::desired_of(&target)?.secret_values;
+            let redactor = Redactor::new(secrets);
+            let report = Reporter::new(redactor.clone());
+            report.line(&format!(
+                "rolling project {project:?} back to generation {}",
+                target.id
+            ));
+            let (generation, result) =
+                crate::converge::rollback(&rt, &store, &target, &report).await?;
+            Ok(match result {
+                Ok(()) => {
+                    println!(
+                        "Rolled back: generation {generation} runs generation {}'s spec and is healthy.",
+                        target.id
+                    );
+                    EXIT_OK
+                }
+                Err(reason) => {
+                    eprintln!(
+                        "berth: rollback generation {generation} failed: {}",
+                        redactor.text(&reason)
+                    );
+                    EXIT_DEGRADED
+                }
+            })
         }
         Command::Status {
             json: as_json,
@@ -237,9 +347,18 @@ async fn project_status<R: Runtime>(
     let Some(latest) = store.latest(project).await? else {
         return Ok(json!({"project": project, "status": "unknown"}));
     };
-    let desired: DesiredState = serde_json::from_str(&latest.spec_json)?;
+    // A rolled-back generation's stack runs the generation it went back to.
+    let running = match latest.reverted_to {
+        Some(to) if latest.outcome == "rolled-back" => {
+            store.get(project, to).await?.unwrap_or(latest.clone())
+        }
+        _ => latest.clone(),
+    };
+    let desired = crate::converge::desired_of(&running)?;
     let redactor = Redactor::new(desired.secret_values.clone());
-    let observed = observe(rt, &desired).await?;
+    let observed =
+        crate::converge::observed_with_pins(rt, &desired, &crate::converge::pins_of(&running))
+            .await?;
     let p = plan(&desired, &observed);
     let (status, reason) = match latest.outcome.as_str() {
         "healthy" if p.is_noop() => ("converged", None),
@@ -256,6 +375,7 @@ async fn project_status<R: Runtime>(
             )),
         ),
         "progressing" => ("progressing", None),
+        "rolled-back" if p.is_noop() => ("rolled-back", latest.reason.clone()),
         _ => ("degraded", latest.reason.clone()),
     };
     let services: Vec<_> = desired

@@ -22,7 +22,7 @@ use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Service,
     Volume,
 };
-use crate::store::{Store, StoreError, now_ms};
+use crate::store::{Generation, Store, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
@@ -40,42 +40,251 @@ pub enum ConvergeError {
         id: String,
         project: Option<String>,
     },
+    #[error("generation {generation} in the state store cannot be read: {message}")]
+    Corrupt { generation: i64, message: String },
 }
 
-/// How one `apply` ended.
+/// How one `apply` ended; each maps to one exit code (see `cli`).
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApplyOutcome {
     /// Nothing differed; no generation was recorded.
     NoChanges,
     /// Every gate passed.
     Converged { generation: i64 },
-    /// A gate failed (or the progress deadline passed).
+    /// A gate failed and auto-revert is off: the stack is left as it is.
     GateFailed { generation: i64, reason: String },
+    /// A gate failed and the whole stack is back on generation `to`, healthy.
+    RolledBack {
+        generation: i64,
+        to: i64,
+        reason: String,
+    },
+    /// A gate failed and there was no last good generation, or the revert failed too.
+    Degraded { generation: i64, reason: String },
+    /// This desired state already failed and was rolled back; not applied again.
+    Poisoned { generation: i64, reason: String },
 }
 
-/// One reconcile: observe, plan, execute, record. This is what `berth apply` runs and
-/// what the daemon will run on every trigger.
+/// Image reference -> image ID, as a generation pins them.
+pub type Pins = BTreeMap<String, String>;
+
+/// One reconcile: observe, plan, execute, record; on a failed gate, revert the whole stack
+/// to the last good generation (DESIGN.md semantic 6). This is what `berth apply` runs
+/// and what the daemon will run on every trigger.
 pub async fn apply<R: Runtime>(
     rt: &R,
     store: &Store,
     desired: &DesiredState,
     report: &Reporter,
+    force: bool,
 ) -> Result<ApplyOutcome, ConvergeError> {
-    let observed = observe(rt, desired).await?;
-    let the_plan = plan(desired, &observed);
-    if the_plan.is_noop() {
-        return Ok(ApplyOutcome::NoChanges);
+    let project = &desired.project.name;
+    if let Some(latest) = store.latest(project).await?
+        && latest.outcome == "rolled-back"
+        && latest.source_hash == desired.source_hash
+        && !force
+    {
+        return Ok(ApplyOutcome::Poisoned {
+            generation: latest.id,
+            reason: latest.reason.unwrap_or_default(),
+        });
     }
-    check_names(rt, desired, &the_plan).await?;
-    let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
-
-    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
     let source = desired
         .files
         .iter()
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(",");
+    let Some((generation, result)) = converge(rt, store, desired, &source, report).await? else {
+        return Ok(ApplyOutcome::NoChanges);
+    };
+    let reason = match result {
+        Ok(()) => return Ok(ApplyOutcome::Converged { generation }),
+        Err(reason) => reason,
+    };
+    if !desired.rollout.auto_revert {
+        return Ok(ApplyOutcome::GateFailed { generation, reason });
+    }
+    let Some(good) = store.last_good(project, generation).await? else {
+        return Ok(ApplyOutcome::Degraded {
+            generation,
+            reason: format!("{reason}; no last good generation to revert to"),
+        });
+    };
+    report.line(&format!(
+        "reverting project {project:?} to generation {}: {reason}",
+        good.id
+    ));
+    match revert_to(rt, desired_of(&good)?, &good, report).await? {
+        Ok(()) => {
+            let why = format!("{reason}; reverted to generation {}", good.id);
+            store.mark_rolled_back(generation, good.id, &why).await?;
+            Ok(ApplyOutcome::RolledBack {
+                generation,
+                to: good.id,
+                reason,
+            })
+        }
+        Err(revert_reason) => {
+            let why = format!(
+                "{reason}; the revert to generation {} failed too: {revert_reason}",
+                good.id
+            );
+            store
+                .finish(generation, "failed", Some(&why), &json!({}))
+                .await
+                .ok();
+            Ok(ApplyOutcome::Degraded {
+                generation,
+                reason: why,
+            })
+        }
+    }
+}
+
+/// The desired state a stored generation ran.
+pub fn desired_of(g: &Generation) -> Result<DesiredState, ConvergeError> {
+    serde_json::from_str(&g.spec_json).map_err(|e| ConvergeError::Corrupt {
+        generation: g.id,
+        message: e.to_string(),
+    })
+}
+
+/// The image pins a stored generation ran.
+pub fn pins_of(g: &Generation) -> Pins {
+    serde_json::from_value(g.images.clone()).unwrap_or_default()
+}
+
+/// Put the stack back on a stored generation: its spec, its pinned image IDs, gated like
+/// any converge, containers labelled with that generation. Records nothing itself.
+async fn revert_to<R: Runtime>(
+    rt: &R,
+    desired: DesiredState,
+    good: &Generation,
+    report: &Reporter,
+) -> Result<Result<(), String>, ConvergeError> {
+    let pins = pins_of(good);
+    let observed = observed_with_pins(rt, &desired, &pins).await?;
+    let the_plan = plan(&desired, &observed);
+    if the_plan.is_noop() {
+        return Ok(Ok(()));
+    }
+    let images = match pinned_images(rt, &pins).await {
+        Ok(i) => i,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let run = execute(rt, &desired, &the_plan, &images, good.id, report);
+    Ok(
+        match tokio::time::timeout(desired.rollout.progress_deadline, run).await {
+            Ok((r, _)) => r,
+            Err(_) => Err("the revert did not finish within progress_deadline".into()),
+        },
+    )
+}
+
+/// `berth rollback`: go back by hand to a stored generation, gated, recorded as a new
+/// generation. Returns the new generation's number and outcome.
+pub async fn rollback<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    target: &Generation,
+    report: &Reporter,
+) -> Result<(i64, Result<(), String>), ConvergeError> {
+    let desired = desired_of(target)?;
+    let generation = store
+        .begin(
+            &target.project,
+            &target.source_hash,
+            &format!("rollback to generation {}", target.id),
+            &target.spec_json,
+            &target.images,
+        )
+        .await?;
+    let pins = pins_of(target);
+    let observed = observed_with_pins(rt, &desired, &pins).await?;
+    let the_plan = plan(&desired, &observed);
+    let result = match pinned_images(rt, &pins).await {
+        Err(e) => Err(e.to_string()),
+        Ok(images) => {
+            let run = execute(rt, &desired, &the_plan, &images, generation, report);
+            match tokio::time::timeout(desired.rollout.progress_deadline, run).await {
+                Ok((r, timings)) => {
+                    let (outcome, reason) = match &r {
+                        Ok(()) => ("healthy", None),
+                        Err(e) => ("failed", Some(e.as_str())),
+                    };
+                    store.finish(generation, outcome, reason, &timings).await?;
+                    return Ok((generation, r));
+                }
+                Err(_) => Err("the rollback did not finish within progress_deadline".to_string()),
+            }
+        }
+    };
+    store
+        .finish(
+            generation,
+            "failed",
+            result.as_ref().err().map(String::as_str),
+            &json!({}),
+        )
+        .await?;
+    Ok((generation, result))
+}
+
+/// Observe, with the desired images' IDs taken from pins rather than from what the
+/// tags point at now: a tag that has moved since must not matter.
+pub async fn observed_with_pins<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    pins: &Pins,
+) -> Result<Observed, RuntimeError> {
+    let mut observed = Observed {
+        containers: rt.list_project(&desired.project.name).await?,
+        images: BTreeMap::new(),
+    };
+    for (reference, id) in pins {
+        observed.images.insert(
+            reference.clone(),
+            Some(crate::runtime::ImageInfo {
+                id: id.clone(),
+                has_healthcheck: false,
+            }),
+        );
+    }
+    Ok(observed)
+}
+
+async fn pinned_images<R: Runtime>(rt: &R, pins: &Pins) -> Result<Images, RuntimeError> {
+    let mut images = Images::new();
+    for (reference, id) in pins {
+        let info = rt
+            .inspect_image(id)
+            .await?
+            .ok_or_else(|| RuntimeError::ImageUnavailable {
+                image: format!("{reference} (pinned {id})"),
+                message: "the pinned image is no longer present".into(),
+            })?;
+        images.insert(reference.clone(), (info.id, info.has_healthcheck));
+    }
+    Ok(images)
+}
+
+/// Converge towards `desired` as a new generation. None when there was nothing to do.
+async fn converge<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &DesiredState,
+    source: &str,
+    report: &Reporter,
+) -> Result<Option<(i64, Result<(), String>)>, ConvergeError> {
+    let observed = observe(rt, desired).await?;
+    let the_plan = plan(desired, &observed);
+    if the_plan.is_noop() {
+        return Ok(None);
+    }
+    check_names(rt, desired, &the_plan).await?;
+    let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
+    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
     let images_json = json!(
         images
             .iter()
@@ -86,12 +295,11 @@ pub async fn apply<R: Runtime>(
         .begin(
             &desired.project.name,
             &desired.source_hash,
-            &source,
+            source,
             &spec_json,
             &images_json,
         )
         .await?;
-
     let run = execute(rt, desired, &the_plan, &images, generation, report);
     let (result, timings) = match tokio::time::timeout(desired.rollout.progress_deadline, run).await
     {
@@ -104,18 +312,15 @@ pub async fn apply<R: Runtime>(
             json!({}),
         ),
     };
-    match result {
-        Ok(()) => {
-            store.finish(generation, "healthy", None, &timings).await?;
-            Ok(ApplyOutcome::Converged { generation })
-        }
+    match &result {
+        Ok(()) => store.finish(generation, "healthy", None, &timings).await?,
         Err(reason) => {
             store
-                .finish(generation, "failed", Some(&reason), &timings)
-                .await?;
-            Ok(ApplyOutcome::GateFailed { generation, reason })
+                .finish(generation, "failed", Some(reason), &timings)
+                .await?
         }
     }
+    Ok(Some((generation, result)))
 }
 
 /// A name clash with a container berth does not own is an error before anything changes.

@@ -204,7 +204,8 @@ fn a_service_that_never_gets_healthy_fails_apply_naming_it() {
             ),
     );
     let run = p.berth(&["apply"]);
-    assert_eq!(run.code, 1);
+    // A first apply has no last good generation to revert to: degraded, exit 4.
+    assert_eq!(run.code, 4);
     assert!(
         run.stderr.contains("service \"cache\" failed its gate"),
         "{}",

@@ -44,6 +44,7 @@ struct RawRollout {
     healthy_deadline: Option<S>,
     min_healthy_time: Option<S>,
     progress_deadline: Option<S>,
+    auto_revert: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -283,6 +284,9 @@ impl Resolver<'_> {
                 }
                 if let Some(d) = self.duration(src, &r.progress_deadline) {
                     rollout.progress_deadline = d;
+                }
+                if let Some(a) = r.auto_revert {
+                    rollout.auto_revert = a;
                 }
             }
         }

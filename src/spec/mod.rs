@@ -57,6 +57,13 @@ pub struct Rollout {
     pub min_healthy_time: Duration,
     /// Upper bound for one whole converge.
     pub progress_deadline: Duration,
+    /// When a gate fails, put the whole stack back to the last good generation.
+    #[serde(default = "yes")]
+    pub auto_revert: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for Rollout {
@@ -65,6 +72,7 @@ impl Default for Rollout {
             healthy_deadline: Duration::from_secs(60),
             min_healthy_time: Duration::from_secs(1),
             progress_deadline: Duration::from_secs(600),
+            auto_revert: true,
         }
     }
 }

@@ -42,6 +42,8 @@ pub struct Generation {
     pub outcome: String,
     pub reason: Option<String>,
     pub timings: serde_json::Value,
+    /// For a rolled-back generation: the generation the stack went back to.
+    pub reverted_to: Option<i64>,
 }
 
 pub struct Store {
@@ -143,6 +145,39 @@ impl Store {
         Ok(())
     }
 
+    /// Mark a generation rolled back to `to`.
+    pub async fn mark_rolled_back(&self, id: i64, to: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET outcome = 'rolled-back', reverted_to = ?, reason = ? WHERE id = ?")
+            .bind(to)
+            .bind(reason)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest generation older than `before` whose every gate passed.
+    pub async fn last_good(
+        &self,
+        project: &str,
+        before: i64,
+    ) -> Result<Option<Generation>, StoreError> {
+        Ok(self
+            .history(Some(project))
+            .await?
+            .into_iter()
+            .rev()
+            .find(|g| g.id < before && g.outcome == "healthy"))
+    }
+
+    pub async fn get(&self, project: &str, id: i64) -> Result<Option<Generation>, StoreError> {
+        Ok(self
+            .history(Some(project))
+            .await?
+            .into_iter()
+            .find(|g| g.id == id))
+    }
+
     pub async fn latest(&self, project: &str) -> Result<Option<Generation>, StoreError> {
         Ok(self.history(Some(project)).await?.pop())
     }
@@ -150,7 +185,7 @@ impl Store {
     /// Generations oldest first, for one project or all.
     pub async fn history(&self, project: Option<&str>) -> Result<Vec<Generation>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json
+            "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to
              FROM generations WHERE (?1 IS NULL OR project = ?1) ORDER BY id",
         )
         .bind(project)
@@ -170,6 +205,7 @@ impl Store {
                 outcome: r.get(8),
                 reason: r.get(9),
                 timings: serde_json::from_str(r.get::<&str, _>(10)).unwrap_or_default(),
+                reverted_to: r.get(11),
             })
             .collect())
     }
