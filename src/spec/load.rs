@@ -176,6 +176,7 @@ pub fn load_with_env(
         env_file_vars: HashMap::new(),
         secret_values: BTreeSet::new(),
         diags: Diagnostics::default(),
+        failed_values: BTreeSet::new(),
     };
     let state = ctx.resolve(&sources, extra_profiles, format!("{:x}", hasher.finalize()));
     match state {
@@ -208,10 +209,16 @@ struct Resolver<'a> {
     env_file_vars: HashMap<String, String>,
     secret_values: BTreeSet<String>,
     diags: Diagnostics,
+    /// Spans of values whose interpolation failed: that error is reported, and checks of
+    /// the (meaningless) remaining value are not.
+    failed_values: BTreeSet<(PathBuf, usize)>,
 }
 
 impl Resolver<'_> {
     fn err(&mut self, src: &Source, span: Range<usize>, msg: impl Into<String>) {
+        if self.failed_values.contains(&(src.path.clone(), span.start)) {
+            return;
+        }
         self.diags
             .push(Diagnostic::at(&src.path, &src.text, span, msg));
     }
@@ -365,7 +372,9 @@ impl Resolver<'_> {
                 s.name.as_str(),
                 s.depends_on.iter().map(String::as_str).collect(),
             )
-        })) {
+        })) && cycle.len() > 2
+        {
+            // (A self-dependency, cycle.len() == 2, is reported on its own above.)
             let from = &cycle[0];
             let to = &cycle[1];
             if let Some((src, _, svc)) = all.iter().find(|(_, k, _)| k.get_ref() == from) {
@@ -721,13 +730,25 @@ impl Resolver<'_> {
                 Some(v)
             }
             Err(e) => {
-                // Point at the `${` itself: the span starts at the opening quote.
+                // Point at the failing `${...}` itself in the source: find the same token
+                // (the same occurrence of it) inside the value's span.
+                let value = s.get_ref();
+                let token_end = value[e.offset..]
+                    .find('}')
+                    .map(|i| e.offset + i + 1)
+                    .unwrap_or(value.len());
+                let token = &value[e.offset..token_end];
+                let nth = value[..e.offset].matches(token).count();
                 let raw = &src.text[s.span()];
                 let at = raw
-                    .find("${")
-                    .map(|i| s.span().start + i)
-                    .unwrap_or(s.span().start + 1 + e.offset);
+                    .match_indices(token)
+                    .filter(|(i, _)| !raw[..*i].ends_with('$') || raw[..*i].ends_with("$$$"))
+                    .nth(nth)
+                    .map(|(i, _)| s.span().start + i)
+                    .unwrap_or(s.span().start + 1);
                 self.err(src, at..at, e.message);
+                self.failed_values
+                    .insert((src.path.clone(), s.span().start));
                 None
             }
         }
