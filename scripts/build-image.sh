@@ -4,6 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target x86_64-unknown-linux-gnu --bin berth
 bin=target/x86_64-unknown-linux-gnu/release/berth
-if ldd "$bin" >/dev/null 2>&1; then echo "error: $bin is dynamically linked" >&2; exit 1; fi
+file "$bin" | grep -q "static" || { echo "error: $bin is not statically linked" >&2; exit 1; }
 DOCKER_BUILDKIT=0 docker build -q -t berth:latest .
 docker image inspect -f '{{.Id}}' berth:latest
