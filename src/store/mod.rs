@@ -145,9 +145,10 @@ impl Store {
         Ok(())
     }
 
-    /// Mark a generation rolled back to `to`.
+    /// Mark a generation rolled back to `to`, now that `to` is healthy again.
     pub async fn mark_rolled_back(&self, id: i64, to: i64, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE generations SET outcome = 'rolled-back', reverted_to = ?, reason = ? WHERE id = ?")
+        sqlx::query("UPDATE generations SET outcome = 'rolled-back', finished_ms = ?, reverted_to = ?, reason = ? WHERE id = ?")
+            .bind(now_ms())
             .bind(to)
             .bind(reason)
             .bind(id)
