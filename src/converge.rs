@@ -329,16 +329,23 @@ async fn check_names<R: Runtime>(
     desired: &DesiredState,
     plan: &Plan,
 ) -> Result<(), ConvergeError> {
+    let wanted: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| s.action == Action::Create)
+        .map(|s| desired.services[&s.service].container_name.clone())
+        .collect();
+    let held = rt.name_holders(&wanted).await?;
     for step in plan.steps.iter().filter(|s| s.action == Action::Create) {
         let s = &desired.services[&step.service];
-        if let Some(holder) = rt.name_holder(&s.container_name).await?
+        if let Some(holder) = held.get(&s.container_name)
             && holder.project.as_deref() != Some(desired.project.name.as_str())
         {
             return Err(ConvergeError::NameClash {
                 name: s.container_name.clone(),
                 service: s.name.clone(),
                 id: holder.id[..holder.id.len().min(12)].to_string(),
-                project: holder.project,
+                project: holder.project.clone(),
             });
         }
     }

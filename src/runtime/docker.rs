@@ -120,19 +120,46 @@ impl Runtime for DockerRuntime {
             .collect())
     }
 
-    async fn name_holder(&self, name: &str) -> Result<Option<NameHolder>, RuntimeError> {
-        call("inspect_container");
-        match self.docker.inspect_container(name, None).await {
-            Ok(c) => Ok(Some(NameHolder {
-                id: c.id.unwrap_or_default(),
-                project: c
-                    .config
-                    .and_then(|c| c.labels)
-                    .and_then(|l| l.get(LABEL_PROJECT).cloned()),
-            })),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(api(format!("inspecting container {name}"))(e)),
+    async fn name_holders(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, NameHolder>, RuntimeError> {
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
         }
+        call("list_containers");
+        // Docker's name filter matches substrings; anchor it, then compare exactly.
+        let filters: HashMap<String, Vec<String>> = [(
+            "name".into(),
+            names.iter().map(|n| format!("^/{n}$")).collect(),
+        )]
+        .into();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api("listing containers by name"))?;
+        let mut held = BTreeMap::new();
+        for c in list {
+            let labels = c.labels.unwrap_or_default();
+            for n in c.names.unwrap_or_default() {
+                let n = n.trim_start_matches('/').to_string();
+                if names.contains(&n) {
+                    held.insert(
+                        n,
+                        NameHolder {
+                            id: c.id.clone().unwrap_or_default(),
+                            project: labels.get(LABEL_PROJECT).cloned(),
+                        },
+                    );
+                }
+            }
+        }
+        Ok(held)
     }
 
     async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {

@@ -81,11 +81,11 @@ pub trait Runtime: Send + Sync {
         &self,
         project: &str,
     ) -> impl Future<Output = Result<Vec<ContainerSummary>, RuntimeError>> + Send;
-    /// Who holds this container name, if anyone.
-    fn name_holder(
+    /// Who holds each of these container names (absent: nobody). One list call.
+    fn name_holders(
         &self,
-        name: &str,
-    ) -> impl Future<Output = Result<Option<NameHolder>, RuntimeError>> + Send;
+        names: &[String],
+    ) -> impl Future<Output = Result<std::collections::BTreeMap<String, NameHolder>, RuntimeError>> + Send;
     fn inspect_image(
         &self,
         reference: &str,
