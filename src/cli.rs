@@ -85,6 +85,9 @@ pub enum Command {
         /// Only this project (default: every project in the state store).
         #[arg(long)]
         project: Option<String>,
+        /// Also judge this desired state: `blocked` when it is poisoned.
+        #[arg(short = 'f', long = "file")]
+        file: Option<PathBuf>,
     },
     /// Generations, outcomes and reasons.
     History {
@@ -276,7 +279,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Status {
             json: as_json,
             project,
+            file,
         } => {
+            let poisoned_hash = match &file {
+                Some(f) => match spec::load(f, &[]) {
+                    Ok(d) => Some((d.project.name, d.source_hash)),
+                    Err(diags) => {
+                        eprintln!("{diags}");
+                        return Ok(EXIT_INVALID);
+                    }
+                },
+                None => None,
+            };
             let store = Store::open(&state_path).await?;
             let rt = DockerRuntime::connect().await?;
             let projects = match project {
@@ -285,7 +299,21 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             };
             let mut out = Vec::new();
             for p in projects {
-                out.push(project_status(&rt, &store, &p).await?);
+                let mut st = project_status(&rt, &store, &p).await?;
+                // The desired state on disk is the one that failed: berth will not apply it.
+                if let Some((name, hash)) = &poisoned_hash
+                    && *name == p
+                    && let Some(latest) = store.latest(&p).await?
+                    && latest.outcome == "rolled-back"
+                    && latest.source_hash == *hash
+                {
+                    st["status"] = json!("blocked");
+                    st["reason"] = json!(format!(
+                        "the desired state is poisoned: generation {} failed and was rolled back",
+                        latest.id
+                    ));
+                }
+                out.push(st);
             }
             if as_json {
                 println!("{}", serde_json::to_string_pretty(&out)?);
