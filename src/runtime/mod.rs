@@ -6,6 +6,7 @@
 //! always runs against the real engine.
 
 pub mod docker;
+pub mod fake;
 
 use std::future::Future;
 

@@ -1,0 +1,323 @@
+//! An in-memory [`Runtime`] for fast controller tests with paused time.
+//!
+//! Containers behave like the test fixture, read from their environment:
+//! `FIXTURE_READY_AFTER` (seconds until probes pass) and `FIXTURE_NEVER_HEALTHY`.
+//! It records every call, so tests can assert order and count. It never replaces the
+//! end-to-end suite against the real engine in `tests/`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{
+    ContainerDetails, ContainerSummary, ImageInfo, NameHolder, ProbeResult, Runtime, RuntimeError,
+};
+use crate::spec::{
+    Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
+};
+
+#[derive(Debug, Clone)]
+struct FakeContainer {
+    id: String,
+    name: String,
+    labels: BTreeMap<String, String>,
+    image_id: String,
+    running: bool,
+    started: Option<Instant>,
+    ready_after: Duration,
+    never_healthy: bool,
+}
+
+#[derive(Default)]
+struct State {
+    containers: Vec<FakeContainer>,
+    images: BTreeMap<String, ImageInfo>,
+    next_id: u64,
+    /// (when, what) for every call that changes something, and first passing probes.
+    events: Vec<(Instant, String)>,
+    calls: BTreeMap<&'static str, usize>,
+}
+
+#[derive(Default)]
+pub struct FakeRuntime {
+    state: Mutex<State>,
+}
+
+impl FakeRuntime {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Make an image present under `reference` (and under its ID).
+    pub fn add_image(&self, reference: &str, id: &str) {
+        let mut s = self.state.lock().unwrap();
+        let info = ImageInfo {
+            id: id.into(),
+            has_healthcheck: false,
+        };
+        s.images.insert(reference.into(), info.clone());
+        s.images.insert(id.into(), info);
+    }
+
+    /// Events so far, as "what" strings in order.
+    pub fn events(&self) -> Vec<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .events
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// How many times each runtime method was called.
+    pub fn calls(&self) -> BTreeMap<&'static str, usize> {
+        self.state.lock().unwrap().calls.clone()
+    }
+
+    /// The image ID the container of `name` runs, if it exists.
+    pub fn image_of(&self, name: &str) -> Option<String> {
+        let s = self.state.lock().unwrap();
+        s.containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.image_id.clone())
+    }
+
+    fn call(&self, name: &'static str) -> std::sync::MutexGuard<'_, State> {
+        let mut s = self.state.lock().unwrap();
+        *s.calls.entry(name).or_default() += 1;
+        s
+    }
+}
+
+fn not_found(what: &str) -> RuntimeError {
+    RuntimeError::Api {
+        context: what.into(),
+        message: "no such container".into(),
+    }
+}
+
+impl Runtime for FakeRuntime {
+    async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        let s = self.call("list_containers");
+        Ok(s.containers
+            .iter()
+            .filter(|c| c.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+            .map(|c| ContainerSummary {
+                id: c.id.clone(),
+                name: c.name.clone(),
+                service: c.labels.get(LABEL_SERVICE).cloned(),
+                config_hash: c.labels.get(LABEL_CONFIG_HASH).cloned(),
+                generation: c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
+                image_id: c.image_id.clone(),
+                state: if c.running { "running" } else { "exited" }.into(),
+                health: None,
+            })
+            .collect())
+    }
+
+    async fn name_holders(
+        &self,
+        names: &[String],
+    ) -> Result<BTreeMap<String, NameHolder>, RuntimeError> {
+        let s = self.call("list_containers");
+        Ok(s.containers
+            .iter()
+            .filter(|c| names.contains(&c.name))
+            .map(|c| {
+                (
+                    c.name.clone(),
+                    NameHolder {
+                        id: c.id.clone(),
+                        project: c.labels.get(LABEL_PROJECT).cloned(),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
+        Ok(self.call("inspect_image").images.get(reference).cloned())
+    }
+
+    async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
+        drop(self.call("create_image"));
+        Err(RuntimeError::ImageUnavailable {
+            image: reference.into(),
+            message: "the fake has no registry".into(),
+        })
+    }
+
+    async fn build_image(&self, reference: &str, _build: &Build) -> Result<(), RuntimeError> {
+        let mut s = self.call("build_image");
+        let id = format!("sha256:built-{reference}");
+        s.images.insert(
+            reference.into(),
+            ImageInfo {
+                id,
+                has_healthcheck: false,
+            },
+        );
+        Ok(())
+    }
+
+    async fn ensure_network(&self, _name: &str, _project: &str) -> Result<(), RuntimeError> {
+        drop(self.call("create_network"));
+        Ok(())
+    }
+
+    async fn ensure_volume(&self, _name: &str, _project: &str) -> Result<(), RuntimeError> {
+        drop(self.call("create_volume"));
+        Ok(())
+    }
+
+    async fn create_container(
+        &self,
+        name: &str,
+        service: &Service,
+        image: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, RuntimeError> {
+        let mut s = self.call("create_container");
+        if s.containers.iter().any(|c| c.name == name) {
+            return Err(RuntimeError::Api {
+                context: format!("creating container {name}"),
+                message: "name in use".into(),
+            });
+        }
+        let image_id = s.images.get(image).map(|i| i.id.clone()).ok_or_else(|| {
+            RuntimeError::ImageUnavailable {
+                image: image.into(),
+                message: "not present".into(),
+            }
+        })?;
+        s.next_id += 1;
+        let id = format!("fake{:08}", s.next_id);
+        let env = &service.environment;
+        s.containers.push(FakeContainer {
+            id: id.clone(),
+            name: name.into(),
+            labels: labels.clone(),
+            image_id,
+            running: false,
+            started: None,
+            ready_after: Duration::from_secs_f64(
+                env.get("FIXTURE_READY_AFTER")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0.0),
+            ),
+            never_healthy: env.get("FIXTURE_NEVER_HEALTHY").is_some_and(|v| v == "1"),
+        });
+        s.events
+            .push((Instant::now(), format!("create {}", service.name)));
+        Ok(id)
+    }
+
+    async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.call("start_container");
+        let c = s
+            .containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found(id))?;
+        c.running = true;
+        c.started = Some(Instant::now());
+        let what = format!(
+            "start {}",
+            c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default()
+        );
+        s.events.push((Instant::now(), what));
+        Ok(())
+    }
+
+    async fn stop_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.call("stop_container");
+        if let Some(c) = s.containers.iter_mut().find(|c| c.id == id) {
+            c.running = false;
+        }
+        Ok(())
+    }
+
+    async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        let mut s = self.call("remove_container");
+        if let Some(pos) = s.containers.iter().position(|c| c.id == id) {
+            let c = s.containers.remove(pos);
+            let what = format!(
+                "remove {}",
+                c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default()
+            );
+            s.events.push((Instant::now(), what));
+        }
+        Ok(())
+    }
+
+    async fn rename_container(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        let mut s = self.call("rename_container");
+        let c = s
+            .containers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found(id))?;
+        c.name = name.into();
+        Ok(())
+    }
+
+    async fn inspect_container(
+        &self,
+        id: &str,
+        _network: &str,
+    ) -> Result<ContainerDetails, RuntimeError> {
+        let s = self.call("inspect_container");
+        let c = s
+            .containers
+            .iter()
+            .find(|c| c.id == id)
+            .ok_or_else(|| not_found(id))?;
+        Ok(ContainerDetails {
+            id: c.id.clone(),
+            running: c.running,
+            exit_code: 0,
+            restart_count: 0,
+            health: None,
+            ip: Some("10.0.0.1".into()),
+            started_at: None,
+        })
+    }
+
+    async fn probe(
+        &self,
+        target: &ContainerDetails,
+        probe: &Probe,
+        _timeout: Duration,
+    ) -> ProbeResult {
+        let mut s = self.call("probe");
+        let Some(c) = s.containers.iter().find(|c| c.id == target.id).cloned() else {
+            return ProbeResult {
+                ok: false,
+                detail: "no such container".into(),
+            };
+        };
+        let ok = c.running
+            && !c.never_healthy
+            && c.started.is_some_and(|t| t.elapsed() >= c.ready_after);
+        if ok {
+            let what = format!(
+                "healthy {}",
+                c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default()
+            );
+            if !s.events.iter().any(|(_, e)| *e == what) {
+                s.events.push((Instant::now(), what));
+            }
+        }
+        ProbeResult {
+            ok,
+            detail: format!(
+                "{probe}: {}",
+                if ok { "ok" } else { "503 Service Unavailable" }
+            ),
+        }
+    }
+}
