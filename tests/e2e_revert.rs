@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Project, docker, text};
+use common::{Project, docker};
 
 const STACK: &str = r#"
 [project]
@@ -207,17 +207,7 @@ fn data_written_by_the_good_generation_survives_a_revert() {
     p.write(&with("gen2", ", FIXTURE_NEVER_HEALTHY = \"1\""));
     assert_eq!(p.berth(&["apply"]).code, 3);
     let vol = format!("{}-data", p.name);
-    let reader = text(&docker(&[
-        "create",
-        "-v",
-        &format!("{vol}:/data"),
-        common::FIXTURE,
-    ]))
-    .trim()
-    .to_string();
-    let tar = docker(&["cp", &format!("{reader}:/data/log.txt"), "-"]);
-    docker(&["rm", "-f", &reader]);
-    let content = text(&tar);
+    let content = common::read_volume_file(&vol, "log.txt").expect("log.txt is in the volume");
     assert!(
         content.contains("gen1\ngen2\ngen1\n"),
         "volume content: {content:?}"

@@ -131,6 +131,23 @@ impl Drop for Project {
     }
 }
 
+/// A file's content in a named volume, copied out through a container that never starts
+/// (the fixture image has no shell or cat). None when the file is not there.
+pub fn read_volume_file(volume: &str, path: &str) -> Option<String> {
+    let reader = text(&docker(&[
+        "create",
+        "-v",
+        &format!("{volume}:/data"),
+        FIXTURE,
+    ]))
+    .trim()
+    .to_string();
+    let tar = docker(&["cp", &format!("{reader}:/data/{path}"), "-"]);
+    docker(&["rm", "-f", &reader]);
+    // `docker cp ... -` writes a tar stream; the file's bytes sit in it verbatim.
+    tar.status.success().then(|| text(&tar))
+}
+
 pub fn docker(args: &[&str]) -> Output {
     Command::new("docker")
         .args(args)
