@@ -134,3 +134,42 @@ async fn a_failed_gate_reverts_to_the_pinned_image_and_poisons_the_desired_state
         other => panic!("expected poisoned, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_revert_that_cannot_run_leaves_the_project_degraded() {
+    let (dir, rt, store) = setup().await;
+    apply(
+        &rt,
+        &store,
+        &desired(dir.path(), STACK),
+        &Reporter::quiet(),
+        false,
+    )
+    .await
+    .unwrap();
+    // Generation 1's pinned image is deleted, so the revert cannot recreate app from it.
+    rt.add_image("fixture:2", "sha256:two");
+    rt.remove_image("sha256:one");
+    let bad = desired(dir.path(), &STACK.replace("fixture:1", "fixture:2").replace(
+        "[services.app]\nimage = \"fixture:2\"",
+        "[services.app]\nimage = \"fixture:2\"\nenvironment = { FIXTURE_NEVER_HEALTHY = \"1\" }",
+    ));
+    match apply(&rt, &store, &bad, &Reporter::quiet(), false)
+        .await
+        .unwrap()
+    {
+        ApplyOutcome::Degraded {
+            generation: 2,
+            reason,
+        } => {
+            assert!(
+                reason.contains("the revert to generation 1 failed too"),
+                "{reason}"
+            );
+            assert!(reason.contains("sha256:one"), "{reason}");
+        }
+        other => panic!("expected degraded, got {other:?}"),
+    }
+    let h = store.history(Some("fake")).await.unwrap();
+    assert_eq!(h[1].outcome, "failed");
+}

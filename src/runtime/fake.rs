@@ -61,6 +61,15 @@ impl FakeRuntime {
         s.images.insert(id.into(), info);
     }
 
+    /// Delete an image (by reference or ID), as `docker rmi` would.
+    pub fn remove_image(&self, reference: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .images
+            .retain(|k, v| k != reference && v.id != reference);
+    }
+
     /// Events so far, as "what" strings in order.
     pub fn events(&self) -> Vec<String> {
         self.state
