@@ -1,7 +1,9 @@
-//! Progress lines for `apply`: one line per service event ("db: healthy in 1.4 s").
+//! Progress for `apply`: one line per service event ("db: healthy in 1.4 s").
 //!
-//! Lines go to stdout as they happen, with secrets redacted. On a terminal each line is
-//! prefixed with the elapsed time so a person can watch the rollout progress.
+//! Not on a terminal (CI, pipes, logs) every event is a plain line as it happens. On a
+//! terminal berth keeps a live block, one row per service with its latest state and the
+//! time since apply began, redrawn in place; other messages scroll above it. Secrets are
+//! redacted either way.
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
@@ -12,9 +14,15 @@ use crate::redact::Redactor;
 pub struct Reporter {
     redactor: Redactor,
     start: Instant,
-    tty: bool,
+    /// Some on a terminal: the live rows (service, state, seconds) and how many are drawn.
+    live: Option<Mutex<Live>>,
     quiet: bool,
-    out: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Live {
+    rows: Vec<(String, String, f64)>,
+    drawn: usize,
 }
 
 impl Reporter {
@@ -22,9 +30,10 @@ impl Reporter {
         Reporter {
             redactor,
             start: Instant::now(),
-            tty: std::io::stdout().is_terminal(),
+            live: std::io::stdout()
+                .is_terminal()
+                .then(|| Mutex::new(Live::default())),
             quiet: false,
-            out: Mutex::new(()),
         }
     }
 
@@ -32,12 +41,28 @@ impl Reporter {
     pub fn quiet() -> Self {
         Reporter {
             quiet: true,
+            live: None,
             ..Reporter::new(Redactor::default())
         }
     }
 
     pub fn service(&self, service: &str, message: &str) {
-        self.line(&format!("{service}: {message}"));
+        if self.quiet {
+            return;
+        }
+        let message = self.redactor.text(message);
+        match &self.live {
+            None => plain(&format!("{service}: {message}")),
+            Some(live) => {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                let t = self.start.elapsed().as_secs_f64();
+                match live.rows.iter_mut().find(|r| r.0 == service) {
+                    Some(row) => *row = (service.to_string(), message, t),
+                    None => live.rows.push((service.to_string(), message, t)),
+                }
+                redraw(&mut live, None);
+            }
+        }
     }
 
     pub fn line(&self, text: &str) {
@@ -45,16 +70,36 @@ impl Reporter {
             return;
         }
         let text = self.redactor.text(text);
-        let _guard = self.out.lock();
-        let mut out = std::io::stdout().lock();
-        if self.tty {
-            let _ = writeln!(
-                out,
-                "\x1b[2m[{:>6.1}s]\x1b[0m {text}",
-                self.start.elapsed().as_secs_f64()
-            );
-        } else {
-            let _ = writeln!(out, "{text}");
+        match &self.live {
+            None => plain(&text),
+            Some(live) => {
+                let mut live = live.lock().unwrap_or_else(|e| e.into_inner());
+                redraw(&mut live, Some(&text));
+            }
         }
     }
+}
+
+fn plain(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
+/// Erase the live block, print `above` (if any), then draw the rows again.
+fn redraw(live: &mut Live, above: Option<&str>) {
+    let mut out = std::io::stdout().lock();
+    if live.drawn > 0 {
+        let _ = write!(out, "\x1b[{}A\x1b[J", live.drawn);
+    }
+    if let Some(text) = above {
+        let _ = writeln!(out, "{text}");
+    }
+    let width = live.rows.iter().map(|r| r.0.len()).max().unwrap_or(0);
+    for (service, state, t) in &live.rows {
+        // One screen row each, or the cursor-up count above would be wrong.
+        let state: String = state.chars().take(90).collect();
+        let _ = writeln!(out, "  {service:<width$}  {state}  \x1b[2m[{t:.1}s]\x1b[0m");
+    }
+    live.drawn = live.rows.len();
+    let _ = out.flush();
 }
