@@ -173,13 +173,9 @@ async fn revert_to<R: Runtime>(
         Ok(i) => i,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let run = execute(rt, &desired, &the_plan, &images, good.id, report);
-    Ok(
-        match tokio::time::timeout(desired.rollout.progress_deadline, run).await {
-            Ok((r, _)) => r,
-            Err(_) => Err("the revert did not finish within progress_deadline".into()),
-        },
-    )
+    Ok(execute(rt, &desired, &the_plan, &images, good.id, report)
+        .await
+        .0)
 }
 
 /// `berth rollback`: go back by hand to a stored generation, gated, recorded as a new
@@ -203,31 +199,11 @@ pub async fn rollback<R: Runtime>(
     let pins = pins_of(target);
     let observed = observed_with_pins(rt, &desired, &pins).await?;
     let the_plan = plan(&desired, &observed);
-    let result = match pinned_images(rt, &pins).await {
-        Err(e) => Err(e.to_string()),
-        Ok(images) => {
-            let run = execute(rt, &desired, &the_plan, &images, generation, report);
-            match tokio::time::timeout(desired.rollout.progress_deadline, run).await {
-                Ok((r, timings)) => {
-                    let (outcome, reason) = match &r {
-                        Ok(()) => ("healthy", None),
-                        Err(e) => ("failed", Some(e.as_str())),
-                    };
-                    store.finish(generation, outcome, reason, &timings).await?;
-                    return Ok((generation, r));
-                }
-                Err(_) => Err("the rollback did not finish within progress_deadline".to_string()),
-            }
-        }
+    let (result, timings) = match pinned_images(rt, &pins).await {
+        Err(e) => (Err(e.to_string()), json!({})),
+        Ok(images) => execute(rt, &desired, &the_plan, &images, generation, report).await,
     };
-    store
-        .finish(
-            generation,
-            "failed",
-            result.as_ref().err().map(String::as_str),
-            &json!({}),
-        )
-        .await?;
+    record(store, generation, &result, &timings).await?;
     Ok((generation, result))
 }
 
@@ -300,26 +276,8 @@ async fn converge<R: Runtime>(
             &images_json,
         )
         .await?;
-    let run = execute(rt, desired, &the_plan, &images, generation, report);
-    let (result, timings) = match tokio::time::timeout(desired.rollout.progress_deadline, run).await
-    {
-        Ok(r) => r,
-        Err(_) => (
-            Err(format!(
-                "the converge did not finish within progress_deadline {}",
-                crate::spec::duration::format(desired.rollout.progress_deadline)
-            )),
-            json!({}),
-        ),
-    };
-    match &result {
-        Ok(()) => store.finish(generation, "healthy", None, &timings).await?,
-        Err(reason) => {
-            store
-                .finish(generation, "failed", Some(reason), &timings)
-                .await?
-        }
-    }
+    let (result, timings) = execute(rt, desired, &the_plan, &images, generation, report).await;
+    record(store, generation, &result, &timings).await?;
     Ok(Some((generation, result)))
 }
 
@@ -396,7 +354,48 @@ async fn ensure_images<R: Runtime>(
     Ok(images)
 }
 
+/// Carry out a plan within the desired state's `progress_deadline`. Returns the outcome
+/// (a reason on failure) and per-service timings.
 async fn execute<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+    images: &Images,
+    generation: i64,
+    report: &Reporter,
+) -> (Result<(), String>, serde_json::Value) {
+    let deadline = desired.rollout.progress_deadline;
+    let steps = execute_steps(rt, desired, plan, images, generation, report);
+    match tokio::time::timeout(deadline, steps).await {
+        Ok(r) => r,
+        Err(_) => (
+            Err(format!(
+                "the converge did not finish within progress_deadline {}",
+                crate::spec::duration::format(deadline)
+            )),
+            json!({}),
+        ),
+    }
+}
+
+/// Record how a generation's converge ended.
+async fn record(
+    store: &Store,
+    generation: i64,
+    result: &Result<(), String>,
+    timings: &serde_json::Value,
+) -> Result<(), StoreError> {
+    match result {
+        Ok(()) => store.finish(generation, "healthy", None, timings).await,
+        Err(reason) => {
+            store
+                .finish(generation, "failed", Some(reason), timings)
+                .await
+        }
+    }
+}
+
+async fn execute_steps<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     plan: &Plan,

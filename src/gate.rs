@@ -71,23 +71,20 @@ pub async fn gate<R: Runtime>(
             }
             Ok(c) => {
                 let base = *first_restarts.get_or_insert(c.restart_count);
-                if c.restart_count > base {
-                    return GateOutcome::Failed {
-                        reason: format!(
-                            "service {:?} failed its gate: the container restarted (last exit code {}) {} after start; probe {probe_name}, last result: {}",
-                            service.name,
-                            c.exit_code,
-                            secs(start.elapsed()),
-                            last.detail
-                        ),
-                    };
-                }
-                if !c.running && service.restart == "no"
-                    || !c.running && c.exit_code != 0 && first_healthy.is_some()
+                // A restart, or an exit that no restart policy will undo, fails at once.
+                let died = if c.restart_count > base {
+                    Some("restarted (last exit code")
+                } else if !c.running
+                    && (service.restart == "no" || c.exit_code != 0 && first_healthy.is_some())
                 {
+                    Some("exited (code")
+                } else {
+                    None
+                };
+                if let Some(what) = died {
                     return GateOutcome::Failed {
                         reason: format!(
-                            "service {:?} failed its gate: the container exited with code {} {} after start; probe {probe_name}, last result: {}",
+                            "service {:?} failed its gate: the container {what} {}) {} after start; probe {probe_name}, last result: {}",
                             service.name,
                             c.exit_code,
                             secs(start.elapsed()),
