@@ -80,18 +80,9 @@ impl DockerRuntime {
 
 impl Runtime for DockerRuntime {
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
-        call("list_containers");
-        let filters: HashMap<String, Vec<String>> =
-            [("label".into(), vec![format!("{LABEL_PROJECT}={project}")])].into();
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api("listing containers"))?;
+            .list("label", vec![format!("{LABEL_PROJECT}={project}")])
+            .await?;
         Ok(list
             .into_iter()
             .map(|c| {
@@ -127,22 +118,10 @@ impl Runtime for DockerRuntime {
         if names.is_empty() {
             return Ok(BTreeMap::new());
         }
-        call("list_containers");
         // Docker's name filter matches substrings; anchor it, then compare exactly.
-        let filters: HashMap<String, Vec<String>> = [(
-            "name".into(),
-            names.iter().map(|n| format!("^/{n}$")).collect(),
-        )]
-        .into();
-        let opts = ListContainersOptionsBuilder::default()
-            .all(true)
-            .filters(&filters)
-            .build();
         let list = self
-            .docker
-            .list_containers(Some(opts))
-            .await
-            .map_err(api("listing containers by name"))?;
+            .list("name", names.iter().map(|n| format!("^/{n}$")).collect())
+            .await?;
         let mut held = BTreeMap::new();
         for c in list {
             let labels = c.labels.unwrap_or_default();
@@ -536,6 +515,24 @@ impl Runtime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// One list call over all containers (any state) matching one filter.
+    async fn list(
+        &self,
+        filter: &str,
+        values: Vec<String>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, RuntimeError> {
+        call("list_containers");
+        let filters: HashMap<String, Vec<String>> = [(filter.to_string(), values)].into();
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(api(format!("listing containers by {filter}")))
+    }
+
     async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
         call("create_exec");
         let exec = self
