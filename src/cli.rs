@@ -55,12 +55,32 @@ pub struct FileArgs {
     /// Enable services of this profile (repeatable), besides [project].profiles.
     #[arg(long = "profile")]
     pub profiles: Vec<String>,
+    /// Leave this service out (repeatable, or comma-separated): for a host that cannot
+    /// get its image. A running container of it is removed like any dropped service.
+    #[arg(long = "exclude", value_delimiter = ',')]
+    pub exclude: Vec<String>,
+}
+
+impl FileArgs {
+    pub fn selection(&self) -> spec::Selection {
+        spec::Selection {
+            profiles: self.profiles.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Check the desired state; exit 2 with FILE:LINE:COL on error.
-    Validate(FileArgs),
+    /// Check the desired state and run the pre-flight; exit 2 with FILE:LINE:COL on error.
+    Validate {
+        #[command(flatten)]
+        args: FileArgs,
+        /// Check the files and the environment only: not the Docker engine, host ports,
+        /// data directories or disk space (and create nothing).
+        #[arg(long = "static")]
+        static_only: bool,
+    },
     /// Print what apply would do; "No changes." when converged.
     Plan(FileArgs),
     /// Converge once, with progress.
@@ -89,6 +109,14 @@ pub enum Command {
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
     },
+    /// Probe every service once, like the runbook's health_check.sh; exit 0 only when
+    /// all pass (1 otherwise).
+    Check {
+        #[command(flatten)]
+        args: FileArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// Generations, outcomes and reasons.
     History {
         #[arg(long)]
@@ -110,21 +138,59 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
-    spec::load(&args.file, &args.profiles).map_err(|d: Diagnostics| {
+    spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
         eprintln!("{d}");
         eprintln!("berth: invalid desired state; nothing was changed");
         EXIT_INVALID
     })
 }
 
+/// The host pre-flight; on success the missing data directories are created and the
+/// lines to show returned. A failure prints its diagnostics and changes nothing (exit 2).
+async fn preflight(d: &DesiredState) -> Result<Vec<String>, i32> {
+    let invalid = |diags: Diagnostics| {
+        eprintln!("{diags}");
+        eprintln!("berth: pre-flight failed; nothing was changed");
+        EXIT_INVALID
+    };
+    let passed = match DockerRuntime::connect().await {
+        Ok(rt) => crate::preflight::check(&rt, d).await.map_err(invalid)?,
+        Err(e) => {
+            let file = d.files.first().cloned().unwrap_or_default();
+            return Err(invalid(Diagnostics(vec![crate::diag::Diagnostic::file(
+                &file,
+                format!("preflight: the Docker engine is not reachable: {e}"),
+            )])));
+        }
+    };
+    let mut lines = passed.lines;
+    match crate::preflight::create_missing(&passed.missing_dirs) {
+        Ok(created) => lines.extend(created),
+        Err(e) => {
+            eprintln!("berth: error: creating data directories: {e}");
+            return Err(EXIT_RUNTIME);
+        }
+    }
+    Ok(lines)
+}
+
 async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
     let state_path = cli.state.clone().unwrap_or_else(crate::store::default_path);
     match cli.command {
-        Command::Validate(args) => {
+        Command::Validate { args, static_only } => {
             let d = match load(&args) {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
+            if !static_only {
+                let lines = match preflight(&d).await {
+                    Ok(lines) => lines,
+                    Err(code) => return Ok(code),
+                };
+                for l in lines {
+                    println!("✓ {l}");
+                }
+            }
             println!(
                 "{}: valid ({} service{}, project {:?})",
                 args.file.display(),
@@ -153,6 +219,9 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
+            if let Err(code) = preflight(&d).await {
+                return Ok(code);
+            }
             let rt = DockerRuntime::connect().await?;
             let store = Store::open(&state_path).await?;
             let redactor = Redactor::new(d.secret_values.clone());
@@ -213,6 +282,25 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     );
                     EXIT_POISONED
                 }
+            })
+        }
+        Command::Check { args, json } => {
+            let d = match load(&args) {
+                Ok(d) => d,
+                Err(code) => return Ok(code),
+            };
+            let rt = DockerRuntime::connect().await?;
+            let report = crate::check::check(&rt, &d).await?;
+            let redactor = Redactor::new(d.secret_values.clone());
+            if json {
+                println!("{}", redactor.text(&serde_json::to_string_pretty(&report)?));
+            } else {
+                print!("{}", redactor.text(&report.text()));
+            }
+            Ok(if report.healthy {
+                EXIT_OK
+            } else {
+                EXIT_RUNTIME
             })
         }
         Command::Rollback {
@@ -282,7 +370,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             file,
         } => {
             let poisoned_hash = match &file {
-                Some(f) => match spec::load(f, &[]) {
+                Some(f) => match spec::load(f, &spec::Selection::default()) {
                     Ok(d) => Some((d.project.name, d.source_hash)),
                     Err(diags) => {
                         eprintln!("{diags}");

@@ -56,19 +56,11 @@ pub async fn gate<R: Runtime>(
     let mut first_restarts = None;
     let mut healthy_since: Option<Instant> = None;
     let mut first_healthy: Option<Duration> = None;
-    let mut last = ProbeResult {
-        ok: false,
-        detail: "not probed yet".into(),
-    };
+    let mut last = ProbeResult::new(false, "not probed yet");
     let network = &service.networks[0];
     loop {
         match rt.inspect_container(container_id, network).await {
-            Err(e) => {
-                last = ProbeResult {
-                    ok: false,
-                    detail: e.to_string(),
-                }
-            }
+            Err(e) => last = ProbeResult::new(false, e.to_string()),
             Ok(c) => {
                 let base = *first_restarts.get_or_insert(c.restart_count);
                 // A restart, or an exit that no restart policy will undo, fails at once.
@@ -93,17 +85,14 @@ pub async fn gate<R: Runtime>(
                     };
                 }
                 last = if !c.running {
-                    ProbeResult {
-                        ok: false,
-                        detail: format!("container not running (exit code {})", c.exit_code),
-                    }
+                    ProbeResult::new(
+                        false,
+                        format!("container not running (exit code {})", c.exit_code),
+                    )
                 } else {
                     match probe {
                         Some(p) => rt.probe(&c, p, timeout).await,
-                        None => ProbeResult {
-                            ok: true,
-                            detail: "container running".into(),
-                        },
+                        None => ProbeResult::new(true, "container running"),
                     }
                 };
             }

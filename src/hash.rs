@@ -23,6 +23,9 @@ struct Hashed<'a> {
     user: &'a Option<String>,
     working_dir: &'a Option<String>,
     container_name: &'a str,
+    /// Left out when empty, so hashes of services without it did not change.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    extra_hosts: &'a [String],
 }
 
 /// The config hash of a service, hex encoded.
@@ -40,6 +43,7 @@ pub fn config_hash(s: &Service) -> String {
         user: &s.user,
         working_dir: &s.working_dir,
         container_name: &s.container_name,
+        extra_hosts: &s.extra_hosts,
     };
     let json = serde_json::to_vec(&h).expect("service spec serializes");
     format!("{:x}", Sha256::digest(json))
@@ -69,6 +73,7 @@ mod tests {
             container_name: "p-app".into(),
             profiles: vec![],
             health: None,
+            extra_hosts: vec![],
         }
     }
 

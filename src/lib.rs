@@ -26,6 +26,7 @@
 //! - [`report`]: progress lines for `apply`.
 //! - [`cli`]: the command line contract and exit codes.
 
+pub mod check;
 pub mod cli;
 pub mod converge;
 pub mod diag;
@@ -34,6 +35,8 @@ pub mod graph;
 pub mod hash;
 pub mod observe;
 pub mod plan;
+pub mod preflight;
+pub mod probe;
 pub mod redact;
 pub mod report;
 pub mod runtime;

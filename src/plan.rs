@@ -185,7 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("berth.toml");
         std::fs::write(&f, toml).unwrap();
-        crate::spec::load_with_env(&f, &[], &Default::default()).unwrap()
+        crate::spec::load_with_env(&f, &Default::default(), &Default::default()).unwrap()
     }
 
     const STACK: &str = r#"
@@ -213,6 +213,7 @@ environment = { API_KEY = "s3cret" }
             image_id: image_id.into(),
             state: state.into(),
             health: None,
+            published: vec![],
         }
     }
 

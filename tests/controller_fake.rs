@@ -14,7 +14,7 @@ use berth::store::Store;
 fn desired(dir: &std::path::Path, toml: &str) -> DesiredState {
     let f = dir.join("berth.toml");
     std::fs::write(&f, toml).unwrap();
-    berth::spec::load_with_env(&f, &[], &HashMap::new()).unwrap()
+    berth::spec::load_with_env(&f, &Default::default(), &HashMap::new()).unwrap()
 }
 
 const STACK: &str = r#"

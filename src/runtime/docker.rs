@@ -20,7 +20,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::{
-    ContainerDetails, ContainerSummary, ImageInfo, NameHolder, ProbeResult, Runtime, RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult, Runtime,
+    RuntimeError,
 };
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
@@ -79,6 +80,19 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
+    async fn engine_version(&self) -> Result<EngineVersion, RuntimeError> {
+        call("version");
+        let v = self
+            .docker
+            .version()
+            .await
+            .map_err(api("asking the Docker engine its version"))?;
+        Ok(EngineVersion {
+            version: v.version.unwrap_or_default(),
+            api_version: v.api_version.unwrap_or_default(),
+        })
+    }
+
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let list = self
             .list("label", vec![format!("{LABEL_PROJECT}={project}")])
@@ -106,6 +120,12 @@ impl Runtime for DockerRuntime {
                     image_id: c.image_id.unwrap_or_default(),
                     state: c.state.map(|s| s.to_string()).unwrap_or_default(),
                     health,
+                    published: c
+                        .ports
+                        .unwrap_or_default()
+                        .iter()
+                        .filter_map(|p| p.public_port)
+                        .collect(),
                 }
             })
             .collect())
@@ -348,6 +368,7 @@ impl Runtime for DockerRuntime {
                     maximum_retry_count: retries,
                 }),
                 network_mode: Some(first_network.clone()),
+                extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
@@ -454,63 +475,29 @@ impl Runtime for DockerRuntime {
     }
 
     async fn probe(&self, c: &ContainerDetails, probe: &Probe, timeout: Duration) -> ProbeResult {
-        let fail = |detail: String| ProbeResult { ok: false, detail };
-        match probe {
-            Probe::Docker => match c.health.as_deref() {
-                Some("healthy") => ProbeResult {
-                    ok: true,
-                    detail: "docker health: healthy".into(),
-                },
+        let fail = |detail: String| ProbeResult::new(false, detail);
+        if let Probe::Docker = probe {
+            return match c.health.as_deref() {
+                Some("healthy") => ProbeResult::new(true, "docker health: healthy"),
                 Some(h) => fail(format!("docker health: {h}")),
                 None => fail("the image has no HEALTHCHECK".into()),
-            },
-            Probe::Tcp { port } => {
-                let Some(ip) = &c.ip else {
-                    return fail("container has no address".into());
-                };
-                let addr = format!("{ip}:{port}");
-                match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
-                    Ok(Ok(_)) => ProbeResult {
-                        ok: true,
-                        detail: format!("tcp {addr} connected"),
-                    },
-                    Ok(Err(e)) => fail(format!("tcp {addr}: {e}")),
-                    Err(_) => fail(format!("tcp {addr}: timed out after {timeout:?}")),
-                }
-            }
-            Probe::Http { port, path } => {
-                let Some(ip) = &c.ip else {
-                    return fail("container has no address".into());
-                };
-                let url = format!("http://{ip}:{port}{path}");
-                match self.http.get(&url).timeout(timeout).send().await {
-                    Ok(r) if r.status().is_success() => ProbeResult {
-                        ok: true,
-                        detail: format!("GET {url}: {}", r.status()),
-                    },
-                    Ok(r) => fail(format!("GET {url}: {}", r.status())),
-                    Err(e) => fail(format!("GET {url}: {}", error_chain(&e))),
-                }
-            }
-            Probe::Exec { command } => {
-                match tokio::time::timeout(timeout, self.exec(&c.id, command)).await {
-                    Ok(Ok((0, _))) => ProbeResult {
-                        ok: true,
-                        detail: format!("exec {:?}: exit 0", command.join(" ")),
-                    },
-                    Ok(Ok((code, out))) => fail(format!(
-                        "exec {:?}: exit {code}: {}",
-                        command.join(" "),
-                        out.trim()
-                    )),
-                    Ok(Err(e)) => fail(format!("exec {:?}: {e}", command.join(" "))),
-                    Err(_) => fail(format!(
-                        "exec {:?}: timed out after {timeout:?}",
-                        command.join(" ")
-                    )),
-                }
-            }
+            };
         }
+        if let Probe::Exec { command } = probe {
+            let shown = command.join(" ");
+            return match tokio::time::timeout(timeout, self.exec(&c.id, command)).await {
+                Ok(Ok((0, _))) => ProbeResult::new(true, format!("exec {shown:?}: exit 0")),
+                Ok(Ok((code, out))) => fail(format!("exec {shown:?}: exit {code}: {}", out.trim())),
+                Ok(Err(e)) => fail(format!("exec {shown:?}: {e}")),
+                Err(_) => fail(format!("exec {shown:?}: timed out after {timeout:?}")),
+            };
+        }
+        // The network probes go to the container's own address: through a published port
+        // Docker's proxy accepts connections before the server listens.
+        let Some(ip) = c.ip.as_deref() else {
+            return fail("container has no address".into());
+        };
+        crate::probe::network(&self.http, ip, probe, timeout).await
     }
 }
 
@@ -572,17 +559,6 @@ impl DockerRuntime {
             .map_err(api("inspecting exec"))?;
         Ok((info.exit_code.unwrap_or(-1), output))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn short(id: &str) -> &str {

@@ -12,7 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    ContainerDetails, ContainerSummary, ImageInfo, NameHolder, ProbeResult, Runtime, RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult, Runtime,
+    RuntimeError,
 };
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
@@ -110,6 +111,14 @@ fn not_found(what: &str) -> RuntimeError {
 }
 
 impl Runtime for FakeRuntime {
+    async fn engine_version(&self) -> Result<EngineVersion, RuntimeError> {
+        drop(self.call("version"));
+        Ok(EngineVersion {
+            version: "20.10.24".into(),
+            api_version: "1.41".into(),
+        })
+    }
+
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let s = self.call("list_containers");
         Ok(s.containers
@@ -124,6 +133,7 @@ impl Runtime for FakeRuntime {
                 image_id: c.image_id.clone(),
                 state: if c.running { "running" } else { "exited" }.into(),
                 health: None,
+                published: vec![],
             })
             .collect())
     }
@@ -304,10 +314,7 @@ impl Runtime for FakeRuntime {
     ) -> ProbeResult {
         let mut s = self.call("probe");
         let Some(c) = s.containers.iter().find(|c| c.id == target.id).cloned() else {
-            return ProbeResult {
-                ok: false,
-                detail: "no such container".into(),
-            };
+            return ProbeResult::new(false, "no such container");
         };
         let ok = c.running
             && !c.never_healthy
@@ -321,12 +328,12 @@ impl Runtime for FakeRuntime {
                 s.events.push((Instant::now(), what));
             }
         }
-        ProbeResult {
+        ProbeResult::new(
             ok,
-            detail: format!(
+            format!(
                 "{probe}: {}",
                 if ok { "ok" } else { "503 Service Unavailable" }
             ),
-        }
+        )
     }
 }

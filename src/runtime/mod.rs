@@ -35,6 +35,8 @@ pub struct ContainerSummary {
     pub state: String,
     /// healthy / unhealthy / starting when the container has a HEALTHCHECK.
     pub health: Option<String>,
+    /// Host ports the container publishes (while it runs).
+    pub published: Vec<u16>,
 }
 
 impl ContainerSummary {
@@ -63,10 +65,28 @@ pub struct ImageInfo {
 }
 
 /// The outcome of one probe: passed or not, with what was seen, for reasons and logs.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProbeResult {
     pub ok: bool,
     pub detail: String,
+    /// What a protocol probe learned on the way (`tables`, `used_memory`...), for
+    /// `berth check`.
+    pub facts: Vec<(String, String)>,
+}
+
+impl ProbeResult {
+    pub fn new(ok: bool, detail: impl Into<String>) -> Self {
+        ProbeResult {
+            ok,
+            detail: detail.into(),
+            facts: Vec::new(),
+        }
+    }
+
+    pub fn with_fact(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.facts.push((key.to_string(), value.into()));
+        self
+    }
 }
 
 /// A container that holds a name berth wants.
@@ -76,7 +96,18 @@ pub struct NameHolder {
     pub project: Option<String>,
 }
 
+/// The engine berth talks to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineVersion {
+    /// Docker Engine version, e.g. "20.10.24+dfsg1".
+    pub version: String,
+    /// The API version it speaks, e.g. "1.41".
+    pub api_version: String,
+}
+
 pub trait Runtime: Send + Sync {
+    /// The engine's version: one call; proves it is reachable.
+    fn engine_version(&self) -> impl Future<Output = Result<EngineVersion, RuntimeError>> + Send;
     /// Every container (any state) labelled with this project: one list call.
     fn list_project(
         &self,

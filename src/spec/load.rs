@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::{
-    Build, DesiredState, Health, Port, Probe, Project, Rollout, Service, Volume, duration,
-    interpolate::interpolate,
+    At, Build, DataDir, DesiredState, Health, HostPort, Port, Preflight, Probe, Project, Rollout,
+    Selection, Service, Volume, duration, interpolate::interpolate,
 };
 use crate::diag::{Diagnostic, Diagnostics};
 
@@ -24,8 +24,27 @@ type S = Spanned<String>;
 struct RawFile {
     project: Option<Spanned<RawProject>>,
     rollout: Option<RawRollout>,
+    preflight: Option<Spanned<RawPreflight>>,
     #[serde(default)]
     services: BTreeMap<S, Spanned<RawService>>,
+}
+
+/// The runbook's pre-flight (`validate_config.py`): see [`crate::preflight`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPreflight {
+    #[serde(default)]
+    required_env: Vec<S>,
+    /// Variable name -> the prefix its value must start with.
+    #[serde(default)]
+    api_keys: BTreeMap<S, S>,
+    /// Name of the variable holding a PostgreSQL URL that must parse.
+    database_url: Option<S>,
+    min_free_disk: Option<S>,
+    docker_min_version: Option<S>,
+    /// Path (relative to the file) -> "755" or { mode = "700", owner = "999:999" }.
+    #[serde(default)]
+    data_dirs: BTreeMap<S, Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +118,8 @@ struct RawService {
     #[serde(default)]
     profiles: Vec<S>,
     health: Option<Spanned<RawHealth>>,
+    #[serde(default)]
+    extra_hosts: Vec<S>,
 }
 
 #[derive(Deserialize)]
@@ -112,6 +133,10 @@ struct RawHealth {
     timeout: Option<S>,
     healthy_deadline: Option<S>,
     min_healthy_time: Option<S>,
+    user: Option<S>,
+    password: Option<S>,
+    database: Option<S>,
+    expect_json: Option<BTreeMap<String, S>>,
 }
 
 /// One parsed file with what is needed to point into it.
@@ -123,17 +148,18 @@ struct Source {
 }
 
 /// Load and validate the desired state at `path` with the process environment.
-pub fn load(path: &Path, profiles: &[String]) -> Result<DesiredState, Diagnostics> {
+pub fn load(path: &Path, selection: &Selection) -> Result<DesiredState, Diagnostics> {
     let env: HashMap<String, String> = std::env::vars().collect();
-    load_with_env(path, profiles, &env)
+    load_with_env(path, selection, &env)
 }
 
 /// As [`load`], with an explicit environment (tests use this).
 pub fn load_with_env(
     path: &Path,
-    extra_profiles: &[String],
+    selection: &Selection,
     env: &HashMap<String, String>,
 ) -> Result<DesiredState, Diagnostics> {
+    let extra_profiles = &selection.profiles;
     let mut diags = Diagnostics::default();
     let files = list_files(path).map_err(|d| Diagnostics(vec![d]))?;
     let mut hasher = Sha256::new();
@@ -168,6 +194,16 @@ pub fn load_with_env(
             }
         }
     }
+    // What is left out is part of "this desired state" too: the same files with another
+    // selection are another generation (and are poisoned separately).
+    let mut excluded: Vec<&String> = selection.exclude.iter().collect();
+    excluded.sort();
+    excluded.dedup();
+    for name in &excluded {
+        hasher.update(b"exclude\0");
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+    }
     if !diags.is_empty() {
         return Err(diags.sorted());
     }
@@ -178,11 +214,130 @@ pub fn load_with_env(
         diags: Diagnostics::default(),
         failed_values: BTreeSet::new(),
     };
-    let state = ctx.resolve(&sources, extra_profiles, format!("{:x}", hasher.finalize()));
+    let state = ctx.resolve(
+        &sources,
+        extra_profiles,
+        &selection.exclude,
+        format!("{:x}", hasher.finalize()),
+    );
     match state {
         Some(s) if ctx.diags.is_empty() => Ok(s),
         _ => Err(ctx.diags.sorted()),
     }
+}
+
+/// Where `span` of `src` is, for checks that run after loading.
+fn at(src: &Source, span: Range<usize>) -> At {
+    let (line, col) = crate::diag::line_col(&src.text, span.start);
+    At {
+        file: src.path.clone(),
+        line,
+        col,
+    }
+}
+
+/// The password of a `scheme://user:password@host` value, percent-decoded.
+fn url_password(v: &str) -> Option<String> {
+    let url = url::Url::parse(v).ok()?;
+    let p = url.password()?;
+    let decoded = percent_decode(p);
+    Some(decoded).filter(|p| !p.is_empty())
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A provider prefix followed by at least 20 key characters.
+fn plausible_api_key(value: &str, prefix: &str) -> bool {
+    value.strip_prefix(prefix).is_some_and(|rest| {
+        rest.len() >= 20
+            && rest
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    })
+}
+
+/// `postgres[ql]://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the reason never quotes the URL
+/// (it holds a password).
+fn check_database_url(value: &str) -> Result<(), String> {
+    let url = url::Url::parse(value).map_err(|e| e.to_string())?;
+    if !matches!(url.scheme(), "postgres" | "postgresql") {
+        return Err(format!(
+            "scheme {:?}, expected \"postgresql\"",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".into());
+    }
+    if url.username().is_empty() {
+        return Err("no user".into());
+    }
+    if url.path().trim_start_matches('/').is_empty() {
+        return Err("no database name".into());
+    }
+    Ok(())
+}
+
+/// "10GiB", "500MB", "1T", "4096": K/M/G/T and KiB... are powers of 1024, KB... of 1000.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad size {text:?}: use a number and a unit, e.g. \"10GiB\""))?;
+    let mult: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "K" | "KiB" => 1024.0,
+        "M" | "MiB" => 1024.0 * 1024.0,
+        "G" | "GiB" => 1024.0 * 1024.0 * 1024.0,
+        "T" | "TiB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "TB" => 1e12,
+        u => {
+            return Err(format!(
+                "bad size unit {u:?} in {text:?}: use B, KiB, MiB, GiB, TiB, KB, MB, GB or TB"
+            ));
+        }
+    };
+    Ok((n * mult) as u64)
+}
+
+/// "20.10" -> (20, 10); "24" -> (24, 0).
+pub fn parse_version(text: &str) -> Option<(u64, u64)> {
+    let mut it = text.trim().split('.');
+    let major = it.next()?.parse().ok()?;
+    let minor = match it.next() {
+        Some(m) => m.parse().ok()?,
+        None => 0,
+    };
+    Some((major, minor))
+}
+
+fn parse_owner(text: &str) -> Option<(u32, u32)> {
+    let (u, g) = text.split_once(':')?;
+    Some((u.parse().ok()?, g.parse().ok()?))
 }
 
 fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
@@ -227,6 +382,7 @@ impl Resolver<'_> {
         &mut self,
         sources: &[Source],
         extra_profiles: &[String],
+        exclude: &[String],
         source_hash: String,
     ) -> Option<DesiredState> {
         // The project block: exactly one across all files.
@@ -253,7 +409,7 @@ impl Resolver<'_> {
         let praw = praw.get_ref();
         if let Some(env_file) = &praw.env_file {
             let path = psrc.dir.join(env_file.get_ref());
-            if let Some(vars) = self.read_env_file(psrc, env_file, &path) {
+            if let Some(vars) = self.read_env_file(psrc, env_file, &path, false) {
                 self.env_file_vars = vars;
             }
         }
@@ -316,14 +472,24 @@ impl Resolver<'_> {
                 all.push((src, key, svc));
             }
         }
-        let active = |svc: &RawService| {
+        for name in exclude {
+            if !seen.contains_key(name) {
+                let first = &sources[0];
+                self.diags.push(Diagnostic::file(
+                    &first.path,
+                    format!("--exclude {name:?}: no such service in the desired state"),
+                ));
+            }
+        }
+        let enabled = |svc: &RawService| {
             svc.profiles.is_empty() || svc.profiles.iter().any(|p| profiles.contains(p.get_ref()))
         };
         let active_names: BTreeSet<&str> = all
             .iter()
-            .filter(|(_, _, s)| active(s.get_ref()))
+            .filter(|(_, k, s)| enabled(s.get_ref()) && !exclude.contains(k.get_ref()))
             .map(|(_, k, _)| k.get_ref().as_str())
             .collect();
+        let active = |name: &String| active_names.contains(name.as_str());
 
         let mut services = BTreeMap::new();
         for (src, key, svc) in &all {
@@ -345,20 +511,22 @@ impl Resolver<'_> {
                             key.get_ref()
                         ),
                     );
-                } else if active(svc.get_ref()) && !active_names.contains(d) {
+                } else if active(key.get_ref()) && !active_names.contains(d) {
+                    let why = if exclude.iter().any(|e| e == d) {
+                        "which --exclude leaves out"
+                    } else {
+                        "whose profiles are not enabled"
+                    };
                     self.err(
                         src,
                         dep.span(),
-                        format!(
-                            "service {:?} depends on {d:?}, whose profiles are not enabled",
-                            key.get_ref()
-                        ),
+                        format!("service {:?} depends on {d:?}, {why}", key.get_ref()),
                     );
                 } else if d == key.get_ref() {
                     self.err(src, dep.span(), format!("service {d:?} depends on itself"));
                 }
             }
-            if !active(svc.get_ref()) {
+            if !active(key.get_ref()) {
                 continue;
             }
             if let Some(s) = self.service(src, key, svc, &name, &network) {
@@ -395,6 +563,7 @@ impl Resolver<'_> {
 
         // Host ports and container names must be unique across the project.
         let mut host_ports: BTreeMap<(String, u16, String), String> = BTreeMap::new();
+        let mut host_port_list = Vec::new();
         let mut names: BTreeMap<String, String> = BTreeMap::new();
         for (src, key, svc) in &all {
             let Some(s) = services.get(key.get_ref()) else {
@@ -407,6 +576,13 @@ impl Resolver<'_> {
                     h,
                     port.protocol.clone(),
                 );
+                host_port_list.push(HostPort {
+                    host_ip: port.host_ip.clone(),
+                    port: h,
+                    protocol: port.protocol.clone(),
+                    service: s.name.clone(),
+                    at: at(src, raw.span()),
+                });
                 if let Some(other) = host_ports.get(&k) {
                     let msg = format!(
                         "host port {h}/{} is already published by service {other:?}",
@@ -434,6 +610,10 @@ impl Resolver<'_> {
             }
         }
 
+        let mut preflight = self.preflight(sources).unwrap_or_default();
+        preflight.host_ports = host_port_list;
+        preflight.base_dir = psrc.dir.clone();
+
         Some(DesiredState {
             project: Project { name, network },
             rollout,
@@ -441,6 +621,7 @@ impl Resolver<'_> {
             source_hash,
             files: sources.iter().map(|s| s.path.clone()).collect(),
             secret_values: self.secret_values.iter().cloned().collect(),
+            preflight,
         })
     }
 
@@ -501,7 +682,7 @@ impl Resolver<'_> {
         let mut environment = BTreeMap::new();
         if let Some(env_file) = &raw.env_file {
             let path = src.dir.join(env_file.get_ref());
-            if let Some(vars) = self.read_env_file(src, env_file, &path) {
+            if let Some(vars) = self.read_env_file(src, env_file, &path, true) {
                 environment.extend(vars);
             }
         }
@@ -592,6 +773,22 @@ impl Resolver<'_> {
             None => format!("{project}-{name}"),
         };
         let health = raw.health.as_ref().and_then(|h| self.health(src, h));
+        let mut extra_hosts = Vec::new();
+        for e in &raw.extra_hosts {
+            let Some(v) = self.string(src, e) else {
+                continue;
+            };
+            match v.split_once(':') {
+                Some((host, addr)) if !host.is_empty() && !addr.is_empty() => extra_hosts.push(v),
+                _ => self.err(
+                    src,
+                    e.span(),
+                    format!(
+                        "bad extra_hosts entry {v:?}: use \"HOST:IP\" (IP may be host-gateway)"
+                    ),
+                ),
+            }
+        }
         Some(Service {
             name,
             image,
@@ -610,13 +807,14 @@ impl Resolver<'_> {
             container_name,
             profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
             health,
+            extra_hosts,
         })
     }
 
     fn health(&mut self, src: &Source, h: &Spanned<RawHealth>) -> Option<Health> {
         let raw = h.get_ref();
         let kind = raw.probe.get_ref().as_str();
-        let port = |this: &mut Self| -> Option<u16> {
+        let port_or = |this: &mut Self, default: Option<u16>| -> Option<u16> {
             match &raw.port {
                 Some(p) => match u16::try_from(*p.get_ref()) {
                     Ok(v) if v > 0 => Some(v),
@@ -629,6 +827,7 @@ impl Resolver<'_> {
                         None
                     }
                 },
+                None if default.is_some() => default,
                 None => {
                     this.err(
                         src,
@@ -639,6 +838,43 @@ impl Resolver<'_> {
                 }
             }
         };
+        let port = |this: &mut Self| port_or(this, None);
+        // Fields only some probes take are errors on the others, located at the field.
+        let takes: &[&str] = match kind {
+            "tcp" => &["port"],
+            "http" => &["port", "path", "expect_json"],
+            "exec" => &["command"],
+            "postgres" => &["port", "user", "password", "database"],
+            "redis" => &["port", "password"],
+            _ => &[],
+        };
+        let given: [(&str, Option<Range<usize>>); 7] = [
+            ("port", raw.port.as_ref().map(|p| p.span())),
+            ("path", raw.path.as_ref().map(|p| p.span())),
+            ("command", raw.command.as_ref().map(|p| p.span())),
+            ("user", raw.user.as_ref().map(|p| p.span())),
+            ("password", raw.password.as_ref().map(|p| p.span())),
+            ("database", raw.database.as_ref().map(|p| p.span())),
+            (
+                "expect_json",
+                raw.expect_json
+                    .as_ref()
+                    .and_then(|m| m.values().next().map(|v| v.span())),
+            ),
+        ];
+        if !takes.is_empty() {
+            for (field, span) in given {
+                if let Some(span) = span
+                    && !takes.contains(&field)
+                {
+                    self.err(
+                        src,
+                        span,
+                        format!("health.{field} does not apply to probe = {kind:?}"),
+                    );
+                }
+            }
+        }
         let probe = match kind {
             "tcp" => Probe::Tcp { port: port(self)? },
             "http" => {
@@ -655,9 +891,16 @@ impl Resolver<'_> {
                         format!("health.path {path:?} must start with '/'"),
                     );
                 }
+                let mut expect_json = BTreeMap::new();
+                for (k, v) in raw.expect_json.iter().flatten() {
+                    if let Some(v) = self.string(src, v) {
+                        expect_json.insert(k.clone(), v);
+                    }
+                }
                 Probe::Http {
                     port: port(self)?,
                     path,
+                    expect_json,
                 }
             }
             "exec" => match &raw.command {
@@ -678,12 +921,47 @@ impl Resolver<'_> {
                 }
             },
             "docker" => Probe::Docker,
+            "postgres" => {
+                let need = |this: &mut Self, field: &str, v: &Option<S>| match v {
+                    Some(v) => this.string(src, v),
+                    None => {
+                        this.err(
+                            src,
+                            h.span(),
+                            format!("health.{field} is required for probe = \"postgres\""),
+                        );
+                        None
+                    }
+                };
+                let user = need(self, "user", &raw.user);
+                let password = need(self, "password", &raw.password);
+                if let Some(p) = password.as_ref().filter(|p| !p.is_empty()) {
+                    self.secret_values.insert(p.clone());
+                }
+                let database = need(self, "database", &raw.database);
+                Probe::Postgres {
+                    port: port_or(self, Some(5432))?,
+                    user: user?,
+                    password: password?,
+                    database: database?,
+                }
+            }
+            "redis" => {
+                let password = raw.password.as_ref().and_then(|p| self.string(src, p));
+                if let Some(p) = password.as_ref().filter(|p| !p.is_empty()) {
+                    self.secret_values.insert(p.clone());
+                }
+                Probe::Redis {
+                    port: port_or(self, Some(6379))?,
+                    password,
+                }
+            }
             other => {
                 self.err(
                     src,
                     raw.probe.span(),
                     format!(
-                        "unknown probe {other:?}: use \"tcp\", \"http\", \"exec\" or \"docker\""
+                        "unknown probe {other:?}: use \"tcp\", \"http\", \"exec\", \"postgres\", \"redis\" or \"docker\""
                     ),
                 );
                 return None;
@@ -708,6 +986,167 @@ impl Resolver<'_> {
         })
     }
 
+    /// The `[preflight]` block: the checks that need only the files and the environment
+    /// run here (so they point at the line), the host checks are collected for
+    /// [`crate::preflight`].
+    fn preflight(&mut self, sources: &[Source]) -> Option<Preflight> {
+        let mut found: Option<(&Source, &Spanned<RawPreflight>)> = None;
+        for src in sources {
+            if let Some(p) = &src.raw.preflight {
+                if let Some((first, _)) = found {
+                    let msg = format!("[preflight] is already defined in {}", first.path.display());
+                    self.err(src, p.span(), msg);
+                    continue;
+                }
+                found = Some((src, p));
+            }
+        }
+        let (src, p) = found?;
+        let raw = p.get_ref();
+        let mut out = Preflight {
+            declared: true,
+            required_env: raw.required_env.len(),
+            api_keys: raw.api_keys.len(),
+            database_url: raw.database_url.as_ref().map(|v| v.get_ref().clone()),
+            ..Preflight::default()
+        };
+        let set = |this: &Self, name: &str| this.lookup(name).filter(|v| !v.trim().is_empty());
+        for name in &raw.required_env {
+            if set(self, name.get_ref()).is_none() {
+                let msg = format!(
+                    "preflight: required variable {} is not set (in the environment or the project env file)",
+                    name.get_ref()
+                );
+                self.err(src, name.span(), msg);
+            }
+        }
+        for (var, prefix) in &raw.api_keys {
+            let Some(prefix_v) = self.string(src, prefix) else {
+                continue;
+            };
+            match set(self, var.get_ref()) {
+                None => {
+                    let msg = format!("preflight: API key {} is not set", var.get_ref());
+                    self.err(src, var.span(), msg);
+                }
+                Some(v) => {
+                    self.secret_values.insert(v.clone());
+                    if !plausible_api_key(&v, &prefix_v) {
+                        let msg = format!(
+                            "preflight: {} does not look like an API key: expected {prefix_v:?} followed by at least 20 characters from [A-Za-z0-9_-] (value not shown)",
+                            var.get_ref()
+                        );
+                        self.err(src, var.span(), msg);
+                    }
+                }
+            }
+        }
+        if let Some(var) = &raw.database_url {
+            match set(self, var.get_ref()) {
+                None => {
+                    let msg = format!(
+                        "preflight: database URL variable {} is not set",
+                        var.get_ref()
+                    );
+                    self.err(src, var.span(), msg);
+                }
+                Some(v) => {
+                    self.secret_values.insert(v.clone());
+                    if let Err(why) = check_database_url(&v) {
+                        let msg = format!(
+                            "preflight: {} is not a usable PostgreSQL URL: {why}",
+                            var.get_ref()
+                        );
+                        self.err(src, var.span(), msg);
+                    }
+                }
+            }
+        }
+        if let Some(v) = &raw.min_free_disk
+            && let Some(text) = self.string(src, v)
+        {
+            match parse_size(&text) {
+                Ok(bytes) => out.min_free_disk = Some((bytes, at(src, v.span()))),
+                Err(msg) => self.err(src, v.span(), msg),
+            }
+        }
+        if let Some(v) = &raw.docker_min_version
+            && let Some(text) = self.string(src, v)
+        {
+            match parse_version(&text) {
+                Some(ver) => out.docker_min_version = Some((ver, at(src, v.span()))),
+                None => self.err(
+                    src,
+                    v.span(),
+                    format!("bad docker_min_version {text:?}: use MAJOR.MINOR, e.g. \"20.10\""),
+                ),
+            }
+        }
+        for (path, spec) in &raw.data_dirs {
+            let Some(rel) = self.string(src, path) else {
+                continue;
+            };
+            let (mode, owner) = match spec.get_ref() {
+                toml::Value::String(m) => (Some(m.clone()), None),
+                toml::Value::Table(t) => {
+                    let mut mode = None;
+                    let mut owner = None;
+                    for (k, v) in t {
+                        match (k.as_str(), v) {
+                            ("mode", toml::Value::String(m)) => mode = Some(m.clone()),
+                            ("owner", toml::Value::String(o)) => owner = Some(o.clone()),
+                            _ => self.err(
+                                src,
+                                spec.span(),
+                                format!("data_dirs.{rel:?}: unknown or non-string key {k:?}: use mode = \"700\" and owner = \"UID:GID\""),
+                            ),
+                        }
+                    }
+                    (mode, owner)
+                }
+                _ => (None, None),
+            };
+            let Some(mode) = mode else {
+                self.err(
+                    src,
+                    spec.span(),
+                    format!("data_dirs.{rel:?}: give the mode as an octal string, e.g. \"755\", or {{ mode = \"700\", owner = \"999:999\" }}"),
+                );
+                continue;
+            };
+            let mode = match u32::from_str_radix(&mode, 8) {
+                Ok(m) if (3..=4).contains(&mode.len()) && m <= 0o7777 => m,
+                _ => {
+                    self.err(
+                        src,
+                        spec.span(),
+                        format!("data_dirs.{rel:?}: bad mode {mode:?}: use 3 or 4 octal digits"),
+                    );
+                    continue;
+                }
+            };
+            let owner = match owner.as_deref().map(parse_owner) {
+                None => None,
+                Some(Some(o)) => Some(o),
+                Some(None) => {
+                    self.err(
+                        src,
+                        spec.span(),
+                        format!("data_dirs.{rel:?}: bad owner: use numeric \"UID:GID\""),
+                    );
+                    continue;
+                }
+            };
+            out.data_dirs.push(DataDir {
+                path: normalize(&src.dir.join(&rel)),
+                mode,
+                owner,
+                at: at(src, path.span()),
+            });
+        }
+        Some(out)
+    }
+
     fn lookup(&self, name: &str) -> Option<String> {
         self.env
             .get(name)
@@ -719,16 +1158,7 @@ impl Resolver<'_> {
     fn string(&mut self, src: &Source, s: &S) -> Option<String> {
         let lookup = |n: &str| self.lookup(n);
         match interpolate(s.get_ref(), &lookup) {
-            Ok(v) => {
-                // A value built from an env-file variable is as secret as the variable.
-                let text = s.get_ref();
-                for (k, val) in &self.env_file_vars {
-                    if !val.is_empty() && text.contains(&format!("${{{k}")) {
-                        self.secret_values.insert(val.clone());
-                    }
-                }
-                Some(v)
-            }
+            Ok(v) => Some(v),
             Err(e) => {
                 // Point at the failing `${...}` itself in the source: find the same token
                 // (the same occurrence of it) inside the value's span.
@@ -798,6 +1228,7 @@ impl Resolver<'_> {
         src: &Source,
         at: &S,
         path: &Path,
+        all_secret: bool,
     ) -> Option<HashMap<String, String>> {
         use std::os::unix::fs::PermissionsExt;
         let meta = match std::fs::metadata(path) {
@@ -852,10 +1283,14 @@ impl Resolver<'_> {
                 .and_then(|v| v.strip_suffix('"'))
                 .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
                 .unwrap_or(v);
-            if !v.is_empty() {
+            let k = k.trim();
+            if !v.is_empty() && (all_secret || crate::redact::is_secret_key(k)) {
                 self.secret_values.insert(v.to_string());
             }
-            vars.insert(k.trim().to_string(), v.to_string());
+            if let Some(password) = url_password(v) {
+                self.secret_values.insert(password);
+            }
+            vars.insert(k.to_string(), v.to_string());
         }
         Some(vars)
     }

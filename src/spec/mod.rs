@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use load::{load, load_with_env};
+pub use load::{load, load_with_env, parse_size, parse_version};
 
 /// Label keys berth puts on what it creates (DESIGN.md semantic 2).
 pub const LABEL_PROJECT: &str = "berth.project";
@@ -38,6 +38,79 @@ pub struct DesiredState {
     /// Values that came from env files: redacted wherever berth prints anything.
     #[serde(default)]
     pub secret_values: Vec<String>,
+    /// What `[preflight]` and the services ask of the host, checked by [`crate::preflight`]
+    /// before anything changes. Not part of a generation's record.
+    #[serde(skip)]
+    pub preflight: Preflight,
+}
+
+/// Host checks from the runbook's pre-flight, each with the `FILE:LINE:COL` it came from
+/// so a failure can point at it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Preflight {
+    /// Directories to create where missing, with the mode they must have.
+    pub data_dirs: Vec<DataDir>,
+    /// Bytes that must be free on the filesystem holding the data directories (or the
+    /// desired state when there are none).
+    pub min_free_disk: Option<(u64, At)>,
+    /// The oldest Docker Engine version accepted, e.g. "20.10".
+    pub docker_min_version: Option<((u64, u64), At)>,
+    /// Every published host port of an active service.
+    pub host_ports: Vec<HostPort>,
+    /// Where the desired state lives (for the free-disk check without data dirs).
+    pub base_dir: PathBuf,
+    /// Whether a `[preflight]` block was given at all.
+    pub declared: bool,
+    /// What the loader already checked against the environment (for the summary).
+    pub required_env: usize,
+    pub api_keys: usize,
+    pub database_url: Option<String>,
+}
+
+/// Where in the desired state something was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct At {
+    pub file: PathBuf,
+    pub line: usize,
+    pub col: usize,
+}
+
+impl At {
+    /// A diagnostic about the thing written here.
+    pub fn diag(&self, message: impl Into<String>) -> crate::diag::Diagnostic {
+        crate::diag::Diagnostic {
+            file: self.file.clone(),
+            line: self.line,
+            col: self.col,
+            message: message.into(),
+        }
+    }
+}
+
+/// Which of the desired state's services to run: `--profile` enables profiles,
+/// `--exclude` leaves services out (a host that cannot get their images).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Selection {
+    pub profiles: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DataDir {
+    pub path: PathBuf,
+    pub mode: u32,
+    /// uid:gid to give a directory berth creates (only when berth runs as root).
+    pub owner: Option<(u32, u32)>,
+    pub at: At,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostPort {
+    pub host_ip: Option<String>,
+    pub port: u16,
+    pub protocol: String,
+    pub service: String,
+    pub at: At,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +171,9 @@ pub struct Service {
     pub container_name: String,
     pub profiles: Vec<String>,
     pub health: Option<Health>,
+    /// `HOST:IP` entries for /etc/hosts (`host-gateway` is the Docker host).
+    #[serde(default)]
+    pub extra_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,8 +234,27 @@ pub struct Health {
 pub enum Probe {
     /// Connect to the container's address on this port.
     Tcp { port: u16 },
-    /// GET this path on the container's address, expecting 2xx.
-    Http { port: u16, path: String },
+    /// GET this path on the container's address, expecting 2xx and, when `expect_json`
+    /// is set, a JSON object whose top-level fields have these (string) values.
+    Http {
+        port: u16,
+        path: String,
+        #[serde(default)]
+        expect_json: BTreeMap<String, String>,
+    },
+    /// Connect to PostgreSQL with these credentials, run `SELECT 1` and count the tables.
+    Postgres {
+        port: u16,
+        user: String,
+        password: String,
+        database: String,
+    },
+    /// `PING` Redis (after `AUTH` when a password is set) and read its memory in use.
+    Redis {
+        port: u16,
+        #[serde(default)]
+        password: Option<String>,
+    },
     /// Run a command inside the container, expecting exit code 0.
     Exec { command: Vec<String> },
     /// Wait for the image's own Docker HEALTHCHECK to report healthy.
@@ -170,7 +265,24 @@ impl std::fmt::Display for Probe {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Probe::Tcp { port } => write!(f, "tcp :{port}"),
-            Probe::Http { port, path } => write!(f, "http :{port}{path}"),
+            Probe::Http {
+                port,
+                path,
+                expect_json,
+            } => {
+                write!(f, "http :{port}{path}")?;
+                for (k, v) in expect_json {
+                    write!(f, " {k}={v:?}")?;
+                }
+                Ok(())
+            }
+            Probe::Postgres {
+                port,
+                user,
+                database,
+                ..
+            } => write!(f, "postgres {user}@:{port}/{database}"),
+            Probe::Redis { port, .. } => write!(f, "redis :{port}"),
             Probe::Exec { command } => write!(f, "exec {}", command.join(" ")),
             Probe::Docker => write!(f, "docker healthcheck"),
         }
