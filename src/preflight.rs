@@ -169,13 +169,9 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
     }
     if !pf.data_dirs.is_empty() && dir_errors == 0 {
         passed.lines.push(format!(
-            "{} data directories have their modes{}",
+            "data directories: {} in place with their modes, {} to create",
             pf.data_dirs.len() - passed.missing_dirs.len(),
-            if passed.missing_dirs.is_empty() {
-                String::new()
-            } else {
-                format!(" ({} to create)", passed.missing_dirs.len())
-            }
+            passed.missing_dirs.len()
         ));
     }
 

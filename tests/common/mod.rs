@@ -24,10 +24,12 @@ pub struct Run {
 
 impl Project {
     pub fn new(test: &str) -> Project {
-        assert!(
-            docker(&["image", "inspect", FIXTURE]).status.success(),
-            "the fixture image {FIXTURE} is missing: run scripts/build-fixture.sh (or .ci/run)"
-        );
+        require_images(&[FIXTURE], "scripts/build-fixture.sh");
+        Project::bare(test)
+    }
+
+    /// A project that needs no particular image.
+    pub fn bare(test: &str) -> Project {
         let name = format!("e2e-{test}-{}", std::process::id());
         Project {
             name,
@@ -49,10 +51,18 @@ impl Project {
     }
 
     pub fn berth(&self, args: &[&str]) -> Run {
+        self.berth_env(args, &[])
+    }
+
+    /// Run berth with extra environment variables.
+    pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
         cmd.args(args)
             .env("BERTH_STATE", self.state())
             .env("BERTH_FILE", self.file());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let out = cmd.output().unwrap();
         let run = Run {
             code: out.status.code().unwrap_or(-1),
@@ -146,6 +156,25 @@ pub fn read_volume_file(volume: &str, path: &str) -> Option<String> {
     docker(&["rm", "-f", &reader]);
     // `docker cp ... -` writes a tar stream; the file's bytes sit in it verbatim.
     tar.status.success().then(|| text(&tar))
+}
+
+/// Fail with the command that builds them when any of these images is missing.
+pub fn require_images(images: &[&str], how: &str) {
+    for image in images {
+        assert!(
+            docker(&["image", "inspect", image]).status.success(),
+            "the image {image} is missing: run {how} (or .ci/run)"
+        );
+    }
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("0.0.0.0:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn docker(args: &[&str]) -> Output {
