@@ -18,8 +18,13 @@
 //! - [`observe`]: one pass over Docker: the project's containers (one list call) and the
 //!   desired images.
 //! - [`plan`]: the pure function `plan(desired, observed) -> Plan`, printed by `berth plan`.
-//! - [`gate`]: health probes and the gate (healthy within `healthy_deadline`, then
-//!   stable for `min_healthy_time`).
+//! - [`gate`]: the gate (healthy within `healthy_deadline`, then stable for
+//!   `min_healthy_time`).
+//! - [`probe`]: the network probes: tcp, http (with `expect_json`), postgres (sqlx) and
+//!   redis, against the container's own address.
+//! - [`preflight`]: the runbook's pre-flight host checks (engine, ports, data directories,
+//!   disk), run by `validate` and before every `apply`.
+//! - [`check`]: `berth check`, the runbook's health_check.sh.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
