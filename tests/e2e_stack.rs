@@ -546,3 +546,45 @@ fn the_shipped_desired_state_validates_with_the_example_env() {
     );
     let _ = text;
 }
+
+/// The Grafana-style check (`/api/health` must say `"database": "ok"`), proved on the test
+/// fixture since Grafana's image cannot be had here: the fixture serves an environment
+/// variable's value at `/env/NAME`, standing in for Grafana's JSON.
+#[test]
+fn an_http_probe_with_expect_json_gates_on_the_body() {
+    let p = Project::new("expectjson");
+    p.write(
+        r#"
+[project]
+name = "{project}"
+
+[rollout]
+healthy_deadline = "3s"
+min_healthy_time = "300ms"
+
+[services.grafana]
+image = "berth-fixture:test"
+environment = { HEALTH = '{"commit": "abc", "database": "ok", "version": "10.4.2"}' }
+health = { probe = "http", port = 8080, path = "/env/HEALTH", expect_json = { database = "ok" }, interval = "100ms" }
+"#,
+    );
+    let ok = p.berth(&["apply"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    let c = p.berth(&["check"]);
+    assert_eq!(c.code, 0, "{}", c.stdout);
+    assert!(c.stdout.contains("200 OK, database=\"ok\""), "{}", c.stdout);
+
+    // The server answers 200 but its database is failing: the gate fails on the body.
+    let text = std::fs::read_to_string(p.file())
+        .unwrap()
+        .replace(r#""database": "ok""#, r#""database": "failing""#);
+    std::fs::write(p.file(), text).unwrap();
+    let bad = p.berth(&["apply"]);
+    assert_eq!(bad.code, 3, "{}", bad.stderr);
+    assert!(
+        bad.stderr
+            .contains(r#"200 OK, but database is "failing", expected "ok""#),
+        "{}",
+        bad.stderr
+    );
+}
