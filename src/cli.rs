@@ -108,6 +108,11 @@ pub enum Command {
         /// Also judge this desired state: `blocked` when it is poisoned.
         #[arg(short = 'f', long = "file")]
         file: Option<PathBuf>,
+        /// With -f: the profiles and exclusions it is applied with.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        #[arg(long = "exclude", value_delimiter = ',')]
+        exclude: Vec<String>,
     },
     /// Probe every service once, like the runbook's health_check.sh; exit 0 only when
     /// all pass (1 otherwise).
@@ -368,9 +373,11 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             json: as_json,
             project,
             file,
+            profiles,
+            exclude,
         } => {
             let poisoned_hash = match &file {
-                Some(f) => match spec::load(f, &spec::Selection::default()) {
+                Some(f) => match spec::load(f, &spec::Selection { profiles, exclude }) {
                     Ok(d) => Some((d.project.name, d.source_hash)),
                     Err(diags) => {
                         eprintln!("{diags}");
