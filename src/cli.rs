@@ -224,8 +224,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            if let Err(code) = preflight(&d).await {
-                return Ok(code);
+            match preflight(&d).await {
+                Err(code) => return Ok(code),
+                Ok(lines) => {
+                    let (created, checks): (Vec<_>, Vec<_>) =
+                        lines.into_iter().partition(|l| l.starts_with("created "));
+                    if d.preflight.declared {
+                        println!("pre-flight: {} checks passed", checks.len());
+                    }
+                    for l in created {
+                        println!("pre-flight: {l}");
+                    }
+                }
             }
             let rt = DockerRuntime::connect().await?;
             let store = Store::open(&state_path).await?;
