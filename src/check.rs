@@ -102,11 +102,7 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> anyhow::Result<Check
             out.response_ms = started.elapsed().as_millis();
             out.healthy = r.ok;
             out.detail = r.detail;
-            out.facts = r
-                .facts
-                .into_iter()
-                .filter(|(k, _)| k != "response_ms")
-                .collect();
+            out.facts = r.facts.into_iter().collect();
             services.push(out);
         }
     }

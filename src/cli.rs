@@ -150,33 +150,39 @@ fn load(args: &FileArgs) -> Result<DesiredState, i32> {
     })
 }
 
-/// The host pre-flight; on success the missing data directories are created and the
-/// lines to show returned. A failure prints its diagnostics and changes nothing (exit 2).
-async fn preflight(d: &DesiredState) -> Result<Vec<String>, i32> {
+/// A passed pre-flight: the engine it reached, what passed, and the data directories it
+/// then created.
+struct Preflighted {
+    rt: DockerRuntime,
+    passed: Vec<String>,
+    created: Vec<String>,
+}
+
+/// The host pre-flight; on success the missing data directories are created. A failure
+/// prints its diagnostics and changes nothing (exit 2).
+async fn preflight(d: &DesiredState) -> Result<Preflighted, i32> {
     let invalid = |diags: Diagnostics| {
         eprintln!("{diags}");
         eprintln!("berth: pre-flight failed; nothing was changed");
         EXIT_INVALID
     };
-    let passed = match DockerRuntime::connect().await {
-        Ok(rt) => crate::preflight::check(&rt, d).await.map_err(invalid)?,
-        Err(e) => {
-            let file = d.files.first().cloned().unwrap_or_default();
-            return Err(invalid(Diagnostics(vec![crate::diag::Diagnostic::file(
-                &file,
-                format!("preflight: the Docker engine is not reachable: {e}"),
-            )])));
-        }
-    };
-    let mut lines = passed.lines;
-    match crate::preflight::create_missing(&passed.missing_dirs) {
-        Ok(created) => lines.extend(created),
-        Err(e) => {
-            eprintln!("berth: error: creating data directories: {e}");
-            return Err(EXIT_RUNTIME);
-        }
-    }
-    Ok(lines)
+    let rt = DockerRuntime::connect().await.map_err(|e| {
+        let file = d.files.first().cloned().unwrap_or_default();
+        invalid(Diagnostics(vec![crate::diag::Diagnostic::file(
+            &file,
+            format!("preflight: the Docker engine is not reachable: {e}"),
+        )]))
+    })?;
+    let passed = crate::preflight::check(&rt, d).await.map_err(invalid)?;
+    let created = crate::preflight::create_missing(&passed.missing_dirs).map_err(|e| {
+        eprintln!("berth: error: creating data directories: {e}");
+        EXIT_RUNTIME
+    })?;
+    Ok(Preflighted {
+        rt,
+        passed: passed.lines,
+        created,
+    })
 }
 
 async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
@@ -188,11 +194,11 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Err(code) => return Ok(code),
             };
             if !static_only {
-                let lines = match preflight(&d).await {
-                    Ok(lines) => lines,
+                let done = match preflight(&d).await {
+                    Ok(done) => done,
                     Err(code) => return Ok(code),
                 };
-                for l in lines {
+                for l in done.passed.iter().chain(&done.created) {
                     println!("✓ {l}");
                 }
             }
@@ -224,20 +230,20 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            match preflight(&d).await {
+            let Preflighted {
+                rt,
+                passed,
+                created,
+            } = match preflight(&d).await {
+                Ok(done) => done,
                 Err(code) => return Ok(code),
-                Ok(lines) => {
-                    let (created, checks): (Vec<_>, Vec<_>) =
-                        lines.into_iter().partition(|l| l.starts_with("created "));
-                    if d.preflight.declared {
-                        println!("pre-flight: {} checks passed", checks.len());
-                    }
-                    for l in created {
-                        println!("pre-flight: {l}");
-                    }
-                }
+            };
+            if d.preflight.declared {
+                println!("pre-flight: {} checks passed", passed.len());
             }
-            let rt = DockerRuntime::connect().await?;
+            for l in created {
+                println!("pre-flight: {l}");
+            }
             let store = Store::open(&state_path).await?;
             let redactor = Redactor::new(d.secret_values.clone());
             let report = Reporter::new(redactor.clone());

@@ -10,7 +10,7 @@
 //!   schemas (the runbook's "Can execute queries (3 tables found)").
 //! - `redis`: `PING` answers `PONG`; `INFO memory` gives the memory in use.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgSslMode};
@@ -26,12 +26,10 @@ pub async fn network(
     probe: &Probe,
     timeout: Duration,
 ) -> ProbeResult {
-    let started = Instant::now();
-    let result = match tokio::time::timeout(timeout, run(http, ip, probe, timeout)).await {
+    match tokio::time::timeout(timeout, run(http, ip, probe, timeout)).await {
         Ok(r) => r,
         Err(_) => ProbeResult::new(false, format!("{probe}: no answer within {timeout:?}")),
-    };
-    result.with_fact("response_ms", started.elapsed().as_millis().to_string())
+    }
 }
 
 async fn run(http: &reqwest::Client, ip: &str, probe: &Probe, timeout: Duration) -> ProbeResult {

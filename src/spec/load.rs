@@ -935,9 +935,7 @@ impl Resolver<'_> {
                 };
                 let user = need(self, "user", &raw.user);
                 let password = need(self, "password", &raw.password);
-                if let Some(p) = password.as_ref().filter(|p| !p.is_empty()) {
-                    self.secret_values.insert(p.clone());
-                }
+                self.secret(&password);
                 let database = need(self, "database", &raw.database);
                 Probe::Postgres {
                     port: port_or(self, Some(5432))?,
@@ -948,9 +946,7 @@ impl Resolver<'_> {
             }
             "redis" => {
                 let password = raw.password.as_ref().and_then(|p| self.string(src, p));
-                if let Some(p) = password.as_ref().filter(|p| !p.is_empty()) {
-                    self.secret_values.insert(p.clone());
-                }
+                self.secret(&password);
                 Probe::Redis {
                     port: port_or(self, Some(6379))?,
                     password,
@@ -1145,6 +1141,13 @@ impl Resolver<'_> {
             });
         }
         Some(out)
+    }
+
+    /// A value that must never be printed (a probe's password).
+    fn secret(&mut self, value: &Option<String>) {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+            self.secret_values.insert(v.clone());
+        }
     }
 
     fn lookup(&self, name: &str) -> Option<String> {
