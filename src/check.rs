@@ -65,10 +65,9 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> anyhow::Result<Check
                 continue;
             };
             out.container = c.name.clone();
-            let has_healthcheck = match rt.inspect_image(&c.image_id).await {
-                Ok(i) => i.is_some_and(|i| i.has_healthcheck),
-                Err(_) => false,
-            };
+            // The image matters only to a service without its own probe.
+            let has_healthcheck = s.health.is_none()
+                && matches!(rt.inspect_image(&c.image_id).await, Ok(Some(i)) if i.has_healthcheck);
             let probe = effective_probe(s, has_healthcheck);
             if let Some(p) = &probe {
                 out.probe = p.to_string();
