@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::gate::{GateOutcome, effective_probe, gate};
 use crate::hash::config_hash;
+use crate::images::{Images, ensure_images, pinned_images};
 use crate::observe::{Observed, observe};
 use crate::plan::{Action, Plan, plan};
 use crate::report::Reporter;
@@ -65,8 +66,7 @@ pub enum ApplyOutcome {
     Poisoned { generation: i64, reason: String },
 }
 
-/// Image reference -> image ID, as a generation pins them.
-pub type Pins = BTreeMap<String, String>;
+pub use crate::images::Pins;
 
 /// One reconcile: observe, plan, execute, record; on a failed gate, revert the whole stack
 /// to the last good generation (DESIGN.md semantic 6). This is what `berth apply` runs
@@ -230,21 +230,6 @@ pub async fn observed_with_pins<R: Runtime>(
     Ok(observed)
 }
 
-async fn pinned_images<R: Runtime>(rt: &R, pins: &Pins) -> Result<Images, RuntimeError> {
-    let mut images = Images::new();
-    for (reference, id) in pins {
-        let info = rt
-            .inspect_image(id)
-            .await?
-            .ok_or_else(|| RuntimeError::ImageUnavailable {
-                image: format!("{reference} (pinned {id})"),
-                message: "the pinned image is no longer present".into(),
-            })?;
-        images.insert(reference.clone(), (info.id, info.has_healthcheck));
-    }
-    Ok(images)
-}
-
 /// Converge towards `desired` as a new generation. None when there was nothing to do.
 async fn converge<R: Runtime>(
     rt: &R,
@@ -308,50 +293,6 @@ async fn check_names<R: Runtime>(
         }
     }
     Ok(())
-}
-
-/// Image reference → (image ID, has HEALTHCHECK), for every desired service.
-type Images = BTreeMap<String, (String, bool)>;
-
-async fn ensure_images<R: Runtime>(
-    rt: &R,
-    desired: &DesiredState,
-    plan: &Plan,
-    observed: &Observed,
-    report: &Reporter,
-) -> Result<Images, RuntimeError> {
-    let mut images = Images::new();
-    for s in desired.services.values() {
-        if images.contains_key(&s.image) {
-            continue;
-        }
-        let info = match observed.images.get(&s.image).cloned().flatten() {
-            Some(i) => i,
-            None => {
-                let needed = plan
-                    .step(&s.name)
-                    .is_some_and(|st| st.action != Action::Noop);
-                if !needed {
-                    continue;
-                }
-                if let Some(build) = &s.build {
-                    report.service(&s.name, &format!("building {}", s.image));
-                    rt.build_image(&s.image, build).await?;
-                } else {
-                    report.service(&s.name, &format!("pulling {}", s.image));
-                    rt.pull_image(&s.image).await?;
-                }
-                rt.inspect_image(&s.image)
-                    .await?
-                    .ok_or_else(|| RuntimeError::ImageUnavailable {
-                        image: s.image.clone(),
-                        message: "still absent after pull/build".into(),
-                    })?
-            }
-        };
-        images.insert(s.image.clone(), (info.id, info.has_healthcheck));
-    }
-    Ok(images)
 }
 
 /// Carry out a plan within the desired state's `progress_deadline`. Returns the outcome

@@ -74,6 +74,7 @@ mod tests {
             profiles: vec![],
             health: None,
             extra_hosts: vec![],
+            pull_policy: Default::default(),
         }
     }
 

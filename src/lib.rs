@@ -25,6 +25,7 @@
 //! - [`preflight`]: the runbook's pre-flight host checks (engine, ports, data directories,
 //!   disk), run by `validate` and before every `apply`.
 //! - [`check`]: `berth check`, the runbook's health_check.sh.
+//! - [`images`]: pulls and builds what a converge needs first; resolves pins for reverts.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
@@ -38,6 +39,7 @@ pub mod diag;
 pub mod gate;
 pub mod graph;
 pub mod hash;
+pub mod images;
 pub mod observe;
 pub mod plan;
 pub mod preflight;

@@ -676,6 +676,7 @@ impl Resolver<'_> {
                     .and_then(|d| self.string(src, d))
                     .unwrap_or_else(|| "Dockerfile".into()),
                 args,
+                context_hash: None,
             }
         });
 
@@ -808,6 +809,7 @@ impl Resolver<'_> {
             profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
             health,
             extra_hosts,
+            pull_policy: crate::spec::PullPolicy::default(),
         })
     }
 

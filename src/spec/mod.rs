@@ -174,6 +174,23 @@ pub struct Service {
     /// `HOST:IP` entries for /etc/hosts (`host-gateway` is the Docker host).
     #[serde(default)]
     pub extra_hosts: Vec<String>,
+    /// When to pull the image from its registry (compose's `pull_policy`).
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+}
+
+/// When berth pulls a service's image (compose's `pull_policy`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    /// Pull only when the image is not present locally (the default).
+    #[default]
+    Missing,
+    /// Pull on every converge; a moved tag recreates the container.
+    Always,
+    /// Never pull: the image must be present (built or loaded by hand).
+    Never,
+    /// Pull when the local copy was last pulled longer ago than this (`daily`, `"6h"`).
+    Every(Duration),
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -182,6 +199,10 @@ pub struct Build {
     pub context: PathBuf,
     pub dockerfile: String,
     pub args: BTreeMap<String, String>,
+    /// SHA-256 of the build context as Docker would see it (`.dockerignore` honoured),
+    /// filled in before a converge: a changed context rebuilds and recreates.
+    #[serde(default)]
+    pub context_hash: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
