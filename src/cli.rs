@@ -5,28 +5,27 @@
 //! 5 desired state poisoned. With `auto_revert = false` a failed gate leaves the stack as
 //! it is and exits 1.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
-use serde_json::json;
 
-use crate::converge::{ApplyOutcome, apply};
 use crate::diag::Diagnostics;
+use crate::lock::ProjectLock;
 use crate::observe::observe;
 use crate::plan::plan;
+use crate::reconcile::{ApplyOutcome, Options};
 use crate::redact::Redactor;
 use crate::report::Reporter;
-use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
+use crate::shutdown::Shutdown;
 use crate::spec::{self, DesiredState};
+use crate::status::{ProjectStatus, shown_outcome};
 use crate::store::{Store, format_ms};
 
-pub const EXIT_OK: i32 = 0;
-pub const EXIT_RUNTIME: i32 = 1;
-pub const EXIT_INVALID: i32 = 2;
-pub const EXIT_ROLLED_BACK: i32 = 3;
-pub const EXIT_DEGRADED: i32 = 4;
-pub const EXIT_POISONED: i32 = 5;
+pub use crate::status::exit::{
+    DEGRADED as EXIT_DEGRADED, INVALID as EXIT_INVALID, OK as EXIT_OK, POISONED as EXIT_POISONED,
+    ROLLED_BACK as EXIT_ROLLED_BACK, RUNTIME as EXIT_RUNTIME,
+};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -70,6 +69,23 @@ impl FileArgs {
     }
 }
 
+/// How a converging command treats the project's lock.
+#[derive(clap::Args, Debug, Clone)]
+pub struct LockArgs {
+    /// When another berth process is converging this project, exit 1 at once (naming it)
+    /// instead of waiting for it.
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// Which project a command about stored generations means.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ProjectArg {
+    /// The project (default: the only project in the state store).
+    #[arg(long)]
+    pub project: Option<String>,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Check the desired state and run the pre-flight; exit 2 with FILE:LINE:COL on error.
@@ -87,18 +103,33 @@ pub enum Command {
     Apply {
         #[command(flatten)]
         args: FileArgs,
+        #[command(flatten)]
+        lock: LockArgs,
         /// Apply even a desired state that failed and was rolled back before.
         #[arg(long)]
         force: bool,
+        /// Apply a desired state that removes every running service of the project.
+        #[arg(long)]
+        allow_empty: bool,
     },
     /// Go back to the last good generation, or the one named; recorded as a new generation.
     Rollback {
         generation: Option<i64>,
-        /// The project (default: the only project in the state store).
-        #[arg(long)]
-        project: Option<String>,
+        #[command(flatten)]
+        project: ProjectArg,
+        #[command(flatten)]
+        lock: LockArgs,
     },
-    /// Current generation, status, and each service's state and health.
+    /// Take the project down on purpose: its containers and network are removed, volumes
+    /// and data are kept; recorded in history.
+    Down {
+        #[command(flatten)]
+        project: ProjectArg,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
+    /// Current generation, status, and each service's state and health; exit 0 only when
+    /// converged (1 otherwise).
     Status {
         #[arg(long)]
         json: bool,
@@ -136,10 +167,25 @@ pub async fn run(cli: Cli) -> i32 {
     match run_inner(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("berth: error: {e:#}");
+            eprintln!("berth: error: {}", error_chain(e.as_ref()));
             EXIT_RUNTIME
         }
     }
+}
+
+/// An error and its sources as one line, each cause once: many errors already embed
+/// their source's text, and printing both would repeat it.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = s.source();
+    }
+    global_redactor().text(&text)
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
@@ -150,39 +196,67 @@ fn load(args: &FileArgs) -> Result<DesiredState, i32> {
     })
 }
 
-/// A passed pre-flight: the engine it reached, what passed, and the data directories it
-/// then created.
-struct Preflighted {
-    rt: DockerRuntime,
-    passed: Vec<String>,
-    created: Vec<String>,
+/// Connect to the engine; unreachable is a runtime error (exit 1), never "invalid".
+async fn connect() -> anyhow::Result<DockerRuntime> {
+    Ok(DockerRuntime::connect().await?)
 }
 
-/// The host pre-flight; on success the missing data directories are created. A failure
-/// prints its diagnostics and changes nothing (exit 2).
-async fn preflight(d: &DesiredState) -> Result<Preflighted, i32> {
-    let invalid = |diags: Diagnostics| {
+/// Take the project's lock for a converging command, saying who holds it while waiting.
+async fn lock(
+    state: &Path,
+    project: &str,
+    command: &str,
+    args: &LockArgs,
+    shutdown: &Shutdown,
+) -> anyhow::Result<ProjectLock> {
+    Ok(crate::lock::acquire(
+        state,
+        project,
+        command,
+        !args.no_wait,
+        shutdown,
+        |holder| {
+            eprintln!(
+                "berth: project {project:?} is being converged by {holder}; waiting for it to finish"
+            )
+        },
+    )
+    .await?)
+}
+
+/// The project a command about stored generations means.
+async fn project_of(store: &Store, project: &ProjectArg) -> anyhow::Result<String> {
+    if let Some(p) = &project.project {
+        return Ok(p.clone());
+    }
+    let mut all = store.projects().await?;
+    if all.len() != 1 {
+        anyhow::bail!(
+            "the state store holds {} projects; name one with --project",
+            all.len()
+        );
+    }
+    Ok(all.remove(0))
+}
+
+/// The host pre-flight; on success the missing data directories are created and what
+/// passed is returned. A failure prints its diagnostics and changes nothing (exit 2).
+async fn preflight(rt: &DockerRuntime, d: &DesiredState) -> Result<Vec<String>, i32> {
+    let passed = crate::preflight::check(rt, d).await.map_err(|diags| {
         eprintln!("{diags}");
         eprintln!("berth: pre-flight failed; nothing was changed");
         EXIT_INVALID
-    };
-    let rt = DockerRuntime::connect().await.map_err(|e| {
-        let file = d.files.first().cloned().unwrap_or_default();
-        invalid(Diagnostics(vec![crate::diag::Diagnostic::file(
-            &file,
-            format!("preflight: the Docker engine is not reachable: {e}"),
-        )]))
     })?;
-    let passed = crate::preflight::check(&rt, d).await.map_err(invalid)?;
     let created = crate::preflight::create_missing(&passed.missing_dirs).map_err(|e| {
         eprintln!("berth: error: creating data directories: {e}");
         EXIT_RUNTIME
     })?;
-    Ok(Preflighted {
-        rt,
-        passed: passed.lines,
-        created,
-    })
+    let mut lines = passed.lines;
+    if d.preflight.declared {
+        lines.insert(0, format!("pre-flight: {} checks passed", lines.len()));
+    }
+    lines.extend(created.into_iter().map(|c| format!("pre-flight: {c}")));
+    Ok(lines)
 }
 
 async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
@@ -194,12 +268,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Err(code) => return Ok(code),
             };
             if !static_only {
-                let done = match preflight(&d).await {
-                    Ok(done) => done,
+                let rt = connect().await?;
+                let lines = match preflight(&rt, &d).await {
+                    Ok(l) => l,
                     Err(code) => return Ok(code),
                 };
-                for l in done.passed.iter().chain(&done.created) {
+                for l in lines.iter().filter(|l| !l.starts_with("pre-flight: ")) {
                     println!("✓ {l}");
+                }
+                for l in lines.iter().filter_map(|l| l.strip_prefix("pre-flight: ")) {
+                    if !l.ends_with("checks passed") {
+                        println!("✓ {l}");
+                    }
                 }
             }
             println!(
@@ -216,7 +296,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let rt = DockerRuntime::connect().await?;
+            let rt = connect().await?;
             let observed = observe(&rt, &d).await?;
             let p = plan(&d, &observed);
             print!(
@@ -225,92 +305,53 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             );
             Ok(EXIT_OK)
         }
-        Command::Apply { args, force } => {
+        Command::Apply {
+            args,
+            lock: lock_args,
+            force,
+            allow_empty,
+        } => {
             let d = match load(&args) {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let Preflighted {
-                rt,
-                passed,
-                created,
-            } = match preflight(&d).await {
-                Ok(done) => done,
-                Err(code) => return Ok(code),
-            };
-            if d.preflight.declared {
-                println!("pre-flight: {} checks passed", passed.len());
-            }
-            for l in created {
-                println!("pre-flight: {l}");
-            }
-            let store = Store::open(&state_path).await?;
             let redactor = Redactor::new(d.secret_values.clone());
+            let shutdown = Shutdown::on_signals();
+            let rt = connect().await?;
+            let store = Store::open(&state_path).await?;
+            let mut held =
+                match lock(&state_path, &d.project.name, "apply", &lock_args, &shutdown).await {
+                    Ok(l) => l,
+                    Err(e) => return lock_failed(e),
+                };
+            match preflight(&rt, &d).await {
+                Ok(lines) => lines.iter().for_each(|l| {
+                    if l.starts_with("pre-flight: ") {
+                        println!("{l}")
+                    }
+                }),
+                Err(code) => return Ok(code),
+            }
             let report = Reporter::new(redactor.clone());
-            let project = &d.project.name;
-            Ok(match apply(&rt, &store, &d, &report, force).await? {
-                ApplyOutcome::NoChanges => {
-                    println!("No changes.");
-                    EXIT_OK
-                }
-                ApplyOutcome::Converged { generation } => {
-                    println!(
-                        "Converged: generation {generation} of project {project:?} is healthy."
-                    );
-                    EXIT_OK
-                }
-                ApplyOutcome::GateFailed { generation, reason } => {
-                    eprintln!(
-                        "berth: generation {generation} failed: {}",
-                        redactor.text(&reason)
-                    );
-                    eprintln!(
-                        "berth: auto_revert is off; project {project:?} is left as it is for inspection"
-                    );
-                    EXIT_RUNTIME
-                }
-                ApplyOutcome::RolledBack {
-                    generation,
-                    to,
-                    reason,
-                } => {
-                    eprintln!(
-                        "berth: generation {generation} failed: {}",
-                        redactor.text(&reason)
-                    );
-                    eprintln!(
-                        "berth: rolled back: project {project:?} is running generation {to} again (healthy); generation {generation} will not be applied again until the desired state changes or --force is given"
-                    );
-                    EXIT_ROLLED_BACK
-                }
-                ApplyOutcome::Degraded { generation, reason } => {
-                    eprintln!(
-                        "berth: generation {generation} failed: {}",
-                        redactor.text(&reason)
-                    );
-                    eprintln!(
-                        "berth: project {project:?} is degraded; the failed containers are left for inspection"
-                    );
-                    EXIT_DEGRADED
-                }
-                ApplyOutcome::Poisoned { generation, reason } => {
-                    eprintln!(
-                        "berth: this desired state failed as generation {generation} and was rolled back: {}",
-                        redactor.text(&reason)
-                    );
-                    eprintln!(
-                        "berth: not applying it again; change the desired state, or pass --force"
-                    );
-                    EXIT_POISONED
-                }
-            })
+            let outcome = crate::reconcile::reconcile(
+                &rt,
+                &store,
+                &d,
+                &mut held,
+                Options { force, allow_empty },
+                &report,
+                &shutdown,
+            )
+            .await?;
+            print_outcome(&d.project.name, &outcome, &redactor);
+            Ok(outcome.exit_code())
         }
         Command::Check { args, json } => {
             let d = match load(&args) {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let rt = DockerRuntime::connect().await?;
+            let rt = connect().await?;
             let report = crate::check::check(&rt, &d).await?;
             let redactor = Redactor::new(d.secret_values.clone());
             if json {
@@ -327,21 +368,17 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Rollback {
             generation,
             project,
+            lock: lock_args,
         } => {
             let store = Store::open(&state_path).await?;
-            let project = match project {
-                Some(p) => p,
-                None => {
-                    let mut all = store.projects().await?;
-                    if all.len() != 1 {
-                        anyhow::bail!(
-                            "the state store holds {} projects; name one with --project",
-                            all.len()
-                        );
-                    }
-                    all.remove(0)
-                }
-            };
+            let project = project_of(&store, &project).await?;
+            let shutdown = Shutdown::on_signals();
+            let rt = connect().await?;
+            let mut held =
+                match lock(&state_path, &project, "rollback", &lock_args, &shutdown).await {
+                    Ok(l) => l,
+                    Err(e) => return lock_failed(e),
+                };
             let latest = store
                 .latest(&project)
                 .await?
@@ -358,7 +395,6 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     )
                 })?,
             };
-            let rt = DockerRuntime::connect().await?;
             let secrets = crate::converge::desired_of(&target)?.secret_values;
             let redactor = Redactor::new(secrets);
             let report = Reporter::new(redactor.clone());
@@ -367,7 +403,8 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 target.id
             ));
             let (generation, result) =
-                crate::converge::rollback(&rt, &store, &target, &report).await?;
+                crate::reconcile::rollback(&rt, &store, &target, &mut held, &report, &shutdown)
+                    .await?;
             Ok(match result {
                 Ok(()) => {
                     println!(
@@ -376,12 +413,52 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     );
                     EXIT_OK
                 }
+                Err(crate::converge::Failure::Interrupted(signal)) => {
+                    eprintln!(
+                        "berth: rollback generation {generation} was stopped by {}; the next converge finishes it",
+                        crate::shutdown::signal_name(signal)
+                    );
+                    128 + signal
+                }
                 Err(reason) => {
                     eprintln!(
                         "berth: rollback generation {generation} failed: {}",
-                        redactor.text(&reason)
+                        redactor.text(&reason.to_string())
                     );
                     EXIT_DEGRADED
+                }
+            })
+        }
+        Command::Down {
+            project,
+            lock: lock_args,
+        } => {
+            let store = Store::open(&state_path).await?;
+            let project = project_of(&store, &project).await?;
+            let shutdown = Shutdown::on_signals();
+            let rt = connect().await?;
+            let mut held = match lock(&state_path, &project, "down", &lock_args, &shutdown).await {
+                Ok(l) => l,
+                Err(e) => return lock_failed(e),
+            };
+            let latest = store
+                .latest(&project)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
+            let report = Reporter::new(Redactor::default());
+            let (generation, result) =
+                crate::reconcile::down(&rt, &store, &latest, &mut held, &report, &shutdown).await?;
+            Ok(match result {
+                Ok(()) => {
+                    println!(
+                        "Down: project {project:?} has no containers and no network now (volumes and data are kept); recorded as generation {generation}."
+                    );
+                    EXIT_OK
+                }
+                Err(crate::converge::Failure::Interrupted(signal)) => 128 + signal,
+                Err(reason) => {
+                    eprintln!("berth: down (generation {generation}) failed: {reason}");
+                    EXIT_RUNTIME
                 }
             })
         }
@@ -392,9 +469,9 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             profiles,
             exclude,
         } => {
-            let poisoned_hash = match &file {
+            let on_disk = match &file {
                 Some(f) => match spec::load(f, &spec::Selection { profiles, exclude }) {
-                    Ok(d) => Some((d.project.name, d.source_hash)),
+                    Ok(d) => Some(d),
                     Err(diags) => {
                         eprintln!("{diags}");
                         return Ok(EXIT_INVALID);
@@ -403,39 +480,32 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 None => None,
             };
             let store = Store::open(&state_path).await?;
-            let rt = DockerRuntime::connect().await?;
+            let rt = connect().await?;
             let projects = match project {
                 Some(p) => vec![p],
                 None => store.projects().await?,
             };
             let mut out = Vec::new();
             for p in projects {
-                let mut st = project_status(&rt, &store, &p).await?;
-                // The desired state on disk is the one that failed: berth will not apply it.
-                if let Some((name, hash)) = &poisoned_hash
-                    && *name == p
-                    && let Some(latest) = store.latest(&p).await?
-                    && latest.outcome == "rolled-back"
-                    && latest.source_hash == *hash
-                {
-                    st["status"] = json!("blocked");
-                    st["reason"] = json!(format!(
-                        "the desired state is poisoned: generation {} failed and was rolled back",
-                        latest.id
-                    ));
-                }
-                out.push(st);
+                out.push(
+                    crate::status::project_status(&rt, &store, &state_path, &p, on_disk.as_ref())
+                        .await?,
+                );
             }
-            if as_json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
+            let text = if as_json {
+                serde_json::to_string_pretty(&out)? + "\n"
             } else if out.is_empty() {
-                println!("No generations recorded in {}.", state_path.display());
+                format!("No generations recorded in {}.\n", state_path.display())
             } else {
-                for s in &out {
-                    print_status(s);
-                }
-            }
-            Ok(EXIT_OK)
+                out.iter().map(status_text).collect()
+            };
+            print!("{}", global_redactor().text(&text));
+            // Every project must be converged for 0; nothing recorded is not converged.
+            Ok(out
+                .iter()
+                .map(|r| r.status.exit_code())
+                .max()
+                .unwrap_or(ProjectStatus::Unknown.exit_code()))
         }
         Command::History {
             json: as_json,
@@ -443,33 +513,53 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         } => {
             let store = Store::open(&state_path).await?;
             let gens = store.history(project.as_deref()).await?;
-            let redacted: Vec<_> = gens
-                .iter()
-                .map(|g| {
-                    let secrets = serde_json::from_str::<DesiredState>(&g.spec_json)
-                        .map(|d| d.secret_values)
-                        .unwrap_or_default();
-                    let r = Redactor::new(secrets);
-                    let mut g = g.clone();
-                    g.reason = g.reason.map(|x| r.text(&x));
-                    g
-                })
-                .collect();
+            let mut shown = Vec::new();
+            for (i, g) in gens.iter().enumerate() {
+                let newest = !gens[i + 1..].iter().any(|n| n.project == g.project);
+                let held = newest
+                    && g.outcome == crate::store::Outcome::Progressing
+                    && crate::lock::is_held(&state_path, &g.project)?.is_some();
+                let secrets = crate::converge::desired_of(g)
+                    .map(|d| d.secret_values)
+                    .unwrap_or_default();
+                let r = Redactor::new(secrets);
+                let mut g = g.clone();
+                g.outcome = shown_outcome(&g, newest, held);
+                g.reason = g.reason.map(|x| r.text(&x));
+                let repairs = store
+                    .events(g.id)
+                    .await?
+                    .iter()
+                    .filter(|e| e.kind == "repair")
+                    .count();
+                shown.push((g, repairs));
+            }
             if as_json {
-                println!("{}", serde_json::to_string_pretty(&redacted)?);
+                let rows: Vec<_> = shown
+                    .iter()
+                    .map(|(g, repairs)| {
+                        let mut v = serde_json::to_value(g).expect("generation serializes");
+                        v["repairs"] = (*repairs).into();
+                        v
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
                 println!(
                     "{:<4} {:<14} {:<23} {:<12} REASON",
                     "GEN", "PROJECT", "STARTED", "OUTCOME"
                 );
-                for g in &redacted {
+                for (g, repairs) in &shown {
+                    let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
+                    if *repairs > 0 {
+                        reason = format!("{reason} [{repairs} drift repairs]");
+                    }
                     println!(
-                        "{:<4} {:<14} {:<23} {:<12} {}",
+                        "{:<4} {:<14} {:<23} {:<12} {reason}",
                         g.id,
                         g.project,
                         format_ms(g.started_ms),
-                        g.outcome,
-                        g.reason.as_deref().unwrap_or("-")
+                        g.outcome.as_str(),
                     );
                 }
             }
@@ -478,93 +568,131 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
     }
 }
 
-async fn project_status<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    project: &str,
-) -> anyhow::Result<serde_json::Value> {
-    let Some(latest) = store.latest(project).await? else {
-        return Ok(json!({"project": project, "status": "unknown"}));
-    };
-    // A rolled-back generation's stack runs the generation it went back to.
-    let running = match latest.reverted_to {
-        Some(to) if latest.outcome == "rolled-back" => {
-            store.get(project, to).await?.unwrap_or(latest.clone())
+/// Exit for a lock that could not be had: busy with --no-wait (1), or a signal while
+/// waiting (128+signal).
+fn lock_failed(e: anyhow::Error) -> anyhow::Result<i32> {
+    match e.downcast_ref::<crate::lock::LockError>() {
+        Some(crate::lock::LockError::Interrupted { signal, .. }) => {
+            eprintln!("berth: {e}");
+            Ok(128 + signal)
         }
-        _ => latest.clone(),
-    };
-    let desired = crate::converge::desired_of(&running)?;
-    let redactor = Redactor::new(desired.secret_values.clone());
-    let observed =
-        crate::converge::observed_with_pins(rt, &desired, &crate::converge::pins_of(&running))
-            .await?;
-    let p = plan(&desired, &observed);
-    let (status, reason) = match latest.outcome.as_str() {
-        "healthy" if p.is_noop() => ("converged", None),
-        "healthy" => (
-            "degraded",
-            Some(format!(
-                "drift: {}",
-                p.steps
-                    .iter()
-                    .filter(|s| s.action != crate::plan::Action::Noop)
-                    .map(|s| format!("{} ({})", s.service, s.reason))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
-        ),
-        "progressing" => ("progressing", None),
-        "rolled-back" if p.is_noop() => ("rolled-back", latest.reason.clone()),
-        _ => ("degraded", latest.reason.clone()),
-    };
-    let services: Vec<_> = desired
-        .services
-        .values()
-        .map(|s| {
-            let c = observed
-                .containers
-                .iter()
-                .find(|c| c.name == s.container_name);
-            json!({
-                "service": s.name,
-                "container": s.container_name,
-                "state": c.map(|c| c.state.clone()).unwrap_or_else(|| "missing".into()),
-                "health": c.and_then(|c| c.health.clone()),
-                "generation": c.and_then(|c| c.generation),
-            })
-        })
-        .collect();
-    Ok(json!({
-        "project": project,
-        "generation": latest.id,
-        "outcome": latest.outcome,
-        "status": status,
-        "reason": reason.map(|r| redactor.text(&r)),
-        "services": services,
-    }))
+        Some(crate::lock::LockError::Busy { .. }) => {
+            eprintln!("berth: {e}");
+            Ok(EXIT_RUNTIME)
+        }
+        _ => Err(e),
+    }
 }
 
-fn print_status(s: &serde_json::Value) {
-    let reason = s["reason"]
-        .as_str()
-        .map(|r| format!(" ({r})"))
-        .unwrap_or_default();
-    println!(
-        "project {}: {}{} — generation {}",
-        s["project"].as_str().unwrap_or("?"),
-        s["status"].as_str().unwrap_or("?"),
-        reason,
-        s["generation"]
-    );
-    if let Some(services) = s["services"].as_array() {
-        for svc in services {
-            println!(
-                "  {:<16} {:<10} {:<10} gen {}",
-                svc["service"].as_str().unwrap_or(""),
-                svc["state"].as_str().unwrap_or(""),
-                svc["health"].as_str().unwrap_or("-"),
-                svc["generation"]
+fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
+    match outcome {
+        ApplyOutcome::NoChanges => println!("No changes."),
+        ApplyOutcome::Converged {
+            generation,
+            resumed,
+        } => println!(
+            "Converged: generation {generation} of project {project:?} is healthy{}.",
+            if *resumed {
+                " (resumed after an interrupted converge)"
+            } else {
+                ""
+            }
+        ),
+        ApplyOutcome::Repaired {
+            generation,
+            services,
+        } => println!(
+            "Repaired: {} of project {project:?} back on generation {generation}, healthy.",
+            services.join(", ")
+        ),
+        ApplyOutcome::GateFailed { generation, reason } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            eprintln!(
+                "berth: auto_revert is off; project {project:?} is left as it is for inspection"
+            );
+        }
+        ApplyOutcome::RolledBack {
+            generation,
+            to,
+            reason,
+        } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            eprintln!(
+                "berth: rolled back: project {project:?} is running generation {to} again (healthy); generation {generation} will not be applied again until the desired state changes or --force is given"
+            );
+        }
+        ApplyOutcome::Degraded { generation, reason } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            eprintln!(
+                "berth: project {project:?} is degraded; the failed containers are left for inspection"
+            );
+        }
+        ApplyOutcome::Poisoned { generation, reason } => {
+            eprintln!(
+                "berth: this desired state failed as generation {generation} and was rolled back: {}",
+                redactor.text(reason)
+            );
+            eprintln!("berth: not applying it again; change the desired state, or pass --force");
+        }
+        ApplyOutcome::WouldRemoveAll { services } => {
+            eprintln!(
+                "berth: this desired state would remove every running service of project {project:?} ({}); nothing was changed",
+                services.join(", ")
+            );
+            eprintln!(
+                "berth: to take the project down on purpose run `berth down`, or pass --allow-empty"
+            );
+        }
+        ApplyOutcome::Interrupted { generation, signal } => {
+            eprintln!(
+                "berth: stopped by {}{}; the next converge resumes it",
+                crate::shutdown::signal_name(*signal),
+                generation
+                    .map(|g| format!(": generation {g} is interrupted"))
+                    .unwrap_or_default()
             );
         }
     }
+}
+
+fn status_text(r: &crate::status::Report) -> String {
+    let mut out = format!(
+        "project {}: {} — generation {}{}\n",
+        r.project,
+        r.status,
+        r.generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into()),
+        if r.repairs > 0 {
+            format!(" ({} drift repairs)", r.repairs)
+        } else {
+            String::new()
+        }
+    );
+    for s in &r.services {
+        out += &format!(
+            "  {:<16} {:<10} {:<10} gen {}\n",
+            s.service,
+            s.state,
+            s.health.as_deref().unwrap_or("-"),
+            s.generation
+                .map(|g| g.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    out
+}
+
+/// Redaction for text that is not tied to one loaded desired state.
+fn global_redactor() -> Redactor {
+    Redactor::default()
 }

@@ -1,10 +1,13 @@
-//! Converge: carry a plan out against the runtime (DESIGN.md semantics 2-4).
+//! Converge: carry a plan out against the runtime (DESIGN.md semantics 2-4). This is the
+//! executor; what to converge to, and what to do when it fails, is decided by
+//! [`crate::reconcile`].
 //!
-//! Order of work: every image is made present before anything running is touched; then
-//! owned containers nobody wants are removed; then each DAG level starts in parallel and
-//! a level begins only once every service below it passed its gate. A recreate creates the
-//! new container first (under a temporary name), so a bad spec fails before the old one
-//! is stopped. Volumes are never removed.
+//! Order of work: owned containers nobody wants are removed; the project's networks are
+//! found (by label) or created; then each DAG level starts in parallel and a level begins
+//! only once every service below it passed its gate. A recreate creates the new container
+//! first (under a temporary name), so a bad spec fails before the old one is stopped.
+//! Volumes are never removed. A stop request ([`Shutdown`]) ends a converge at the next
+//! step boundary: a gate being waited on, or the start of the next level.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -14,16 +17,17 @@ use serde_json::json;
 
 use crate::gate::{GateOutcome, effective_probe, gate};
 use crate::hash::config_hash;
-use crate::images::{Images, ensure_images, pinned_images};
-use crate::observe::{Observed, observe};
+use crate::images::{Images, Pins, pinned_images};
+use crate::observe::Observed;
 use crate::plan::{Action, Plan, plan};
 use crate::report::Reporter;
-use crate::runtime::{Runtime, RuntimeError};
+use crate::runtime::{Networks, Runtime, RuntimeError};
+use crate::shutdown::Shutdown;
 use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Service,
     Volume,
 };
-use crate::store::{Generation, Store, StoreError, now_ms};
+use crate::store::{Generation, StoreError, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
@@ -31,6 +35,8 @@ pub enum ConvergeError {
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
     #[error(
         "container name {name:?} (service {service:?}) is taken by container {id} which berth does not own{}; rename or remove it yourself",
         project.as_ref().map(|p| format!(" (it belongs to project {p:?})")).unwrap_or_default()
@@ -45,101 +51,44 @@ pub enum ConvergeError {
     Corrupt { generation: i64, message: String },
 }
 
-/// How one `apply` ended; each maps to one exit code (see `cli`).
+/// Why a converge did not end healthy.
 #[derive(Debug, Clone, PartialEq)]
-pub enum ApplyOutcome {
-    /// Nothing differed; no generation was recorded.
-    NoChanges,
-    /// Every gate passed.
-    Converged { generation: i64 },
-    /// A gate failed and auto-revert is off: the stack is left as it is.
-    GateFailed { generation: i64, reason: String },
-    /// A gate failed and the whole stack is back on generation `to`, healthy.
-    RolledBack {
-        generation: i64,
-        to: i64,
-        reason: String,
-    },
-    /// A gate failed and there was no last good generation, or the revert failed too.
-    Degraded { generation: i64, reason: String },
-    /// This desired state already failed and was rolled back; not applied again.
-    Poisoned { generation: i64, reason: String },
+pub enum Failure {
+    /// A gate failed, or a step the gates depend on (create, start, network) did.
+    Gate(String),
+    /// A stop was requested (the signal); the converge ended at a step boundary.
+    Interrupted(i32),
 }
 
-pub use crate::images::Pins;
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Gate(reason) => f.write_str(reason),
+            Failure::Interrupted(signal) => write!(
+                f,
+                "stopped by {} before it ended",
+                crate::shutdown::signal_name(*signal)
+            ),
+        }
+    }
+}
 
-/// One reconcile: observe, plan, execute, record; on a failed gate, revert the whole stack
-/// to the last good generation (DESIGN.md semantic 6). This is what `berth apply` runs
-/// and what the daemon will run on every trigger.
-pub async fn apply<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    desired: &DesiredState,
-    report: &Reporter,
-    force: bool,
-) -> Result<ApplyOutcome, ConvergeError> {
-    let project = &desired.project.name;
-    if let Some(latest) = store.latest(project).await?
-        && latest.outcome == "rolled-back"
-        && latest.source_hash == desired.source_hash
-        && !force
-    {
-        return Ok(ApplyOutcome::Poisoned {
-            generation: latest.id,
-            reason: latest.reason.unwrap_or_default(),
-        });
-    }
-    let source = desired
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let Some((generation, result)) = converge(rt, store, desired, &source, report).await? else {
-        return Ok(ApplyOutcome::NoChanges);
-    };
-    let reason = match result {
-        Ok(()) => return Ok(ApplyOutcome::Converged { generation }),
-        Err(reason) => reason,
-    };
-    if !desired.rollout.auto_revert {
-        return Ok(ApplyOutcome::GateFailed { generation, reason });
-    }
-    let Some(good) = store.last_good(project, generation).await? else {
-        return Ok(ApplyOutcome::Degraded {
-            generation,
-            reason: format!("{reason}; no last good generation to revert to"),
-        });
-    };
-    report.line(&format!(
-        "reverting project {project:?} to generation {}: {reason}",
-        good.id
-    ));
-    match revert_to(rt, desired_of(&good)?, &good, report).await? {
-        Ok(()) => {
-            let why = format!("{reason}; reverted to generation {}", good.id);
-            store.mark_rolled_back(generation, good.id, &why).await?;
-            Ok(ApplyOutcome::RolledBack {
-                generation,
-                to: good.id,
-                reason,
-            })
-        }
-        Err(revert_reason) => {
-            let why = format!(
-                "{reason}; the revert to generation {} failed too: {revert_reason}",
-                good.id
-            );
-            store
-                .finish(generation, "failed", Some(&why), &json!({}))
-                .await
-                .ok();
-            Ok(ApplyOutcome::Degraded {
-                generation,
-                reason: why,
-            })
-        }
-    }
+/// What [`execute`] did: how it ended, and per-service timings for the generation.
+pub struct Executed {
+    pub result: Result<(), Failure>,
+    pub timings: serde_json::Value,
+}
+
+/// How to carry a plan out.
+pub struct Execution<'a> {
+    pub images: &'a Images,
+    /// The generation the containers are labelled with.
+    pub generation: i64,
+    /// Gate every service, even one whose container looks converged: after an
+    /// interrupted converge nothing may be taken as proven.
+    pub gate_all: bool,
+    pub report: &'a Reporter,
+    pub shutdown: &'a Shutdown,
 }
 
 /// The desired state a stored generation ran.
@@ -155,56 +104,58 @@ pub fn pins_of(g: &Generation) -> Pins {
     serde_json::from_value(g.images.clone()).unwrap_or_default()
 }
 
-/// Put the stack back on a stored generation: its spec, its pinned image IDs, gated like
-/// any converge, containers labelled with that generation. Records nothing itself.
-async fn revert_to<R: Runtime>(
+/// Put the stack on a stored generation's spec with its pinned image IDs, gated like any
+/// converge, containers labelled `generation`. Records nothing itself. A pin that is
+/// missing or whose image is gone fails it: a tag may point elsewhere by now.
+pub async fn converge_to_pinned<R: Runtime>(
     rt: &R,
-    desired: DesiredState,
-    good: &Generation,
+    target: &Generation,
+    generation: i64,
+    gate_all: bool,
     report: &Reporter,
-) -> Result<Result<(), String>, ConvergeError> {
-    let pins = pins_of(good);
+    shutdown: &Shutdown,
+) -> Result<Executed, ConvergeError> {
+    let desired = desired_of(target)?;
+    let pins = pins_of(target);
+    let failed = |reason: String| Executed {
+        result: Err(Failure::Gate(reason)),
+        timings: json!({}),
+    };
+    if let Some(s) = desired
+        .services
+        .values()
+        .find(|s| !pins.contains_key(&s.image))
+    {
+        return Ok(failed(format!(
+            "generation {} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
+            target.id, s.name, s.image
+        )));
+    }
     let observed = observed_with_pins(rt, &desired, &pins).await?;
     let the_plan = plan(&desired, &observed);
-    if the_plan.is_noop() {
-        return Ok(Ok(()));
+    if the_plan.is_noop() && !gate_all {
+        return Ok(Executed {
+            result: Ok(()),
+            timings: json!({}),
+        });
     }
     let images = match pinned_images(rt, &pins).await {
         Ok(i) => i,
-        Err(e) => return Ok(Err(e.to_string())),
+        Err(e) => return Ok(failed(e.to_string())),
     };
-    Ok(execute(rt, &desired, &the_plan, &images, good.id, report)
-        .await
-        .0)
-}
-
-/// `berth rollback`: go back by hand to a stored generation, gated, recorded as a new
-/// generation. Returns the new generation's number and outcome.
-pub async fn rollback<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    target: &Generation,
-    report: &Reporter,
-) -> Result<(i64, Result<(), String>), ConvergeError> {
-    let desired = desired_of(target)?;
-    let generation = store
-        .begin(
-            &target.project,
-            &target.source_hash,
-            &format!("rollback to generation {}", target.id),
-            &target.spec_json,
-            &target.images,
-        )
-        .await?;
-    let pins = pins_of(target);
-    let observed = observed_with_pins(rt, &desired, &pins).await?;
-    let the_plan = plan(&desired, &observed);
-    let (result, timings) = match pinned_images(rt, &pins).await {
-        Err(e) => (Err(e.to_string()), json!({})),
-        Ok(images) => execute(rt, &desired, &the_plan, &images, generation, report).await,
-    };
-    record(store, generation, &result, &timings).await?;
-    Ok((generation, result))
+    Ok(execute(
+        rt,
+        &desired,
+        &the_plan,
+        Execution {
+            images: &images,
+            generation,
+            gate_all,
+            report,
+            shutdown,
+        },
+    )
+    .await)
 }
 
 /// Observe, with the desired images' IDs taken from pins rather than from what the
@@ -230,44 +181,8 @@ pub async fn observed_with_pins<R: Runtime>(
     Ok(observed)
 }
 
-/// Converge towards `desired` as a new generation. None when there was nothing to do.
-async fn converge<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    desired: &DesiredState,
-    source: &str,
-    report: &Reporter,
-) -> Result<Option<(i64, Result<(), String>)>, ConvergeError> {
-    let observed = observe(rt, desired).await?;
-    let the_plan = plan(desired, &observed);
-    if the_plan.is_noop() {
-        return Ok(None);
-    }
-    check_names(rt, desired, &the_plan).await?;
-    let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
-    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
-    let images_json = json!(
-        images
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v.0)))
-            .collect::<BTreeMap<_, _>>()
-    );
-    let generation = store
-        .begin(
-            &desired.project.name,
-            &desired.source_hash,
-            source,
-            &spec_json,
-            &images_json,
-        )
-        .await?;
-    let (result, timings) = execute(rt, desired, &the_plan, &images, generation, report).await;
-    record(store, generation, &result, &timings).await?;
-    Ok(Some((generation, result)))
-}
-
 /// A name clash with a container berth does not own is an error before anything changes.
-async fn check_names<R: Runtime>(
+pub async fn check_names<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     plan: &Plan,
@@ -295,44 +210,26 @@ async fn check_names<R: Runtime>(
     Ok(())
 }
 
-/// Carry out a plan within the desired state's `progress_deadline`. Returns the outcome
-/// (a reason on failure) and per-service timings.
-async fn execute<R: Runtime>(
+/// Carry out a plan within the desired state's `progress_deadline`.
+pub async fn execute<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     plan: &Plan,
-    images: &Images,
-    generation: i64,
-    report: &Reporter,
-) -> (Result<(), String>, serde_json::Value) {
+    how: Execution<'_>,
+) -> Executed {
     let deadline = desired.rollout.progress_deadline;
-    let steps = execute_steps(rt, desired, plan, images, generation, report);
-    match tokio::time::timeout(deadline, steps).await {
+    let mut timings = serde_json::Map::new();
+    let steps = execute_steps(rt, desired, plan, &how, &mut timings);
+    let result = match tokio::time::timeout(deadline, steps).await {
         Ok(r) => r,
-        Err(_) => (
-            Err(format!(
-                "the converge did not finish within progress_deadline {}",
-                crate::spec::duration::format(deadline)
-            )),
-            json!({}),
-        ),
-    }
-}
-
-/// Record how a generation's converge ended.
-async fn record(
-    store: &Store,
-    generation: i64,
-    result: &Result<(), String>,
-    timings: &serde_json::Value,
-) -> Result<(), StoreError> {
-    match result {
-        Ok(()) => store.finish(generation, "healthy", None, timings).await,
-        Err(reason) => {
-            store
-                .finish(generation, "failed", Some(reason), timings)
-                .await
-        }
+        Err(_) => Err(Failure::Gate(format!(
+            "the converge did not finish within progress_deadline {}",
+            crate::spec::duration::format(deadline)
+        ))),
+    };
+    Executed {
+        result,
+        timings: json!(timings),
     }
 }
 
@@ -340,20 +237,23 @@ async fn execute_steps<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     plan: &Plan,
-    images: &Images,
-    generation: i64,
-    report: &Reporter,
-) -> (Result<(), String>, serde_json::Value) {
-    let mut timings = serde_json::Map::new();
+    how: &Execution<'_>,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Failure> {
+    let project = &desired.project.name;
     let removals = plan.steps.iter().filter(|s| s.action == Action::Remove);
     for r in join_all(removals.map(|step| async move {
         let c = step
             .container
             .as_ref()
             .expect("remove step has a container");
-        rt.stop_container(&c.id).await?;
+        // Stopped first, so a database shuts down cleanly; a paused container cannot
+        // take SIGTERM, and removal kills it outright.
+        if c.state != "paused" {
+            rt.stop_container(&c.id).await?;
+        }
         rt.remove_container(&c.id).await?;
-        report.service(
+        how.report.service(
             &step.service,
             &format!("removed {} ({}; volumes kept)", c.name, step.reason),
         );
@@ -361,48 +261,60 @@ async fn execute_steps<R: Runtime>(
     }))
     .await
     {
-        if let Err(e) = r {
-            return (Err(e.to_string()), json!(timings));
-        }
+        r.map_err(|e| Failure::Gate(e.to_string()))?;
     }
 
-    let mut networks: Vec<&str> = desired
+    let mut wanted: Vec<&str> = desired
         .services
         .values()
         .flat_map(|s| s.networks.iter().map(String::as_str))
         .collect();
-    networks.sort();
-    networks.dedup();
-    for n in networks {
-        if let Err(e) = rt.ensure_network(n, &desired.project.name).await {
-            return (Err(e.to_string()), json!(timings));
-        }
+    wanted.sort();
+    wanted.dedup();
+    let mut networks = Networks::new();
+    for n in wanted {
+        let id = rt
+            .ensure_network(n, project)
+            .await
+            .map_err(|e| Failure::Gate(e.to_string()))?;
+        networks.insert(n.to_string(), id);
+    }
+    if desired.services.is_empty() {
+        // The last container went: so does the project's network (never a volume).
+        rt.remove_project_networks(project)
+            .await
+            .map_err(|e| Failure::Gate(e.to_string()))?;
     }
 
     for level in desired.levels() {
+        if let Some(signal) = how.shutdown.signal() {
+            return Err(Failure::Interrupted(signal));
+        }
         let results = join_all(level.iter().map(|name| {
             let s = &desired.services[name];
-            converge_service(rt, desired, plan, s, images, generation, report)
+            converge_service(rt, desired, plan, s, &networks, how)
         }))
         .await;
         let mut failure = None;
         for (name, r) in level.iter().zip(results) {
-            match r {
-                Ok(t) => {
-                    timings.insert(name.clone(), t);
+            let t = match r {
+                Ok(t) => t,
+                Err((f, t)) => {
+                    // An interruption outranks a gate failure it may have caused.
+                    if matches!(f, Failure::Interrupted(_)) || failure.is_none() {
+                        failure = Some(f);
+                    }
+                    t
                 }
-                Err((reason, t)) => {
-                    timings.insert(name.clone(), t);
-                    failure.get_or_insert(reason);
-                }
-            }
+            };
+            timings.insert(name.clone(), t);
         }
-        if let Some(reason) = failure {
+        if let Some(f) = failure {
             // Dependents of a failed service are never started.
-            return (Err(reason), json!(timings));
+            return Err(f);
         }
     }
-    (Ok(()), json!(timings))
+    Ok(())
 }
 
 type Timing = serde_json::Value;
@@ -412,25 +324,32 @@ async fn converge_service<R: Runtime>(
     desired: &DesiredState,
     plan: &Plan,
     s: &Service,
-    images: &Images,
-    generation: i64,
-    report: &Reporter,
-) -> Result<Timing, (String, Timing)> {
+    networks: &Networks,
+    how: &Execution<'_>,
+) -> Result<Timing, (Failure, Timing)> {
+    let report = how.report;
     let step = plan
         .step(&s.name)
         .expect("every desired service has a step");
     let t0 = now_ms();
     let fail = |e: String| {
         (
-            e,
+            Failure::Gate(e),
             json!({"action": format!("{:?}", step.action).to_lowercase(), "failed_ms": now_ms()}),
         )
     };
-    let (image_id, has_healthcheck) = images.get(&s.image).cloned().unwrap_or_default();
+    let image = how.images.get(&s.image).cloned();
+    let has_healthcheck = image.as_ref().is_some_and(|i| i.1);
     let id = match step.action {
-        Action::Noop => {
+        Action::Noop if !how.gate_all => {
             return Ok(json!({"action": "noop"}));
         }
+        Action::Noop => step
+            .container
+            .as_ref()
+            .expect("noop step has a container")
+            .id
+            .clone(),
         Action::Start => {
             let id = step
                 .container
@@ -456,22 +375,27 @@ async fn converge_service<R: Runtime>(
             labels.insert(LABEL_PROJECT.into(), desired.project.name.clone());
             labels.insert(LABEL_SERVICE.into(), s.name.clone());
             labels.insert(LABEL_CONFIG_HASH.into(), config_hash(s));
-            labels.insert(LABEL_GENERATION.into(), generation.to_string());
-            // The image runs by ID: the generation pins exactly what was checked.
-            let image = if image_id.is_empty() {
-                s.image.clone()
-            } else {
-                image_id.clone()
+            labels.insert(LABEL_GENERATION.into(), how.generation.to_string());
+            // The image runs by ID: the generation pins exactly what was checked. Never
+            // by tag: a tag may point elsewhere by now.
+            let Some((image, _)) = image else {
+                return Err(fail(format!(
+                    "no image ID is known for service {:?} ({}); not running it by tag",
+                    s.name, s.image
+                )));
             };
             let id = if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
                 let id = rt
-                    .create_container(&temp, s, &image, &labels)
+                    .create_container(&temp, s, &image, &labels, networks)
                     .await
                     .map_err(|e| fail(e.to_string()))?;
-                rt.stop_container(&old.id)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
+                // A paused container cannot take SIGTERM; removal kills it outright.
+                if old.state != "paused" {
+                    rt.stop_container(&old.id)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?;
+                }
                 rt.remove_container(&old.id)
                     .await
                     .map_err(|e| fail(e.to_string()))?;
@@ -482,7 +406,7 @@ async fn converge_service<R: Runtime>(
                 id
             } else {
                 let id = rt
-                    .create_container(&s.container_name, s, &image, &labels)
+                    .create_container(&s.container_name, s, &image, &labels, networks)
                     .await
                     .map_err(|e| fail(e.to_string()))?;
                 report.service(&s.name, "created");
@@ -500,7 +424,17 @@ async fn converge_service<R: Runtime>(
     let probe = effective_probe(s, has_healthcheck);
     let (deadline, min_healthy) = desired.gate_timing(s);
     let started = Instant::now();
-    match gate(rt, &id, s, probe.as_ref(), deadline, min_healthy).await {
+    let gated = tokio::select! {
+        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy) => g,
+        signal = how.shutdown.requested() => {
+            report.service(&s.name, "stopped while gating");
+            return Err((
+                Failure::Interrupted(signal),
+                json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}),
+            ));
+        }
+    };
+    match gated {
         GateOutcome::Passed { after, probe } => {
             report.service(
                 &s.name,
@@ -518,7 +452,7 @@ async fn converge_service<R: Runtime>(
         GateOutcome::Failed { reason } => {
             report.service(&s.name, "FAILED its gate");
             Err((
-                reason,
+                Failure::Gate(reason),
                 json!({
                     "action": format!("{:?}", step.action).to_lowercase(),
                     "begin_ms": t0,

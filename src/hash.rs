@@ -49,6 +49,26 @@ pub fn config_hash(s: &Service) -> String {
     format!("{:x}", Sha256::digest(json))
 }
 
+/// The identity of a resolved desired state: SHA-256 over the project, rollout and every
+/// active service with their final values (after env files, the environment, profiles,
+/// excludes, and build-context hashes). Poison is keyed on it, so fixing any input lifts
+/// poison while a comment or a reordering of the files does not.
+pub fn resolved_hash(d: &crate::spec::DesiredState) -> String {
+    #[derive(Serialize)]
+    struct Resolved<'a> {
+        project: &'a crate::spec::Project,
+        rollout: &'a crate::spec::Rollout,
+        services: &'a std::collections::BTreeMap<String, Service>,
+    }
+    let json = serde_json::to_vec(&Resolved {
+        project: &d.project,
+        rollout: &d.rollout,
+        services: &d.services,
+    })
+    .expect("desired state serializes");
+    format!("{:x}", Sha256::digest(json))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,11 +5,60 @@
 
 use std::collections::HashMap;
 
-use berth::converge::{ApplyOutcome, apply};
+use berth::reconcile::{ApplyOutcome, Options, reconcile};
 use berth::report::Reporter;
 use berth::runtime::fake::FakeRuntime;
+use berth::shutdown::Shutdown;
 use berth::spec::DesiredState;
-use berth::store::Store;
+use berth::store::{Outcome, Store};
+
+/// One `apply`: take the project's lock beside the store, reconcile, release.
+async fn apply(
+    t: &T,
+    d: &DesiredState,
+    force: bool,
+) -> Result<ApplyOutcome, berth::converge::ConvergeError> {
+    apply_with(
+        t,
+        d,
+        Options {
+            force,
+            allow_empty: false,
+        },
+        &Shutdown::never(),
+    )
+    .await
+}
+
+async fn apply_with(
+    t: &T,
+    d: &DesiredState,
+    opts: Options,
+    shutdown: &Shutdown,
+) -> Result<ApplyOutcome, berth::converge::ConvergeError> {
+    let mut lock =
+        berth::lock::acquire(&t.state, &d.project.name, "apply", false, shutdown, |_| {})
+            .await
+            .unwrap();
+    reconcile(
+        &t.rt,
+        &t.store,
+        d,
+        &mut lock,
+        opts,
+        &Reporter::quiet(),
+        shutdown,
+    )
+    .await
+}
+
+/// A test's world: a temp dir, the in-memory engine, the store at `<dir>/state.db`.
+struct T {
+    dir: tempfile::TempDir,
+    rt: FakeRuntime,
+    store: Store,
+    state: std::path::PathBuf,
+}
 
 fn desired(dir: &std::path::Path, toml: &str) -> DesiredState {
     let f = dir.join("berth.toml");
@@ -38,22 +87,33 @@ depends_on = ["cache"]
 health = { probe = "http", port = 8080, interval = "20ms" }
 "#;
 
-async fn setup() -> (tempfile::TempDir, FakeRuntime, Store) {
+async fn setup() -> T {
     let dir = tempfile::tempdir().unwrap();
     let rt = FakeRuntime::new();
     rt.add_image("fixture:1", "sha256:one");
-    let store = Store::open(&dir.path().join("state.db")).await.unwrap();
-    (dir, rt, store)
+    let state = dir.path().join("state.db");
+    let store = Store::open(&state).await.unwrap();
+    T {
+        dir,
+        rt,
+        store,
+        state,
+    }
 }
 
 #[tokio::test]
 async fn each_level_starts_only_after_the_level_below_is_healthy() {
-    let (dir, rt, store) = setup().await;
+    let t = setup().await;
+    let (dir, rt) = (&t.dir, &t.rt);
     let d = desired(dir.path(), STACK);
-    let out = apply(&rt, &store, &d, &Reporter::quiet(), false)
-        .await
-        .unwrap();
-    assert_eq!(out, ApplyOutcome::Converged { generation: 1 });
+    let out = apply(&t, &d, false).await.unwrap();
+    assert_eq!(
+        out,
+        ApplyOutcome::Converged {
+            generation: 1,
+            resumed: false
+        }
+    );
     let events = rt.events();
     let pos = |e: &str| {
         events
@@ -67,18 +127,12 @@ async fn each_level_starts_only_after_the_level_below_is_healthy() {
 
 #[tokio::test]
 async fn a_no_op_reconcile_makes_one_list_call_and_no_inspects() {
-    let (dir, rt, store) = setup().await;
+    let t = setup().await;
+    let (dir, rt) = (&t.dir, &t.rt);
     let d = desired(dir.path(), STACK);
-    apply(&rt, &store, &d, &Reporter::quiet(), false)
-        .await
-        .unwrap();
+    apply(&t, &d, false).await.unwrap();
     let before = rt.calls();
-    assert_eq!(
-        apply(&rt, &store, &d, &Reporter::quiet(), false)
-            .await
-            .unwrap(),
-        ApplyOutcome::NoChanges
-    );
+    assert_eq!(apply(&t, &d, false).await.unwrap(), ApplyOutcome::NoChanges);
     let after = rt.calls();
     let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     assert_eq!(delta("list_containers"), 1);
@@ -89,21 +143,17 @@ async fn a_no_op_reconcile_makes_one_list_call_and_no_inspects() {
 
 #[tokio::test]
 async fn a_failed_gate_reverts_to_the_pinned_image_and_poisons_the_desired_state() {
-    let (dir, rt, store) = setup().await;
+    let t = setup().await;
+    let (dir, rt, store) = (&t.dir, &t.rt, &t.store);
     let good = desired(dir.path(), STACK);
-    apply(&rt, &store, &good, &Reporter::quiet(), false)
-        .await
-        .unwrap();
+    apply(&t, &good, false).await.unwrap();
     // The tag moves, and generation 2 makes app never healthy.
     rt.add_image("fixture:1", "sha256:two");
     let bad = desired(
         dir.path(),
         &STACK.replace("[services.app]\nimage = \"fixture:1\"", "[services.app]\nimage = \"fixture:1\"\nenvironment = { FIXTURE_NEVER_HEALTHY = \"1\" }"),
     );
-    match apply(&rt, &store, &bad, &Reporter::quiet(), false)
-        .await
-        .unwrap()
-    {
+    match apply(&t, &bad, false).await.unwrap() {
         ApplyOutcome::RolledBack {
             generation: 2,
             to: 1,
@@ -123,13 +173,10 @@ async fn a_failed_gate_reverts_to_the_pinned_image_and_poisons_the_desired_state
     );
     let h = store.history(Some("fake")).await.unwrap();
     assert_eq!(
-        (h[1].outcome.as_str(), h[1].reverted_to),
-        ("rolled-back", Some(1))
+        (h[1].outcome, h[1].reverted_to),
+        (Outcome::RolledBack, Some(1))
     );
-    match apply(&rt, &store, &bad, &Reporter::quiet(), false)
-        .await
-        .unwrap()
-    {
+    match apply(&t, &bad, false).await.unwrap() {
         ApplyOutcome::Poisoned { generation: 2, .. } => {}
         other => panic!("expected poisoned, got {other:?}"),
     }
@@ -137,16 +184,9 @@ async fn a_failed_gate_reverts_to_the_pinned_image_and_poisons_the_desired_state
 
 #[tokio::test]
 async fn a_revert_that_cannot_run_leaves_the_project_degraded() {
-    let (dir, rt, store) = setup().await;
-    apply(
-        &rt,
-        &store,
-        &desired(dir.path(), STACK),
-        &Reporter::quiet(),
-        false,
-    )
-    .await
-    .unwrap();
+    let t = setup().await;
+    let (dir, rt, store) = (&t.dir, &t.rt, &t.store);
+    apply(&t, &desired(dir.path(), STACK), false).await.unwrap();
     // Generation 1's pinned image is deleted, so the revert cannot recreate app from it.
     rt.add_image("fixture:2", "sha256:two");
     rt.remove_image("sha256:one");
@@ -154,10 +194,7 @@ async fn a_revert_that_cannot_run_leaves_the_project_degraded() {
         "[services.app]\nimage = \"fixture:2\"",
         "[services.app]\nimage = \"fixture:2\"\nenvironment = { FIXTURE_NEVER_HEALTHY = \"1\" }",
     ));
-    match apply(&rt, &store, &bad, &Reporter::quiet(), false)
-        .await
-        .unwrap()
-    {
+    match apply(&t, &bad, false).await.unwrap() {
         ApplyOutcome::Degraded {
             generation: 2,
             reason,
@@ -171,5 +208,239 @@ async fn a_revert_that_cannot_run_leaves_the_project_degraded() {
         other => panic!("expected degraded, got {other:?}"),
     }
     let h = store.history(Some("fake")).await.unwrap();
-    assert_eq!(h[1].outcome, "failed");
+    assert_eq!(h[1].outcome, Outcome::Failed);
+}
+
+const NEVER: &str =
+    "[services.app]\nimage = \"fixture:1\"\nenvironment = { FIXTURE_NEVER_HEALTHY = \"1\" }";
+
+#[tokio::test]
+async fn a_converge_stopped_in_a_gate_is_interrupted_and_the_next_one_resumes_it() {
+    let t = setup().await;
+    let d = desired(t.dir.path(), STACK);
+    let (trigger, shutdown) = Shutdown::new();
+    // Stop while db (ready after 0.3 s) is being gated.
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        trigger.fire(15);
+    };
+    let (out, ()) = tokio::join!(apply_with(&t, &d, Options::default(), &shutdown), stop);
+    assert_eq!(
+        out.unwrap(),
+        ApplyOutcome::Interrupted {
+            generation: Some(1),
+            signal: 15
+        }
+    );
+    assert_eq!(
+        t.store.latest("fake").await.unwrap().unwrap().outcome,
+        Outcome::Interrupted
+    );
+    assert!(
+        !t.rt.container_names().contains(&"fake-cache".to_string()),
+        "nothing past the interrupted level starts"
+    );
+    // The next converge finishes generation 1 itself: no new generation.
+    assert_eq!(
+        apply(&t, &d, false).await.unwrap(),
+        ApplyOutcome::Converged {
+            generation: 1,
+            resumed: true
+        }
+    );
+    let h = t.store.history(Some("fake")).await.unwrap();
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0].outcome, Outcome::Healthy);
+    assert_eq!(apply(&t, &d, false).await.unwrap(), ApplyOutcome::NoChanges);
+}
+
+#[tokio::test]
+async fn a_resumed_generation_that_fails_its_gate_reverts_instead_of_passing_as_converged() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let bad = desired(
+        t.dir.path(),
+        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
+    );
+    let (trigger, shutdown) = Shutdown::new();
+    let stop = async {
+        // db and cache are unchanged; app's gate (deadline 2 s) is running by now.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        trigger.fire(9);
+    };
+    let (out, ()) = tokio::join!(apply_with(&t, &bad, Options::default(), &shutdown), stop);
+    assert!(matches!(
+        out.unwrap(),
+        ApplyOutcome::Interrupted {
+            generation: Some(2),
+            ..
+        }
+    ),);
+    // The never-healthy container is in place and its config hash matches: a converge
+    // that trusted it would say "No changes.".
+    assert!(
+        berth::plan::plan(&bad, &berth::observe::observe(&t.rt, &bad).await.unwrap()).is_noop()
+    );
+    match apply(&t, &bad, false).await.unwrap() {
+        ApplyOutcome::RolledBack {
+            generation: 2,
+            to: 1,
+            reason,
+        } => {
+            assert!(reason.contains("\"app\""), "{reason}")
+        }
+        other => panic!("expected the resumed gate to fail and revert, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_changed_desired_state_supersedes_an_interrupted_generation_and_gates_every_service() {
+    let t = setup().await;
+    let d = desired(t.dir.path(), STACK);
+    let (trigger, shutdown) = Shutdown::new();
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        trigger.fire(2);
+    };
+    let (out, ()) = tokio::join!(apply_with(&t, &d, Options::default(), &shutdown), stop);
+    assert!(matches!(out.unwrap(), ApplyOutcome::Interrupted { .. }));
+    let d2 = desired(t.dir.path(), &STACK.replace("\"0.2\"", "\"0.1\""));
+    assert_eq!(
+        apply(&t, &d2, false).await.unwrap(),
+        ApplyOutcome::Converged {
+            generation: 2,
+            resumed: false
+        }
+    );
+    let h = t.store.history(Some("fake")).await.unwrap();
+    assert_eq!(h[0].outcome, Outcome::Superseded);
+    assert_eq!(h[1].outcome, Outcome::Healthy);
+    // db's container was not changed by generation 2, yet it was gated again.
+    let db = &h[1].timings["db"];
+    assert_eq!(db["action"], "noop", "{db}");
+    assert!(db["gate_s"].is_number(), "db was not gated: {db}");
+}
+
+#[tokio::test]
+async fn poison_follows_what_the_desired_state_resolves_to_not_its_bytes() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let bad_text = STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER);
+    let bad = desired(t.dir.path(), &bad_text);
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::RolledBack { .. }
+    ));
+    // A comment changes the bytes, not the resolved desired state: still poisoned.
+    let commented = desired(t.dir.path(), &format!("# tried again\n{bad_text}"));
+    assert!(matches!(
+        apply(&t, &commented, false).await.unwrap(),
+        ApplyOutcome::Poisoned { generation: 2, .. }
+    ));
+    // A manual rollback does not lift it either.
+    let good = t.store.get("fake", 1).await.unwrap().unwrap();
+    let mut lock = berth::lock::acquire(
+        &t.state,
+        "fake",
+        "rollback",
+        false,
+        &Shutdown::never(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let (_, r) = berth::reconcile::rollback(
+        &t.rt,
+        &t.store,
+        &good,
+        &mut lock,
+        &Reporter::quiet(),
+        &Shutdown::never(),
+    )
+    .await
+    .unwrap();
+    r.unwrap();
+    drop(lock);
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::Poisoned { .. }
+    ));
+    // A fix of what it resolves to applies (here a value; an env file or --profile alike).
+    let fixed = desired(
+        t.dir.path(),
+        &bad_text.replace(
+            "FIXTURE_NEVER_HEALTHY = \"1\"",
+            "FIXTURE_READY_AFTER = \"0.1\"",
+        ),
+    );
+    assert!(matches!(
+        apply(&t, &fixed, false).await.unwrap(),
+        ApplyOutcome::Converged { .. }
+    ));
+}
+
+#[tokio::test]
+async fn drift_is_repaired_as_an_event_of_the_running_generation() {
+    let t = setup().await;
+    let d = desired(t.dir.path(), STACK);
+    apply(&t, &d, false).await.unwrap();
+    t.rt.remove_by_hand("fake-cache");
+    t.rt.stop_by_hand("fake-app");
+    match apply(&t, &d, false).await.unwrap() {
+        ApplyOutcome::Repaired {
+            generation: 1,
+            services,
+        } => {
+            assert_eq!(services, ["cache", "app"])
+        }
+        other => panic!("expected a repair of generation 1, got {other:?}"),
+    }
+    assert_eq!(
+        t.store.history(Some("fake")).await.unwrap().len(),
+        1,
+        "no new generation"
+    );
+    let events = t.store.events(1).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "repair").count(), 2);
+    assert_eq!(apply(&t, &d, false).await.unwrap(), ApplyOutcome::NoChanges);
+}
+
+#[tokio::test]
+async fn a_desired_state_that_removes_every_running_service_is_refused_unless_allowed() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let other = desired(
+        t.dir.path(),
+        "[project]\nname = \"fake\"\n[services.web]\nimage = \"fixture:1\"\n",
+    );
+    match apply(&t, &other, false).await.unwrap() {
+        ApplyOutcome::WouldRemoveAll { services } => assert_eq!(services, ["app", "cache", "db"]),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(
+        t.rt.container_names(),
+        ["fake-app", "fake-cache", "fake-db"]
+    );
+    let out = apply_with(
+        &t,
+        &other,
+        Options {
+            force: false,
+            allow_empty: true,
+        },
+        &Shutdown::never(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(out, ApplyOutcome::Converged { generation: 2, .. }),
+        "{out:?}"
+    );
+    assert_eq!(t.rt.container_names(), ["fake-web"]);
 }

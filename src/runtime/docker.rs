@@ -20,8 +20,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::{
-    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult, Runtime,
-    RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, Networks,
+    ProbeResult, Runtime, RuntimeError,
 };
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
@@ -243,12 +243,60 @@ impl Runtime for DockerRuntime {
         Ok(())
     }
 
-    async fn ensure_network(&self, name: &str, project: &str) -> Result<(), RuntimeError> {
-        call("inspect_network");
-        match self.docker.inspect_network(name, None).await {
-            Ok(_) => return Ok(()),
-            Err(e) if is_not_found(&e) => {}
-            Err(e) => return Err(api(format!("inspecting network {name}"))(e)),
+    async fn ensure_network(&self, name: &str, project: &str) -> Result<String, RuntimeError> {
+        // Docker's name filter matches substrings: compare exactly afterwards.
+        let named: Vec<_> = self
+            .networks("name", name)
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect();
+        let (mut own, other): (Vec<_>, Vec<_>) = named.into_iter().partition(|n| {
+            n.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_PROJECT))
+                .is_some_and(|p| p == project)
+        });
+        if !own.is_empty() {
+            // Oldest first: the one the project's containers most likely sit on.
+            own.sort_by(|a, b| a.created.cmp(&b.created));
+            let keep = own.remove(0).id.unwrap_or_default();
+            for dup in own {
+                let id = dup.id.unwrap_or_default();
+                // Removing a network that containers still use fails; such a duplicate
+                // stays until its containers are recreated onto `keep`.
+                call("remove_network");
+                match self.docker.remove_network(&id).await {
+                    Ok(()) => tracing::warn!(
+                        network = name,
+                        removed = short(&id),
+                        kept = short(&keep),
+                        "removed a duplicate of the project's network"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(network = name, duplicate = short(&id), error = %e, "a duplicate of the project's network is still in use")
+                    }
+                }
+            }
+            return Ok(keep);
+        }
+        match other.as_slice() {
+            // A network the person made (an external network): use it, never remove it.
+            [one] => return Ok(one.id.clone().unwrap_or_default()),
+            [] => {}
+            many => {
+                return Err(RuntimeError::Api {
+                    context: format!("finding network {name}"),
+                    message: format!(
+                        "{} networks are named {name:?} ({}) and none belongs to project {project:?}; remove all but one",
+                        many.len(),
+                        many.iter()
+                            .map(|n| short(n.id.as_deref().unwrap_or("")).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
         }
         call("create_network");
         let req = NetworkCreateRequest {
@@ -257,14 +305,33 @@ impl Runtime for DockerRuntime {
             labels: Some([(LABEL_PROJECT.to_string(), project.to_string())].into()),
             ..Default::default()
         };
-        match self.docker.create_network(req).await {
-            Ok(_) => Ok(()),
-            // Lost a race with another creator: the network is there, which is all we need.
-            Err(BollardError::DockerResponseServerError {
-                status_code: 409, ..
-            }) => Ok(()),
-            Err(e) => Err(api(format!("creating network {name}"))(e)),
+        let created = self
+            .docker
+            .create_network(req)
+            .await
+            .map_err(api(format!("creating network {name}")))?;
+        Ok(created.id)
+    }
+
+    async fn remove_project_networks(&self, project: &str) -> Result<Vec<String>, RuntimeError> {
+        let mut removed = Vec::new();
+        for n in self
+            .networks("label", &format!("{LABEL_PROJECT}={project}"))
+            .await?
+        {
+            let id = n.id.unwrap_or_default();
+            call("remove_network");
+            match self.docker.remove_network(&id).await {
+                Ok(()) => removed.push(n.name.unwrap_or(id)),
+                // In use (403) or already gone (404): not ours to force.
+                Err(BollardError::DockerResponseServerError {
+                    status_code: 403 | 404 | 409,
+                    ..
+                }) => {}
+                Err(e) => return Err(api(format!("removing network {}", short(&id)))(e)),
+            }
         }
+        Ok(removed)
     }
 
     async fn ensure_volume(&self, name: &str, project: &str) -> Result<(), RuntimeError> {
@@ -288,8 +355,11 @@ impl Runtime for DockerRuntime {
         s: &Service,
         image: &str,
         labels: &BTreeMap<String, String>,
+        networks: &Networks,
     ) -> Result<String, RuntimeError> {
         call("create_container");
+        // By ID: a name can be ambiguous when Docker holds several networks of it.
+        let network_id = |n: &String| networks.get(n).cloned().unwrap_or_else(|| n.clone());
         let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
         let mut exposed = Vec::new();
         for p in &s.ports {
@@ -367,12 +437,14 @@ impl Runtime for DockerRuntime {
                     name: Some(policy),
                     maximum_retry_count: retries,
                 }),
-                network_mode: Some(first_network.clone()),
+                network_mode: Some(network_id(&first_network)),
                 extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
-                endpoints_config: Some([(first_network.clone(), endpoint(&first_network))].into()),
+                endpoints_config: Some(
+                    [(network_id(&first_network), endpoint(&first_network))].into(),
+                ),
             }),
             ..Default::default()
         };
@@ -387,7 +459,7 @@ impl Runtime for DockerRuntime {
             call("connect_network");
             self.docker
                 .connect_network(
-                    net,
+                    &network_id(net),
                     bollard::models::NetworkConnectRequest {
                         container: created.id.clone(),
                         endpoint_config: Some(endpoint(net)),
@@ -502,6 +574,24 @@ impl Runtime for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// One list call over the networks matching one filter.
+    async fn networks(
+        &self,
+        filter: &str,
+        value: &str,
+    ) -> Result<Vec<bollard::models::Network>, RuntimeError> {
+        call("list_networks");
+        let filters: HashMap<String, Vec<String>> =
+            [(filter.to_string(), vec![value.to_string()])].into();
+        let opts = bollard::query_parameters::ListNetworksOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        self.docker
+            .list_networks(Some(opts))
+            .await
+            .map_err(api(format!("listing networks by {filter}")))
+    }
+
     /// One list call over all containers (any state) matching one filter.
     async fn list(
         &self,

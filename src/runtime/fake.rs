@@ -88,6 +88,31 @@ impl FakeRuntime {
     }
 
     /// The image ID the container of `name` runs, if it exists.
+    /// Stop a container behind berth's back, as `docker stop` by hand would.
+    pub fn stop_by_hand(&self, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(c) = s.containers.iter_mut().find(|c| c.name == name) {
+            c.running = false;
+        }
+    }
+
+    /// Remove a container behind berth's back, as `docker rm -f` by hand would.
+    pub fn remove_by_hand(&self, name: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .containers
+            .retain(|c| c.name != name);
+    }
+
+    /// Names of the containers there are now, any state.
+    pub fn container_names(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut names: Vec<String> = s.containers.iter().map(|c| c.name.clone()).collect();
+        names.sort();
+        names
+    }
+
     pub fn image_of(&self, name: &str) -> Option<String> {
         let s = self.state.lock().unwrap();
         s.containers
@@ -183,9 +208,14 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn ensure_network(&self, _name: &str, _project: &str) -> Result<(), RuntimeError> {
+    async fn ensure_network(&self, name: &str, _project: &str) -> Result<String, RuntimeError> {
         drop(self.call("create_network"));
-        Ok(())
+        Ok(format!("net-{name}"))
+    }
+
+    async fn remove_project_networks(&self, _project: &str) -> Result<Vec<String>, RuntimeError> {
+        drop(self.call("remove_network"));
+        Ok(Vec::new())
     }
 
     async fn ensure_volume(&self, _name: &str, _project: &str) -> Result<(), RuntimeError> {
@@ -199,6 +229,7 @@ impl Runtime for FakeRuntime {
         service: &Service,
         image: &str,
         labels: &BTreeMap<String, String>,
+        _networks: &super::Networks,
     ) -> Result<String, RuntimeError> {
         let mut s = self.call("create_container");
         if s.containers.iter().any(|c| c.name == name) {

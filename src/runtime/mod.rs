@@ -22,6 +22,9 @@ pub enum RuntimeError {
     Build { image: String, message: String },
 }
 
+/// Network name (as the desired state writes it) → the ID of the network berth uses for it.
+pub type Networks = std::collections::BTreeMap<String, String>;
+
 /// A container as the list call shows it: enough to plan without an inspect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSummary {
@@ -128,23 +131,33 @@ pub trait Runtime: Send + Sync {
         reference: &str,
         build: &Build,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The network named `name` that this project uses, created (labelled with the
+    /// project) when there is none; returns its ID. Docker allows several networks of one
+    /// name: berth picks the project's own by label, and removes empty duplicates of it.
     fn ensure_network(
         &self,
         name: &str,
         project: &str,
-    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    /// Remove the networks labelled with this project that no container uses any more.
+    fn remove_project_networks(
+        &self,
+        project: &str,
+    ) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     fn ensure_volume(
         &self,
         name: &str,
         project: &str,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
-    /// Create (not start) a container for `service` under `name`, running `image`.
+    /// Create (not start) a container for `service` under `name`, running `image`, on
+    /// the networks [`Runtime::ensure_network`] returned.
     fn create_container(
         &self,
         name: &str,
         service: &Service,
         image: &str,
         labels: &std::collections::BTreeMap<String, String>,
+        networks: &Networks,
     ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
     fn start_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn stop_container(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
@@ -27,6 +27,65 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
 }
 
+/// How a generation ended (or that it has not yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Its converge is running, or its process died (then readers show `interrupted`).
+    Progressing,
+    /// Every gate passed.
+    Healthy,
+    /// A gate failed and the stack was not put back (no last good, or the revert failed).
+    Failed,
+    /// A gate failed and the whole stack went back to `reverted_to`.
+    RolledBack,
+    /// Stopped by a signal before it ended; the next converge resumes it.
+    Interrupted,
+    /// Interrupted, then replaced by a newer desired state before it was resumed.
+    Superseded,
+    /// `berth down`: the project's containers and network were removed on purpose.
+    Down,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Progressing => "progressing",
+            Outcome::Healthy => "healthy",
+            Outcome::Failed => "failed",
+            Outcome::RolledBack => "rolled-back",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Superseded => "superseded",
+            Outcome::Down => "down",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Outcome> {
+        [
+            Outcome::Progressing,
+            Outcome::Healthy,
+            Outcome::Failed,
+            Outcome::RolledBack,
+            Outcome::Interrupted,
+            Outcome::Superseded,
+            Outcome::Down,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == s)
+    }
+
+    /// A converge of this generation did not end: its process died or was stopped.
+    pub fn unfinished(self) -> bool {
+        matches!(self, Outcome::Progressing | Outcome::Interrupted)
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One generation as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
@@ -34,16 +93,39 @@ pub struct Generation {
     pub project: String,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
+    /// SHA-256 of the desired-state files read (where it came from).
     pub source_hash: String,
+    /// SHA-256 of what the desired state resolved to: the key of poisoning.
+    pub resolved_hash: String,
     pub source: String,
     #[serde(skip)]
     pub spec_json: String,
     pub images: serde_json::Value,
-    pub outcome: String,
+    pub outcome: Outcome,
     pub reason: Option<String>,
     pub timings: serde_json::Value,
     /// For a rolled-back generation: the generation the stack went back to.
     pub reverted_to: Option<i64>,
+}
+
+/// What a new generation records when it begins.
+pub struct NewGeneration<'a> {
+    pub project: &'a str,
+    pub source_hash: &'a str,
+    pub resolved_hash: &'a str,
+    pub source: &'a str,
+    pub spec_json: &'a str,
+    pub images: &'a serde_json::Value,
+}
+
+/// Something that happened to a generation after it began (a repair, an interruption).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub generation: i64,
+    pub at_ms: i64,
+    pub kind: String,
+    pub service: Option<String>,
+    pub message: String,
 }
 
 pub struct Store {
@@ -104,24 +186,18 @@ impl Store {
     }
 
     /// Record a generation as `progressing` and return its number.
-    pub async fn begin(
-        &self,
-        project: &str,
-        source_hash: &str,
-        source: &str,
-        spec_json: &str,
-        images: &serde_json::Value,
-    ) -> Result<i64, StoreError> {
+    pub async fn begin(&self, g: NewGeneration<'_>) -> Result<i64, StoreError> {
         let row = sqlx::query(
-            "INSERT INTO generations (project, started_ms, source_hash, source, spec_json, images_json, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, 'progressing') RETURNING id",
+            "INSERT INTO generations (project, started_ms, source_hash, resolved_hash, source, spec_json, images_json, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?, 'progressing') RETURNING id",
         )
-        .bind(project)
+        .bind(g.project)
         .bind(now_ms())
-        .bind(source_hash)
-        .bind(source)
-        .bind(spec_json)
-        .bind(images.to_string())
+        .bind(g.source_hash)
+        .bind(g.resolved_hash)
+        .bind(g.source)
+        .bind(g.spec_json)
+        .bind(g.images.to_string())
         .fetch_one(&self.pool)
         .await?;
         Ok(row.get(0))
@@ -130,15 +206,32 @@ impl Store {
     pub async fn finish(
         &self,
         id: i64,
-        outcome: &str,
+        outcome: Outcome,
         reason: Option<&str>,
         timings: &serde_json::Value,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(now_ms())
-            .bind(outcome)
+            .bind(outcome.as_str())
             .bind(reason)
             .bind(timings.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Change a generation's outcome and reason, keeping its timings.
+    pub async fn set_outcome(
+        &self,
+        id: i64,
+        outcome: Outcome,
+        reason: Option<&str>,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ? WHERE id = ?")
+            .bind(now_ms())
+            .bind(outcome.as_str())
+            .bind(reason)
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -157,58 +250,77 @@ impl Store {
         Ok(())
     }
 
-    /// The newest generation older than `before` whose every gate passed.
+    /// The newest generation older than `before` whose every gate passed, unless the
+    /// project was taken down since: then there is nothing to go back to.
     pub async fn last_good(
         &self,
         project: &str,
         before: i64,
     ) -> Result<Option<Generation>, StoreError> {
-        Ok(self
-            .history(Some(project))
-            .await?
-            .into_iter()
-            .rev()
-            .find(|g| g.id < before && g.outcome == "healthy"))
+        self.one(
+            "WHERE project = ?1 AND id < ?2 AND outcome IN ('healthy', 'down') ORDER BY id DESC LIMIT 1",
+            project,
+            before,
+        )
+        .await
+        .map(|g| g.filter(|g| g.outcome == Outcome::Healthy))
     }
 
     pub async fn get(&self, project: &str, id: i64) -> Result<Option<Generation>, StoreError> {
-        Ok(self
-            .history(Some(project))
-            .await?
-            .into_iter()
-            .find(|g| g.id == id))
+        self.one("WHERE project = ?1 AND id = ?2", project, id)
+            .await
     }
 
     pub async fn latest(&self, project: &str) -> Result<Option<Generation>, StoreError> {
-        Ok(self.history(Some(project)).await?.pop())
+        // Generation numbers start at 1: every one of the project's is above 0.
+        self.one(
+            "WHERE project = ?1 AND id > ?2 ORDER BY id DESC LIMIT 1",
+            project,
+            0,
+        )
+        .await
+    }
+
+    /// The newest generation that resolved to `resolved_hash`: when it was rolled back,
+    /// that desired state is poisoned.
+    pub async fn newest_with_hash(
+        &self,
+        project: &str,
+        resolved_hash: &str,
+    ) -> Result<Option<Generation>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE project = ?1 AND resolved_hash = ?2 ORDER BY id DESC LIMIT 1"
+        )))
+        .bind(project)
+        .bind(resolved_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(row_to_generation))
+    }
+
+    async fn one(
+        &self,
+        clause: &str,
+        project: &str,
+        n: i64,
+    ) -> Result<Option<Generation>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!("{SELECT} {clause}")))
+            .bind(project)
+            .bind(n)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(row_to_generation))
     }
 
     /// Generations oldest first, for one project or all.
     pub async fn history(&self, project: Option<&str>) -> Result<Vec<Generation>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to
-             FROM generations WHERE (?1 IS NULL OR project = ?1) ORDER BY id",
-        )
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE (?1 IS NULL OR project = ?1) ORDER BY id"
+        )))
         .bind(project)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| Generation {
-                id: r.get(0),
-                project: r.get(1),
-                started_ms: r.get(2),
-                finished_ms: r.get(3),
-                source_hash: r.get(4),
-                source: r.get(5),
-                spec_json: r.get(6),
-                images: serde_json::from_str(r.get::<&str, _>(7)).unwrap_or_default(),
-                outcome: r.get(8),
-                reason: r.get(9),
-                timings: serde_json::from_str(r.get::<&str, _>(10)).unwrap_or_default(),
-                reverted_to: r.get(11),
-            })
-            .collect())
+        Ok(rows.into_iter().map(row_to_generation).collect())
     }
 
     pub async fn projects(&self) -> Result<Vec<String>, StoreError> {
@@ -217,29 +329,78 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
+
+    /// Record something that happened to a generation after it began.
+    pub async fn add_event(
+        &self,
+        generation: i64,
+        kind: &str,
+        service: Option<&str>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO events (generation, at_ms, kind, service, message) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(generation)
+        .bind(now_ms())
+        .bind(kind)
+        .bind(service)
+        .bind(message)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A generation's events, oldest first.
+    pub async fn events(&self, generation: i64) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT generation, at_ms, kind, service, message FROM events WHERE generation = ? ORDER BY id",
+        )
+        .bind(generation)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| Event {
+                generation: r.get(0),
+                at_ms: r.get(1),
+                kind: r.get(2),
+                service: r.get(3),
+                message: r.get(4),
+            })
+            .collect())
+    }
+}
+
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash FROM generations";
+
+fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
+    let outcome: String = r.get(8);
+    Generation {
+        id: r.get(0),
+        project: r.get(1),
+        started_ms: r.get(2),
+        finished_ms: r.get(3),
+        source_hash: r.get(4),
+        source: r.get(5),
+        spec_json: r.get(6),
+        images: serde_json::from_str(r.get::<&str, _>(7)).unwrap_or_default(),
+        // An outcome this version does not know (a newer berth wrote it) reads as failed:
+        // never as healthy, so it is never a revert target.
+        outcome: Outcome::parse(&outcome).unwrap_or(Outcome::Failed),
+        reason: r.get(9),
+        timings: serde_json::from_str(r.get::<&str, _>(10)).unwrap_or_default(),
+        reverted_to: r.get(11),
+        resolved_hash: r.get(12),
+    }
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_ms(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 #[cfg(test)]
@@ -257,23 +418,25 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("s/state.db");
         let store = Store::open(&path).await.unwrap();
-        let a = store
-            .begin("p", "h1", "f", "{}", &serde_json::json!({}))
-            .await
-            .unwrap();
-        let b = store
-            .begin("p", "h2", "f", "{}", &serde_json::json!({}))
-            .await
-            .unwrap();
+        let new = |h| NewGeneration {
+            project: "p",
+            source_hash: h,
+            resolved_hash: h,
+            source: "f",
+            spec_json: "{}",
+            images: &serde_json::Value::Null,
+        };
+        let a = store.begin(new("h1")).await.unwrap();
+        let b = store.begin(new("h2")).await.unwrap();
         assert_eq!(b, a + 1);
         store
-            .finish(b, "failed", Some("why"), &serde_json::json!({}))
+            .finish(b, Outcome::Failed, Some("why"), &serde_json::json!({}))
             .await
             .unwrap();
         let latest = store.latest("p").await.unwrap().unwrap();
         assert_eq!(
-            (latest.id, latest.outcome.as_str(), latest.reason.as_deref()),
-            (b, "failed", Some("why"))
+            (latest.id, latest.outcome, latest.reason.as_deref()),
+            (b, Outcome::Failed, Some("why"))
         );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(

@@ -1,0 +1,261 @@
+//! One converge at a time per project (DESIGN.md semantic 9).
+//!
+//! The lock is an advisory `flock` on `<state dir>/locks/<project>.lock`, beside the state
+//! store. The kernel drops it when its holder dies, however it dies (`kill -9`, OOM, a
+//! power cut before the next boot), so a dead holder can never leave it stuck: the next
+//! converge simply gets it and finishes what the dead one left (see
+//! [`crate::reconcile`]). While it is held, the file says who holds it (pid, host, since,
+//! which command and generation), so a waiting process can tell the person why it waits.
+//!
+//! Readers (`status`, `history`) never take the lock; they ask [`is_held`] to tell a
+//! generation that is `progressing` under a live holder from one whose holder died.
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::shutdown::Shutdown;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("lock file {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("project {project:?} is being converged by {holder}; not waiting (--no-wait)")]
+    Busy { project: String, holder: Holder },
+    #[error("stopped by signal {signal} while waiting for the lock of project {project:?}")]
+    Interrupted { project: String, signal: i32 },
+}
+
+/// Who holds a project's lock, as written into the lock file by the holder.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub host: String,
+    /// Unix milliseconds when it took the lock.
+    pub since_ms: i64,
+    /// What it is doing: `apply`, `rollback`, `down`, `run`.
+    pub command: String,
+    /// The generation it is converging, once it has one.
+    pub generation: Option<i64>,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.pid == 0 {
+            return write!(f, "another berth process (it has not said who it is yet)");
+        }
+        write!(
+            f,
+            "berth {} (pid {} on {}, since {}",
+            self.command,
+            self.pid,
+            self.host,
+            crate::store::format_ms(self.since_ms)
+        )?;
+        if let Some(g) = self.generation {
+            write!(f, ", generation {g}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// A held project lock. Dropping it releases the lock (so does the process dying).
+#[derive(Debug)]
+pub struct ProjectLock {
+    file: File,
+    path: PathBuf,
+    holder: Holder,
+}
+
+/// Where a project's lock lives for a given state store.
+pub fn lock_path(state: &Path, project: &str) -> PathBuf {
+    let dir = state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    dir.join("locks").join(format!("{project}.lock"))
+}
+
+fn open(path: &Path) -> Result<File, LockError> {
+    let io = |source| LockError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown host".into())
+}
+
+/// What the lock file says about its holder (stale when nobody holds the lock).
+fn read_holder(file: &mut File) -> Holder {
+    let mut text = String::new();
+    let _ = file.rewind();
+    let _ = file.read_to_string(&mut text);
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// How often a waiting process tries again. Short enough that a no-op `apply` queued
+/// behind another is not noticeably delayed, long enough to cost nothing.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Take the project's lock. When another process holds it: with `wait`, call `waiting`
+/// once with the holder and try until it is free (or `shutdown` fires); without, fail at
+/// once with [`LockError::Busy`].
+pub async fn acquire(
+    state: &Path,
+    project: &str,
+    command: &str,
+    wait: bool,
+    shutdown: &Shutdown,
+    waiting: impl FnOnce(&Holder) + Send,
+) -> Result<ProjectLock, LockError> {
+    let path = lock_path(state, project);
+    let mut file = open(&path)?;
+    let mut waiting = Some(waiting);
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) => {
+                let holder = read_holder(&mut file);
+                if !wait {
+                    return Err(LockError::Busy {
+                        project: project.to_string(),
+                        holder,
+                    });
+                }
+                if let Some(say) = waiting.take() {
+                    say(&holder);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RETRY) => {}
+                    signal = shutdown.requested() => {
+                        return Err(LockError::Interrupted { project: project.to_string(), signal });
+                    }
+                }
+            }
+            Err(TryLockError::Error(source)) => return Err(LockError::Io { path, source }),
+        }
+    }
+    let mut lock = ProjectLock {
+        file,
+        path,
+        holder: Holder {
+            pid: std::process::id(),
+            host: hostname(),
+            since_ms: crate::store::now_ms(),
+            command: command.to_string(),
+            generation: None,
+        },
+    };
+    lock.write()?;
+    Ok(lock)
+}
+
+/// Whether some process holds the project's lock right now. Takes and drops it at once
+/// when it is free, so it is for readers that must tell a live converge from a dead one.
+pub fn is_held(state: &Path, project: &str) -> Result<Option<Holder>, LockError> {
+    let path = lock_path(state, project);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut file = open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(None),
+        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file))),
+        Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+    }
+}
+
+impl ProjectLock {
+    /// Say which generation the holder is converging now.
+    pub fn set_generation(&mut self, generation: i64) -> Result<(), LockError> {
+        self.holder.generation = Some(generation);
+        self.write()
+    }
+
+    pub fn holder(&self) -> &Holder {
+        &self.holder
+    }
+
+    fn write(&mut self) -> Result<(), LockError> {
+        let text = serde_json::to_string(&self.holder).expect("holder serializes");
+        let io = |source| LockError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.set_len(0).map_err(io)?;
+        self.file.rewind().map_err(io)?;
+        self.file.write_all(text.as_bytes()).map_err(io)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_second_taker_is_told_who_holds_the_lock_and_gets_it_once_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let never = Shutdown::never();
+        let mut first = acquire(&state, "p", "apply", false, &never, |_| {})
+            .await
+            .unwrap();
+        first.set_generation(7).unwrap();
+        let err = acquire(&state, "p", "apply", false, &never, |_| {})
+            .await
+            .unwrap_err();
+        let LockError::Busy { holder, .. } = &err else {
+            panic!("expected Busy, got {err}");
+        };
+        assert_eq!(holder.pid, std::process::id());
+        assert_eq!(holder.generation, Some(7));
+        assert!(err.to_string().contains("generation 7"), "{err}");
+        assert!(is_held(&state, "p").unwrap().is_some());
+        // Another project is independent.
+        assert!(is_held(&state, "q").unwrap().is_none());
+
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let state = state.clone();
+            tokio::spawn(async move {
+                acquire(&state, "p", "apply", true, &Shutdown::never(), move |h| {
+                    tx.send(h.clone()).unwrap()
+                })
+                .await
+            })
+        };
+        let told = tokio::task::spawn_blocking(move || rx.recv().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(told.command, "apply");
+        drop(first);
+        let second = waiter.await.unwrap().unwrap();
+        assert_eq!(second.holder().generation, None);
+        drop(second);
+        assert!(is_held(&state, "p").unwrap().is_none());
+    }
+}

@@ -1,0 +1,262 @@
+//! Honest status (DESIGN.md semantic 7): the one place that decides whether a project is
+//! `converged`, `progressing`, `interrupted`, `rolled-back`, `degraded`, `blocked` or
+//! `down`. The CLI calls it (and the daemon, metrics and the systemd STATUS line will), so
+//! exit codes and every report say the same thing.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::check::{ServiceCheck, check};
+use crate::converge::{ConvergeError, desired_of, observed_with_pins, pins_of};
+use crate::hash::resolved_hash;
+use crate::lock::Holder;
+use crate::plan::{Action, plan};
+use crate::reconcile::{poisoned_by, running_generation};
+use crate::runtime::Runtime;
+use crate::spec::DesiredState;
+use crate::store::{Generation, Outcome, Store};
+
+/// Exit codes (DESIGN.md "Command line").
+pub mod exit {
+    /// Converged (or nothing to do).
+    pub const OK: i32 = 0;
+    /// A runtime error: the engine, the state store, an image that cannot be had...
+    pub const RUNTIME: i32 = 1;
+    /// Invalid desired state; nothing changed.
+    pub const INVALID: i32 = 2;
+    /// A gate failed and the stack was rolled back to the last good generation.
+    pub const ROLLED_BACK: i32 = 3;
+    /// A gate failed and the rollback failed too (degraded).
+    pub const DEGRADED: i32 = 4;
+    /// The desired state is poisoned and was not applied.
+    pub const POISONED: i32 = 5;
+}
+
+/// What a project is, in one word and a reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "status", content = "reason", rename_all = "kebab-case")]
+pub enum ProjectStatus {
+    /// The newest generation is healthy, nothing drifted, every probe passes.
+    Converged,
+    /// A converge is running now (a live process holds the lock).
+    Progressing(String),
+    /// A converge died or was stopped before it ended; the next one resumes it.
+    Interrupted(String),
+    /// The newest generation failed and the stack is back on the last good one.
+    RolledBack(String),
+    /// A revert failed, or drift cannot be repaired, or a probe fails.
+    Degraded(String),
+    /// The desired state given is poisoned (or invalid): it will not be applied.
+    Blocked(String),
+    /// Taken down on purpose with `berth down`.
+    Down,
+    /// No generation recorded.
+    Unknown,
+}
+
+impl ProjectStatus {
+    pub fn word(&self) -> &'static str {
+        match self {
+            ProjectStatus::Converged => "converged",
+            ProjectStatus::Progressing(_) => "progressing",
+            ProjectStatus::Interrupted(_) => "interrupted",
+            ProjectStatus::RolledBack(_) => "rolled-back",
+            ProjectStatus::Degraded(_) => "degraded",
+            ProjectStatus::Blocked(_) => "blocked",
+            ProjectStatus::Down => "down",
+            ProjectStatus::Unknown => "unknown",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            ProjectStatus::Progressing(r)
+            | ProjectStatus::Interrupted(r)
+            | ProjectStatus::RolledBack(r)
+            | ProjectStatus::Degraded(r)
+            | ProjectStatus::Blocked(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// `berth status` exits 0 only when converged.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            ProjectStatus::Converged => exit::OK,
+            _ => exit::RUNTIME,
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())?;
+        if let Some(r) = self.reason() {
+            write!(f, " ({r})")?;
+        }
+        Ok(())
+    }
+}
+
+/// One service as `berth status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    pub service: String,
+    pub container: String,
+    /// Docker's state word (running, exited, restarting, paused...) or `missing`.
+    pub state: String,
+    /// berth's own probe, run now: `healthy` or `unhealthy` (None when not running).
+    pub health: Option<String>,
+    /// What the probe saw.
+    pub detail: String,
+    /// The generation the container was made by.
+    pub generation: Option<u64>,
+}
+
+/// A project's status report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub project: String,
+    pub generation: Option<i64>,
+    /// The newest generation's outcome, as shown (see [`shown_outcome`]).
+    pub outcome: Option<String>,
+    #[serde(flatten)]
+    pub status: ProjectStatus,
+    pub services: Vec<ServiceStatus>,
+    /// Drift repairs counted on the running generation.
+    pub repairs: usize,
+    /// Who is converging it now, when someone is.
+    pub holder: Option<Holder>,
+}
+
+/// A generation's outcome as readers show it: a `progressing` row whose converge is not
+/// running (nobody holds the lock, or it is not the newest) is `interrupted`.
+pub fn shown_outcome(g: &Generation, newest: bool, held: bool) -> Outcome {
+    match g.outcome {
+        Outcome::Progressing if !(newest && held) => Outcome::Interrupted,
+        o => o,
+    }
+}
+
+/// Work out a project's status: from the store, the lock, the engine (drift and berth's
+/// own probes), and optionally the desired state on disk (`blocked` when poisoned).
+pub async fn project_status<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    state_path: &Path,
+    project: &str,
+    on_disk: Option<&DesiredState>,
+) -> Result<Report, ConvergeError> {
+    let holder = crate::lock::is_held(state_path, project)?;
+    let mut report = Report {
+        project: project.to_string(),
+        generation: None,
+        outcome: None,
+        status: ProjectStatus::Unknown,
+        services: Vec::new(),
+        repairs: 0,
+        holder: holder.clone(),
+    };
+    let Some(latest) = store.latest(project).await? else {
+        return Ok(report);
+    };
+    let shown = shown_outcome(&latest, true, holder.is_some());
+    report.generation = Some(latest.id);
+    report.outcome = Some(shown.to_string());
+
+    // What runs: the services and probes are judged against the running generation.
+    let running = running_generation(store, &latest).await?;
+    let judged = running.as_ref().unwrap_or(&latest);
+    let desired = desired_of(judged)?;
+    let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
+    let drift = plan(&desired, &observed);
+    let checks = check(rt, &desired).await.map_err(|e| match e.downcast() {
+        Ok(e) => ConvergeError::Runtime(e),
+        Err(e) => ConvergeError::Corrupt {
+            generation: judged.id,
+            message: e.to_string(),
+        },
+    })?;
+    report.services = desired
+        .services
+        .values()
+        .map(|s| {
+            let c = observed
+                .containers
+                .iter()
+                .find(|c| c.name == s.container_name);
+            let probe: Option<&ServiceCheck> = checks.services.iter().find(|k| k.service == s.name);
+            let running = c.is_some_and(|c| c.running());
+            ServiceStatus {
+                service: s.name.clone(),
+                container: s.container_name.clone(),
+                state: c
+                    .map(|c| c.state.clone())
+                    .unwrap_or_else(|| "missing".into()),
+                health: running
+                    .then(|| probe.map(|p| if p.healthy { "healthy" } else { "unhealthy" }))
+                    .flatten()
+                    .map(str::to_string),
+                detail: probe.map(|p| p.detail.clone()).unwrap_or_default(),
+                generation: c.and_then(|c| c.generation),
+            }
+        })
+        .collect();
+    if let Some(r) = &running {
+        report.repairs = store
+            .events(r.id)
+            .await?
+            .iter()
+            .filter(|e| e.kind == "repair")
+            .count();
+    }
+
+    let problems: Vec<String> = drift
+        .steps
+        .iter()
+        .filter(|s| s.action != Action::Noop)
+        .map(|s| format!("{}: {}", s.service, s.reason))
+        .chain(
+            report
+                .services
+                .iter()
+                .filter(|s| s.health.as_deref() == Some("unhealthy"))
+                .map(|s| format!("{}: unhealthy: {}", s.service, s.detail)),
+        )
+        .collect();
+    let reason = |why: &Option<String>| why.clone().unwrap_or_default();
+    report.status = match shown {
+        Outcome::Progressing => ProjectStatus::Progressing(match &holder {
+            Some(h) => format!("generation {} by {h}", latest.id),
+            None => format!("generation {}", latest.id),
+        }),
+        Outcome::Interrupted => ProjectStatus::Interrupted(format!(
+            "generation {} did not end{}; the next converge resumes it",
+            latest.id,
+            latest
+                .reason
+                .as_ref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default()
+        )),
+        Outcome::Down => ProjectStatus::Down,
+        _ if !problems.is_empty() && running.is_some() => {
+            ProjectStatus::Degraded(format!("drift: {}", problems.join("; ")))
+        }
+        Outcome::Healthy => ProjectStatus::Converged,
+        Outcome::RolledBack => ProjectStatus::RolledBack(reason(&latest.reason)),
+        Outcome::Failed | Outcome::Superseded => ProjectStatus::Degraded(reason(&latest.reason)),
+    };
+
+    if let Some(d) = on_disk
+        && d.project.name == project
+        && let Some(p) = poisoned_by(store, project, &resolved_hash(d)).await?
+    {
+        report.status = ProjectStatus::Blocked(format!(
+            "the desired state is poisoned: generation {} failed and was rolled back; change it, or apply it with --force",
+            p.id
+        ));
+    }
+    Ok(report)
+}
