@@ -115,9 +115,18 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                         short_id(want_image.unwrap())
                     ),
                 ),
-                Some(c) if !(c.running() || c.state == "restarting") => {
-                    (Action::Start, format!("container is {}", c.state))
-                }
+                // Drift that a start cannot fix: a crash loop, a pause, or the image's own
+                // HEALTHCHECK saying unhealthy. Recreated, then gated like any change.
+                Some(c) if c.state == "restarting" => (
+                    Action::Recreate,
+                    "container is restarting (crash loop)".into(),
+                ),
+                Some(c) if c.state == "paused" => (Action::Recreate, "container is paused".into()),
+                Some(c) if c.running() && c.health.as_deref() == Some("unhealthy") => (
+                    Action::Recreate,
+                    "container is unhealthy by its HEALTHCHECK".into(),
+                ),
+                Some(c) if !c.running() => (Action::Start, format!("container is {}", c.state)),
                 Some(_) => (Action::Noop, String::new()),
             };
             steps.push(Step {
@@ -290,6 +299,43 @@ environment = { API_KEY = "s3cret" }
         );
         // Secrets never appear in a plan: values are not printed at all.
         assert!(!p.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn restarting_paused_and_unhealthy_containers_are_drift() {
+        let d = desired(STACK);
+        let mut db = container(&d, "db", "restarting", "sha256:aaa");
+        db.health = None;
+        let cache = container(&d, "cache", "paused", "sha256:aaa");
+        let mut app = container(&d, "app", "running", "sha256:aaa");
+        app.health = Some("unhealthy".into());
+        let p = plan(
+            &d,
+            &Observed {
+                containers: vec![db, cache, app],
+                images: images(&d, "sha256:aaa"),
+            },
+        );
+        assert_eq!(
+            p.to_string(),
+            "Plan for project \"shop\":\n  ~ db     recreate  container is restarting (crash loop)\n  ~ cache  recreate  container is paused\n  ~ app    recreate  container is unhealthy by its HEALTHCHECK\n3 to recreate.\n"
+        );
+        // Docker's "starting" is not drift: the container is still coming up.
+        let mut app = container(&d, "app", "running", "sha256:aaa");
+        app.health = Some("starting".into());
+        let others = ["db", "cache"].map(|s| container(&d, s, "running", "sha256:aaa"));
+        let mut containers = others.to_vec();
+        containers.push(app);
+        assert!(
+            plan(
+                &d,
+                &Observed {
+                    containers,
+                    images: images(&d, "sha256:aaa")
+                }
+            )
+            .is_noop()
+        );
     }
 
     #[test]
