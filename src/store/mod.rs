@@ -160,11 +160,18 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        std::fs::OpenOptions::new()
+        let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
+            .map_err(io)?;
+        // Two berth processes may open a new store at once: the schema migrations run
+        // under an exclusive flock on the file (SQLite's own locks are fcntl locks, which
+        // flock does not touch), so the second waits and then finds them applied.
+        let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .expect("lock task runs")
             .map_err(io)?;
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
             .map_err(|source| StoreError::Open {
@@ -182,6 +189,7 @@ impl Store {
                 source,
             })?;
         sqlx::migrate!("src/store/migrations").run(&pool).await?;
+        drop(file);
         Ok(Store { pool })
     }
 
