@@ -1,0 +1,145 @@
+//! Reading, interpolating and validating desired-state TOML.
+//!
+//! # Layout
+//! - `raw`: the file as serde reads it, with spans.
+//! - `resolve`: the [`Resolver`] that turns raw files into a [`DesiredState`], and the
+//!   project-wide checks (one project block, unique services, cycles, ports, names).
+//! - `service`, `health`: one service, one health probe.
+//! - `env_file`: `KEY=VALUE` env files and what in them is secret.
+//! - `preflight`: the `[preflight]` block's checks that need no host.
+//! - `parse`: the small grammars (ports, volumes, names, sizes, versions).
+
+mod env_file;
+mod health;
+mod parse;
+mod preflight;
+mod raw;
+mod resolve;
+mod service;
+
+use std::collections::{BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{At, DesiredState, Selection};
+use crate::diag::{Diagnostic, Diagnostics};
+pub use parse::{parse_size, parse_version};
+use raw::RawFile;
+use resolve::Resolver;
+
+/// One parsed file with what is needed to point into it.
+struct Source {
+    path: PathBuf,
+    dir: PathBuf,
+    text: String,
+    raw: RawFile,
+}
+
+/// Load and validate the desired state at `path` with the process environment.
+pub fn load(path: &Path, selection: &Selection) -> Result<DesiredState, Diagnostics> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    load_with_env(path, selection, &env)
+}
+
+/// As [`load`], with an explicit environment (tests use this).
+pub fn load_with_env(
+    path: &Path,
+    selection: &Selection,
+    env: &HashMap<String, String>,
+) -> Result<DesiredState, Diagnostics> {
+    let extra_profiles = &selection.profiles;
+    let mut diags = Diagnostics::default();
+    let files = list_files(path).map_err(|d| Diagnostics(vec![d]))?;
+    let mut hasher = Sha256::new();
+    let mut sources = Vec::new();
+    for file in &files {
+        let text = match std::fs::read_to_string(file) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::file(file, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        hasher.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+        hasher.update([0]);
+        hasher.update(text.as_bytes());
+        hasher.update([0]);
+        match toml::from_str::<RawFile>(&text) {
+            Ok(raw) => sources.push(Source {
+                dir: file.parent().unwrap_or(Path::new(".")).to_path_buf(),
+                path: file.clone(),
+                text,
+                raw,
+            }),
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                diags.push(Diagnostic::at(
+                    file,
+                    &text,
+                    span,
+                    e.message().trim().to_string(),
+                ));
+            }
+        }
+    }
+    // What is left out is part of "this desired state" too: the same files with another
+    // selection are another generation (and are poisoned separately).
+    let mut excluded: Vec<&String> = selection.exclude.iter().collect();
+    excluded.sort();
+    excluded.dedup();
+    for name in &excluded {
+        hasher.update(b"exclude\0");
+        hasher.update(name.as_bytes());
+        hasher.update([0]);
+    }
+    if !diags.is_empty() {
+        return Err(diags.sorted());
+    }
+    let mut ctx = Resolver {
+        env,
+        env_file_vars: HashMap::new(),
+        secret_values: BTreeSet::new(),
+        diags: Diagnostics::default(),
+        failed_values: BTreeSet::new(),
+    };
+    let state = ctx.resolve(
+        &sources,
+        extra_profiles,
+        &selection.exclude,
+        format!("{:x}", hasher.finalize()),
+    );
+    match state {
+        Some(s) if ctx.diags.is_empty() => Ok(s),
+        _ => Err(ctx.diags.sorted()),
+    }
+}
+
+/// Where `span` of `src` is, for checks that run after loading.
+fn at(src: &Source, span: Range<usize>) -> At {
+    let (line, col) = crate::diag::line_col(&src.text, span.start);
+    At {
+        file: src.path.clone(),
+        line,
+        col,
+    }
+}
+
+fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
+    let meta = std::fs::metadata(path)
+        .map_err(|e| Diagnostic::file(path, format!("cannot read desired state: {e}")))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+        .map_err(|e| Diagnostic::file(path, format!("cannot list directory: {e}")))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.is_file())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Diagnostic::file(path, "directory holds no *.toml files"));
+    }
+    Ok(files)
+}
