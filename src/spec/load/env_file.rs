@@ -66,8 +66,12 @@ impl Resolver<'_> {
             ));
             return None;
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
+        let text = match std::fs::read(path).map(|b| super::utf8(path, b)) {
+            Ok(Ok(t)) => t,
+            Ok(Err(d)) => {
+                self.diags.push(d);
+                return None;
+            }
             Err(e) => {
                 self.err(
                     src,

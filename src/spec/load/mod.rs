@@ -55,8 +55,14 @@ pub fn load_with_env(
     let mut hasher = Sha256::new();
     let mut sources = Vec::new();
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
-            Ok(t) => t,
+        let text = match std::fs::read(file) {
+            Ok(bytes) => match utf8(file, bytes) {
+                Ok(t) => t,
+                Err(d) => {
+                    diags.push(d);
+                    continue;
+                }
+            },
             Err(e) => {
                 diags.push(Diagnostic::file(file, format!("cannot read: {e}")));
                 continue;
@@ -142,4 +148,32 @@ fn list_files(path: &Path) -> Result<Vec<PathBuf>, Diagnostic> {
         return Err(Diagnostic::file(path, "directory holds no *.toml files"));
     }
     Ok(files)
+}
+
+/// The file's text, or a diagnostic at the first byte that is not UTF-8 (TOML and env
+/// files are UTF-8; a Latin-1 file would otherwise be rejected with no position).
+fn utf8(file: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
+    String::from_utf8(bytes).map_err(|e| {
+        let valid = e.utf8_error().valid_up_to();
+        let byte = e.as_bytes()[valid];
+        let prefix = std::str::from_utf8(&e.as_bytes()[..valid]).expect("valid up to here");
+        Diagnostic::at(
+            file,
+            prefix,
+            valid..valid,
+            format!("byte 0x{byte:02x} is not UTF-8: the file must be UTF-8 encoded"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_utf8_is_located_at_the_first_bad_byte() {
+        let d = utf8(Path::new("f.toml"), b"a = 1\nb = \"caf\xe9\"\n".to_vec()).unwrap_err();
+        assert_eq!((d.line, d.col), (2, 9));
+        assert!(d.message.contains("0xe9"), "{}", d.message);
+    }
 }
