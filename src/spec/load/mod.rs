@@ -14,8 +14,10 @@ mod health;
 mod parse;
 mod preflight;
 mod raw;
+mod reference;
 mod resolve;
 mod service;
+mod timing;
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::Range;

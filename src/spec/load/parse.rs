@@ -3,7 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::spec::{Port, Volume};
+use std::time::Duration;
+
+use crate::spec::{Port, PullPolicy, Volume, duration};
 
 /// "10GiB", "500MB", "1T", "4096": K/M/G/T and KiB... are powers of 1024, KB... of 1000.
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -51,6 +53,43 @@ pub(super) fn valid_name(s: &str) -> bool {
         && s.starts_with(|c: char| c.is_ascii_alphanumeric())
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+/// A network berth will create (and own) for the project or a service.
+pub(super) fn check_network_name(name: &str) -> Result<(), String> {
+    if !valid_name(name) {
+        return Err(format!("bad network name {name:?}"));
+    }
+    // Docker makes these itself on every host; berth can neither create nor own them, and
+    // `host`/`none` are network modes, not networks a container joins beside others.
+    if matches!(name, "bridge" | "host" | "none") {
+        return Err(format!(
+            "network {name:?} is one of Docker's predefined networks (bridge, host, none): berth creates and owns the networks it names, so choose another name"
+        ));
+    }
+    Ok(())
+}
+
+/// Compose's `pull_policy` words, plus `every_<duration>` with berth's durations.
+pub(super) fn parse_pull_policy(text: &str) -> Result<PullPolicy, String> {
+    const ACCEPTED: &str = "use \"missing\", \"always\", \"never\", \"daily\", \"weekly\" or \"every_<duration>\" (e.g. \"every_6h\")";
+    match text {
+        "missing" => Ok(PullPolicy::Missing),
+        "always" => Ok(PullPolicy::Always),
+        "never" => Ok(PullPolicy::Never),
+        "daily" => Ok(PullPolicy::Every(Duration::from_secs(24 * 3600))),
+        "weekly" => Ok(PullPolicy::Every(Duration::from_secs(7 * 24 * 3600))),
+        other => match other.strip_prefix("every_") {
+            Some(d) => match duration::parse(d) {
+                Ok(d) if !d.is_zero() => Ok(PullPolicy::Every(d)),
+                Ok(_) => Err(format!(
+                    "bad pull_policy {text:?}: the interval must be greater than 0"
+                )),
+                Err(why) => Err(format!("bad pull_policy {text:?}: {why}")),
+            },
+            None => Err(format!("bad pull_policy {text:?}: {ACCEPTED}")),
+        },
+    }
 }
 
 pub(super) fn valid_container_name(s: &str) -> bool {
@@ -195,6 +234,39 @@ mod tests {
         assert_eq!(parse_port("53/udp").unwrap().protocol, "udp");
         assert!(parse_port("70000:80").unwrap_err().contains("out of range"));
         assert!(parse_port("x:80").is_err());
+    }
+
+    #[test]
+    fn pull_policy_takes_compose_words_and_every_duration() {
+        let day = Duration::from_secs(86400);
+        assert_eq!(parse_pull_policy("missing"), Ok(PullPolicy::Missing));
+        assert_eq!(parse_pull_policy("always"), Ok(PullPolicy::Always));
+        assert_eq!(parse_pull_policy("never"), Ok(PullPolicy::Never));
+        assert_eq!(parse_pull_policy("daily"), Ok(PullPolicy::Every(day)));
+        assert_eq!(parse_pull_policy("weekly"), Ok(PullPolicy::Every(7 * day)));
+        assert_eq!(
+            parse_pull_policy("every_6h"),
+            Ok(PullPolicy::Every(Duration::from_secs(6 * 3600)))
+        );
+        assert!(
+            parse_pull_policy("every_0s")
+                .unwrap_err()
+                .contains("greater than 0")
+        );
+        assert!(parse_pull_policy("every_6").unwrap_err().contains("unit"));
+        assert!(
+            parse_pull_policy("if_not_present")
+                .unwrap_err()
+                .contains("\"weekly\"")
+        );
+    }
+
+    #[test]
+    fn predefined_networks_are_refused() {
+        for n in ["host", "none", "bridge"] {
+            assert!(check_network_name(n).unwrap_err().contains("predefined"));
+        }
+        assert_eq!(check_network_name("backend"), Ok(()));
     }
 
     #[test]

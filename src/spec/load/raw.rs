@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use std::fmt;
+
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use toml::Spanned;
 
 pub(super) type S = Spanned<String>;
@@ -56,20 +59,74 @@ pub(super) struct RawRollout {
     pub(super) auto_revert: Option<bool>,
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+/// `command = "a b"` or `command = ["a", "b"]`. Deserialized by hand rather than with
+/// `#[serde(untagged)]`, whose error ("data did not match any variant of untagged enum")
+/// does not tell the person what to write.
 pub(super) enum StrOrList {
     Str(String),
     List(Vec<String>),
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
+impl<'de> Deserialize<'de> for StrOrList {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrOrList;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string or an array of strings")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<StrOrList, E> {
+                Ok(StrOrList::Str(v.to_string()))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<StrOrList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                Ok(StrOrList::List(items))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// An environment, label or build-arg value: TOML scalars are accepted and turned into
+/// their text, as compose does. Deserialized by hand for the same reason as [`StrOrList`].
 pub(super) enum Scalar {
     Str(String),
     Int(i64),
     Float(f64),
     Bool(bool),
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar::Str(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar::Int(v))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                i64::try_from(v)
+                    .map(Scalar::Int)
+                    .map_err(|_| E::custom("integer out of range"))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar::Float(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar::Bool(v))
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Deserialize)]
@@ -110,6 +167,7 @@ pub(super) struct RawService {
     pub(super) health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     pub(super) extra_hosts: Vec<S>,
+    pub(super) pull_policy: Option<S>,
 }
 
 #[derive(Deserialize)]

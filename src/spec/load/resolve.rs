@@ -9,8 +9,9 @@ use toml::Spanned;
 
 use super::Source;
 use super::at;
-use super::parse::{valid_name, valid_project_name};
+use super::parse::{check_network_name, valid_name, valid_project_name};
 use super::raw::{RawProject, RawService, S, Scalar, StrOrList};
+use super::timing::RolloutOrigins;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::spec::interpolate::interpolate;
 use crate::spec::{DesiredState, HostPort, Project, Rollout, duration};
@@ -81,8 +82,8 @@ impl Resolver<'_> {
         let network = match &praw.network {
             Some(n) => {
                 let v = self.string(psrc, n).unwrap_or_default();
-                if !valid_name(&v) {
-                    self.err(psrc, n.span(), format!("bad network name {v:?}"));
+                if let Err(msg) = check_network_name(&v) {
+                    self.err(psrc, n.span(), msg);
                 }
                 v
             }
@@ -94,16 +95,21 @@ impl Resolver<'_> {
         }
 
         let mut rollout = Rollout::default();
+        let mut origins = RolloutOrigins::default();
         for src in sources {
             if let Some(r) = &src.raw.rollout {
+                let origin = |v: &Option<S>| v.as_ref().map(|v| (src, v.span()));
                 if let Some(d) = self.duration(src, &r.healthy_deadline) {
                     rollout.healthy_deadline = d;
+                    origins.healthy_deadline = origin(&r.healthy_deadline);
                 }
                 if let Some(d) = self.duration(src, &r.min_healthy_time) {
                     rollout.min_healthy_time = d;
+                    origins.min_healthy_time = origin(&r.min_healthy_time);
                 }
                 if let Some(d) = self.duration(src, &r.progress_deadline) {
                     rollout.progress_deadline = d;
+                    origins.progress_deadline = origin(&r.progress_deadline);
                 }
                 if let Some(a) = r.auto_revert {
                     rollout.auto_revert = a;
@@ -266,6 +272,8 @@ impl Resolver<'_> {
                 names.insert(s.container_name.clone(), s.name.clone());
             }
         }
+
+        self.check_gate_timing(&rollout, &origins, &all, &services);
 
         let mut preflight = self.preflight(sources).unwrap_or_default();
         preflight.host_ports = host_port_list;

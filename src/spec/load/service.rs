@@ -5,10 +5,13 @@ use std::collections::BTreeMap;
 use toml::Spanned;
 
 use super::Source;
-use super::parse::{parse_port, parse_volume, valid_container_name, valid_name};
+use super::parse::{
+    check_network_name, parse_port, parse_pull_policy, parse_volume, valid_container_name,
+};
 use super::raw::{RawService, S};
+use super::reference;
 use super::resolve::Resolver;
-use crate::spec::{Build, Service};
+use crate::spec::{Build, PullPolicy, Service};
 
 impl Resolver<'_> {
     pub(super) fn service(
@@ -33,10 +36,16 @@ impl Resolver<'_> {
                 return None;
             }
         };
-        if let Some(i) = &raw.image
-            && (image.is_empty() || image.contains(char::is_whitespace))
-        {
-            self.err(src, i.span(), format!("bad image reference {image:?}"));
+        if let Err(why) = reference::check(&image) {
+            match &raw.image {
+                Some(i) => self.err(src, i.span(), format!("bad image reference {image:?}: {why}")),
+                // The tag berth makes up for a build comes from the service name.
+                None => self.err(
+                    src,
+                    key.span(),
+                    format!("the build tag {image:?} made from service {name:?} is not an image reference Docker accepts ({why}): set `image` to name the tag"),
+                ),
+            }
         }
         let build = raw.build.as_ref().map(|b| {
             let br = b.get_ref();
@@ -108,8 +117,8 @@ impl Resolver<'_> {
                 .iter()
                 .filter_map(|n| {
                     let v = self.string(src, n)?;
-                    if !valid_name(&v) {
-                        self.err(src, n.span(), format!("bad network name {v:?}"));
+                    if let Err(msg) = check_network_name(&v) {
+                        self.err(src, n.span(), msg);
                     }
                     Some(v)
                 })
@@ -176,6 +185,17 @@ impl Resolver<'_> {
                 ),
             }
         }
+        let pull_policy = match &raw.pull_policy {
+            Some(p) => match self.string(src, p).map(|v| parse_pull_policy(&v)) {
+                Some(Ok(policy)) => policy,
+                Some(Err(msg)) => {
+                    self.err(src, p.span(), msg);
+                    PullPolicy::default()
+                }
+                None => PullPolicy::default(),
+            },
+            None => PullPolicy::default(),
+        };
         Some(Service {
             name,
             image,
@@ -195,7 +215,7 @@ impl Resolver<'_> {
             profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
             health,
             extra_hosts,
-            pull_policy: crate::spec::PullPolicy::default(),
+            pull_policy,
         })
     }
 }
