@@ -14,7 +14,6 @@ use crate::converge::{ApplyOutcome, apply};
 use crate::diag::Diagnostics;
 use crate::observe::observe;
 use crate::plan::plan;
-use crate::redact::Redactor;
 use crate::report::Reporter;
 use crate::runtime::Runtime;
 use crate::runtime::docker::DockerRuntime;
@@ -143,11 +142,14 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
-    spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
+    let d = spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
         eprintln!("{d}");
         eprintln!("berth: invalid desired state; nothing was changed");
         EXIT_INVALID
-    })
+    })?;
+    // Registered first thing: from here on no log line can show one of its secrets.
+    crate::redact::register(&d.redactor());
+    Ok(d)
 }
 
 /// A passed pre-flight: the engine it reached, what passed, and the data directories it
@@ -219,10 +221,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let rt = DockerRuntime::connect().await?;
             let observed = observe(&rt, &d).await?;
             let p = plan(&d, &observed);
-            print!(
-                "{}",
-                Redactor::new(d.secret_values.clone()).text(&p.to_string())
-            );
+            print!("{}", d.redactor().text(&p.to_string()));
             Ok(EXIT_OK)
         }
         Command::Apply { args, force } => {
@@ -245,7 +244,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 println!("pre-flight: {l}");
             }
             let store = Store::open(&state_path).await?;
-            let redactor = Redactor::new(d.secret_values.clone());
+            let redactor = d.redactor();
             let report = Reporter::new(redactor.clone());
             let project = &d.project.name;
             Ok(match apply(&rt, &store, &d, &report, force).await? {
@@ -312,7 +311,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             };
             let rt = DockerRuntime::connect().await?;
             let report = crate::check::check(&rt, &d).await?;
-            let redactor = Redactor::new(d.secret_values.clone());
+            let redactor = d.redactor();
             if json {
                 println!("{}", redactor.text(&serde_json::to_string_pretty(&report)?));
             } else {
@@ -359,8 +358,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 })?,
             };
             let rt = DockerRuntime::connect().await?;
-            let secrets = crate::converge::desired_of(&target)?.secret_values;
-            let redactor = Redactor::new(secrets);
+            let redactor = crate::converge::desired_of(&target)?.redactor();
             let report = Reporter::new(redactor.clone());
             report.line(&format!(
                 "rolling project {project:?} back to generation {}",
@@ -447,9 +445,10 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 .iter()
                 .map(|g| {
                     let secrets = serde_json::from_str::<DesiredState>(&g.spec_json)
-                        .map(|d| d.secret_values)
+                        .map(|d| d.redactor())
                         .unwrap_or_default();
-                    let r = Redactor::new(secrets);
+                    crate::redact::register(&secrets);
+                    let r = secrets;
                     let mut g = g.clone();
                     g.reason = g.reason.map(|x| r.text(&x));
                     g
@@ -494,7 +493,7 @@ async fn project_status<R: Runtime>(
         _ => latest.clone(),
     };
     let desired = crate::converge::desired_of(&running)?;
-    let redactor = Redactor::new(desired.secret_values.clone());
+    let redactor = desired.redactor();
     let observed =
         crate::converge::observed_with_pins(rt, &desired, &crate::converge::pins_of(&running))
             .await?;

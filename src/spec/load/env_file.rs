@@ -9,33 +9,6 @@ use super::raw::S;
 use super::resolve::Resolver;
 use crate::diag::Diagnostic;
 
-/// The password of a `scheme://user:password@host` value, percent-decoded.
-fn url_password(v: &str) -> Option<String> {
-    let url = url::Url::parse(v).ok()?;
-    let p = url.password()?;
-    let decoded = percent_decode(p);
-    Some(decoded).filter(|p| !p.is_empty())
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Resolver<'_> {
     /// Read a `KEY=VALUE` env file. It must exist and be private to its owner: it holds
     /// secrets, and a file that group or others can read has already leaked them.
@@ -107,7 +80,7 @@ impl Resolver<'_> {
             if !v.is_empty() && (all_secret || crate::redact::is_secret_key(k)) {
                 self.secret_values.insert(v.to_string());
             }
-            if let Some(password) = url_password(v) {
+            if let Some(password) = crate::redact::url_password(v) {
                 self.secret_values.insert(password);
             }
             vars.insert(k.to_string(), v.to_string());

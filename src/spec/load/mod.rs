@@ -109,6 +109,7 @@ pub fn load_with_env(
         env,
         env_file_vars: HashMap::new(),
         secret_values: BTreeSet::new(),
+        env_file_keys: Default::default(),
         diags: Diagnostics::default(),
         failed_values: BTreeSet::new(),
     };
@@ -171,6 +172,76 @@ fn utf8(file: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A desired state with a secret of every kind, loaded from a temp dir.
+    fn with_secrets() -> (tempfile::TempDir, DesiredState) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let env = dir.path().join("app.env");
+        std::fs::write(&env, "PLAIN_SETTING=from-env-file-123\n").unwrap();
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let project_env = dir.path().join("project.env");
+        std::fs::write(&project_env, "SIGNING_KEY=interpolated-key-456\n").unwrap();
+        std::fs::set_permissions(&project_env, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            r#"
+[project]
+name = "p"
+env_file = "project.env"
+
+[services.db]
+image = "postgres:15"
+env_file = "app.env"
+environment = { API_TOKEN = "literal-secret-123", DB_URL = "postgresql://u:url-pass-789@db/x", MODE = "fast" }
+command = ["serve", "--key", "${SIGNING_KEY}"]
+health = { probe = "postgres", user = "u", password = "probe-pass-000", database = "x" }
+"#,
+        )
+        .unwrap();
+        let d = load_with_env(&file, &Selection::default(), &HashMap::new()).unwrap();
+        (dir, d)
+    }
+
+    const SPEC_SECRETS: [&str; 4] = [
+        "literal-secret-123",
+        "url-pass-789",
+        "probe-pass-000",
+        "from-env-file-123",
+    ];
+
+    #[test]
+    fn a_fresh_redactor_hides_every_kind_of_secret_and_nothing_else() {
+        let (_dir, d) = with_secrets();
+        let r = d.redactor();
+        for s in SPEC_SECRETS.iter().chain(&["interpolated-key-456"]) {
+            assert_eq!(r.text(&format!("x {s} y")), "x <redacted> y", "{s}");
+        }
+        assert_eq!(r.text("MODE=fast"), "MODE=fast");
+        assert_eq!(
+            d.env_file_keys
+                .get("db")
+                .map(|k| k.iter().map(String::as_str).collect::<Vec<_>>()),
+            Some(vec!["PLAIN_SETTING"])
+        );
+    }
+
+    #[test]
+    fn a_redactor_from_stored_json_still_hides_the_spec_secrets() {
+        let (_dir, d) = with_secrets();
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(!json.contains("secret_values"), "{json}");
+        // Key names of env-file values are kept, the list of secrets is not.
+        assert!(json.contains("PLAIN_SETTING"));
+        let back: DesiredState = serde_json::from_str(&json).unwrap();
+        assert!(back.secret_values.is_empty());
+        let r = back.redactor();
+        for s in SPEC_SECRETS {
+            assert_eq!(r.text(&format!("x {s} y")), "x <redacted> y", "{s}");
+        }
+        assert_eq!(r.text("MODE=fast"), "MODE=fast");
+    }
 
     #[test]
     fn non_utf8_is_located_at_the_first_bad_byte() {

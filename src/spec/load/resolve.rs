@@ -21,6 +21,8 @@ pub(super) struct Resolver<'a> {
     /// Variables from the project env file: used for interpolation after the process env.
     pub(super) env_file_vars: HashMap<String, String>,
     pub(super) secret_values: BTreeSet<String>,
+    /// Per service, the environment keys whose values came from its env file.
+    pub(super) env_file_keys: BTreeMap<String, BTreeSet<String>>,
     pub(super) diags: Diagnostics,
     /// Spans of values whose interpolation failed: that error is reported, and checks of
     /// the (meaningless) remaining value are not.
@@ -286,11 +288,23 @@ impl Resolver<'_> {
             source_hash,
             files: sources.iter().map(|s| s.path.clone()).collect(),
             secret_values: self.secret_values.iter().cloned().collect(),
+            env_file_keys: std::mem::take(&mut self.env_file_keys),
             preflight,
         })
     }
 
     /// A value that must never be printed (a probe's password).
+    /// A value written in the TOML is a secret when its key looks like one (`API_TOKEN`),
+    /// and so is the password of a URL in it, however it was written.
+    pub(super) fn secret_if_looks_so(&mut self, key: &str, value: &str) {
+        if crate::redact::is_secret_key(key) && !value.is_empty() {
+            self.secret_values.insert(value.to_string());
+        }
+        if let Some(password) = crate::redact::url_password(value) {
+            self.secret_values.insert(password);
+        }
+    }
+
     pub(super) fn secret(&mut self, value: &Option<String>) {
         if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
             self.secret_values.insert(v.clone());

@@ -61,7 +61,11 @@ impl Resolver<'_> {
             let args = br
                 .args
                 .iter()
-                .map(|(k, v)| (k.clone(), self.scalar(src, v)))
+                .map(|(k, v)| {
+                    let value = self.scalar(src, v);
+                    self.secret_if_looks_so(k, &value);
+                    (k.clone(), value)
+                })
                 .collect();
             Build {
                 context,
@@ -79,6 +83,16 @@ impl Resolver<'_> {
         if let Some(env_file) = &raw.env_file {
             let path = src.dir.join(env_file.get_ref());
             if let Some(vars) = self.read_env_file(src, env_file, &path, true) {
+                // Key names only, kept in the generation so a redactor rebuilt from the
+                // store still knows which values came from the file.
+                let keys = vars
+                    .keys()
+                    .filter(|k| !raw.environment.contains_key(*k))
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>();
+                if !keys.is_empty() {
+                    self.env_file_keys.insert(name.clone(), keys);
+                }
                 environment.extend(vars);
             }
         }
@@ -91,6 +105,7 @@ impl Resolver<'_> {
                 );
             }
             let value = self.scalar(src, v);
+            self.secret_if_looks_so(k, &value);
             environment.insert(k.clone(), value);
         }
 
