@@ -185,15 +185,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         }
         source = s.source();
     }
-    global_redactor().text(&text)
+    crate::redact::registered_text(&text)
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
-    spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
+    let d = spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
         eprintln!("{d}");
         eprintln!("berth: invalid desired state; nothing was changed");
         EXIT_INVALID
-    })
+    })?;
+    // Registered first thing: from here on no log line can show one of its secrets.
+    crate::redact::register(&d.redactor());
+    Ok(d)
 }
 
 /// Connect to the engine; unreachable is a runtime error (exit 1), never "invalid".
@@ -299,10 +302,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let rt = connect().await?;
             let observed = observe(&rt, &d).await?;
             let p = plan(&d, &observed);
-            print!(
-                "{}",
-                Redactor::new(d.secret_values.clone()).text(&p.to_string())
-            );
+            print!("{}", d.redactor().text(&p.to_string()));
             Ok(EXIT_OK)
         }
         Command::Apply {
@@ -315,7 +315,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(d) => d,
                 Err(code) => return Ok(code),
             };
-            let redactor = Redactor::new(d.secret_values.clone());
+            let redactor = d.redactor();
             let shutdown = Shutdown::on_signals();
             let rt = connect().await?;
             let store = Store::open(&state_path).await?;
@@ -353,7 +353,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             };
             let rt = connect().await?;
             let report = crate::check::check(&rt, &d).await?;
-            let redactor = Redactor::new(d.secret_values.clone());
+            let redactor = d.redactor();
             if json {
                 println!("{}", redactor.text(&serde_json::to_string_pretty(&report)?));
             } else {
@@ -395,8 +395,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     )
                 })?,
             };
-            let secrets = crate::converge::desired_of(&target)?.secret_values;
-            let redactor = Redactor::new(secrets);
+            let redactor = crate::converge::desired_of(&target)?.redactor();
             let report = Reporter::new(redactor.clone());
             report.line(&format!(
                 "rolling project {project:?} back to generation {}",
@@ -499,7 +498,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             } else {
                 out.iter().map(status_text).collect()
             };
-            print!("{}", global_redactor().text(&text));
+            print!("{}", crate::redact::registered_text(&text));
             // Every project must be converged for 0; nothing recorded is not converged.
             Ok(out
                 .iter()
@@ -519,10 +518,10 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 let held = newest
                     && g.outcome == crate::store::Outcome::Progressing
                     && crate::lock::is_held(&state_path, &g.project)?.is_some();
-                let secrets = crate::converge::desired_of(g)
-                    .map(|d| d.secret_values)
+                // desired_of registers the generation's secrets for log lines too.
+                let r = crate::converge::desired_of(g)
+                    .map(|d| d.redactor())
                     .unwrap_or_default();
-                let r = Redactor::new(secrets);
                 let mut g = g.clone();
                 g.outcome = shown_outcome(&g, newest, held);
                 g.reason = g.reason.map(|x| r.text(&x));
@@ -692,7 +691,3 @@ fn status_text(r: &crate::status::Report) -> String {
     out
 }
 
-/// Redaction for text that is not tied to one loaded desired state.
-fn global_redactor() -> Redactor {
-    Redactor::default()
-}

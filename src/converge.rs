@@ -92,11 +92,16 @@ pub struct Execution<'a> {
 }
 
 /// The desired state a stored generation ran.
+///
+/// Its secrets are registered with the log writer before it is returned.
 pub fn desired_of(g: &Generation) -> Result<DesiredState, ConvergeError> {
-    serde_json::from_str(&g.spec_json).map_err(|e| ConvergeError::Corrupt {
-        generation: g.id,
-        message: e.to_string(),
-    })
+    let desired: DesiredState =
+        serde_json::from_str(&g.spec_json).map_err(|e| ConvergeError::Corrupt {
+            generation: g.id,
+            message: e.to_string(),
+        })?;
+    crate::redact::register(&desired.redactor());
+    Ok(desired)
 }
 
 /// The image pins a stored generation ran.

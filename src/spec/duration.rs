@@ -48,7 +48,11 @@ pub fn parse(text: &str) -> Result<Duration, String> {
                 ));
             }
         };
-        total += Duration::from_secs_f64(seconds);
+        // Checked: a typo such as "99999999999999999999h" must be an error, not a panic.
+        total = Duration::try_from_secs_f64(seconds)
+            .ok()
+            .and_then(|d| total.checked_add(d))
+            .ok_or_else(|| format!("duration {text:?} is too large"))?;
     }
     Ok(total)
 }
@@ -89,6 +93,20 @@ mod tests {
         assert!(parse("5d").unwrap_err().contains("unknown unit"));
         assert!(parse("").is_err());
         assert!(parse("s").is_err());
+    }
+
+    #[test]
+    fn too_large_is_an_error_not_a_panic() {
+        assert!(
+            parse("99999999999999999999h")
+                .unwrap_err()
+                .contains("too large")
+        );
+        assert!(
+            parse("18446744073709551615s1h")
+                .unwrap_err()
+                .contains("too large")
+        );
     }
 
     #[test]

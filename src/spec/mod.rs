@@ -9,7 +9,7 @@ pub mod duration;
 pub mod interpolate;
 mod load;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -35,9 +35,17 @@ pub struct DesiredState {
     pub source_hash: String,
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
-    /// Values that came from env files: redacted wherever berth prints anything.
-    #[serde(default)]
+    /// Every secret value the loader saw (env-file values, secret-looking keys' values,
+    /// probe passwords, URL passwords, pre-flight API keys), including those that were
+    /// interpolated into other fields. Never stored: a generation's JSON must not hold
+    /// secrets in clear; [`DesiredState::redactor`] rebuilds what it can from the spec.
+    #[serde(skip)]
     pub secret_values: Vec<String>,
+    /// Per service, the environment keys whose values came from its `env_file` (names
+    /// only, never values): those values are secrets even in a desired state read back
+    /// from the store.
+    #[serde(default)]
+    pub env_file_keys: BTreeMap<String, BTreeSet<String>>,
     /// What `[preflight]` and the services ask of the host, checked by [`crate::preflight`]
     /// before anything changes. Not part of a generation's record.
     #[serde(skip)]
@@ -321,6 +329,40 @@ impl DesiredState {
             )
         }))
         .expect("validated desired state has no dependency cycle")
+    }
+
+    /// What hides this desired state's secrets in printed text (DESIGN.md semantic 11).
+    ///
+    /// Works the same fresh from [`load`] and for a desired state read back from a
+    /// generation's JSON: it derives the secrets from the spec itself (values of
+    /// secret-looking environment keys and build args, values that came from env files,
+    /// probe passwords, passwords inside URLs) and adds the loader's in-memory list when
+    /// there is one (secrets interpolated elsewhere, e.g. into a command).
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        use crate::redact::{is_secret_key, url_password};
+        let mut values = self.secret_values.clone();
+        for (name, service) in &self.services {
+            let from_file = self.env_file_keys.get(name);
+            let build_args = service.build.iter().flat_map(|b| &b.args);
+            for (key, value) in service.environment.iter().chain(build_args) {
+                let secret = is_secret_key(key) || from_file.is_some_and(|keys| keys.contains(key));
+                if secret && !value.is_empty() {
+                    values.push(value.clone());
+                }
+                values.extend(url_password(value));
+            }
+            match service.health.as_ref().map(|h| &h.probe) {
+                Some(Probe::Postgres { password, .. })
+                | Some(Probe::Redis {
+                    password: Some(password),
+                    ..
+                }) => values.push(password.clone()),
+                _ => {}
+            }
+        }
+        values.sort();
+        values.dedup();
+        crate::redact::Redactor::new(values)
     }
 
     /// The gate timing for one service: its own health block over the rollout defaults.

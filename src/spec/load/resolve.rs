@@ -1,0 +1,387 @@
+//! The [`Resolver`]: turns parsed files into a [`DesiredState`], collecting every
+//! diagnostic on the way, and the checks that span the whole project.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+
+use toml::Spanned;
+
+use super::Source;
+use super::at;
+use super::parse::{check_network_name, valid_name, valid_project_name};
+use super::raw::{RawProject, RawService, S, Scalar, StrOrList};
+use super::timing::RolloutOrigins;
+use crate::diag::{Diagnostic, Diagnostics};
+use crate::spec::interpolate::interpolate;
+use crate::spec::{DesiredState, HostPort, Project, Rollout, duration};
+
+pub(super) struct Resolver<'a> {
+    pub(super) env: &'a HashMap<String, String>,
+    /// Variables from the project env file: used for interpolation after the process env.
+    pub(super) env_file_vars: HashMap<String, String>,
+    pub(super) secret_values: BTreeSet<String>,
+    /// Per service, the environment keys whose values came from its env file.
+    pub(super) env_file_keys: BTreeMap<String, BTreeSet<String>>,
+    pub(super) diags: Diagnostics,
+    /// Spans of values whose interpolation failed: that error is reported, and checks of
+    /// the (meaningless) remaining value are not.
+    pub(super) failed_values: BTreeSet<(PathBuf, usize)>,
+}
+
+impl Resolver<'_> {
+    pub(super) fn err(&mut self, src: &Source, span: Range<usize>, msg: impl Into<String>) {
+        if self.failed_values.contains(&(src.path.clone(), span.start)) {
+            return;
+        }
+        self.diags
+            .push(Diagnostic::at(&src.path, &src.text, span, msg));
+    }
+
+    pub(super) fn resolve(
+        &mut self,
+        sources: &[Source],
+        extra_profiles: &[String],
+        exclude: &[String],
+        source_hash: String,
+    ) -> Option<DesiredState> {
+        // The project block: exactly one across all files.
+        let mut project: Option<(&Source, &Spanned<RawProject>)> = None;
+        for src in sources {
+            if let Some(p) = &src.raw.project {
+                if let Some((first, _)) = project {
+                    let msg = format!("[project] is already defined in {}", first.path.display());
+                    self.err(src, p.span(), msg);
+                } else {
+                    project = Some((src, p));
+                }
+            }
+        }
+        let Some((psrc, praw)) = project else {
+            let first = &sources[0];
+            self.err(
+                first,
+                0..0,
+                "missing [project] block (with at least `name`)",
+            );
+            return None;
+        };
+        let praw = praw.get_ref();
+        if let Some(env_file) = &praw.env_file {
+            let path = psrc.dir.join(env_file.get_ref());
+            if let Some(vars) = self.read_env_file(psrc, env_file, &path, false) {
+                self.env_file_vars = vars;
+            }
+        }
+        let name = self.string(psrc, &praw.name).unwrap_or_default();
+        if !valid_project_name(&name) {
+            self.err(
+                psrc,
+                praw.name.span(),
+                format!("bad project name {name:?}: use lowercase letters, digits, '-' and '_', starting with a letter or digit"),
+            );
+        }
+        let network = match &praw.network {
+            Some(n) => {
+                let v = self.string(psrc, n).unwrap_or_default();
+                if let Err(msg) = check_network_name(&v) {
+                    self.err(psrc, n.span(), msg);
+                }
+                v
+            }
+            None => format!("{name}_default"),
+        };
+        let mut profiles: BTreeSet<String> = extra_profiles.iter().cloned().collect();
+        for p in &praw.profiles {
+            profiles.insert(p.get_ref().clone());
+        }
+
+        let mut rollout = Rollout::default();
+        let mut origins = RolloutOrigins::default();
+        for src in sources {
+            if let Some(r) = &src.raw.rollout {
+                let origin = |v: &Option<S>| v.as_ref().map(|v| (src, v.span()));
+                if let Some(d) = self.duration(src, &r.healthy_deadline) {
+                    rollout.healthy_deadline = d;
+                    origins.healthy_deadline = origin(&r.healthy_deadline);
+                }
+                if let Some(d) = self.duration(src, &r.min_healthy_time) {
+                    rollout.min_healthy_time = d;
+                    origins.min_healthy_time = origin(&r.min_healthy_time);
+                }
+                if let Some(d) = self.duration(src, &r.progress_deadline) {
+                    rollout.progress_deadline = d;
+                    origins.progress_deadline = origin(&r.progress_deadline);
+                }
+                if let Some(a) = r.auto_revert {
+                    rollout.auto_revert = a;
+                }
+            }
+        }
+
+        // Services, unique across files.
+        let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
+        let mut all: Vec<(&Source, &S, &Spanned<RawService>)> = Vec::new();
+        for src in sources {
+            for (key, svc) in &src.raw.services {
+                if let Some(first) = seen.get(key.get_ref()) {
+                    let msg = format!(
+                        "service {:?} is already defined in {}",
+                        key.get_ref(),
+                        first.display()
+                    );
+                    self.err(src, key.span(), msg);
+                    continue;
+                }
+                seen.insert(key.get_ref().clone(), src.path.clone());
+                all.push((src, key, svc));
+            }
+        }
+        for name in exclude {
+            if !seen.contains_key(name) {
+                let first = &sources[0];
+                self.diags.push(Diagnostic::file(
+                    &first.path,
+                    format!("--exclude {name:?}: no such service in the desired state"),
+                ));
+            }
+        }
+        let enabled = |svc: &RawService| {
+            svc.profiles.is_empty() || svc.profiles.iter().any(|p| profiles.contains(p.get_ref()))
+        };
+        let active_names: BTreeSet<&str> = all
+            .iter()
+            .filter(|(_, k, s)| enabled(s.get_ref()) && !exclude.contains(k.get_ref()))
+            .map(|(_, k, _)| k.get_ref().as_str())
+            .collect();
+        let active = |name: &String| active_names.contains(name.as_str());
+
+        let mut services = BTreeMap::new();
+        for (src, key, svc) in &all {
+            if !valid_name(key.get_ref()) {
+                self.err(
+                    src,
+                    key.span(),
+                    format!("bad service name {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit (at most 63)", key.get_ref()),
+                );
+            }
+            for dep in &svc.get_ref().depends_on {
+                let d = dep.get_ref().as_str();
+                if !seen.contains_key(d) {
+                    self.err(
+                        src,
+                        dep.span(),
+                        format!(
+                            "service {:?} depends on {d:?}, which is not defined",
+                            key.get_ref()
+                        ),
+                    );
+                } else if active(key.get_ref()) && !active_names.contains(d) {
+                    let why = if exclude.iter().any(|e| e == d) {
+                        "which --exclude leaves out"
+                    } else {
+                        "whose profiles are not enabled"
+                    };
+                    self.err(
+                        src,
+                        dep.span(),
+                        format!("service {:?} depends on {d:?}, {why}", key.get_ref()),
+                    );
+                } else if d == key.get_ref() {
+                    self.err(src, dep.span(), format!("service {d:?} depends on itself"));
+                }
+            }
+            if !active(key.get_ref()) {
+                continue;
+            }
+            if let Some(s) = self.service(src, key, svc, &name, &network) {
+                services.insert(s.name.clone(), s);
+            }
+        }
+
+        // Cycles, named as a path and located at the first edge of the cycle.
+        if let Err(cycle) = crate::graph::levels(services.values().map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        })) && cycle.len() > 2
+        {
+            // (A self-dependency, cycle.len() == 2, is reported on its own above.)
+            let from = &cycle[0];
+            let to = &cycle[1];
+            if let Some((src, _, svc)) = all.iter().find(|(_, k, _)| k.get_ref() == from) {
+                let span = svc
+                    .get_ref()
+                    .depends_on
+                    .iter()
+                    .find(|d| d.get_ref() == to)
+                    .map(|d| d.span())
+                    .unwrap_or(svc.span());
+                self.err(
+                    src,
+                    span,
+                    format!("dependency cycle: {}", cycle.join(" -> ")),
+                );
+            }
+        }
+
+        // Host ports and container names must be unique across the project.
+        let mut host_ports: BTreeMap<(String, u16, String), String> = BTreeMap::new();
+        let mut host_port_list = Vec::new();
+        let mut names: BTreeMap<String, String> = BTreeMap::new();
+        for (src, key, svc) in &all {
+            let Some(s) = services.get(key.get_ref()) else {
+                continue;
+            };
+            for (port, raw) in s.ports.iter().zip(&svc.get_ref().ports) {
+                let Some(h) = port.host else { continue };
+                let k = (
+                    port.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into()),
+                    h,
+                    port.protocol.clone(),
+                );
+                host_port_list.push(HostPort {
+                    host_ip: port.host_ip.clone(),
+                    port: h,
+                    protocol: port.protocol.clone(),
+                    service: s.name.clone(),
+                    at: at(src, raw.span()),
+                });
+                if let Some(other) = host_ports.get(&k) {
+                    let msg = format!(
+                        "host port {h}/{} is already published by service {other:?}",
+                        port.protocol
+                    );
+                    self.err(src, raw.span(), msg);
+                } else {
+                    host_ports.insert(k, s.name.clone());
+                }
+            }
+            if let Some(other) = names.get(&s.container_name) {
+                let span = svc
+                    .get_ref()
+                    .container_name
+                    .as_ref()
+                    .map(|c| c.span())
+                    .unwrap_or(key.span());
+                let msg = format!(
+                    "container name {:?} is already used by service {other:?}",
+                    s.container_name
+                );
+                self.err(src, span, msg);
+            } else {
+                names.insert(s.container_name.clone(), s.name.clone());
+            }
+        }
+
+        self.check_gate_timing(&rollout, &origins, &all, &services);
+
+        let mut preflight = self.preflight(sources).unwrap_or_default();
+        preflight.host_ports = host_port_list;
+        preflight.base_dir = psrc.dir.clone();
+
+        Some(DesiredState {
+            project: Project { name, network },
+            rollout,
+            services,
+            source_hash,
+            files: sources.iter().map(|s| s.path.clone()).collect(),
+            secret_values: self.secret_values.iter().cloned().collect(),
+            env_file_keys: std::mem::take(&mut self.env_file_keys),
+            preflight,
+        })
+    }
+
+    /// A value that must never be printed (a probe's password).
+    /// A value written in the TOML is a secret when its key looks like one (`API_TOKEN`),
+    /// and so is the password of a URL in it, however it was written.
+    pub(super) fn secret_if_looks_so(&mut self, key: &str, value: &str) {
+        if crate::redact::is_secret_key(key) && !value.is_empty() {
+            self.secret_values.insert(value.to_string());
+        }
+        if let Some(password) = crate::redact::url_password(value) {
+            self.secret_values.insert(password);
+        }
+    }
+
+    pub(super) fn secret(&mut self, value: &Option<String>) {
+        if let Some(v) = value.as_ref().filter(|v| !v.is_empty()) {
+            self.secret_values.insert(v.clone());
+        }
+    }
+
+    pub(super) fn lookup(&self, name: &str) -> Option<String> {
+        self.env
+            .get(name)
+            .or_else(|| self.env_file_vars.get(name))
+            .cloned()
+    }
+
+    /// Interpolate one string value, reporting a missing variable where it is written.
+    pub(super) fn string(&mut self, src: &Source, s: &S) -> Option<String> {
+        let lookup = |n: &str| self.lookup(n);
+        match interpolate(s.get_ref(), &lookup) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                // Point at the failing `${...}` itself in the source: find the same token
+                // (the same occurrence of it) inside the value's span.
+                let value = s.get_ref();
+                let token_end = value[e.offset..]
+                    .find('}')
+                    .map(|i| e.offset + i + 1)
+                    .unwrap_or(value.len());
+                let token = &value[e.offset..token_end];
+                let nth = value[..e.offset].matches(token).count();
+                let raw = &src.text[s.span()];
+                let at = raw
+                    .match_indices(token)
+                    .filter(|(i, _)| !raw[..*i].ends_with('$') || raw[..*i].ends_with("$$$"))
+                    .nth(nth)
+                    .map(|(i, _)| s.span().start + i)
+                    .unwrap_or(s.span().start + 1);
+                self.err(src, at..at, e.message);
+                self.failed_values
+                    .insert((src.path.clone(), s.span().start));
+                None
+            }
+        }
+    }
+
+    pub(super) fn scalar(&mut self, src: &Source, v: &Spanned<Scalar>) -> String {
+        match v.get_ref() {
+            Scalar::Str(s) => self
+                .string(src, &Spanned::new(v.span(), s.clone()))
+                .unwrap_or_default(),
+            Scalar::Int(i) => i.to_string(),
+            Scalar::Float(f) => f.to_string(),
+            Scalar::Bool(b) => b.to_string(),
+        }
+    }
+
+    pub(super) fn list(&mut self, src: &Source, v: &Spanned<StrOrList>) -> Vec<String> {
+        let at = |s: &String| Spanned::new(v.span(), s.clone());
+        match v.get_ref() {
+            StrOrList::Str(s) => {
+                let text = self.string(src, &at(s)).unwrap_or_default();
+                text.split_whitespace().map(str::to_string).collect()
+            }
+            StrOrList::List(items) => items
+                .iter()
+                .filter_map(|i| self.string(src, &at(i)))
+                .collect(),
+        }
+    }
+
+    pub(super) fn duration(&mut self, src: &Source, v: &Option<S>) -> Option<std::time::Duration> {
+        let v = v.as_ref()?;
+        let text = self.string(src, v)?;
+        match duration::parse(&text) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.err(src, v.span(), msg);
+                None
+            }
+        }
+    }
+}

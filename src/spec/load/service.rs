@@ -1,0 +1,236 @@
+//! One service: from its raw table to a [`Service`].
+
+use std::collections::BTreeMap;
+
+use toml::Spanned;
+
+use super::Source;
+use super::parse::{
+    check_network_name, parse_port, parse_pull_policy, parse_volume, valid_container_name,
+};
+use super::raw::{RawService, S};
+use super::reference;
+use super::resolve::Resolver;
+use crate::spec::{Build, PullPolicy, Service};
+
+impl Resolver<'_> {
+    pub(super) fn service(
+        &mut self,
+        src: &Source,
+        key: &S,
+        svc: &Spanned<RawService>,
+        project: &str,
+        network: &str,
+    ) -> Option<Service> {
+        let name = key.get_ref().clone();
+        let raw = svc.get_ref();
+        let image = match (&raw.image, &raw.build) {
+            (Some(i), _) => self.string(src, i).unwrap_or_default(),
+            (None, Some(_)) => format!("{project}-{name}:latest"),
+            (None, None) => {
+                self.err(
+                    src,
+                    key.span(),
+                    format!("service {name:?} needs `image` or `build`"),
+                );
+                return None;
+            }
+        };
+        if let Err(why) = reference::check(&image) {
+            match &raw.image {
+                Some(i) => self.err(src, i.span(), format!("bad image reference {image:?}: {why}")),
+                // The tag berth makes up for a build comes from the service name.
+                None => self.err(
+                    src,
+                    key.span(),
+                    format!("the build tag {image:?} made from service {name:?} is not an image reference Docker accepts ({why}): set `image` to name the tag"),
+                ),
+            }
+        }
+        let build = raw.build.as_ref().map(|b| {
+            let br = b.get_ref();
+            let context = self.string(src, &br.context).unwrap_or_default();
+            let context = src.dir.join(context);
+            if !context.is_dir() {
+                self.err(
+                    src,
+                    br.context.span(),
+                    format!("build context {} is not a directory", context.display()),
+                );
+            }
+            let args = br
+                .args
+                .iter()
+                .map(|(k, v)| {
+                    let value = self.scalar(src, v);
+                    self.secret_if_looks_so(k, &value);
+                    (k.clone(), value)
+                })
+                .collect();
+            Build {
+                context,
+                dockerfile: br
+                    .dockerfile
+                    .as_ref()
+                    .and_then(|d| self.string(src, d))
+                    .unwrap_or_else(|| "Dockerfile".into()),
+                args,
+                context_hash: None,
+            }
+        });
+
+        let mut environment = BTreeMap::new();
+        if let Some(env_file) = &raw.env_file {
+            let path = src.dir.join(env_file.get_ref());
+            if let Some(vars) = self.read_env_file(src, env_file, &path, true) {
+                // Key names only, kept in the generation so a redactor rebuilt from the
+                // store still knows which values came from the file.
+                let keys = vars
+                    .keys()
+                    .filter(|k| !raw.environment.contains_key(*k))
+                    .cloned()
+                    .collect::<std::collections::BTreeSet<_>>();
+                if !keys.is_empty() {
+                    self.env_file_keys.insert(name.clone(), keys);
+                }
+                environment.extend(vars);
+            }
+        }
+        for (k, v) in &raw.environment {
+            if k.is_empty() || k.contains('=') {
+                self.err(
+                    src,
+                    v.span(),
+                    format!("bad environment variable name {k:?}"),
+                );
+            }
+            let value = self.scalar(src, v);
+            self.secret_if_looks_so(k, &value);
+            environment.insert(k.clone(), value);
+        }
+
+        let mut ports = Vec::new();
+        for p in &raw.ports {
+            let text = self.string(src, p).unwrap_or_default();
+            match parse_port(&text) {
+                Ok(port) => ports.push(port),
+                Err(msg) => self.err(src, p.span(), msg),
+            }
+        }
+        let mut volumes = Vec::new();
+        for v in &raw.volumes {
+            let text = self.string(src, v).unwrap_or_default();
+            match parse_volume(&text, &src.dir) {
+                Ok(vol) => volumes.push(vol),
+                Err(msg) => self.err(src, v.span(), msg),
+            }
+        }
+        let networks = if raw.networks.is_empty() {
+            vec![network.to_string()]
+        } else {
+            raw.networks
+                .iter()
+                .filter_map(|n| {
+                    let v = self.string(src, n)?;
+                    if let Err(msg) = check_network_name(&v) {
+                        self.err(src, n.span(), msg);
+                    }
+                    Some(v)
+                })
+                .collect()
+        };
+        let restart = match &raw.restart {
+            Some(r) => {
+                let v = self.string(src, r).unwrap_or_default();
+                let ok = matches!(
+                    v.as_str(),
+                    "no" | "always" | "unless-stopped" | "on-failure"
+                ) || v
+                    .strip_prefix("on-failure:")
+                    .is_some_and(|n| n.parse::<u32>().is_ok());
+                if !ok {
+                    self.err(src, r.span(), format!("bad restart policy {v:?}: use \"no\", \"always\", \"unless-stopped\", \"on-failure\" or \"on-failure:N\""));
+                }
+                v
+            }
+            None => "unless-stopped".into(),
+        };
+        let mut labels = BTreeMap::new();
+        for (k, v) in &raw.labels {
+            if k.starts_with("berth.") {
+                self.err(
+                    src,
+                    v.span(),
+                    format!("label {k:?}: the berth.* labels are berth's own"),
+                );
+            }
+            let value = self.scalar(src, v);
+            labels.insert(k.clone(), value);
+        }
+        let container_name = match &raw.container_name {
+            Some(c) => {
+                let v = self.string(src, c).unwrap_or_default();
+                if !valid_container_name(&v) {
+                    self.err(
+                        src,
+                        c.span(),
+                        format!(
+                            "bad container name {v:?}: Docker allows [a-zA-Z0-9][a-zA-Z0-9_.-]+"
+                        ),
+                    );
+                }
+                v
+            }
+            None => format!("{project}-{name}"),
+        };
+        let health = raw.health.as_ref().and_then(|h| self.health(src, h));
+        let mut extra_hosts = Vec::new();
+        for e in &raw.extra_hosts {
+            let Some(v) = self.string(src, e) else {
+                continue;
+            };
+            match v.split_once(':') {
+                Some((host, addr)) if !host.is_empty() && !addr.is_empty() => extra_hosts.push(v),
+                _ => self.err(
+                    src,
+                    e.span(),
+                    format!(
+                        "bad extra_hosts entry {v:?}: use \"HOST:IP\" (IP may be host-gateway)"
+                    ),
+                ),
+            }
+        }
+        let pull_policy = match &raw.pull_policy {
+            Some(p) => match self.string(src, p).map(|v| parse_pull_policy(&v)) {
+                Some(Ok(policy)) => policy,
+                Some(Err(msg)) => {
+                    self.err(src, p.span(), msg);
+                    PullPolicy::default()
+                }
+                None => PullPolicy::default(),
+            },
+            None => PullPolicy::default(),
+        };
+        Some(Service {
+            name,
+            image,
+            build,
+            command: raw.command.as_ref().map(|c| self.list(src, c)),
+            entrypoint: raw.entrypoint.as_ref().map(|c| self.list(src, c)),
+            environment,
+            ports,
+            volumes,
+            networks,
+            depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            restart,
+            labels,
+            user: raw.user.as_ref().and_then(|u| self.string(src, u)),
+            working_dir: raw.working_dir.as_ref().and_then(|u| self.string(src, u)),
+            container_name,
+            profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
+            health,
+            extra_hosts,
+            pull_policy,
+        })
+    }
+}
