@@ -143,11 +143,17 @@ pub async fn run(cli: Cli) -> i32 {
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
-    spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
+    let mut d = spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
         eprintln!("{d}");
         eprintln!("berth: invalid desired state; nothing was changed");
         EXIT_INVALID
-    })
+    })?;
+    // Build contexts are part of the desired state: hash them once, here.
+    crate::build_context::fill_context_hashes(&mut d).map_err(|e| {
+        eprintln!("berth: error: {e}");
+        EXIT_RUNTIME
+    })?;
+    Ok(d)
 }
 
 /// A passed pre-flight: the engine it reached, what passed, and the data directories it
@@ -393,13 +399,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             exclude,
         } => {
             let poisoned_hash = match &file {
-                Some(f) => match spec::load(f, &spec::Selection { profiles, exclude }) {
-                    Ok(d) => Some((d.project.name, d.source_hash)),
-                    Err(diags) => {
-                        eprintln!("{diags}");
-                        return Ok(EXIT_INVALID);
+                Some(f) => {
+                    let args = FileArgs {
+                        file: f.clone(),
+                        profiles,
+                        exclude,
+                    };
+                    // The same load as apply's, so the hash includes the build contexts.
+                    match load(&args) {
+                        Ok(d) => Some((d.project.name, d.source_hash)),
+                        Err(code) => return Ok(code),
                     }
-                },
+                }
                 None => None,
             };
             let store = Store::open(&state_path).await?;

@@ -221,10 +221,7 @@ pub async fn observed_with_pins<R: Runtime>(
     for (reference, id) in pins {
         observed.images.insert(
             reference.clone(),
-            Some(crate::runtime::ImageInfo {
-                id: id.clone(),
-                has_healthcheck: false,
-            }),
+            Some(crate::images::pinned_image_info(desired, reference, id)),
         );
     }
     Ok(observed)
@@ -238,6 +235,7 @@ async fn converge<R: Runtime>(
     source: &str,
     report: &Reporter,
 ) -> Result<Option<(i64, Result<(), String>)>, ConvergeError> {
+    crate::images::refresh(rt, desired, report).await?;
     let observed = observe(rt, desired).await?;
     let the_plan = plan(desired, &observed);
     if the_plan.is_noop() {

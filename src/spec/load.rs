@@ -120,6 +120,9 @@ struct RawService {
     health: Option<Spanned<RawHealth>>,
     #[serde(default)]
     extra_hosts: Vec<S>,
+    // TEMPORARY (images branch): the spec branch owns pull_policy's parsing; this minimal
+    // form exists so the registry e2e tests can set it. Drop it in favour of theirs.
+    pull_policy: Option<S>,
 }
 
 #[derive(Deserialize)]
@@ -809,7 +812,22 @@ impl Resolver<'_> {
             profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
             health,
             extra_hosts,
-            pull_policy: crate::spec::PullPolicy::default(),
+            pull_policy: match raw.pull_policy.as_ref().map(|p| p.get_ref().as_str()) {
+                None | Some("missing") => crate::spec::PullPolicy::Missing,
+                Some("always") => crate::spec::PullPolicy::Always,
+                Some("never") => crate::spec::PullPolicy::Never,
+                Some(other) => match other
+                    .strip_prefix("every_")
+                    .map(crate::spec::duration::parse)
+                {
+                    Some(Ok(d)) => crate::spec::PullPolicy::Every(d),
+                    _ => {
+                        let at = raw.pull_policy.as_ref().expect("matched Some").span();
+                        self.err(src, at, format!("bad pull_policy {other:?}"));
+                        crate::spec::PullPolicy::Missing
+                    }
+                },
+            },
         })
     }
 
