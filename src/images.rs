@@ -138,11 +138,17 @@ async fn pull_with_progress<R: Runtime>(
     };
     rt.pull_image(reference, &on_progress).await?;
     let p = last.lock().unwrap_or_else(|e| e.into_inner()).1;
+    // No layer messages at all: the image was already here (up to date, or under
+    // another name).
+    let what = if p.layers == 0 {
+        "no layers to fetch".to_string()
+    } else {
+        progress_text(&p)
+    };
     report.service(
         service,
         &format!(
-            "pulled {reference} ({}) in {:.1} s",
-            progress_text(&p),
+            "pulled {reference} ({what}) in {:.1} s",
             started.elapsed().as_secs_f64()
         ),
     );
