@@ -238,6 +238,157 @@ pub async fn pinned_images<R: Runtime>(rt: &R, pins: &Pins) -> Result<Images, Ru
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::observe;
+    use crate::plan::plan;
+    use crate::runtime::fake::FakeRuntime;
+
+    /// One service `web` running `reg.example:5000/web:1`, with this pull policy.
+    fn desired(policy: PullPolicy) -> DesiredState {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("berth.toml");
+        std::fs::write(
+            &f,
+            "[project]\nname = \"p\"\n[services.web]\nimage = \"reg.example:5000/web:1\"\n",
+        )
+        .unwrap();
+        let mut d =
+            crate::spec::load_with_env(&f, &Default::default(), &Default::default()).unwrap();
+        d.services.get_mut("web").unwrap().pull_policy = policy;
+        d
+    }
+
+    const WEB: &str = "reg.example:5000/web:1";
+
+    #[tokio::test]
+    async fn always_pulls_before_observing_so_a_moved_tag_plans_a_recreate() {
+        let rt = FakeRuntime::new();
+        rt.add_image(WEB, "sha256:old");
+        rt.publish(WEB, "sha256:new");
+        let d = desired(PullPolicy::Always);
+        refresh(&rt, &d, &Reporter::quiet()).await.unwrap();
+        assert_eq!(rt.local_image(WEB).unwrap().id, "sha256:new");
+        let mut observed = observe(&rt, &d).await.unwrap();
+        observed.containers.push(crate::runtime::ContainerSummary {
+            id: "c1".into(),
+            name: d.services["web"].container_name.clone(),
+            service: Some("web".into()),
+            config_hash: Some(crate::hash::config_hash(&d.services["web"])),
+            generation: Some(1),
+            image_id: "sha256:old".into(),
+            state: "running".into(),
+            health: None,
+            published: vec![],
+        });
+        assert!(
+            plan(&d, &observed)
+                .to_string()
+                .contains("recreate  image reg.example:5000/web:1 now points to new"),
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_and_never_pull_nothing_before_observing() {
+        for policy in [PullPolicy::Missing, PullPolicy::Never] {
+            let rt = FakeRuntime::new();
+            rt.publish(WEB, "sha256:new");
+            refresh(&rt, &desired(policy), &Reporter::quiet())
+                .await
+                .unwrap();
+            assert_eq!(rt.calls().get("create_image"), None, "{policy:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn every_pulls_only_when_the_last_pull_is_older_than_the_period() {
+        let rt = FakeRuntime::new();
+        rt.publish(WEB, "sha256:new");
+        let hourly = desired(PullPolicy::Every(Duration::from_secs(3600)));
+        // Absent: no pull time at all, so it is pulled.
+        refresh(&rt, &hourly, &Reporter::quiet()).await.unwrap();
+        assert_eq!(rt.calls().get("create_image"), Some(&1));
+        // Just pulled: not again within the hour.
+        refresh(&rt, &hourly, &Reporter::quiet()).await.unwrap();
+        assert_eq!(rt.calls().get("create_image"), Some(&1));
+        // A zero period is always over.
+        let always = desired(PullPolicy::Every(Duration::ZERO));
+        refresh(&rt, &always, &Reporter::quiet()).await.unwrap();
+        assert_eq!(rt.calls().get("create_image"), Some(&2));
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_is_down_is_an_error_naming_the_image_and_registry() {
+        let rt = FakeRuntime::new();
+        rt.add_image(WEB, "sha256:old");
+        rt.set_registry_down(true);
+        let e = refresh(&rt, &desired(PullPolicy::Always), &Reporter::quiet())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(WEB) && e.contains("registry reg.example:5000"),
+            "{e}"
+        );
+        assert_eq!(rt.local_image(WEB).unwrap().id, "sha256:old");
+    }
+
+    #[tokio::test]
+    async fn never_with_the_image_absent_fails_before_anything_runs() {
+        let rt = FakeRuntime::new();
+        rt.publish(WEB, "sha256:new");
+        let d = desired(PullPolicy::Never);
+        let observed = observe(&rt, &d).await.unwrap();
+        let p = plan(&d, &observed);
+        assert!(p.to_string().contains("(absent, and pull_policy is never)"));
+        let e = ensure_images(&rt, &d, &p, &observed, &Reporter::quiet())
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pull_policy \"never\""), "{e}");
+        assert_eq!(rt.calls().get("create_image"), None);
+    }
+
+    #[tokio::test]
+    async fn a_stale_context_hash_rebuilds_and_the_new_image_has_the_new_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ctx")).unwrap();
+        std::fs::write(dir.path().join("ctx/Dockerfile"), "FROM scratch\n").unwrap();
+        let f = dir.path().join("berth.toml");
+        std::fs::write(
+            &f,
+            "[project]\nname = \"p\"\n[services.web]\nbuild = { context = \"ctx\" }\n",
+        )
+        .unwrap();
+        let mut d =
+            crate::spec::load_with_env(&f, &Default::default(), &Default::default()).unwrap();
+        crate::build_context::fill_context_hashes(&mut d).unwrap();
+        let rt = FakeRuntime::new();
+        // Built before, from another context (or before berth labelled its builds).
+        rt.add_image("p-web:latest", "sha256:unlabelled");
+        let observed = observe(&rt, &d).await.unwrap();
+        let p = plan(&d, &observed);
+        assert!(
+            p.to_string()
+                .contains("create    image p-web:latest (to be rebuilt: build context changed)"),
+            "{p}"
+        );
+        let images = ensure_images(&rt, &d, &p, &observed, &Reporter::quiet())
+            .await
+            .unwrap();
+        let want = d.services["web"]
+            .build
+            .as_ref()
+            .unwrap()
+            .context_hash
+            .clone();
+        assert_eq!(rt.local_image("p-web:latest").unwrap().context_hash, want);
+        assert_ne!(images["p-web:latest"].0, "sha256:unlabelled");
+        // Now current: no rebuild is planned.
+        let observed = observe(&rt, &d).await.unwrap();
+        assert!(!needs_build(
+            &d.services["web"],
+            observed.images["p-web:latest"].as_ref()
+        ));
+    }
 
     #[test]
     fn registry_of_reads_references_like_docker() {
