@@ -816,6 +816,12 @@ impl Resolver<'_> {
                 None | Some("missing") => crate::spec::PullPolicy::Missing,
                 Some("always") => crate::spec::PullPolicy::Always,
                 Some("never") => crate::spec::PullPolicy::Never,
+                Some("daily") => {
+                    crate::spec::PullPolicy::Every(std::time::Duration::from_secs(86_400))
+                }
+                Some("weekly") => {
+                    crate::spec::PullPolicy::Every(std::time::Duration::from_secs(7 * 86_400))
+                }
                 Some(other) => match other
                     .strip_prefix("every_")
                     .map(crate::spec::duration::parse)
