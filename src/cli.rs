@@ -189,13 +189,18 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 fn load(args: &FileArgs) -> Result<DesiredState, i32> {
-    let d = spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
+    let mut d = spec::load(&args.file, &args.selection()).map_err(|d: Diagnostics| {
         eprintln!("{d}");
         eprintln!("berth: invalid desired state; nothing was changed");
         EXIT_INVALID
     })?;
     // Registered first thing: from here on no log line can show one of its secrets.
     crate::redact::register(&d.redactor());
+    // Build contexts are part of the desired state: hash them once, here.
+    crate::build_context::fill_context_hashes(&mut d).map_err(|e| {
+        eprintln!("berth: error: {e}");
+        EXIT_RUNTIME
+    })?;
     Ok(d)
 }
 
@@ -469,13 +474,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             exclude,
         } => {
             let on_disk = match &file {
-                Some(f) => match spec::load(f, &spec::Selection { profiles, exclude }) {
-                    Ok(d) => Some(d),
-                    Err(diags) => {
-                        eprintln!("{diags}");
-                        return Ok(EXIT_INVALID);
+                Some(f) => {
+                    let args = FileArgs {
+                        file: f.clone(),
+                        profiles,
+                        exclude,
+                    };
+                    // The same load as apply's, so the hash includes the build contexts.
+                    match load(&args) {
+                        Ok(d) => Some(d),
+                        Err(code) => return Ok(code),
                     }
-                },
+                }
                 None => None,
             };
             let store = Store::open(&state_path).await?;

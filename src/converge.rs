@@ -177,10 +177,7 @@ pub async fn observed_with_pins<R: Runtime>(
     for (reference, id) in pins {
         observed.images.insert(
             reference.clone(),
-            Some(crate::runtime::ImageInfo {
-                id: id.clone(),
-                has_healthcheck: false,
-            }),
+            Some(crate::images::pinned_image_info(desired, reference, id)),
         );
     }
     Ok(observed)

@@ -25,13 +25,16 @@
 //! - [`preflight`]: the runbook's pre-flight host checks (engine, ports, data directories,
 //!   disk), run by `validate` and before every `apply`.
 //! - [`check`]: `berth check`, the runbook's health_check.sh.
-//! - [`images`]: pulls and builds what a converge needs first; resolves pins for reverts.
+//! - [`images`]: pulls (per `pull_policy`) and builds what a converge needs first;
+//!   resolves pins for reverts.
+//! - [`build_context`]: what a build sends, hashed: a changed context rebuilds.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
 //! - [`report`]: progress lines for `apply`.
 //! - [`cli`]: the command line contract and exit codes.
 
+pub mod build_context;
 pub mod check;
 pub mod cli;
 pub mod converge;

@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::hash::config_hash;
+use crate::images::needs_build;
 use crate::observe::Observed;
 use crate::runtime::ContainerSummary;
-use crate::spec::DesiredState;
+use crate::spec::{DesiredState, PullPolicy};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -90,16 +91,18 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 .get(name.as_str())
                 .and_then(|cs| cs.iter().find(|c| c.name == s.container_name));
             let want_hash = config_hash(s);
-            let want_image = observed
-                .images
-                .get(&s.image)
-                .and_then(|i| i.as_ref())
-                .map(|i| i.id.as_str());
+            let present = observed.images.get(&s.image).and_then(|i| i.as_ref());
+            let want_image = present.map(|i| i.id.as_str());
+            let rebuild = present.is_some() && needs_build(s, present);
             let (action, reason) = match current {
                 None => {
                     let how = match (want_image, &s.build) {
+                        (Some(_), Some(_)) if rebuild => " (to be rebuilt: build context changed)",
                         (Some(_), _) => "",
                         (None, Some(_)) => " (to be built)",
+                        (None, None) if s.pull_policy == PullPolicy::Never => {
+                            " (absent, and pull_policy is never)"
+                        }
                         (None, None) => " (to be pulled)",
                     };
                     (Action::Create, format!("image {}{how}", s.image))
@@ -107,6 +110,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 Some(c) if c.config_hash.as_deref() != Some(want_hash.as_str()) => {
                     (Action::Recreate, "configuration changed".into())
                 }
+                Some(_) if rebuild => (Action::Recreate, "build context changed (rebuild)".into()),
                 Some(c) if want_image.is_some_and(|id| id != c.image_id) => (
                     Action::Recreate,
                     format!(
@@ -234,7 +238,7 @@ environment = { API_KEY = "s3cret" }
                     s.image.clone(),
                     Some(ImageInfo {
                         id: id.into(),
-                        has_healthcheck: false,
+                        ..Default::default()
                     }),
                 )
             })

@@ -170,6 +170,9 @@ pub async fn reconcile<R: Runtime>(
         return Ok(poisoned_outcome(p));
     }
 
+    // Pulls that the images' pull_policy asks for (always, or a period) come first, so a
+    // moved tag shows in the plan.
+    crate::images::refresh(rt, desired, report).await?;
     let observed = observe(rt, desired).await?;
     let the_plan = plan(desired, &observed);
 

@@ -65,6 +65,14 @@ impl Reporter {
         }
     }
 
+    /// A passing state (pull progress): redrawn in the live block on a terminal, dropped
+    /// otherwise, where the events before and after it say enough.
+    pub fn progress(&self, service: &str, message: &str) {
+        if self.live.is_some() {
+            self.service(service, message);
+        }
+    }
+
     pub fn line(&self, text: &str) {
         if self.quiet {
             return;

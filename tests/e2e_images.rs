@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Project, docker};
+use common::{Project, docker, text};
 
 #[test]
 fn a_service_without_a_probe_is_gated_on_its_images_healthcheck() {
@@ -92,4 +92,98 @@ health = { probe = "http", port = 8080, path = "/env/GREETING" }
         run.stdout
     );
     assert!(env.contains("GREETING=built-here"), "{env}");
+}
+
+#[test]
+fn an_edited_build_context_rebuilds_and_recreates_and_ignored_files_change_nothing() {
+    let p = Project::new("rebuild");
+    let ctx = p.dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM berth-fixture:test\nENV GREETING=hello\nCOPY . /ctx/\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join(".dockerignore"), "notes\n*.log\n").unwrap();
+    std::fs::write(ctx.join("app.txt"), "version 1").unwrap();
+    std::fs::create_dir(ctx.join("notes")).unwrap();
+    std::fs::write(ctx.join("notes/todo.md"), "first").unwrap();
+    std::fs::write(ctx.join("build.log"), "first").unwrap();
+    p.write(
+        r#"
+[project]
+name = "{project}"
+[rollout]
+min_healthy_time = "0s"
+[services.web]
+build = { context = "ctx" }
+health = { probe = "http", port = 8080, path = "/env/GREETING" }
+"#,
+    );
+    let image = format!("{}-web:latest", p.name);
+    let mut images_made = Vec::new();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let run = p.berth(&["apply"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let (id1, img1) = (p.id("web").unwrap(), p.inspect("web", "{{.Image}}"));
+        images_made.push(img1.clone());
+        // Only what .dockerignore lets through was sent.
+        let cp = |path: &str| docker(&["cp", &format!("{}:{path}", p.container("web")), "-"]);
+        assert!(cp("/ctx/app.txt").status.success());
+        assert!(
+            !cp("/ctx/notes/todo.md").status.success(),
+            "notes/ is ignored"
+        );
+        assert!(!cp("/ctx/build.log").status.success(), "*.log is ignored");
+        let label = text(&docker(&[
+            "image",
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"berth.context-hash\"}}",
+            &image,
+        ]));
+        assert_eq!(label.trim().len(), 64, "the image carries its context hash");
+
+        // Editing ignored files is no change.
+        std::fs::write(ctx.join("notes/todo.md"), "second").unwrap();
+        std::fs::write(ctx.join("build.log"), "second").unwrap();
+        let plan = p.berth(&["plan"]);
+        assert_eq!(plan.stdout, "No changes.\n");
+
+        // Editing a file that is sent rebuilds, and the new image runs in a new container.
+        std::fs::write(ctx.join("app.txt"), "version 2").unwrap();
+        let plan = p.berth(&["plan"]);
+        assert!(
+            plan.stdout
+                .contains("web  recreate  build context changed (rebuild)"),
+            "{}",
+            plan.stdout
+        );
+        assert_eq!(p.id("web").unwrap(), id1, "plan changes nothing");
+        let run = p.berth(&["apply"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert!(
+            run.stdout
+                .contains(&format!("rebuilding (build context changed) {image}")),
+            "{}",
+            run.stdout
+        );
+        let (id2, img2) = (p.id("web").unwrap(), p.inspect("web", "{{.Image}}"));
+        images_made.push(img2.clone());
+        assert_ne!(id2, id1, "a new container");
+        assert_ne!(img2, img1, "from a new image");
+        assert!(text(&cp("/ctx/app.txt")).contains("version 2"));
+
+        let run = p.berth(&["apply"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        assert_eq!(run.stdout.trim_end(), "No changes.");
+    }));
+    docker(&["rm", "-f", &p.container("web")]);
+    docker(&["rmi", &image]);
+    for id in images_made {
+        docker(&["rmi", &id]);
+    }
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
 }

@@ -15,14 +15,16 @@ use bollard::models::{
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
     ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, RenameContainerOptionsBuilder,
-    StopContainerOptionsBuilder,
+    StopContainerOptionsBuilder, TagImageOptionsBuilder,
 };
 use futures::StreamExt;
 
 use super::{
     ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, Networks,
-    ProbeResult, Runtime, RuntimeError,
+    ProbeResult, PullProgress, Runtime, RuntimeError,
 };
+use crate::build_context::{LABEL_CONTEXT_HASH, context_entries};
+use crate::images::registry_of;
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
     Volume,
@@ -164,41 +166,82 @@ impl Runtime for DockerRuntime {
     async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
         call("inspect_image");
         match self.docker.inspect_image(reference).await {
-            Ok(i) => Ok(Some(ImageInfo {
-                id: i.id.unwrap_or_default(),
-                has_healthcheck: i
-                    .config
-                    .and_then(|c| c.healthcheck)
-                    .and_then(|h| h.test)
-                    .is_some_and(|t| !t.is_empty() && t[0] != "NONE"),
-            })),
+            Ok(i) => {
+                let config = i.config.unwrap_or_default();
+                Ok(Some(ImageInfo {
+                    id: i.id.unwrap_or_default(),
+                    has_healthcheck: config
+                        .healthcheck
+                        .and_then(|h| h.test)
+                        .is_some_and(|t| !t.is_empty() && t[0] != "NONE"),
+                    context_hash: config.labels.and_then(|mut l| l.remove(LABEL_CONTEXT_HASH)),
+                    // "0001-01-01T00:00:00Z" (never tagged here) fails to parse: None.
+                    tagged_at: i
+                        .metadata
+                        .and_then(|m| m.last_tag_time)
+                        .and_then(|t| humantime::parse_rfc3339(&t).ok()),
+                }))
+            }
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(api(format!("inspecting image {reference}"))(e)),
         }
     }
 
-    async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
+    async fn pull_image(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(PullProgress) + Sync),
+    ) -> Result<(), RuntimeError> {
+        let registry = registry_of(reference).to_string();
+        let unavailable = |message: String| RuntimeError::ImageUnavailable {
+            image: reference.to_string(),
+            message: format!("pulling from registry {registry} failed: {message}"),
+        };
+        let credentials = {
+            let registry = registry.clone();
+            tokio::task::spawn_blocking(move || credentials_for(&registry))
+                .await
+                .map_err(|e| unavailable(e.to_string()))?
+                .map_err(unavailable)?
+        };
         call("create_image");
         let (image, tag) = split_reference(reference);
         let opts = CreateImageOptionsBuilder::default()
             .from_image(image)
             .tag(tag)
             .build();
-        let mut stream = self.docker.create_image(Some(opts), None, None);
+        let mut stream = self.docker.create_image(Some(opts), None, credentials);
+        let mut layers = Layers::default();
         while let Some(item) = stream.next().await {
-            let item = item.map_err(|e| RuntimeError::ImageUnavailable {
-                image: reference.to_string(),
-                message: api("pull")(e)
-                    .to_string()
-                    .trim_start_matches("pull: ")
-                    .to_string(),
+            let item = item.map_err(|e| {
+                unavailable(
+                    api("pull")(e)
+                        .to_string()
+                        .trim_start_matches("pull: ")
+                        .to_string(),
+                )
             })?;
             if let Some(err) = item.error_detail.and_then(|d| d.message) {
-                return Err(RuntimeError::ImageUnavailable {
-                    image: reference.to_string(),
-                    message: err,
-                });
+                return Err(unavailable(err));
             }
+            if let (Some(id), Some(status)) = (item.id, item.status) {
+                let detail = item.progress_detail.unwrap_or_default();
+                layers.update(&id, &status, detail.current, detail.total);
+                progress(layers.progress());
+            }
+        }
+        // Tag it again under the same name: Docker's LastTagTime then says when it was last
+        // pulled, even when the pull found it up to date (which otherwise leaves it alone).
+        if !reference.contains('@') {
+            call("tag_image");
+            let opts = TagImageOptionsBuilder::default()
+                .repo(image)
+                .tag(tag)
+                .build();
+            self.docker
+                .tag_image(reference, Some(opts))
+                .await
+                .map_err(api(format!("tagging {reference} after its pull")))?;
         }
         Ok(())
     }
@@ -209,12 +252,18 @@ impl Runtime for DockerRuntime {
             image: reference.to_string(),
             message,
         };
-        let context = build.context.clone();
+        // Only what .dockerignore lets through, from the same list the context hash is
+        // made of.
+        let (context, dockerfile) = (build.context.clone(), build.dockerfile.clone());
         let tarball = tokio::task::spawn_blocking(move || {
+            let entries = context_entries(&context, &dockerfile).map_err(|e| e.to_string())?;
             let mut b = tar::Builder::new(Vec::new());
             b.follow_symlinks(false);
-            b.append_dir_all(".", &context)?;
-            b.into_inner()
+            for e in entries {
+                b.append_path_with_name(&e.path, &e.rel)
+                    .map_err(|err| format!("{}: {err}", e.path.display()))?;
+            }
+            b.into_inner().map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| fail(e.to_string()))?
@@ -224,11 +273,17 @@ impl Runtime for DockerRuntime {
                 build.context.display()
             ))
         })?;
+        let labels: HashMap<String, String> = build
+            .context_hash
+            .iter()
+            .map(|h| (LABEL_CONTEXT_HASH.to_string(), h.clone()))
+            .collect();
         let args: HashMap<String, String> = build.args.clone().into_iter().collect();
         let opts = BuildImageOptionsBuilder::default()
             .t(reference)
             .dockerfile(&build.dockerfile)
             .buildargs(&args)
+            .labels(&labels)
             .rm(true)
             .build();
         let mut stream =
@@ -653,6 +708,101 @@ impl DockerRuntime {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// The credentials the Docker config file has for `registry`, or None to pull anonymously.
+/// Never logged: only whether there were any.
+fn credentials_for(registry: &str) -> Result<Option<bollard::auth::DockerCredentials>, String> {
+    use docker_credential::{CredentialRetrievalError as E, DockerCredential};
+    // Docker Hub's credentials are filed under its v1 index address.
+    let server = if registry == "docker.io" {
+        "https://index.docker.io/v1/"
+    } else {
+        registry
+    };
+    let found = match docker_credential::get_credential(server) {
+        Ok(c) => c,
+        Err(E::NoCredentialConfigured | E::ConfigNotFound | E::ConfigReadError) => {
+            tracing::debug!(
+                registry,
+                "no credentials in the Docker config; pulling anonymously"
+            );
+            return Ok(None);
+        }
+        // A helper's output may hold secrets: name the helper, not what it said.
+        Err(E::HelperFailure { helper, .. }) => {
+            return Err(format!(
+                "the credential helper docker-credential-{helper} failed for {registry}"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "the Docker config's credentials for {registry}: {e}"
+            ));
+        }
+    };
+    tracing::debug!(registry, "using credentials from the Docker config");
+    Ok(Some(match found {
+        DockerCredential::UsernamePassword(username, password) => {
+            bollard::auth::DockerCredentials {
+                username: Some(username),
+                password: Some(password),
+                serveraddress: Some(server.to_string()),
+                ..Default::default()
+            }
+        }
+        DockerCredential::IdentityToken(token) => bollard::auth::DockerCredentials {
+            identitytoken: Some(token),
+            serveraddress: Some(server.to_string()),
+            ..Default::default()
+        },
+    }))
+}
+
+/// Per-layer state of one pull, from the engine's progress messages.
+#[derive(Default)]
+struct Layers {
+    /// Layer ID → (bytes downloaded, bytes total, complete).
+    layers: BTreeMap<String, (u64, u64, bool)>,
+}
+
+impl Layers {
+    fn update(&mut self, id: &str, status: &str, current: Option<i64>, total: Option<i64>) {
+        // Messages about the pull as a whole carry the tag as their ID; only these layer
+        // statuses make an entry.
+        const LAYER_STATUS: [&str; 8] = [
+            "Pulling fs layer",
+            "Waiting",
+            "Downloading",
+            "Verifying Checksum",
+            "Download complete",
+            "Extracting",
+            "Pull complete",
+            "Already exists",
+        ];
+        if !LAYER_STATUS.iter().any(|s| status.starts_with(s)) {
+            return;
+        }
+        let l = self.layers.entry(id.to_string()).or_default();
+        match status {
+            s if s.starts_with("Downloading") => {
+                l.0 = current.unwrap_or(0).max(0) as u64;
+                l.1 = total.unwrap_or(0).max(0) as u64;
+            }
+            "Download complete" => l.0 = l.1,
+            "Pull complete" | "Already exists" => l.2 = true,
+            _ => {}
+        }
+    }
+
+    fn progress(&self) -> PullProgress {
+        PullProgress {
+            layers: self.layers.len(),
+            layers_done: self.layers.values().filter(|l| l.2).count(),
+            bytes: self.layers.values().map(|l| l.0).sum(),
+            bytes_total: self.layers.values().map(|l| l.1).sum(),
+        }
+    }
 }
 
 /// `repo[:tag]` → (repo, tag), leaving registry ports (`host:5000/x`) alone.

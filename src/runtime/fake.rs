@@ -2,6 +2,10 @@
 //!
 //! Containers behave like the test fixture, read from their environment:
 //! `FIXTURE_READY_AFTER` (seconds until probes pass) and `FIXTURE_NEVER_HEALTHY`.
+//! Images live in a local store and in a fake registry ([`FakeRuntime::publish`]): a pull
+//! copies the registry's image over the local tag, stamped with the time, and fails
+//! naming the registry when the image is not there or the registry is "down". A build
+//! makes an image whose ID follows the context hash, labelled with it.
 //! It records every call, so tests can assert order and count. It never replaces the
 //! end-to-end suite against the real engine in `tests/`.
 
@@ -12,8 +16,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult, Runtime,
-    RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult,
+    PullProgress, Runtime, RuntimeError,
 };
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
@@ -35,6 +39,9 @@ struct FakeContainer {
 struct State {
     containers: Vec<FakeContainer>,
     images: BTreeMap<String, ImageInfo>,
+    /// What a pull would fetch: reference → image ID.
+    registry: BTreeMap<String, String>,
+    registry_down: bool,
     next_id: u64,
     /// (when, what) for every call that changes something, and first passing probes.
     events: Vec<(Instant, String)>,
@@ -56,10 +63,29 @@ impl FakeRuntime {
         let mut s = self.state.lock().unwrap();
         let info = ImageInfo {
             id: id.into(),
-            has_healthcheck: false,
+            ..Default::default()
         };
         s.images.insert(reference.into(), info.clone());
         s.images.insert(id.into(), info);
+    }
+
+    /// Put an image into the fake registry under `reference` (moving the tag there).
+    pub fn publish(&self, reference: &str, id: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .registry
+            .insert(reference.into(), id.into());
+    }
+
+    /// Make every pull fail as an unreachable registry does.
+    pub fn set_registry_down(&self, down: bool) {
+        self.state.lock().unwrap().registry_down = down;
+    }
+
+    /// What the local store has under `reference`.
+    pub fn local_image(&self, reference: &str) -> Option<ImageInfo> {
+        self.state.lock().unwrap().images.get(reference).cloned()
     }
 
     /// Delete an image (by reference or ID), as `docker rmi` would.
@@ -187,24 +213,58 @@ impl Runtime for FakeRuntime {
         Ok(self.call("inspect_image").images.get(reference).cloned())
     }
 
-    async fn pull_image(&self, reference: &str) -> Result<(), RuntimeError> {
-        drop(self.call("create_image"));
-        Err(RuntimeError::ImageUnavailable {
+    async fn pull_image(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(PullProgress) + Sync),
+    ) -> Result<(), RuntimeError> {
+        let mut s = self.call("create_image");
+        let registry = crate::images::registry_of(reference);
+        let unavailable = |why: &str| RuntimeError::ImageUnavailable {
             image: reference.into(),
-            message: "the fake has no registry".into(),
-        })
+            message: format!("pulling from registry {registry} failed: {why}"),
+        };
+        if s.registry_down {
+            return Err(unavailable("connection refused"));
+        }
+        let id = s
+            .registry
+            .get(reference)
+            .cloned()
+            .ok_or_else(|| unavailable("manifest unknown"))?;
+        progress(PullProgress {
+            layers: 1,
+            layers_done: 1,
+            bytes: 1000,
+            bytes_total: 1000,
+        });
+        let info = ImageInfo {
+            id: id.clone(),
+            tagged_at: Some(std::time::SystemTime::now()),
+            ..Default::default()
+        };
+        s.images.insert(reference.into(), info.clone());
+        s.images.insert(id, info);
+        s.events.push((Instant::now(), format!("pull {reference}")));
+        Ok(())
     }
 
-    async fn build_image(&self, reference: &str, _build: &Build) -> Result<(), RuntimeError> {
+    async fn build_image(&self, reference: &str, build: &Build) -> Result<(), RuntimeError> {
         let mut s = self.call("build_image");
-        let id = format!("sha256:built-{reference}");
-        s.images.insert(
-            reference.into(),
-            ImageInfo {
-                id,
-                has_healthcheck: false,
-            },
+        let hash = build.context_hash.clone();
+        let id = format!(
+            "sha256:built-{reference}-{}",
+            hash.as_deref().map_or("", |h| &h[..h.len().min(8)])
         );
+        let info = ImageInfo {
+            id: id.clone(),
+            context_hash: hash,
+            ..Default::default()
+        };
+        s.images.insert(reference.into(), info.clone());
+        s.images.insert(id, info);
+        s.events
+            .push((Instant::now(), format!("build {reference}")));
         Ok(())
     }
 

@@ -16,7 +16,9 @@ use crate::spec::{Build, Probe, Service};
 pub enum RuntimeError {
     #[error("{context}: {message}")]
     Api { context: String, message: String },
-    #[error("image {image} is not present locally and cannot be pulled: {message}")]
+    /// An image a converge needs cannot be had: absent and not pullable, a pull that
+    /// failed (registry down, unknown image, refused credentials), or a pin gone.
+    #[error("image {image} cannot be had: {message}")]
     ImageUnavailable { image: String, message: String },
     #[error("building image {image} failed: {message}")]
     Build { image: String, message: String },
@@ -61,10 +63,28 @@ pub struct ContainerDetails {
     pub started_at: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ImageInfo {
     pub id: String,
     pub has_healthcheck: bool,
+    /// The `berth.context-hash` label of an image berth built: which build context it
+    /// came from, so a changed context rebuilds.
+    pub context_hash: Option<String>,
+    /// When the image was last tagged here (Docker's `Metadata.LastTagTime`). berth
+    /// re-tags after every pull, so for a pulled image this is when it was last pulled:
+    /// `pull_policy = every` compares against it.
+    pub tagged_at: Option<std::time::SystemTime>,
+}
+
+/// How far one pull has got, for the live progress row.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PullProgress {
+    /// Layers seen so far, and how many of them are complete (downloaded or already here).
+    pub layers: usize,
+    pub layers_done: usize,
+    /// Bytes downloaded so far, of the total known so far.
+    pub bytes: u64,
+    pub bytes_total: u64,
 }
 
 /// The outcome of one probe: passed or not, with what was seen, for reasons and logs.
@@ -125,7 +145,13 @@ pub trait Runtime: Send + Sync {
         &self,
         reference: &str,
     ) -> impl Future<Output = Result<Option<ImageInfo>, RuntimeError>> + Send;
-    fn pull_image(&self, reference: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Pull `reference` from its registry (with the credentials the Docker config file
+    /// has for it), telling `progress` how far it got as it goes.
+    fn pull_image(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(PullProgress) + Sync),
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn build_image(
         &self,
         reference: &str,

@@ -191,3 +191,207 @@ pub fn text(o: &Output) -> String {
 pub fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// Debian's `docker-registry` (the CNCF distribution registry), started on 127.0.0.1 with
+/// a free port and temporary storage for one test, and killed when dropped. Docker allows
+/// plain-HTTP registries on 127.0.0.0/8, so the engine pushes and pulls without TLS.
+/// Dropping it also removes every image reference the test made through it.
+pub struct Registry {
+    pub port: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    /// Image references tagged, pushed or pulled through this registry, and image IDs
+    /// built for it: removed on drop.
+    made: std::cell::RefCell<Vec<String>>,
+    /// With auth: the Docker config directory the test logged in with.
+    pub docker_config: Option<PathBuf>,
+}
+
+pub const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
+
+impl Registry {
+    /// An open registry.
+    pub fn start() -> Registry {
+        Registry::start_with(None)
+    }
+
+    /// A registry that wants `user`/`password` (htpasswd, bcrypt). The test's own Docker
+    /// config (for `docker push`) is logged in; berth gets it only through
+    /// `DOCKER_CONFIG` when a test says so.
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_with(Some((user, password)))
+    }
+
+    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+        assert!(
+            Path::new(REGISTRY_BIN).exists(),
+            "{REGISTRY_BIN} is missing: apt-get install docker-registry apache2-utils (or run .ci/run)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut config = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = auth {
+            // bcrypt is the only hash the registry's htpasswd accepts.
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()
+                .expect("htpasswd runs (apt-get install apache2-utils)");
+            assert!(out.status.success(), "htpasswd failed");
+            std::fs::write(dir.path().join("htpasswd"), &out.stdout).unwrap();
+            config.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new(REGISTRY_BIN)
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry starts");
+        let mut r = Registry {
+            port,
+            child,
+            dir,
+            made: Default::default(),
+            docker_config: None,
+        };
+        r.wait_until_listening();
+        if let Some((user, password)) = auth {
+            let config = r.dir.path().join("docker-config");
+            std::fs::create_dir(&config).unwrap();
+            let mut login = Command::new("docker")
+                .arg("--config")
+                .arg(&config)
+                .args(["login", "-u", user, "--password-stdin", &r.host()])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            login
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(password.as_bytes())
+                .unwrap();
+            assert!(login.wait().unwrap().success(), "docker login failed");
+            r.docker_config = Some(config);
+        }
+        r
+    }
+
+    fn wait_until_listening(&self) {
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!(
+            "the registry did not listen on {}: {}",
+            self.port,
+            std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+        );
+    }
+
+    /// `127.0.0.1:PORT`
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `127.0.0.1:PORT/name`
+    pub fn reference(&self, name: &str) -> String {
+        format!("{}/{name}", self.host())
+    }
+
+    /// The docker CLI, with this registry's logged-in config when it has auth.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("docker");
+        if let Some(c) = &self.docker_config {
+            cmd.arg("--config").arg(c);
+        }
+        cmd.args(args).output().expect("docker CLI runs")
+    }
+
+    /// Tag a local image as `reference` and push it there (moving the tag in the
+    /// registry), then remove the local tag unless `keep_local`.
+    pub fn push(&self, local: &str, reference: &str, keep_local: bool) {
+        self.made.borrow_mut().push(reference.to_string());
+        assert!(docker(&["tag", local, reference]).status.success());
+        let out = self.docker(&["push", reference]);
+        assert!(
+            out.status.success(),
+            "docker push {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !keep_local {
+            docker(&["rmi", reference]);
+        }
+    }
+
+    /// Build a one-off image `FROM berth-fixture:test` with these Dockerfile lines; its ID.
+    pub fn build_variant(&self, lines: &str) -> String {
+        let mut child = Command::new("docker")
+            .args(["build", "-q", "-"])
+            .env("DOCKER_BUILDKIT", "0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("FROM {FIXTURE}\n{lines}\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "docker build of a fixture variant");
+        let id = text(&out).trim().to_string();
+        self.made.borrow_mut().push(id.clone());
+        id
+    }
+
+    /// Stop serving (the "registry down" case).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.kill();
+        // References first, with the `repo@digest` references a push or pull leaves,
+        // then the IDs of the variants built (untagged by then).
+        for r in self.made.borrow().iter().rev() {
+            docker(&["rmi", r]);
+            if let Some((repo, _tag)) = r.rsplit_once(':').filter(|(repo, _)| repo.contains('/')) {
+                let digests = text(&docker(&[
+                    "images",
+                    "--digests",
+                    "--format",
+                    "{{.Repository}}@{{.Digest}}",
+                    repo,
+                ]));
+                for d in digests.split_whitespace() {
+                    docker(&["rmi", d]);
+                }
+            }
+        }
+    }
+}
+
+/// The image ID a local reference points at, or None when it is absent.
+pub fn image_id(reference: &str) -> Option<String> {
+    let out = docker(&["image", "inspect", "-f", "{{.Id}}", reference]);
+    out.status.success().then(|| text(&out).trim().to_string())
+}
