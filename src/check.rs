@@ -10,7 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::gate::effective_probe;
-use crate::runtime::{ProbeResult, Runtime};
+use crate::runtime::{ProbeResult, Runtime, RuntimeError};
 use crate::spec::{DesiredState, Probe};
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,7 +37,7 @@ pub struct CheckReport {
 }
 
 /// Probe every service of `d` once.
-pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> anyhow::Result<CheckReport> {
+pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<CheckReport, RuntimeError> {
     let containers = rt.list_project(&d.project.name).await?;
     let mut services = Vec::new();
     for level in d.levels() {

@@ -554,23 +554,23 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<4} {:<14} {:<23} {:<12} REASON",
-                    "GEN", "PROJECT", "STARTED", "OUTCOME"
-                );
-                for (g, repairs) in &shown {
+                let rows = shown.iter().map(|(g, repairs)| {
                     let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
                     if *repairs > 0 {
                         reason = format!("{reason} [{repairs} drift repairs]");
                     }
-                    println!(
-                        "{:<4} {:<14} {:<23} {:<12} {reason}",
-                        g.id,
-                        g.project,
+                    vec![
+                        g.id.to_string(),
+                        g.project.clone(),
                         format_ms(g.started_ms),
-                        g.outcome.as_str(),
-                    );
-                }
+                        g.outcome.to_string(),
+                        reason,
+                    ]
+                });
+                print!(
+                    "{}",
+                    table(&["GEN", "PROJECT", "STARTED", "OUTCOME", "REASON"], rows)
+                );
             }
             Ok(EXIT_OK)
         }
@@ -687,17 +687,37 @@ fn status_text(r: &crate::status::Report) -> String {
             String::new()
         }
     );
-    for s in &r.services {
-        out += &format!(
-            "  {:<16} {:<10} {:<10} gen {}\n",
-            s.service,
-            s.state,
-            s.health.as_deref().unwrap_or("-"),
+    let rows = r.services.iter().map(|s| {
+        vec![
+            s.service.clone(),
+            s.state.clone(),
+            s.health.clone().unwrap_or_else(|| "-".into()),
             s.generation
-                .map(|g| g.to_string())
-                .unwrap_or_else(|| "-".into())
-        );
+                .map(|g| format!("gen {g}"))
+                .unwrap_or_else(|| "-".into()),
+        ]
+    });
+    for line in table(&[], rows).lines() {
+        out += &format!("  {line}\n");
     }
     out
 }
 
+
+/// Columns as wide as their widest cell, no borders, no wrapping; no header row when
+/// `header` is empty.
+fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    if !header.is_empty() {
+        t.set_header(header.to_vec());
+    }
+    for row in rows {
+        t.add_row(row);
+    }
+    // comfy-table pads every cell by one space on each side: keep the text flush left.
+    t.lines()
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect()
+}

@@ -228,8 +228,7 @@ pub fn create_missing(dirs: &[DataDir]) -> std::io::Result<Vec<String>> {
             .map_err(|e| with_path(e, &dir.path))?;
         let mut line = format!("created {} (mode {:o})", dir.path.display(), dir.mode);
         if let Some((uid, gid)) = dir.owner {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            if unsafe { libc::geteuid() } == 0 {
+            if rustix::process::geteuid().is_root() {
                 std::os::unix::fs::chown(&dir.path, Some(uid), Some(gid))
                     .map_err(|e| with_path(e, &dir.path))?;
                 line.push_str(&format!(", owner {uid}:{gid}"));
@@ -269,31 +268,13 @@ fn nearest_existing(p: &Path) -> PathBuf {
 
 /// Bytes available to an unprivileged user on the filesystem holding `p`.
 pub fn free_bytes(p: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(p.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid NUL-terminated path and `st` a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+    let st = rustix::fs::statvfs(p)?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
 /// 10737418240 -> "10.0 GiB".
 pub fn human(bytes: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < units.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 #[cfg(test)]

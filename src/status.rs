@@ -171,13 +171,7 @@ pub async fn project_status<R: Runtime>(
     let desired = desired_of(judged)?;
     let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
     let drift = plan(&desired, &observed);
-    let checks = check(rt, &desired).await.map_err(|e| match e.downcast() {
-        Ok(e) => ConvergeError::Runtime(e),
-        Err(e) => ConvergeError::Corrupt {
-            generation: judged.id,
-            message: e.to_string(),
-        },
-    })?;
+    let checks = check(rt, &desired).await?;
     report.services = desired
         .services
         .values()
