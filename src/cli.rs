@@ -206,7 +206,9 @@ fn load(args: &FileArgs) -> Result<DesiredState, i32> {
 
 /// Connect to the engine; unreachable is a runtime error (exit 1), never "invalid".
 async fn connect() -> anyhow::Result<DockerRuntime> {
-    Ok(DockerRuntime::connect().await?)
+    DockerRuntime::connect()
+        .await
+        .map_err(|e| anyhow::anyhow!("the Docker engine is not reachable: {e}"))
 }
 
 /// Take the project's lock for a converging command, saying who holds it while waiting.
@@ -400,38 +402,30 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     )
                 })?,
             };
+            if target.outcome != crate::store::Outcome::Healthy {
+                anyhow::bail!(
+                    "generation {} of project {project:?} is {}, not healthy: berth rollback only goes back to a generation whose every gate passed",
+                    target.id,
+                    target.outcome
+                );
+            }
             let redactor = crate::converge::desired_of(&target)?.redactor();
             let report = Reporter::new(redactor.clone());
             report.line(&format!(
                 "rolling project {project:?} back to generation {}",
                 target.id
             ));
-            let (generation, result) =
+            let outcome =
                 crate::reconcile::rollback(&rt, &store, &target, &mut held, &report, &shutdown)
                     .await?;
-            Ok(match result {
-                Ok(()) => {
-                    println!(
-                        "Rolled back: generation {generation} runs generation {}'s spec and is healthy.",
-                        target.id
-                    );
-                    EXIT_OK
-                }
-                Err(crate::converge::Failure::Interrupted(signal)) => {
-                    eprintln!(
-                        "berth: rollback generation {generation} was stopped by {}; the next converge finishes it",
-                        crate::shutdown::signal_name(signal)
-                    );
-                    128 + signal
-                }
-                Err(reason) => {
-                    eprintln!(
-                        "berth: rollback generation {generation} failed: {}",
-                        redactor.text(&reason.to_string())
-                    );
-                    EXIT_DEGRADED
-                }
-            })
+            match &outcome {
+                ApplyOutcome::Converged { generation, .. } => println!(
+                    "Rolled back: generation {generation} runs generation {}'s spec and is healthy.",
+                    target.id
+                ),
+                other => print_outcome(&project, other, &redactor),
+            }
+            Ok(outcome.exit_code())
         }
         Command::Down {
             project,
@@ -450,21 +444,10 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
             let report = Reporter::new(Redactor::default());
-            let (generation, result) =
+            let outcome =
                 crate::reconcile::down(&rt, &store, &latest, &mut held, &report, &shutdown).await?;
-            Ok(match result {
-                Ok(()) => {
-                    println!(
-                        "Down: project {project:?} has no containers and no network now (volumes and data are kept); recorded as generation {generation}."
-                    );
-                    EXIT_OK
-                }
-                Err(crate::converge::Failure::Interrupted(signal)) => 128 + signal,
-                Err(reason) => {
-                    eprintln!("berth: down (generation {generation}) failed: {reason}");
-                    EXIT_RUNTIME
-                }
-            })
+            print_outcome(&project, &outcome, &Redactor::default());
+            Ok(outcome.exit_code())
         }
         Command::Status {
             json: as_json,
@@ -661,6 +644,9 @@ fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
                 "berth: to take the project down on purpose run `berth down`, or pass --allow-empty"
             );
         }
+        ApplyOutcome::Down { generation } => println!(
+            "Down: project {project:?} has no containers and no network now (volumes and data are kept); recorded as generation {generation}."
+        ),
         ApplyOutcome::Interrupted { generation, signal } => {
             eprintln!(
                 "berth: stopped by {}{}; the next converge resumes it",
@@ -702,7 +688,6 @@ fn status_text(r: &crate::status::Report) -> String {
     }
     out
 }
-
 
 /// Columns as wide as their widest cell, no borders, no wrapping; no header row when
 /// `header` is empty.

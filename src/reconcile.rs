@@ -36,7 +36,7 @@ use crate::runtime::Runtime;
 use crate::shutdown::{Shutdown, signal_name};
 use crate::spec::DesiredState;
 use crate::status::exit;
-use crate::store::{Generation, NewGeneration, Outcome, Store};
+use crate::store::{Generation, Kind, NewGeneration, Outcome, Store};
 
 /// What a person asked of this reconcile beyond the desired state.
 #[derive(Debug, Clone, Copy, Default)]
@@ -74,6 +74,8 @@ pub enum ApplyOutcome {
     Poisoned { generation: i64, reason: String },
     /// The desired state would remove every running service; refused.
     WouldRemoveAll { services: Vec<String> },
+    /// `berth down` took the project down on purpose.
+    Down { generation: i64 },
     /// A stop was requested; the generation (if one had begun) is `interrupted` and the
     /// next converge resumes it.
     Interrupted {
@@ -87,7 +89,8 @@ impl ApplyOutcome {
         match self {
             ApplyOutcome::NoChanges
             | ApplyOutcome::Converged { .. }
-            | ApplyOutcome::Repaired { .. } => exit::OK,
+            | ApplyOutcome::Repaired { .. }
+            | ApplyOutcome::Down { .. } => exit::OK,
             ApplyOutcome::GateFailed { .. } => exit::RUNTIME,
             ApplyOutcome::RolledBack { .. } => exit::ROLLED_BACK,
             ApplyOutcome::Degraded { .. } => exit::DEGRADED,
@@ -111,17 +114,14 @@ pub async fn running_generation(
     })
 }
 
-/// Whether this resolved desired state is poisoned: the newest generation that resolved
-/// to it was rolled back. A manual rollback does not lift it; a later success does.
+/// Whether this resolved desired state is poisoned (see [`Store::poisoning`]): a manual
+/// rollback does not lift it; a later healthy apply of it (`--force`) does.
 pub async fn poisoned_by(
     store: &Store,
     project: &str,
     resolved_hash: &str,
 ) -> Result<Option<Generation>, ConvergeError> {
-    Ok(store
-        .newest_with_hash(project, resolved_hash)
-        .await?
-        .filter(|g| g.outcome == Outcome::RolledBack))
+    Ok(store.poisoning(project, resolved_hash).await?)
 }
 
 fn poisoned_outcome(g: Generation) -> ApplyOutcome {
@@ -129,6 +129,14 @@ fn poisoned_outcome(g: Generation) -> ApplyOutcome {
         generation: g.id,
         reason: g.reason.unwrap_or_default(),
     }
+}
+
+/// Whether the newest generation must be finished before anything else: its converge
+/// did not end, or it is an apply of this very desired state that failed without a
+/// revert (retrying it gates it again, rather than calling a failed stack "No changes.").
+fn needs_finishing(g: &Generation, hash: &str) -> bool {
+    g.outcome.unfinished()
+        || (g.outcome == Outcome::Failed && g.kind == Kind::Apply && g.resolved_hash == hash)
 }
 
 /// One reconcile of `desired`. The caller holds the project's lock.
@@ -143,33 +151,54 @@ pub async fn reconcile<R: Runtime>(
 ) -> Result<ApplyOutcome, ConvergeError> {
     let project = &desired.project.name;
     let hash = resolved_hash(desired);
-    let latest = store.latest(project).await?;
     let poisoned = match opts.force {
         true => None,
         false => poisoned_by(store, project, &hash).await?,
     };
 
-    // 1. A converge that did not end. Its desired state is resumed; a poisoned new one
-    //    cannot replace it, so it is resumed then too.
+    // 1. The newest generation did not end (or failed and is asked for again).
     let mut superseding = None;
-    if let Some(g) = latest.clone().filter(|g| g.outcome.unfinished()) {
-        if g.resolved_hash == hash || poisoned.is_some() {
+    if let Some(g) = store
+        .latest(project)
+        .await?
+        .filter(|g| needs_finishing(g, &hash))
+    {
+        let ours = g.kind == Kind::Apply && g.resolved_hash == hash;
+        if g.outcome == Outcome::Reverting {
+            // A gate already failed: only the revert is left to do, whatever is asked now.
+            let outcome = finish_revert(rt, store, &g, lock, report, shutdown).await?;
+            if ours || matches!(outcome, ApplyOutcome::Interrupted { .. }) {
+                return Ok(outcome);
+            }
+        } else if ours || poisoned.is_some() {
+            // A poisoned new desired state cannot replace it: it is finished as it is.
             let outcome = resume(rt, store, &g, lock, report, shutdown).await?;
             return Ok(match poisoned {
-                Some(p) if g.resolved_hash != hash && outcome.exit_code() == exit::OK => {
-                    poisoned_outcome(p)
-                }
+                Some(p) if !ours && outcome.exit_code() == exit::OK => poisoned_outcome(p),
                 _ => outcome,
             });
+        } else if g.outcome.unfinished() {
+            superseding = Some(g);
         }
-        superseding = Some(g);
     }
 
-    // 2. Poison.
+    // 2. Poison. Drift of what runs is still repaired: a bad push must not stop a dead
+    //    container of the last good generation from coming back.
     if let Some(p) = poisoned {
+        if let Some(repaired) = repair_running(rt, store, report, shutdown, project, None).await?
+            && repaired.exit_code() != exit::OK
+        {
+            return Ok(repaired);
+        }
         return Ok(poisoned_outcome(p));
     }
 
+    if let Some(signal) = shutdown.signal() {
+        return Ok(ApplyOutcome::Interrupted {
+            generation: None,
+            signal,
+        });
+    }
     // Pulls that the images' pull_policy asks for (always, or a period) come first, so a
     // moved tag shows in the plan.
     crate::images::refresh(rt, desired, report).await?;
@@ -197,22 +226,21 @@ pub async fn reconcile<R: Runtime>(
 
     // 4. Drift of the running generation: put it back, as that generation.
     if superseding.is_none()
-        && let Some(latest) = &latest
-        && let Some(running) = running_generation(store, latest).await?
-        && running.resolved_hash == hash
+        && let Some(repaired) =
+            repair_running(rt, store, report, shutdown, project, Some(&hash)).await?
     {
-        let pinned = plan(
-            desired,
-            &observed_with_pins(rt, desired, &pins_of(&running)).await?,
-        );
-        if !pinned.is_noop() {
-            return repair(rt, store, &running, &pinned, report, shutdown).await;
-        }
+        return Ok(repaired);
     }
 
     // 5. A new generation.
     check_names(rt, desired, &the_plan).await?;
     let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
+    if let Some(signal) = shutdown.signal() {
+        return Ok(ApplyOutcome::Interrupted {
+            generation: None,
+            signal,
+        });
+    }
     let spec_json = serde_json::to_string(desired).expect("desired state serializes");
     let images_json = json!(
         images
@@ -227,27 +255,20 @@ pub async fn reconcile<R: Runtime>(
         .collect::<Vec<_>>()
         .join(",");
     let generation = store
-        .begin(NewGeneration {
-            project,
-            source_hash: &desired.source_hash,
-            resolved_hash: &hash,
-            source: &source,
-            spec_json: &spec_json,
-            images: &images_json,
-        })
+        .begin(
+            NewGeneration {
+                project,
+                kind: Kind::Apply,
+                source_hash: &desired.source_hash,
+                resolved_hash: &hash,
+                source: &source,
+                spec_json: &spec_json,
+                images: &images_json,
+            },
+            superseding.as_ref().map(|g| g.id),
+        )
         .await?;
     lock.set_generation(generation)?;
-    if let Some(old) = &superseding {
-        store
-            .set_outcome(
-                old.id,
-                Outcome::Superseded,
-                Some(&format!(
-                    "interrupted before it ended; superseded by generation {generation}, which gated every service again"
-                )),
-            )
-            .await?;
-    }
     let executed = execute(
         rt,
         desired,
@@ -261,14 +282,12 @@ pub async fn reconcile<R: Runtime>(
         },
     )
     .await;
-    conclude(
-        rt, store, desired, generation, executed, false, report, shutdown,
-    )
-    .await
+    conclude(rt, store, desired, generation, executed, report, shutdown).await
 }
 
-/// Finish an interrupted generation: gate every one of its services again, from its own
-/// stored spec and pins, and end it healthy or reverted.
+/// Finish a generation whose converge did not end (or an apply that failed and is asked
+/// for again), as what it is: an apply is gated again from its own spec and pins and
+/// ends healthy or reverts; a rollback ends healthy or failed; a down is run again.
 async fn resume<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -279,39 +298,48 @@ async fn resume<R: Runtime>(
 ) -> Result<ApplyOutcome, ConvergeError> {
     lock.set_generation(g.id)?;
     let how = match g.outcome {
-        Outcome::Interrupted => "it was stopped",
-        _ => "its berth process died",
+        Outcome::Interrupted => "it was stopped before it ended",
+        Outcome::Failed => "it failed; asked for again",
+        _ => "its berth process died before it ended",
     };
     report.line(&format!(
-        "resuming generation {} ({how} before it ended): gating every service again",
+        "resuming generation {} ({how}): gating every service again",
         g.id
     ));
     store
-        .add_event(g.id, "resumed", None, &format!("resumed after {how}"))
+        .add_event(g.id, "resumed", None, &format!("resumed: {how}"))
         .await?;
-    let executed = converge_to_pinned(rt, g, g.id, true, report, shutdown).await?;
-    conclude(
-        rt,
-        store,
-        &desired_of(g)?,
-        g.id,
-        executed,
-        true,
-        report,
-        shutdown,
-    )
-    .await
+    match g.kind {
+        Kind::Apply => {
+            let executed = converge_to_pinned(rt, g, g.id, true, report, shutdown).await?;
+            let desired = desired_of(g)?;
+            let outcome = conclude(rt, store, &desired, g.id, executed, report, shutdown).await?;
+            Ok(match outcome {
+                ApplyOutcome::Converged { generation, .. } => ApplyOutcome::Converged {
+                    generation,
+                    resumed: true,
+                },
+                other => other,
+            })
+        }
+        Kind::Rollback => {
+            let executed = converge_to_pinned(rt, g, g.id, true, report, shutdown).await?;
+            finish_plain(store, g, executed, Outcome::Healthy).await
+        }
+        Kind::Down => {
+            let executed = take_down(rt, g, g.id, report, shutdown).await?;
+            finish_plain(store, g, executed, Outcome::Down).await
+        }
+    }
 }
 
 /// Record how a generation's converge ended, and revert the stack when a gate failed.
-#[allow(clippy::too_many_arguments)]
 async fn conclude<R: Runtime>(
     rt: &R,
     store: &Store,
     desired: &DesiredState,
     generation: i64,
     executed: Executed,
-    resumed: bool,
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
@@ -323,7 +351,7 @@ async fn conclude<R: Runtime>(
                 .await?;
             return Ok(ApplyOutcome::Converged {
                 generation,
-                resumed,
+                resumed: false,
             });
         }
         Err(Failure::Interrupted(signal)) => {
@@ -339,30 +367,82 @@ async fn conclude<R: Runtime>(
                 signal,
             });
         }
-        Err(Failure::Gate(reason)) => reason,
+        // Reasons are stored and shown: a probe's output may hold a secret.
+        Err(Failure::Gate(reason)) => desired.redactor().text(&reason),
     };
-    store
-        .finish(generation, Outcome::Failed, Some(&reason), &timings)
-        .await?;
     if !desired.rollout.auto_revert {
+        store
+            .finish(generation, Outcome::Failed, Some(&reason), &timings)
+            .await?;
         return Ok(ApplyOutcome::GateFailed { generation, reason });
     }
-    let project = &desired.project.name;
-    let Some(good) = store.last_good(project, generation).await? else {
+    let Some(good) = store.last_good(&desired.project.name, generation).await? else {
         let why = format!("{reason}; no last good generation to revert to");
         store
-            .set_outcome(generation, Outcome::Failed, Some(&why))
+            .finish(generation, Outcome::Failed, Some(&why), &timings)
             .await?;
         return Ok(ApplyOutcome::Degraded {
             generation,
             reason: why,
         });
     };
+    // Recorded before the revert touches anything: a converge that finds this generation
+    // (its process died) finishes the revert; it never gates the failed spec again.
+    store
+        .start_revert(generation, good.id, &reason, &timings)
+        .await?;
+    revert(rt, store, generation, &good, reason, report, shutdown).await
+}
+
+/// Finish the revert of a generation found `reverting` (its process died, or was stopped).
+async fn finish_revert<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    g: &Generation,
+    lock: &mut ProjectLock,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<ApplyOutcome, ConvergeError> {
+    lock.set_generation(g.id)?;
+    let reason = g.reason.clone().unwrap_or_default();
+    let good = match g.reverted_to {
+        Some(to) => store.get(&g.project, to).await?,
+        None => None,
+    };
+    let Some(good) = good else {
+        let why = format!("{reason}; its revert target is not in the state store");
+        store.set_outcome(g.id, Outcome::Failed, Some(&why)).await?;
+        return Ok(ApplyOutcome::Degraded {
+            generation: g.id,
+            reason: why,
+        });
+    };
+    store
+        .add_event(
+            g.id,
+            "resumed",
+            None,
+            "the revert did not end; finishing it",
+        )
+        .await?;
+    revert(rt, store, g.id, &good, reason, report, shutdown).await
+}
+
+/// Put the whole stack back on `good` after `generation` failed for `reason`.
+async fn revert<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    generation: i64,
+    good: &Generation,
+    reason: String,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<ApplyOutcome, ConvergeError> {
     report.line(&format!(
-        "reverting project {project:?} to generation {}: {reason}",
-        good.id
+        "reverting project {:?} to generation {}: {reason}",
+        good.project, good.id
     ));
-    let reverted = converge_to_pinned(rt, &good, good.id, false, report, shutdown).await?;
+    let reverted = converge_to_pinned(rt, good, good.id, false, report, shutdown).await?;
     match reverted.result {
         Ok(()) => {
             let why = format!("{reason}; reverted to generation {}", good.id);
@@ -373,26 +453,16 @@ async fn conclude<R: Runtime>(
                 reason,
             })
         }
-        Err(Failure::Interrupted(signal)) => {
-            // The failed generation is resumed next time: gated again, it fails again and
-            // the revert runs to its end.
-            let why = format!(
-                "{reason}; stopped by {} while reverting to generation {}; the next converge finishes it",
-                signal_name(signal),
-                good.id
-            );
-            store
-                .set_outcome(generation, Outcome::Interrupted, Some(&why))
-                .await?;
-            Ok(ApplyOutcome::Interrupted {
-                generation: Some(generation),
-                signal,
-            })
-        }
+        // Still `reverting`: the next converge finishes the revert.
+        Err(Failure::Interrupted(signal)) => Ok(ApplyOutcome::Interrupted {
+            generation: Some(generation),
+            signal,
+        }),
         Err(Failure::Gate(revert_reason)) => {
             let why = format!(
-                "{reason}; the revert to generation {} failed too: {revert_reason}",
-                good.id
+                "{reason}; the revert to generation {} failed too: {}",
+                good.id,
+                desired_of(good)?.redactor().text(&revert_reason)
             );
             store
                 .set_outcome(generation, Outcome::Failed, Some(&why))
@@ -403,6 +473,38 @@ async fn conclude<R: Runtime>(
             })
         }
     }
+}
+
+/// When `hash` is None or the running generation's: repair drift of the running
+/// generation, if there is any. None when there is nothing to repair.
+async fn repair_running<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    report: &Reporter,
+    shutdown: &Shutdown,
+    project: &str,
+    hash: Option<&str>,
+) -> Result<Option<ApplyOutcome>, ConvergeError> {
+    let Some(latest) = store.latest(project).await? else {
+        return Ok(None);
+    };
+    let Some(running) = running_generation(store, &latest).await? else {
+        return Ok(None);
+    };
+    if hash.is_some_and(|h| h != running.resolved_hash) {
+        return Ok(None);
+    }
+    let desired = desired_of(&running)?;
+    let drift = plan(
+        &desired,
+        &observed_with_pins(rt, &desired, &pins_of(&running)).await?,
+    );
+    if drift.is_noop() {
+        return Ok(None);
+    }
+    repair(rt, store, &running, &drift, report, shutdown)
+        .await
+        .map(Some)
 }
 
 /// Put drift of the running generation back, from its own spec and pins.
@@ -447,6 +549,7 @@ async fn repair<R: Runtime>(
             signal,
         }),
         Err(Failure::Gate(reason)) => {
+            let reason = desired_of(running)?.redactor().text(&reason);
             store
                 .add_event(running.id, "repair-failed", None, &reason)
                 .await?;
@@ -461,8 +564,56 @@ async fn repair<R: Runtime>(
     }
 }
 
-/// `berth rollback`: go back by hand to a stored generation, gated, recorded as a new
-/// generation. It does not lift poison: the desired state that failed stays refused.
+/// Record how a rollback or down ended; neither reverts (`ok` is what success is).
+async fn finish_plain(
+    store: &Store,
+    g: &Generation,
+    executed: Executed,
+    ok: Outcome,
+) -> Result<ApplyOutcome, ConvergeError> {
+    let (outcome, result) = match executed.result {
+        Ok(()) => (
+            ok,
+            match ok {
+                Outcome::Down => ApplyOutcome::Down { generation: g.id },
+                _ => ApplyOutcome::Converged {
+                    generation: g.id,
+                    resumed: false,
+                },
+            },
+        ),
+        Err(Failure::Interrupted(signal)) => (
+            Outcome::Interrupted,
+            ApplyOutcome::Interrupted {
+                generation: Some(g.id),
+                signal,
+            },
+        ),
+        Err(Failure::Gate(reason)) => (
+            Outcome::Failed,
+            ApplyOutcome::Degraded {
+                generation: g.id,
+                reason: desired_of(g)?.redactor().text(&reason),
+            },
+        ),
+    };
+    let reason = match &result {
+        ApplyOutcome::Degraded { reason, .. } => Some(reason.clone()),
+        ApplyOutcome::Interrupted { signal, .. } => Some(format!(
+            "stopped by {} before it ended; the next converge resumes it",
+            signal_name(*signal)
+        )),
+        _ => None,
+    };
+    store
+        .finish(g.id, outcome, reason.as_deref(), &executed.timings)
+        .await?;
+    Ok(result)
+}
+
+/// `berth rollback`: go back by hand to a stored healthy generation, gated, recorded as a
+/// new generation of kind rollback. It does not lift poison, and a failure is not
+/// reverted: the project is then degraded.
 pub async fn rollback<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -470,64 +621,55 @@ pub async fn rollback<R: Runtime>(
     lock: &mut ProjectLock,
     report: &Reporter,
     shutdown: &Shutdown,
-) -> Result<(i64, Result<(), Failure>), ConvergeError> {
-    let generation = begin_like(
+) -> Result<ApplyOutcome, ConvergeError> {
+    let g = begin_like(
         store,
         target,
+        Kind::Rollback,
         &format!("rollback to generation {}", target.id),
         lock,
     )
     .await?;
-    let executed = converge_to_pinned(rt, target, generation, false, report, shutdown).await?;
-    let outcome = match &executed.result {
-        Ok(()) => Outcome::Healthy,
-        Err(Failure::Interrupted(_)) => Outcome::Interrupted,
-        Err(Failure::Gate(_)) => Outcome::Failed,
-    };
-    let reason = executed.result.as_ref().err().map(|f| f.to_string());
-    store
-        .finish(generation, outcome, reason.as_deref(), &executed.timings)
-        .await?;
-    Ok((generation, executed.result))
+    let executed = converge_to_pinned(rt, &g, g.id, false, report, shutdown).await?;
+    finish_plain(store, &g, executed, Outcome::Healthy).await
 }
 
 /// Begin a generation that runs a stored generation's spec and pins, superseding an
-/// unfinished newest generation.
+/// unfinished newest generation; returns it as stored.
 async fn begin_like(
     store: &Store,
     target: &Generation,
+    kind: Kind,
     source: &str,
     lock: &mut ProjectLock,
-) -> Result<i64, ConvergeError> {
-    let latest = store.latest(&target.project).await?;
-    let generation = store
-        .begin(NewGeneration {
-            project: &target.project,
-            source_hash: &target.source_hash,
-            resolved_hash: &target.resolved_hash,
-            source,
-            spec_json: &target.spec_json,
-            images: &target.images,
-        })
+) -> Result<Generation, ConvergeError> {
+    let unfinished = store
+        .latest(&target.project)
+        .await?
+        .filter(|g| g.outcome.unfinished());
+    let id = store
+        .begin(
+            NewGeneration {
+                project: &target.project,
+                kind,
+                source_hash: &target.source_hash,
+                resolved_hash: &target.resolved_hash,
+                source,
+                spec_json: &target.spec_json,
+                images: &target.images,
+            },
+            unfinished.map(|g| g.id),
+        )
         .await?;
-    lock.set_generation(generation)?;
-    if let Some(old) = latest.filter(|g| g.outcome.unfinished()) {
-        store
-            .set_outcome(
-                old.id,
-                Outcome::Superseded,
-                Some(&format!(
-                    "interrupted before it ended; superseded by generation {generation} ({source})"
-                )),
-            )
-            .await?;
-    }
-    Ok(generation)
+    lock.set_generation(id)?;
+    Ok(store
+        .get(&target.project, id)
+        .await?
+        .expect("the generation just begun is stored"))
 }
 
 /// `berth down`: remove the project's containers and networks on purpose (volumes and
-/// data stay), recorded as a generation with outcome `down`. Returns it and what was
-/// removed.
+/// data stay), recorded as a generation of kind and outcome `down`.
 pub async fn down<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -535,17 +677,30 @@ pub async fn down<R: Runtime>(
     lock: &mut ProjectLock,
     report: &Reporter,
     shutdown: &Shutdown,
-) -> Result<(i64, Result<(), Failure>), ConvergeError> {
+) -> Result<ApplyOutcome, ConvergeError> {
     let mut desired = desired_of(latest)?;
     desired.services.clear();
     let mut empty = latest.clone();
     empty.spec_json = serde_json::to_string(&desired).expect("desired state serializes");
     empty.resolved_hash = resolved_hash(&desired);
     empty.images = json!({});
-    let generation = begin_like(store, &empty, "berth down", lock).await?;
+    let g = begin_like(store, &empty, Kind::Down, "berth down", lock).await?;
+    let executed = take_down(rt, &g, g.id, report, shutdown).await?;
+    finish_plain(store, &g, executed, Outcome::Down).await
+}
+
+/// Remove every container of a down generation's project, and its networks.
+async fn take_down<R: Runtime>(
+    rt: &R,
+    g: &Generation,
+    generation: i64,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<Executed, ConvergeError> {
+    let desired = desired_of(g)?;
     let observed = observe(rt, &desired).await?;
     let the_plan = plan(&desired, &observed);
-    let executed = execute(
+    Ok(execute(
         rt,
         &desired,
         &the_plan,
@@ -557,15 +712,5 @@ pub async fn down<R: Runtime>(
             shutdown,
         },
     )
-    .await;
-    let (outcome, reason) = match &executed.result {
-        Ok(()) => (Outcome::Down, None),
-        Err(Failure::Interrupted(_)) => (Outcome::Interrupted, executed.result.as_ref().err()),
-        Err(Failure::Gate(_)) => (Outcome::Failed, executed.result.as_ref().err()),
-    };
-    let reason = reason.map(|f| f.to_string());
-    store
-        .finish(generation, outcome, reason.as_deref(), &executed.timings)
-        .await?;
-    Ok((generation, executed.result))
+    .await)
 }

@@ -134,7 +134,7 @@ pub struct Report {
 /// running (nobody holds the lock, or it is not the newest) is `interrupted`.
 pub fn shown_outcome(g: &Generation, newest: bool, held: bool) -> Outcome {
     match g.outcome {
-        Outcome::Progressing if !(newest && held) => Outcome::Interrupted,
+        Outcome::Progressing | Outcome::Reverting if !(newest && held) => Outcome::Interrupted,
         o => o,
     }
 }
@@ -165,6 +165,8 @@ pub async fn project_status<R: Runtime>(
     report.generation = Some(latest.id);
     report.outcome = Some(shown.to_string());
 
+    // Its reason is shown below: its secrets are hidden from every line printed.
+    desired_of(&latest)?;
     // What runs: the services and probes are judged against the running generation.
     let running = running_generation(store, &latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);
@@ -221,7 +223,7 @@ pub async fn project_status<R: Runtime>(
         .collect();
     let reason = |why: &Option<String>| why.clone().unwrap_or_default();
     report.status = match shown {
-        Outcome::Progressing => ProjectStatus::Progressing(match &holder {
+        Outcome::Progressing | Outcome::Reverting => ProjectStatus::Progressing(match &holder {
             Some(h) => format!("generation {} by {h}", latest.id),
             None => format!("generation {}", latest.id),
         }),

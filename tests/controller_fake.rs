@@ -52,6 +52,24 @@ async fn apply_with(
     .await
 }
 
+/// `berth rollback` to `target`, under the project's lock.
+async fn rollback(t: &T, target: &berth::store::Generation) -> ApplyOutcome {
+    let never = Shutdown::never();
+    let mut lock = berth::lock::acquire(&t.state, "fake", "rollback", false, &never, |_| {})
+        .await
+        .unwrap();
+    berth::reconcile::rollback(
+        &t.rt,
+        &t.store,
+        target,
+        &mut lock,
+        &Reporter::quiet(),
+        &never,
+    )
+    .await
+    .unwrap()
+}
+
 /// A test's world: a temp dir, the in-memory engine, the store at `<dir>/state.db`.
 struct T {
     dir: tempfile::TempDir,
@@ -341,30 +359,16 @@ async fn poison_follows_what_the_desired_state_resolves_to_not_its_bytes() {
         apply(&t, &commented, false).await.unwrap(),
         ApplyOutcome::Poisoned { generation: 2, .. }
     ));
-    // A manual rollback does not lift it either.
-    let good = t.store.get("fake", 1).await.unwrap().unwrap();
-    let mut lock = berth::lock::acquire(
-        &t.state,
-        "fake",
-        "rollback",
-        false,
-        &Shutdown::never(),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let (_, r) = berth::reconcile::rollback(
-        &t.rt,
-        &t.store,
-        &good,
-        &mut lock,
-        &Reporter::quiet(),
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap();
-    r.unwrap();
-    drop(lock);
+    // A manual rollback does not lift it either: not to the last good generation, and
+    // not even to the poisoned generation itself (the CLI refuses that; the store's
+    // rule holds regardless).
+    for target in [1, 2] {
+        let target = t.store.get("fake", target).await.unwrap().unwrap();
+        rollback(&t, &target).await;
+    }
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
     assert!(matches!(
         apply(&t, &bad, false).await.unwrap(),
         ApplyOutcome::Poisoned { .. }
@@ -443,4 +447,154 @@ async fn a_desired_state_that_removes_every_running_service_is_refused_unless_al
         "{out:?}"
     );
     assert_eq!(t.rt.container_names(), ["fake-web"]);
+}
+
+#[tokio::test]
+async fn a_revert_that_was_stopped_is_finished_by_the_next_converge_never_regated() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let bad = desired(
+        t.dir.path(),
+        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
+    );
+    // app's gate fails after 2 s; the revert then recreates app from generation 1 and
+    // gates it (ready at once, stable 200 ms): stop inside that.
+    let (trigger, shutdown) = Shutdown::new();
+    let stop = async {
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let g = t.store.get("fake", 2).await.unwrap();
+            if g.is_some_and(|g| g.outcome == Outcome::Reverting) {
+                break;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        trigger.fire(15);
+    };
+    let (out, ()) = tokio::join!(apply_with(&t, &bad, Options::default(), &shutdown), stop);
+    assert!(matches!(
+        out.unwrap(),
+        ApplyOutcome::Interrupted {
+            generation: Some(2),
+            ..
+        }
+    ),);
+    let g2 = t.store.get("fake", 2).await.unwrap().unwrap();
+    assert_eq!((g2.outcome, g2.reverted_to), (Outcome::Reverting, Some(1)));
+
+    // Any desired state now: the revert is finished first, and the failed spec is not
+    // gated again (that would take its whole healthy_deadline and could pass by luck).
+    let calls_before = t.rt.calls().get("create_container").copied().unwrap_or(0);
+    match apply(&t, &bad, false).await.unwrap() {
+        ApplyOutcome::RolledBack {
+            generation: 2,
+            to: 1,
+            ..
+        } => {}
+        other => panic!("expected the revert to be finished, got {other:?}"),
+    }
+    let created = t.rt.calls().get("create_container").copied().unwrap_or(0) - calls_before;
+    assert!(
+        created <= 1,
+        "only app's good container may be made again, not the bad one"
+    );
+    assert_eq!(t.rt.image_of("fake-app").as_deref(), Some("sha256:one"));
+    let events = t.store.events(2).await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.message.contains("revert did not end")),
+        "{events:?}"
+    );
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::Poisoned { .. }
+    ));
+}
+
+#[tokio::test]
+async fn drift_of_the_last_good_generation_is_repaired_even_while_the_file_is_poisoned() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let bad = desired(
+        t.dir.path(),
+        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
+    );
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::RolledBack { .. }
+    ));
+    t.rt.remove_by_hand("fake-db");
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::Poisoned { .. }
+    ));
+    assert!(
+        t.rt.container_names().contains(&"fake-db".to_string()),
+        "db came back"
+    );
+    let events = t.store.events(1).await.unwrap();
+    assert_eq!(events.iter().filter(|e| e.kind == "repair").count(), 1);
+}
+
+#[tokio::test]
+async fn a_failed_apply_asked_for_again_is_gated_again_not_called_no_changes() {
+    let t = setup().await;
+    let off = STACK.replace("[rollout]", "[rollout]\nauto_revert = false");
+    apply(&t, &desired(t.dir.path(), &off), false)
+        .await
+        .unwrap();
+    let bad = desired(
+        t.dir.path(),
+        &off.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
+    );
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::GateFailed { generation: 2, .. }
+    ));
+    // The failed containers are left as they are, and they look converged to a plan.
+    match apply(&t, &bad, false).await.unwrap() {
+        ApplyOutcome::GateFailed { generation: 2, .. } => {}
+        other => panic!("expected generation 2 gated again and failing again, got {other:?}"),
+    }
+    assert_eq!(t.store.history(Some("fake")).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_forced_apply_that_fails_without_a_revert_does_not_lift_poison() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let bad_text = STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER);
+    let bad = desired(t.dir.path(), &bad_text);
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::RolledBack { .. }
+    ));
+    // Forced and interrupted before it ended, then superseded by another desired state.
+    let (trigger, shutdown) = Shutdown::new();
+    let stop = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        trigger.fire(2);
+    };
+    let forced = Options {
+        force: true,
+        allow_empty: false,
+    };
+    let (out, ()) = tokio::join!(apply_with(&t, &bad, forced, &shutdown), stop);
+    assert!(matches!(out.unwrap(), ApplyOutcome::Interrupted { .. }));
+    let other = desired(t.dir.path(), &STACK.replace("\"0.2\"", "\"0.1\""));
+    assert!(matches!(
+        apply(&t, &other, false).await.unwrap(),
+        ApplyOutcome::Converged { .. }
+    ));
+    assert!(matches!(
+        apply(&t, &bad, false).await.unwrap(),
+        ApplyOutcome::Poisoned { .. }
+    ));
 }

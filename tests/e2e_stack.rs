@@ -454,7 +454,7 @@ fn each_preflight_check_failing_gives_its_own_message() {
     });
     preflight_fails(&s, "is older than docker_min_version 99.0");
 
-    // No Docker Engine at all.
+    // No Docker Engine at all: a runtime error (exit 1), not an invalid desired state.
     let s = Stack::new("pf-docker-gone");
     let r = s.p.berth_env(
         &[
@@ -466,7 +466,7 @@ fn each_preflight_check_failing_gives_its_own_message() {
         ],
         &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
     );
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stderr.contains("the Docker engine is not reachable"),
         "{}",

@@ -41,6 +41,9 @@ pub enum Outcome {
     RolledBack,
     /// Stopped by a signal before it ended; the next converge resumes it.
     Interrupted,
+    /// A gate failed and the stack is being put back on `reverted_to`; a converge that
+    /// finds it (its process died) finishes the revert, never gates the failed spec again.
+    Reverting,
     /// Interrupted, then replaced by a newer desired state before it was resumed.
     Superseded,
     /// `berth down`: the project's containers and network were removed on purpose.
@@ -55,6 +58,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::RolledBack => "rolled-back",
             Outcome::Interrupted => "interrupted",
+            Outcome::Reverting => "reverting",
             Outcome::Superseded => "superseded",
             Outcome::Down => "down",
         }
@@ -67,6 +71,7 @@ impl Outcome {
             Outcome::Failed,
             Outcome::RolledBack,
             Outcome::Interrupted,
+            Outcome::Reverting,
             Outcome::Superseded,
             Outcome::Down,
         ]
@@ -76,7 +81,10 @@ impl Outcome {
 
     /// A converge of this generation did not end: its process died or was stopped.
     pub fn unfinished(self) -> bool {
-        matches!(self, Outcome::Progressing | Outcome::Interrupted)
+        matches!(
+            self,
+            Outcome::Progressing | Outcome::Interrupted | Outcome::Reverting
+        )
     }
 }
 
@@ -86,11 +94,34 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// What made a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// An apply of a desired state (by hand, or the daemon). Only these decide poison.
+    Apply,
+    /// `berth rollback`: a stored generation's spec and pins, run again by hand.
+    Rollback,
+    /// `berth down`: every container and the network removed on purpose.
+    Down,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Apply => "apply",
+            Kind::Rollback => "rollback",
+            Kind::Down => "down",
+        }
+    }
+}
+
 /// One generation as stored.
 #[derive(Debug, Clone, Serialize)]
 pub struct Generation {
     pub id: i64,
     pub project: String,
+    pub kind: Kind,
     pub started_ms: i64,
     pub finished_ms: Option<i64>,
     /// SHA-256 of the desired-state files read (where it came from).
@@ -111,6 +142,7 @@ pub struct Generation {
 /// What a new generation records when it begins.
 pub struct NewGeneration<'a> {
     pub project: &'a str,
+    pub kind: Kind,
     pub source_hash: &'a str,
     pub resolved_hash: &'a str,
     pub source: &'a str,
@@ -160,15 +192,24 @@ impl Store {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
-        let file = std::fs::OpenOptions::new()
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .mode(0o600)
             .open(path)
             .map_err(io)?;
         // Two berth processes may open a new store at once: the schema migrations run
-        // under an exclusive flock on the file (SQLite's own locks are fcntl locks, which
-        // flock does not touch), so the second waits and then finds them applied.
+        // under an exclusive flock, so the second waits and then finds them applied. The
+        // flock is on a file of its own: closing any descriptor of the database file would
+        // drop this process's SQLite (fcntl) locks on it.
+        let mut migrate_lock = path.as_os_str().to_owned();
+        migrate_lock.push(".migrate-lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&migrate_lock)
+            .map_err(io)?;
         let file = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
             .await
             .expect("lock task runs")
@@ -193,22 +234,62 @@ impl Store {
         Ok(Store { pool })
     }
 
-    /// Record a generation as `progressing` and return its number.
-    pub async fn begin(&self, g: NewGeneration<'_>) -> Result<i64, StoreError> {
+    /// Record a generation as `progressing` and return its number. An unfinished
+    /// generation it replaces is marked `superseded` in the same transaction, so a kill
+    /// between the two can never leave that one unfinished for good.
+    pub async fn begin(
+        &self,
+        g: NewGeneration<'_>,
+        supersedes: Option<i64>,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO generations (project, started_ms, source_hash, resolved_hash, source, spec_json, images_json, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, 'progressing') RETURNING id",
+            "INSERT INTO generations (project, kind, started_ms, source_hash, resolved_hash, source, spec_json, images_json, outcome)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'progressing') RETURNING id",
         )
         .bind(g.project)
+        .bind(g.kind.as_str())
         .bind(now_ms())
         .bind(g.source_hash)
         .bind(g.resolved_hash)
         .bind(g.source)
         .bind(g.spec_json)
         .bind(g.images.to_string())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
-        Ok(row.get(0))
+        let id: i64 = row.get(0);
+        if let Some(old) = supersedes {
+            sqlx::query("UPDATE generations SET finished_ms = ?, outcome = 'superseded', reason = ? WHERE id = ?")
+                .bind(now_ms())
+                .bind(format!(
+                    "did not end; superseded by generation {id} ({}), which gated every service again",
+                    g.source
+                ))
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// A gate of generation `id` failed: record that the stack is being put back on `to`
+    /// before the revert touches anything.
+    pub async fn start_revert(
+        &self,
+        id: i64,
+        to: i64,
+        reason: &str,
+        timings: &serde_json::Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET outcome = 'reverting', reverted_to = ?, reason = ?, timings_json = ? WHERE id = ?")
+            .bind(to)
+            .bind(reason)
+            .bind(timings.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn finish(
@@ -289,21 +370,26 @@ impl Store {
         .await
     }
 
-    /// The newest generation that resolved to `resolved_hash`: when it was rolled back,
-    /// that desired state is poisoned.
-    pub async fn newest_with_hash(
+    /// The generation that poisons `resolved_hash`, if any: the newest *apply* of it that
+    /// ended either healthy or rolled back, when that was rolled back. Rollbacks, downs,
+    /// and applies that were interrupted, superseded or failed without a revert (a
+    /// `--force` that went wrong) neither poison nor lift poison.
+    pub async fn poisoning(
         &self,
         project: &str,
         resolved_hash: &str,
     ) -> Result<Option<Generation>, StoreError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{SELECT} WHERE project = ?1 AND resolved_hash = ?2 ORDER BY id DESC LIMIT 1"
+            "{SELECT} WHERE project = ?1 AND resolved_hash = ?2 AND kind = 'apply'
+               AND outcome IN ('healthy', 'rolled-back') ORDER BY id DESC LIMIT 1"
         )))
         .bind(project)
         .bind(resolved_hash)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(row_to_generation))
+        Ok(row
+            .map(row_to_generation)
+            .filter(|g| g.outcome == Outcome::RolledBack))
     }
 
     async fn one(
@@ -380,7 +466,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -400,6 +486,11 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
         timings: serde_json::from_str(r.get::<&str, _>(10)).unwrap_or_default(),
         reverted_to: r.get(11),
         resolved_hash: r.get(12),
+        kind: match r.get::<&str, _>(13) {
+            "rollback" => Kind::Rollback,
+            "down" => Kind::Down,
+            _ => Kind::Apply,
+        },
     }
 }
 
@@ -428,14 +519,15 @@ mod tests {
         let store = Store::open(&path).await.unwrap();
         let new = |h| NewGeneration {
             project: "p",
+            kind: Kind::Apply,
             source_hash: h,
             resolved_hash: h,
             source: "f",
             spec_json: "{}",
             images: &serde_json::Value::Null,
         };
-        let a = store.begin(new("h1")).await.unwrap();
-        let b = store.begin(new("h2")).await.unwrap();
+        let a = store.begin(new("h1"), None).await.unwrap();
+        let b = store.begin(new("h2"), Some(a)).await.unwrap();
         assert_eq!(b, a + 1);
         store
             .finish(b, Outcome::Failed, Some("why"), &serde_json::json!({}))
@@ -446,6 +538,8 @@ mod tests {
             (latest.id, latest.outcome, latest.reason.as_deref()),
             (b, Outcome::Failed, Some("why"))
         );
+        let first = store.get("p", a).await.unwrap().unwrap();
+        assert_eq!(first.outcome, Outcome::Superseded);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,

@@ -17,3 +17,8 @@ CREATE TABLE events (
     message     TEXT    NOT NULL
 );
 CREATE INDEX events_generation ON events (generation, id);
+
+-- What made a generation: an apply of a desired state, a manual rollback, or `down`.
+-- Only applies decide poison; a rollback or down is resumed as what it is.
+ALTER TABLE generations ADD COLUMN kind TEXT NOT NULL DEFAULT 'apply';
+UPDATE generations SET kind = 'rollback' WHERE source LIKE 'rollback to generation %';
