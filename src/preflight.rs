@@ -227,12 +227,12 @@ pub fn create_missing(dirs: &[DataDir]) -> std::io::Result<Vec<String>> {
         std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
             .map_err(|e| with_path(e, &dir.path))?;
         let mut line = format!("created {} (mode {:o})", dir.path.display(), dir.mode);
-        if let Some((uid, gid)) = dir.owner {
-            if rustix::process::geteuid().is_root() {
-                std::os::unix::fs::chown(&dir.path, Some(uid), Some(gid))
-                    .map_err(|e| with_path(e, &dir.path))?;
-                line.push_str(&format!(", owner {uid}:{gid}"));
-            }
+        if let Some((uid, gid)) = dir.owner
+            && rustix::process::geteuid().is_root()
+        {
+            std::os::unix::fs::chown(&dir.path, Some(uid), Some(gid))
+                .map_err(|e| with_path(e, &dir.path))?;
+            line.push_str(&format!(", owner {uid}:{gid}"));
         }
         lines.push(line);
     }
