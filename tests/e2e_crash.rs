@@ -129,12 +129,20 @@ fn assert_converged_on(p: &Project, version: &str) {
     let h = history(p);
     let newest = h.last().unwrap();
     assert_eq!(newest["outcome"], "healthy", "{h:#?}");
-    for g in &h {
+    assert_no_unfinished(&h);
+    // Gated: the converge that ended it gated every service (a resumed one too, even a
+    // service whose container already looked converged).
+    for s in SERVICES {
         assert!(
-            g["outcome"] != "progressing" && g["outcome"] != "interrupted",
-            "a generation was left unfinished: {h:#?}"
+            newest["timings"][s]["gate_s"].is_number(),
+            "{s} was not gated by generation {}: {}",
+            newest["id"],
+            newest["timings"]
         );
     }
+    // The same file was applied again: the interrupted generation was resumed, never
+    // superseded by a second generation of the same desired state.
+    assert!(h.iter().all(|g| g["outcome"] != "superseded"), "{h:#?}");
     assert_eq!(p.berth(&["plan"]).stdout, "No changes.\n");
     let status = p.berth(&["status"]);
     assert_eq!(
@@ -144,18 +152,31 @@ fn assert_converged_on(p: &Project, version: &str) {
     );
 }
 
-#[test]
-fn kill_9_at_random_moments_then_a_plain_apply_always_ends_converged_and_gated() {
-    let p = Project::new("killtrial");
-    p.write(&stack("0"));
-    assert_eq!(p.berth(&["apply"]).code, 0);
+fn assert_no_unfinished(h: &[serde_json::Value]) {
+    for g in h {
+        assert!(
+            !["progressing", "interrupted", "reverting"].contains(&g["outcome"].as_str().unwrap()),
+            "a generation was left unfinished: {h:#?}"
+        );
+    }
+}
+
+fn seed() -> u64 {
     let seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64
         | 1;
     eprintln!("kill trial seed: {seed}");
-    let mut rng = Rng(seed);
+    seed
+}
+
+#[test]
+fn kill_9_at_random_moments_then_a_plain_apply_always_ends_converged_and_gated() {
+    let p = Project::new("killtrial");
+    p.write(&stack("0"));
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    let mut rng = Rng(seed());
     let trials = 10;
     let mut killed_mid_converge = 0;
     for i in 1..=trials {
@@ -186,6 +207,57 @@ fn kill_9_at_random_moments_then_a_plain_apply_always_ends_converged_and_gated()
         killed_mid_converge >= trials / 2,
         "most kills must land mid-converge"
     );
+}
+
+#[test]
+fn kill_9_during_a_failing_converge_or_its_revert_always_ends_rolled_back_and_poisoned() {
+    let p = Project::new("killrevert");
+    let fast = |v: &str| stack(v).replace("healthy_deadline = \"8s\"", "healthy_deadline = \"2s\"");
+    p.write(&fast("good"));
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    let mut rng = Rng(seed());
+    let trials = 6;
+    for i in 1..=trials {
+        let bad = fast(&format!("bad{i}")).replace(
+            "ROLE = \"web\",",
+            "ROLE = \"web\", FIXTURE_NEVER_HEALTHY = \"1\",",
+        );
+        p.write(&bad);
+        let child = spawn(&p, &["apply"]);
+        // The failing converge (web's 2 s deadline) and its revert take about 5 s here.
+        let after = rng.below(5000);
+        std::thread::sleep(Duration::from_millis(after));
+        signal(&child, libc::SIGKILL);
+        finish(child);
+        eprintln!("failing trial {i}: killed after {after} ms");
+        let run = p.berth(&["apply"]);
+        // 3: this apply failed the gate (again) and reverted; 5: the killed one had
+        // already reverted, and the file is poisoned.
+        assert!(
+            run.code == 3 || run.code == 5,
+            "trial {i} (kill after {after} ms): exit {}: {}",
+            run.code,
+            run.stderr
+        );
+        let want: Vec<String> = SERVICES.iter().map(|s| p.container(s)).collect();
+        assert_eq!(p.containers(), want, "exactly one container per service");
+        for s in SERVICES {
+            let env = env_of(&p, s);
+            assert!(
+                env.contains("VERSION=good"),
+                "{s} is not back on the good spec: {env}"
+            );
+            assert_eq!(p.inspect(s, "{{.State.Status}}"), "running", "{s}");
+        }
+        let h = history(&p);
+        assert_no_unfinished(&h);
+        assert_eq!(h.last().unwrap()["outcome"], "rolled-back", "{h:#?}");
+        assert_eq!(
+            p.berth(&["apply"]).code,
+            5,
+            "the bad desired state stays poisoned"
+        );
+    }
 }
 
 #[test]
