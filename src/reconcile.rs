@@ -220,12 +220,24 @@ pub async fn reconcile<R: Runtime>(
         }
     }
 
-    if the_plan.is_noop() && superseding.is_none() {
-        return Ok(ApplyOutcome::NoChanges);
+    // Nothing to create, recreate, start or remove. A desired state that changed only
+    // what berth does around the containers (a probe, depends_on, the rollout) is still a
+    // new generation: recorded, and every service gated under it.
+    let mut gate_all = superseding.is_some();
+    if the_plan.is_noop() && !gate_all {
+        let latest = store.latest(project).await?;
+        let running = match &latest {
+            Some(l) => running_generation(store, l).await?,
+            None => None,
+        };
+        match running {
+            Some(r) if r.resolved_hash != hash => gate_all = true,
+            _ => return Ok(ApplyOutcome::NoChanges),
+        }
     }
 
     // 4. Drift of the running generation: put it back, as that generation.
-    if superseding.is_none()
+    if !gate_all
         && let Some(repaired) =
             repair_running(rt, store, report, shutdown, project, Some(&hash)).await?
     {
@@ -276,7 +288,7 @@ pub async fn reconcile<R: Runtime>(
         Execution {
             images: &images,
             generation,
-            gate_all: superseding.is_some(),
+            gate_all,
             report,
             shutdown,
         },

@@ -598,3 +598,38 @@ async fn a_forced_apply_that_fails_without_a_revert_does_not_lift_poison() {
         ApplyOutcome::Poisoned { .. }
     ));
 }
+
+#[tokio::test]
+async fn a_change_that_touches_no_container_is_a_new_generation_gated_without_recreating() {
+    let t = setup().await;
+    apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    let creates = t.rt.calls()["create_container"];
+    // Only the probe changes: no container differs, yet this is a new desired state.
+    let probe_changed = desired(
+        t.dir.path(),
+        &STACK.replace(
+            "interval = \"20ms\" }\n[services.cache]",
+            "interval = \"30ms\" }\n[services.cache]",
+        ),
+    );
+    assert_eq!(
+        apply(&t, &probe_changed, false).await.unwrap(),
+        ApplyOutcome::Converged {
+            generation: 2,
+            resumed: false
+        }
+    );
+    assert_eq!(
+        t.rt.calls()["create_container"],
+        creates,
+        "nothing recreated"
+    );
+    let g2 = t.store.get("fake", 2).await.unwrap().unwrap();
+    assert!(g2.timings["db"]["gate_s"].is_number(), "{}", g2.timings);
+    assert_eq!(
+        apply(&t, &probe_changed, false).await.unwrap(),
+        ApplyOutcome::NoChanges
+    );
+}

@@ -92,3 +92,70 @@ async fn secrets_never_appear_in_output_or_debug_logs_and_the_store_keeps_no_sec
         );
     }
 }
+
+/// A gate that fails with a secret in its reason (a token in a probe's command, from the
+/// project env file): the reason is redacted before it is stored, and nothing shows it.
+#[test]
+fn a_failure_reason_that_holds_a_secret_is_redacted_in_output_and_in_the_store() {
+    const TOKEN: &str = "envtoken-789xyz";
+    let p = Project::new("secretfail");
+    let env = p.dir.path().join(".env");
+    std::fs::write(&env, format!("PROBE_TOKEN={TOKEN}\n")).unwrap();
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let good = r#"
+[project]
+name = "{project}"
+env_file = ".env"
+[rollout]
+healthy_deadline = "2s"
+min_healthy_time = "200ms"
+[services.web]
+image = "berth-fixture:test"
+health = { probe = "http", port = 8080, interval = "100ms" }
+"#;
+    p.write(good);
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    // The fixture's `probe` exits 1 on a 404: the gate fails, and its reason quotes the
+    // command, token and all.
+    p.write(&good.replace(
+        r#"health = { probe = "http", port = 8080, interval = "100ms" }"#,
+        r#"health = { probe = "exec", command = ["/berth-fixture", "probe", "/nowhere?token=${PROBE_TOKEN}"], interval = "100ms" }"#,
+    ));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("<redacted>"),
+        "premise: the reason had the token: {}",
+        run.stderr
+    );
+    let mut outputs = vec![("apply", run.stdout + &run.stderr)];
+    for args in [
+        &["status"][..],
+        &["status", "--json"],
+        &["history"],
+        &["history", "--json"],
+    ] {
+        let r = p.berth(args);
+        outputs.push((args[0], r.stdout + &r.stderr));
+    }
+    for (what, out) in outputs {
+        assert!(!out.contains(TOKEN), "{what} shows the token:\n{out}");
+    }
+    // The spec keeps the probe's command (a revert needs it); the stored reasons do not.
+    let reasons: Vec<Option<String>> = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", p.state().display()))
+            .await
+            .unwrap();
+        sqlx::query_scalar("SELECT reason FROM generations")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    });
+    assert!(
+        reasons.iter().flatten().any(|r| r.contains("<redacted>")),
+        "{reasons:?}"
+    );
+    for r in reasons.iter().flatten() {
+        assert!(!r.contains(TOKEN), "a stored reason holds the token: {r}");
+    }
+}
