@@ -134,11 +134,18 @@ pub async fn acquire(
     let path = lock_path(state, project);
     let mut file = open(&path)?;
     let mut waiting = Some(waiting);
+    // Readers probe the lock by taking it for an instant (see `is_held`): even without
+    // waiting, a taker tries for a moment before it calls the lock busy.
+    let patience = std::time::Instant::now() + Duration::from_millis(300);
     loop {
         match file.try_lock() {
             Ok(()) => break,
             Err(TryLockError::WouldBlock) => {
                 let holder = read_holder(&mut file);
+                if !wait && std::time::Instant::now() < patience {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
                 if !wait {
                     return Err(LockError::Busy {
                         project: project.to_string(),
@@ -181,10 +188,18 @@ pub fn is_held(state: &Path, project: &str) -> Result<Option<Holder>, LockError>
         return Ok(None);
     }
     let mut file = open(&path)?;
-    match file.try_lock() {
+    // Shared: two readers probing at once do not see each other as a converge.
+    match file.try_lock_shared() {
         Ok(()) => Ok(None),
         Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file))),
         Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+    }
+}
+
+impl Drop for ProjectLock {
+    fn drop(&mut self) {
+        // Say nothing once released: a later waiter must not name a holder that left.
+        let _ = self.file.set_len(0);
     }
 }
 
