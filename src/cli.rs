@@ -377,15 +377,16 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             project,
             lock: lock_args,
         } => {
-            let store = Store::open(&state_path).await?;
-            let project = project_of(&store, &project).await?;
-            let shutdown = Shutdown::on_signals();
-            let rt = connect().await?;
-            let mut held =
-                match lock(&state_path, &project, "rollback", &lock_args, &shutdown).await {
-                    Ok(l) => l,
-                    Err(e) => return lock_failed(e),
-                };
+            let Held {
+                store,
+                project,
+                shutdown,
+                rt,
+                lock: mut held,
+            } = match held(&state_path, &project, "rollback", &lock_args).await? {
+                Ok(h) => h,
+                Err(code) => return Ok(code),
+            };
             let latest = store
                 .latest(&project)
                 .await?
@@ -431,13 +432,15 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             project,
             lock: lock_args,
         } => {
-            let store = Store::open(&state_path).await?;
-            let project = project_of(&store, &project).await?;
-            let shutdown = Shutdown::on_signals();
-            let rt = connect().await?;
-            let mut held = match lock(&state_path, &project, "down", &lock_args, &shutdown).await {
-                Ok(l) => l,
-                Err(e) => return lock_failed(e),
+            let Held {
+                store,
+                project,
+                shutdown,
+                rt,
+                lock: mut held,
+            } = match held(&state_path, &project, "down", &lock_args).await? {
+                Ok(h) => h,
+                Err(code) => return Ok(code),
             };
             let latest = store
                 .latest(&project)
@@ -558,6 +561,40 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
     }
+}
+
+/// What a converging command about a stored project works with, its lock held.
+struct Held {
+    store: Store,
+    project: String,
+    shutdown: Shutdown,
+    rt: DockerRuntime,
+    lock: ProjectLock,
+}
+
+/// Open the store, find the project, connect, and take its lock; Err is an exit code
+/// (the lock busy with --no-wait, or a signal while waiting).
+async fn held(
+    state_path: &Path,
+    project: &ProjectArg,
+    command: &str,
+    lock_args: &LockArgs,
+) -> anyhow::Result<Result<Held, i32>> {
+    let store = Store::open(state_path).await?;
+    let project = project_of(&store, project).await?;
+    let shutdown = Shutdown::on_signals();
+    let rt = connect().await?;
+    let lock = match lock(state_path, &project, command, lock_args, &shutdown).await {
+        Ok(l) => l,
+        Err(e) => return lock_failed(e).map(Err),
+    };
+    Ok(Ok(Held {
+        store,
+        project,
+        shutdown,
+        rt,
+        lock,
+    }))
 }
 
 /// Exit for a lock that could not be had: busy with --no-wait (1), or a signal while

@@ -229,6 +229,24 @@ async fn a_revert_that_cannot_run_leaves_the_project_degraded() {
     assert_eq!(h[1].outcome, Outcome::Failed);
 }
 
+/// The stack with app never healthy: what a bad deploy looks like.
+fn never_healthy_app() -> String {
+    STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER)
+}
+
+/// A world where generation 1 (STACK) is healthy.
+async fn good_first() -> T {
+    let t = setup().await;
+    let out = apply(&t, &desired(t.dir.path(), STACK), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, ApplyOutcome::Converged { generation: 1, .. }),
+        "{out:?}"
+    );
+    t
+}
+
 const NEVER: &str =
     "[services.app]\nimage = \"fixture:1\"\nenvironment = { FIXTURE_NEVER_HEALTHY = \"1\" }";
 
@@ -274,14 +292,8 @@ async fn a_converge_stopped_in_a_gate_is_interrupted_and_the_next_one_resumes_it
 
 #[tokio::test]
 async fn a_resumed_generation_that_fails_its_gate_reverts_instead_of_passing_as_converged() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
-    let bad = desired(
-        t.dir.path(),
-        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
-    );
+    let t = good_first().await;
+    let bad = desired(t.dir.path(), &never_healthy_app());
     let (trigger, shutdown) = Shutdown::new();
     let stop = async {
         // db and cache are unchanged; app's gate (deadline 2 s) is running by now.
@@ -343,11 +355,8 @@ async fn a_changed_desired_state_supersedes_an_interrupted_generation_and_gates_
 
 #[tokio::test]
 async fn poison_follows_what_the_desired_state_resolves_to_not_its_bytes() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
-    let bad_text = STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER);
+    let t = good_first().await;
+    let bad_text = never_healthy_app();
     let bad = desired(t.dir.path(), &bad_text);
     assert!(matches!(
         apply(&t, &bad, false).await.unwrap(),
@@ -415,10 +424,7 @@ async fn drift_is_repaired_as_an_event_of_the_running_generation() {
 
 #[tokio::test]
 async fn a_desired_state_that_removes_every_running_service_is_refused_unless_allowed() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
+    let t = good_first().await;
     let other = desired(
         t.dir.path(),
         "[project]\nname = \"fake\"\n[services.web]\nimage = \"fixture:1\"\n",
@@ -451,14 +457,8 @@ async fn a_desired_state_that_removes_every_running_service_is_refused_unless_al
 
 #[tokio::test]
 async fn a_revert_that_was_stopped_is_finished_by_the_next_converge_never_regated() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
-    let bad = desired(
-        t.dir.path(),
-        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
-    );
+    let t = good_first().await;
+    let bad = desired(t.dir.path(), &never_healthy_app());
     // app's gate fails after 2 s; the revert then recreates app from generation 1 and
     // gates it (ready at once, stable 200 ms): stop inside that.
     let (trigger, shutdown) = Shutdown::new();
@@ -516,14 +516,8 @@ async fn a_revert_that_was_stopped_is_finished_by_the_next_converge_never_regate
 
 #[tokio::test]
 async fn drift_of_the_last_good_generation_is_repaired_even_while_the_file_is_poisoned() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
-    let bad = desired(
-        t.dir.path(),
-        &STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER),
-    );
+    let t = good_first().await;
+    let bad = desired(t.dir.path(), &never_healthy_app());
     assert!(matches!(
         apply(&t, &bad, false).await.unwrap(),
         ApplyOutcome::RolledBack { .. }
@@ -566,11 +560,8 @@ async fn a_failed_apply_asked_for_again_is_gated_again_not_called_no_changes() {
 
 #[tokio::test]
 async fn a_forced_apply_that_fails_without_a_revert_does_not_lift_poison() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
-    let bad_text = STACK.replace("[services.app]\nimage = \"fixture:1\"", NEVER);
+    let t = good_first().await;
+    let bad_text = never_healthy_app();
     let bad = desired(t.dir.path(), &bad_text);
     assert!(matches!(
         apply(&t, &bad, false).await.unwrap(),
@@ -601,10 +592,7 @@ async fn a_forced_apply_that_fails_without_a_revert_does_not_lift_poison() {
 
 #[tokio::test]
 async fn a_change_that_touches_no_container_is_a_new_generation_gated_without_recreating() {
-    let t = setup().await;
-    apply(&t, &desired(t.dir.path(), STACK), false)
-        .await
-        .unwrap();
+    let t = good_first().await;
     let creates = t.rt.calls()["create_container"];
     // Only the probe changes: no container differs, yet this is a new desired state.
     let probe_changed = desired(
