@@ -621,3 +621,38 @@ async fn a_change_that_touches_no_container_is_a_new_generation_gated_without_re
         ApplyOutcome::NoChanges
     );
 }
+
+#[tokio::test]
+async fn a_revert_target_without_a_pin_ends_degraded_instead_of_running_the_tag() {
+    let t = good_first().await;
+    // Generation 1 as an older berth might have stored it: no image IDs pinned.
+    let g1 = t.store.get("fake", 1).await.unwrap().unwrap();
+    let pinless = t
+        .store
+        .begin(
+            berth::store::NewGeneration {
+                project: "fake",
+                kind: berth::store::Kind::Apply,
+                source_hash: &g1.source_hash,
+                resolved_hash: "pinless",
+                source: "test",
+                spec_json: &g1.spec_json,
+                images: &serde_json::json!({}),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    t.store
+        .finish(pinless, Outcome::Healthy, None, &serde_json::json!({}))
+        .await
+        .unwrap();
+    let bad = desired(t.dir.path(), &never_healthy_app());
+    match apply(&t, &bad, false).await.unwrap() {
+        ApplyOutcome::Degraded { reason, .. } => {
+            assert!(reason.contains("no pinned image ID"), "{reason}");
+            assert!(reason.contains("does not fall back to the tag"), "{reason}");
+        }
+        other => panic!("expected degraded, got {other:?}"),
+    }
+}

@@ -146,3 +146,71 @@ fn an_unreachable_engine_is_a_runtime_error_and_a_corrupt_store_is_said_once() {
         run.stderr
     );
 }
+
+/// Poison follows what the desired state resolves to: the env file, an exported `${VAR}`
+/// and `--profile` are part of it; a comment is not.
+#[test]
+fn poison_is_lifted_by_fixing_the_env_file_the_environment_or_the_profile_not_by_a_comment() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = Project::new("poisonkey");
+    let env = p.dir.path().join(".env");
+    let write_env = |text: &str| {
+        std::fs::write(&env, text).unwrap();
+        std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    let file = r#"
+[project]
+name = "{project}"
+env_file = ".env"
+[rollout]
+healthy_deadline = "2s"
+min_healthy_time = "200ms"
+[services.web]
+image = "berth-fixture:test"
+environment = { FIXTURE_NEVER_HEALTHY = "${WEB_BROKEN}", EXTRA = "${EXTRA:-none}" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+[services.tracer]
+image = "berth-fixture:test"
+profiles = ["tracing"]
+environment = { FIXTURE_NEVER_HEALTHY = "${TRACER_BROKEN:-0}" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+"#;
+    write_env("WEB_BROKEN=0\n");
+    p.write(file);
+    assert_eq!(p.berth(&["apply"]).code, 0);
+
+    // The env file breaks web: rolled back, then poisoned; a comment does not lift it.
+    write_env("WEB_BROKEN=1\n");
+    assert_eq!(p.berth(&["apply"]).code, 3);
+    p.write(&format!("# only a comment changed\n{file}"));
+    assert_eq!(
+        p.berth(&["apply"]).code,
+        5,
+        "a comment must not lift poison"
+    );
+    // Fixing the env file lifts it.
+    write_env("WEB_BROKEN=0\n");
+    assert_eq!(p.berth(&["apply"]).code, 0, "the fixed env file applies");
+
+    // An exported variable breaks it the same way, and unexporting it fixes it.
+    write_env("WEB_BROKEN=0\nEXTRA=from-file\n");
+    let broken_env = [("WEB_BROKEN", "1")];
+    assert_eq!(p.berth_env(&["apply"], &broken_env).code, 3);
+    assert_eq!(p.berth_env(&["apply"], &broken_env).code, 5);
+    assert_eq!(p.berth(&["apply"]).code, 0);
+
+    // A profile whose service is broken is poisoned as that selection, not the file.
+    write_env("WEB_BROKEN=0\nEXTRA=from-file\nTRACER_BROKEN=1\n");
+    assert_eq!(
+        p.berth(&["apply"]).code,
+        0,
+        "without the profile, tracer is not there"
+    );
+    assert_eq!(p.berth(&["apply", "--profile", "tracing"]).code, 3);
+    assert_eq!(p.berth(&["apply", "--profile", "tracing"]).code, 5);
+    assert_eq!(
+        p.berth(&["apply"]).code,
+        0,
+        "the same files without the profile"
+    );
+}
