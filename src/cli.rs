@@ -310,6 +310,28 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let observed = observe(&rt, &d).await?;
             let p = plan(&d, &observed);
             print!("{}", d.redactor().text(&p.to_string()));
+            // What the store says apply would do first, or refuse. Read only where a store
+            // exists: plan creates nothing.
+            if state_path.exists() {
+                let store = Store::open(&state_path).await?;
+                let project = &d.project.name;
+                if let Some(latest) = store.latest(project).await?
+                    && latest.outcome.unfinished()
+                    && crate::lock::is_held(&state_path, project)?.is_none()
+                {
+                    println!(
+                        "Note: generation {} did not end ({}); apply finishes it first, gating every service again.",
+                        latest.id, latest.outcome
+                    );
+                }
+                let hash = crate::hash::resolved_hash(&d);
+                if let Some(p) = crate::reconcile::poisoned_by(&store, project, &hash).await? {
+                    println!(
+                        "Note: this desired state is poisoned (generation {} was rolled back); apply refuses it without --force.",
+                        p.id
+                    );
+                }
+            }
             Ok(EXIT_OK)
         }
         Command::Apply {

@@ -289,6 +289,10 @@ fn a_kill_inside_the_gate_of_a_never_healthy_service_is_resumed_failed_and_rever
     let status = p.berth(&["status"]);
     assert_eq!(status.code, 1);
     assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
+    // plan sees a converged-looking container, and says what apply will do first.
+    let plan = p.berth(&["plan"]).stdout;
+    assert!(plan.starts_with("No changes.\n"), "{plan}");
+    assert!(plan.contains("generation 2 did not end"), "{plan}");
 
     // The never-healthy container looks converged (same config hash, running), but the
     // resumed generation gates it again: it fails and the stack reverts.
