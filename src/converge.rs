@@ -257,7 +257,7 @@ async fn execute_steps<R: Runtime>(
         rt.remove_container(&c.id).await?;
         how.report.service(
             &step.service,
-            &format!("removed {} ({}; volumes kept)", c.name, step.reason),
+            &format!("removed {} ({})", c.name, step.reason),
         );
         Ok::<_, RuntimeError>(())
     }))
