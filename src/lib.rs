@@ -32,6 +32,11 @@
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
 //! - [`report`]: progress lines for `apply`.
+//! - [`triggers`]: what wakes the daemon: the desired state's file changing, the engine's
+//!   events for the project's containers.
+//! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
+//! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
+//! - [`status`]: the one place that decides a project's status and the exit codes.
 //! - [`cli`]: the command line contract and exit codes.
 
 pub mod build_context;
@@ -56,3 +61,4 @@ pub mod shutdown;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod triggers;

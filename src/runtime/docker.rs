@@ -601,6 +601,43 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    fn events(&self, project: &str) -> super::Events {
+        call("events");
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let docker = self.docker.clone();
+        let filters: HashMap<String, Vec<String>> = [
+            ("type".to_string(), vec!["container".to_string()]),
+            (
+                "label".to_string(),
+                vec![format!("{LABEL_PROJECT}={project}")],
+            ),
+        ]
+        .into();
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        // The stream borrows the client: a task owns both and forwards until either side
+        // goes (the engine connection drops, or nobody listens any more).
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(docker.events(Some(opts)));
+            while let Some(item) = stream.next().await {
+                let item = item
+                    .map(|e| super::ContainerEvent {
+                        service: e
+                            .actor
+                            .and_then(|a| a.attributes)
+                            .and_then(|a| a.get(LABEL_SERVICE).cloned()),
+                        action: e.action.unwrap_or_default(),
+                    })
+                    .map_err(api("reading the engine's events"));
+                if tx.unbounded_send(item).is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
     async fn probe(&self, c: &ContainerDetails, probe: &Probe, timeout: Duration) -> ProbeResult {
         let fail = |detail: String| ProbeResult::new(false, detail);
         if let Probe::Docker = probe {

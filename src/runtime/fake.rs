@@ -46,6 +46,9 @@ struct State {
     /// (when, what) for every call that changes something, and first passing probes.
     events: Vec<(Instant, String)>,
     calls: BTreeMap<&'static str, usize>,
+    /// Who listens to [`Runtime::events`]: told of changes made "by hand".
+    listeners:
+        Vec<futures::channel::mpsc::UnboundedSender<Result<super::ContainerEvent, RuntimeError>>>,
 }
 
 #[derive(Default)]
@@ -113,22 +116,35 @@ impl FakeRuntime {
         self.state.lock().unwrap().calls.clone()
     }
 
-    /// The image ID the container of `name` runs, if it exists.
     /// Stop a container behind berth's back, as `docker stop` by hand would.
     pub fn stop_by_hand(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
         if let Some(c) = s.containers.iter_mut().find(|c| c.name == name) {
             c.running = false;
         }
+        Self::tell(&mut s, name, "die");
     }
 
     /// Remove a container behind berth's back, as `docker rm -f` by hand would.
     pub fn remove_by_hand(&self, name: &str) {
-        self.state
-            .lock()
-            .unwrap()
+        let mut s = self.state.lock().unwrap();
+        Self::tell(&mut s, name, "destroy");
+        s.containers.retain(|c| c.name != name);
+    }
+
+    /// Tell every event listener what happened to container `name`.
+    fn tell(s: &mut State, name: &str, action: &str) {
+        let service = s
             .containers
-            .retain(|c| c.name != name);
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.labels.get(LABEL_SERVICE).cloned());
+        let event = super::ContainerEvent {
+            service,
+            action: action.into(),
+        };
+        s.listeners
+            .retain(|l| l.unbounded_send(Ok(event.clone())).is_ok());
     }
 
     /// Names of the containers there are now, any state.
@@ -139,6 +155,7 @@ impl FakeRuntime {
         names
     }
 
+    /// The image ID the container of `name` runs, if it exists.
     pub fn image_of(&self, name: &str) -> Option<String> {
         let s = self.state.lock().unwrap();
         s.containers
@@ -395,6 +412,12 @@ impl Runtime for FakeRuntime {
             ip: Some("10.0.0.1".into()),
             started_at: None,
         })
+    }
+
+    fn events(&self, _project: &str) -> super::Events {
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        self.state.lock().unwrap().listeners.push(tx);
+        rx
     }
 
     async fn probe(

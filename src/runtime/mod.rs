@@ -112,6 +112,38 @@ impl ProbeResult {
     }
 }
 
+/// Something the engine says happened to one of the project's containers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerEvent {
+    /// The `berth.service` label of the container, when it has one.
+    pub service: Option<String>,
+    /// Docker's action word: die, stop, kill, destroy, oom, health_status: unhealthy...
+    pub action: String,
+}
+
+impl ContainerEvent {
+    /// Whether this may mean drift (a container stopped, gone, or unhealthy), so the
+    /// project must be reconciled. Starts, creates and healthy reports are berth's own work
+    /// or good news.
+    pub fn may_be_drift(&self) -> bool {
+        matches!(
+            self.action.as_str(),
+            "die"
+                | "stop"
+                | "kill"
+                | "destroy"
+                | "oom"
+                | "pause"
+                | "rename"
+                | "update"
+                | "health_status: unhealthy"
+        )
+    }
+}
+
+/// A stream of the project's container events; it ends when the engine connection drops.
+pub type Events = futures::channel::mpsc::UnboundedReceiver<Result<ContainerEvent, RuntimeError>>;
+
 /// A container that holds a name berth wants.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NameHolder {
@@ -198,6 +230,8 @@ pub trait Runtime: Send + Sync {
         id: &str,
         network: &str,
     ) -> impl Future<Output = Result<ContainerDetails, RuntimeError>> + Send;
+    /// The engine's events for this project's containers, from now on (one long call).
+    fn events(&self, project: &str) -> Events;
     /// Run one probe against a started container.
     fn probe(
         &self,
