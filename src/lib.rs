@@ -61,4 +61,5 @@ pub mod shutdown;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod systemd;
 pub mod triggers;
