@@ -63,3 +63,4 @@ pub mod status;
 pub mod store;
 pub mod systemd;
 pub mod triggers;
+pub mod turn;

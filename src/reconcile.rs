@@ -487,6 +487,20 @@ async fn revert<R: Runtime>(
     }
 }
 
+/// Repair drift of the project's running generation only, whatever the desired state on
+/// disk says: the daemon's answer to an invalid or blocked desired state (the last good
+/// generation keeps running, and keeps being put back). None when nothing drifted. The
+/// caller holds the project's lock.
+pub async fn repair_drift<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    project: &str,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<Option<ApplyOutcome>, ConvergeError> {
+    repair_running(rt, store, report, shutdown, project, None).await
+}
+
 /// When `hash` is None or the running generation's: repair drift of the running
 /// generation, if there is any. None when there is nothing to repair.
 async fn repair_running<R: Runtime>(

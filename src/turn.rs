@@ -1,0 +1,191 @@
+//! One turn of the daemon (`berth run`): read the desired state afresh and converge it,
+//! exactly as `berth apply` does, under the project's lock. The scheduler calls it on every
+//! trigger; it is never told why (DESIGN.md semantic 1).
+//!
+//! What `apply` would refuse with an exit code, a turn records as the project's standing
+//! problem and goes on: an invalid desired state (its `FILE:LINE:COL` shown in status), a
+//! failed pre-flight, a poisoned desired state, one that would remove every service. The
+//! last good generation keeps running meanwhile, and its drift keeps being repaired.
+//! The pre-flight runs when the desired state changes, not on every turn.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::converge::ConvergeError;
+use crate::hash::resolved_hash;
+use crate::reconcile::{ApplyOutcome, Options, reconcile, repair_drift};
+use crate::report::Reporter;
+use crate::runtime::Runtime;
+use crate::shutdown::Shutdown;
+use crate::spec::{self, DesiredState, Selection};
+use crate::store::Store;
+
+/// What the daemon converges.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The desired state: a file or a directory of `*.toml` files.
+    pub file: PathBuf,
+    pub selection: Selection,
+    /// The state store; the project's lock lives beside it.
+    pub state: PathBuf,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnOutcome {
+    /// The desired state was read and reconciled (whatever the outcome).
+    Reconciled(ApplyOutcome),
+    /// The desired state could not be used; the running generation was kept (and its drift
+    /// repaired, when there was any). The text is what status shows.
+    Kept {
+        problem: String,
+        repair: Option<ApplyOutcome>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Converge(#[from] ConvergeError),
+    #[error(transparent)]
+    Lock(#[from] crate::lock::LockError),
+}
+
+/// The daemon's memory between turns.
+#[derive(Default)]
+pub struct Memory {
+    /// The project, once any desired state was read (an invalid file does not say).
+    pub project: Option<String>,
+    /// The resolved hash the pre-flight last passed for.
+    preflighted: Option<String>,
+    /// What is wrong with the desired state now, shown as `blocked` in status.
+    pub problem: Option<String>,
+}
+
+/// One turn. Errors (the engine, the store) are for the scheduler to back off on.
+pub async fn turn<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    target: &Target,
+    memory: &Mutex<Memory>,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<TurnOutcome, TurnError> {
+    let loaded = spec::load(&target.file, &target.selection)
+        .map_err(|d| d.to_string())
+        .and_then(|mut d| {
+            crate::build_context::fill_context_hashes(&mut d)
+                .map(|()| d)
+                .map_err(|e| e.to_string())
+        });
+    let desired = match loaded {
+        Ok(d) => d,
+        Err(problem) => {
+            tracing::error!(%problem, "the desired state is invalid; the running generation is kept");
+            return keep(
+                rt,
+                store,
+                target,
+                memory,
+                report,
+                shutdown,
+                format!("invalid: {problem}"),
+            )
+            .await;
+        }
+    };
+    crate::redact::register(&desired.redactor());
+    let project = desired.project.name.clone();
+    let hash = resolved_hash(&desired);
+    let preflight_due = {
+        let mut m = memory.lock().expect("memory lock");
+        m.project = Some(project.clone());
+        m.preflighted.as_deref() != Some(hash.as_str())
+    };
+    let mut lock = acquire(target, &project, shutdown).await?;
+    if preflight_due {
+        if let Err(problem) = preflight(rt, &desired).await {
+            drop(lock);
+            tracing::error!(%problem, "the pre-flight failed; the running generation is kept");
+            return keep(
+                rt,
+                store,
+                target,
+                memory,
+                report,
+                shutdown,
+                format!("pre-flight failed: {problem}"),
+            )
+            .await;
+        }
+        memory.lock().expect("memory lock").preflighted = Some(hash);
+    }
+    let outcome = reconcile(
+        rt,
+        store,
+        &desired,
+        &mut lock,
+        Options::default(),
+        report,
+        shutdown,
+    )
+    .await?;
+    let problem = match &outcome {
+        ApplyOutcome::Poisoned { generation, .. } => Some(format!(
+            "the desired state is poisoned: generation {generation} failed and was rolled back"
+        )),
+        ApplyOutcome::WouldRemoveAll { services } => Some(format!(
+            "the desired state would remove every running service ({}); run `berth down` to take the project down",
+            services.join(", ")
+        )),
+        _ => None,
+    };
+    memory.lock().expect("memory lock").problem = problem;
+    Ok(TurnOutcome::Reconciled(outcome))
+}
+
+/// The desired state cannot be used: keep the running generation, repair its drift.
+async fn keep<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    target: &Target,
+    memory: &Mutex<Memory>,
+    report: &Reporter,
+    shutdown: &Shutdown,
+    problem: String,
+) -> Result<TurnOutcome, TurnError> {
+    let project = {
+        let mut m = memory.lock().expect("memory lock");
+        m.problem = Some(problem.clone());
+        m.project.clone()
+    };
+    let repair = match project {
+        Some(project) => {
+            let _lock = acquire(target, &project, shutdown).await?;
+            repair_drift(rt, store, &project, report, shutdown).await?
+        }
+        None => None,
+    };
+    Ok(TurnOutcome::Kept { problem, repair })
+}
+
+async fn acquire(
+    target: &Target,
+    project: &str,
+    shutdown: &Shutdown,
+) -> Result<crate::lock::ProjectLock, crate::lock::LockError> {
+    crate::lock::acquire(&target.state, project, "run", true, shutdown, |holder| {
+        tracing::info!(%holder, "waiting for the project's lock");
+    })
+    .await
+}
+
+/// The host pre-flight of `apply`, as one line of problems.
+async fn preflight<R: Runtime>(rt: &R, d: &DesiredState) -> Result<(), String> {
+    let passed = crate::preflight::check(rt, d)
+        .await
+        .map_err(|diags| diags.to_string().trim_end().replace('\n', "; "))?;
+    crate::preflight::create_missing(&passed.missing_dirs)
+        .map(|_| ())
+        .map_err(|e| format!("creating data directories: {e}"))
+}
