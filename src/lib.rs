@@ -32,12 +32,14 @@
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
 //! - [`report`]: progress lines for `apply`.
+//! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`].
 //! - [`cli`]: the command line contract and exit codes.
 
 pub mod build_context;
 pub mod check;
 pub mod cli;
 pub mod converge;
+pub mod daemon;
 pub mod diag;
 pub mod gate;
 pub mod graph;
