@@ -32,7 +32,9 @@
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`redact`]: secrets never reach output.
 //! - [`report`]: progress lines for `apply`.
-//! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`].
+//! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`] and the
+//!   local HTTP endpoint ([`daemon::http`]) that serves them, the status and a reconcile
+//!   request.
 //! - [`cli`]: the command line contract and exit codes.
 
 pub mod build_context;
