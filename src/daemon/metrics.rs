@@ -379,6 +379,8 @@ impl Metrics {
 
     /// Show a project as `berth status` reports it: its generation, outcome, status word
     /// and each service's health. Series of services no longer in the report go away.
+    /// Meant for one caller at a time (the daemon loop, through `Shared::publish`): two
+    /// racing reports of one project could leave the loser's services shown.
     pub fn set_status(&self, report: &Report) {
         let project = &report.project;
         let generation = ProjectLabels {
