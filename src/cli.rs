@@ -510,7 +510,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 );
             }
             let text = if as_json {
-                serde_json::to_string_pretty(&out)? + "\n"
+                crate::status::reports_json(&out)?
             } else if out.is_empty() {
                 format!("No generations recorded in {}.\n", state_path.display())
             } else {

@@ -37,12 +37,16 @@
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
 //! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
 //! - [`status`]: the one place that decides a project's status and the exit codes.
+//! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`] and the
+//!   local HTTP endpoint ([`daemon::http`]) that serves them, the status and a reconcile
+//!   request.
 //! - [`cli`]: the command line contract and exit codes.
 
 pub mod build_context;
 pub mod check;
 pub mod cli;
 pub mod converge;
+pub mod daemon;
 pub mod diag;
 pub mod gate;
 pub mod graph;

@@ -130,6 +130,13 @@ pub struct Report {
     pub holder: Option<Holder>,
 }
 
+/// The JSON of `berth status --json`, which the daemon also serves on `/api/v1/status`:
+/// one text for both, with every registered secret hidden (reasons quote the spec).
+pub fn reports_json(reports: &[Report]) -> serde_json::Result<String> {
+    let json = serde_json::to_string_pretty(reports)? + "\n";
+    Ok(crate::redact::registered_text(&json))
+}
+
 /// A generation's outcome as readers show it: a `progressing` row whose converge is not
 /// running (nobody holds the lock, or it is not the newest) is `interrupted`.
 pub fn shown_outcome(g: &Generation, newest: bool, held: bool) -> Outcome {
