@@ -1,0 +1,248 @@
+//! `berth run`: the controller daemon, what the systemd unit runs.
+//!
+//! Triggers only enqueue (the desired state's file, the engine's events, a resync timer,
+//! SIGHUP, `POST /api/v1/reconcile`); one scheduler runs one [`turn`] at a time, the same
+//! reconcile `berth apply` runs; errors back off. SIGTERM (or SIGINT) finishes the current
+//! step, releases the lock and exits 0 without stopping any container.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::controller::scheduler::{self, Reason};
+use crate::daemon::http::{self, Shared};
+use crate::daemon::metrics::{Metrics, ReconcileResult};
+use crate::lock::ProjectLock;
+use crate::reconcile::ApplyOutcome;
+use crate::redact::Redactor;
+use crate::report::Reporter;
+use crate::runtime::docker::DockerRuntime;
+use crate::shutdown::Shutdown;
+use crate::status::ProjectStatus;
+use crate::store::Store;
+use crate::systemd::{self, Heartbeat};
+use crate::turn::{Memory, Target, TurnOutcome, turn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("watching {path}: {source}")]
+    Watch {
+        path: String,
+        #[source]
+        source: notify::Error,
+    },
+}
+
+/// How the daemon runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub target: Target,
+    /// Where the HTTP endpoint listens (loopback by default).
+    pub listen: SocketAddr,
+    /// Reconcile at least this often, even with no trigger.
+    pub resync: Duration,
+}
+
+/// Run until SIGTERM/SIGINT. Returns only after the current step finished and the lock
+/// was released.
+pub async fn run(settings: Settings) -> Result<(), DaemonError> {
+    let shutdown = Shutdown::on_signals();
+    let store = Store::open(&settings.target.state).await?;
+    let (queue, scheduler) = scheduler::channel(scheduler::Config {
+        resync: settings.resync,
+        ..Default::default()
+    });
+    let wake = {
+        let q = queue.clone();
+        move |reason: Reason| q.enqueue(reason)
+    };
+    let shared = Arc::new(Shared::new(Metrics::new(), {
+        let wake = wake.clone();
+        Arc::new(move || wake(Reason::Api))
+    }));
+    let listener = http::bind(settings.listen).await?;
+    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+    tracing::info!(listen = %settings.listen, "serving /healthz, /readyz, /metrics, /api/v1/status");
+
+    // SIGHUP: read the desired state again now.
+    {
+        let wake = wake.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .expect("SIGHUP handler installs");
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                wake(Reason::Signal);
+            }
+        });
+    }
+    let _watcher = {
+        let wake = wake.clone();
+        crate::triggers::watch_desired_state(&settings.target.file, Arc::new(move || wake(Reason::File)))
+            .map_err(|source| DaemonError::Watch {
+                path: settings.target.file.display().to_string(),
+                source,
+            })?
+    };
+    let heartbeat = Heartbeat::default();
+    tokio::spawn(systemd::watchdog(heartbeat.clone(), shutdown.clone()));
+
+    let rt: Arc<DockerRuntime> = Arc::new(connect(&shared, &shutdown).await);
+    let memory = Mutex::new(Memory::default());
+    // The project's daemon lock (one `berth run` per project) and its engine follower,
+    // both set up once a desired state names the project.
+    let mut daemon_lock: Option<ProjectLock> = None;
+    let mut follower: Option<(String, tokio::task::JoinHandle<()>)> = None;
+    let mut ready = false;
+
+    scheduler
+        .run(shutdown.clone(), async || {
+            heartbeat.beat();
+            let started = Instant::now();
+            let report = Reporter::new(crate::redact::registered());
+            let result = turn(&*rt, &store, &settings.target, &memory, &report, &shutdown).await;
+            heartbeat.beat();
+            let project = memory.lock().expect("memory lock").project.clone();
+            if let Some(project) = &project {
+                if daemon_lock.is_none() {
+                    daemon_lock = Some(hold_daemon_lock(&settings.target, project, &shutdown).await);
+                }
+                if follower.as_ref().is_none_or(|(p, _)| p != project) {
+                    if let Some((_, task)) = follower.take() {
+                        task.abort();
+                    }
+                    let wake = wake.clone();
+                    let metrics = shared.clone();
+                    follower = Some((
+                        project.clone(),
+                        tokio::spawn(crate::triggers::follow_engine(
+                            rt.clone(),
+                            project.clone(),
+                            Arc::new(move || wake(Reason::Engine)),
+                            Arc::new(move |up| metrics.metrics().set_engine_reachable(up)),
+                            shutdown.clone(),
+                        )),
+                    ));
+                }
+            }
+            let took = started.elapsed();
+            match &result {
+                Ok(TurnOutcome::Reconciled(outcome)) => {
+                    shared.metrics().record_outcome(outcome, took);
+                    if let ApplyOutcome::Repaired { services, .. } = outcome {
+                        shared.metrics().record_repairs(services);
+                    }
+                }
+                Ok(TurnOutcome::Kept { repair, .. }) => {
+                    shared.metrics().record_reconcile(ReconcileResult::Invalid, took);
+                    if let Some(ApplyOutcome::Repaired { services, .. }) = repair {
+                        shared.metrics().record_repairs(services);
+                    }
+                }
+                Err(_) => shared.metrics().record_reconcile(ReconcileResult::Error, took),
+            }
+            publish(&*rt, &store, &settings.target, &memory, &shared, result.as_ref().err()).await;
+            if !ready && result.is_ok() {
+                ready = true;
+                shared.mark_ready();
+                systemd::ready();
+            }
+            result.map(|_| ())
+        })
+        .await;
+    systemd::stopping();
+    tracing::info!("stopped; no container was stopped");
+    Ok(())
+}
+
+/// Connect to the engine, retrying with backoff until it answers (or a stop is asked).
+async fn connect(shared: &Shared, shutdown: &Shutdown) -> DockerRuntime {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match DockerRuntime::connect().await {
+            Ok(rt) => {
+                shared.metrics().set_engine_reachable(true);
+                return rt;
+            }
+            Err(e) => {
+                shared.metrics().set_engine_reachable(false);
+                systemd::status(&format!("engine unreachable: {e}"));
+                tracing::warn!(error = %e, retry_in = ?delay, "the Docker engine is not reachable");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.requested() => std::process::exit(0),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// One `berth run` per project: a second one waits here, and says so.
+async fn hold_daemon_lock(target: &Target, project: &str, shutdown: &Shutdown) -> ProjectLock {
+    let name = format!("{project}.daemon");
+    loop {
+        match crate::lock::acquire(&target.state, &name, "run", true, shutdown, |holder| {
+            tracing::warn!(%holder, project, "another berth run serves this project; waiting for it to stop");
+        })
+        .await
+        {
+            Ok(lock) => return lock,
+            Err(crate::lock::LockError::Interrupted { .. }) => std::process::exit(0),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot take the daemon lock; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Work out the project's status and publish it: the HTTP endpoint, the metrics and the
+/// systemd STATUS= line all say the same thing.
+async fn publish(
+    rt: &DockerRuntime,
+    store: &Store,
+    target: &Target,
+    memory: &Mutex<Memory>,
+    shared: &Shared,
+    error: Option<&crate::turn::TurnError>,
+) {
+    let (project, problem) = {
+        let m = memory.lock().expect("memory lock");
+        (m.project.clone(), m.problem.clone())
+    };
+    let Some(project) = project else {
+        systemd::status(&format!(
+            "{}",
+            problem.as_deref().unwrap_or("waiting for a valid desired state")
+        ));
+        return;
+    };
+    let report = match crate::status::project_status(rt, store, &target.state, &project, None).await {
+        Ok(mut report) => {
+            if let Some(problem) = problem {
+                report.status = ProjectStatus::Blocked(problem);
+            }
+            if let Some(e) = error {
+                report.status = ProjectStatus::Degraded(format!("the last reconcile failed: {e}"));
+            }
+            report
+        }
+        Err(e) => {
+            systemd::status(&format!("project {project}: engine unreachable: {e}"));
+            shared.metrics().set_engine_reachable(false);
+            return;
+        }
+    };
+    systemd::status(&format!("project {}: {}", report.project, report.status));
+    shared.publish(vec![report]);
+}
+
+/// A redactor with every secret this process has been told about.
+#[allow(dead_code)]
+fn redactor() -> Redactor {
+    crate::redact::registered()
+}
