@@ -331,3 +331,27 @@ async fn an_enqueue_after_the_loop_stopped_does_nothing() {
     settle().await;
     assert_eq!(fake.runs(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_reconcile_may_borrow_the_daemons_state_mutably() {
+    // The daemon's closure holds its project lock `&mut` across the reconcile: an async
+    // closure, awaited on the daemon's own task rather than spawned.
+    let (queue, scheduler) = channel(config(1));
+    let (stop, shutdown) = Shutdown::new();
+    let mut reconciled = Vec::new();
+    let run = scheduler.run(shutdown, async || -> Result<(), EngineDown> {
+        reconciled.push(Instant::now());
+        tokio::time::sleep(SECOND).await;
+        Ok(())
+    });
+    let drive = async {
+        settle().await;
+        queue.enqueue(Reason::File);
+        advance(3 * SECOND).await;
+        settle().await;
+        stop.fire(libc::SIGTERM);
+    };
+    let (stats, ()) = tokio::join!(run, drive);
+    assert_eq!(stats.succeeded, 2);
+    assert_eq!(reconciled.len(), 2);
+}
