@@ -153,6 +153,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The controller daemon (what the systemd unit runs): converge whenever the desired
+    /// state changes, repair drift from the engine's events, resync periodically. SIGTERM
+    /// finishes the current step and exits 0 without stopping any container; SIGHUP reads
+    /// the desired state again now.
+    Run {
+        #[command(flatten)]
+        args: FileArgs,
+        /// Where the local HTTP endpoint (/healthz, /readyz, /metrics, /api/v1/status,
+        /// POST /api/v1/reconcile) listens.
+        #[arg(long, default_value = crate::daemon::http::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
+        /// Reconcile at least this often, even when nothing triggered it.
+        #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
+        resync: std::time::Duration,
+    },
     /// Generations, outcomes and reasons.
     History {
         #[arg(long)]
@@ -523,6 +538,23 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 .map(|r| r.status.exit_code())
                 .max()
                 .unwrap_or(ProjectStatus::Unknown.exit_code()))
+        }
+        Command::Run {
+            args,
+            listen,
+            resync,
+        } => {
+            crate::daemon::run::run(crate::daemon::run::Settings {
+                target: crate::turn::Target {
+                    selection: args.selection(),
+                    file: args.file,
+                    state: state_path,
+                },
+                listen,
+                resync,
+            })
+            .await?;
+            Ok(EXIT_OK)
         }
         Command::History {
             json: as_json,

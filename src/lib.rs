@@ -30,6 +30,9 @@
 //! - [`build_context`]: what a build sends, hashed: a changed context rebuilds.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
+//! - [`controller`]: what `berth run` adds around the reconcile: triggers only enqueue,
+//!   one loop reconciles at a time with resync and backoff, and a crash-loop policy holds
+//!   the repair of a service that keeps dying.
 //! - [`redact`]: secrets never reach output.
 //! - [`report`]: progress lines for `apply`.
 //! - [`triggers`]: what wakes the daemon: the desired state's file changing, the engine's
@@ -45,6 +48,7 @@
 pub mod build_context;
 pub mod check;
 pub mod cli;
+pub mod controller;
 pub mod converge;
 pub mod daemon;
 pub mod diag;

@@ -109,6 +109,13 @@ pub fn register(redactor: &Redactor) {
     global.get_or_insert_with(Redactor::default).extend(values);
 }
 
+/// A redactor with every secret registered so far (for output not tied to one desired
+/// state, like the daemon's progress lines).
+pub fn registered() -> Redactor {
+    let global = REGISTERED.read().unwrap_or_else(|e| e.into_inner());
+    global.clone().unwrap_or_default()
+}
+
 /// `text` with every registered secret replaced.
 pub fn registered_text(text: &str) -> String {
     let global = REGISTERED.read().unwrap_or_else(|e| e.into_inner());

@@ -14,7 +14,6 @@ use crate::daemon::http::{self, Shared};
 use crate::daemon::metrics::{Metrics, ReconcileResult};
 use crate::lock::ProjectLock;
 use crate::reconcile::ApplyOutcome;
-use crate::redact::Redactor;
 use crate::report::Reporter;
 use crate::runtime::docker::DockerRuntime;
 use crate::shutdown::Shutdown;
@@ -81,11 +80,14 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     let _watcher = {
         let wake = wake.clone();
-        crate::triggers::watch_desired_state(&settings.target.file, Arc::new(move || wake(Reason::File)))
-            .map_err(|source| DaemonError::Watch {
-                path: settings.target.file.display().to_string(),
-                source,
-            })?
+        crate::triggers::watch_desired_state(
+            &settings.target.file,
+            Arc::new(move || wake(Reason::File)),
+        )
+        .map_err(|source| DaemonError::Watch {
+            path: settings.target.file.display().to_string(),
+            source,
+        })?
     };
     let heartbeat = Heartbeat::default();
     tokio::spawn(systemd::watchdog(heartbeat.clone(), shutdown.clone()));
@@ -108,7 +110,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             let project = memory.lock().expect("memory lock").project.clone();
             if let Some(project) = &project {
                 if daemon_lock.is_none() {
-                    daemon_lock = Some(hold_daemon_lock(&settings.target, project, &shutdown).await);
+                    daemon_lock =
+                        Some(hold_daemon_lock(&settings.target, project, &shutdown).await);
                 }
                 if follower.as_ref().is_none_or(|(p, _)| p != project) {
                     if let Some((_, task)) = follower.take() {
@@ -137,14 +140,26 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                     }
                 }
                 Ok(TurnOutcome::Kept { repair, .. }) => {
-                    shared.metrics().record_reconcile(ReconcileResult::Invalid, took);
+                    shared
+                        .metrics()
+                        .record_reconcile(ReconcileResult::Invalid, took);
                     if let Some(ApplyOutcome::Repaired { services, .. }) = repair {
                         shared.metrics().record_repairs(services);
                     }
                 }
-                Err(_) => shared.metrics().record_reconcile(ReconcileResult::Error, took),
+                Err(_) => shared
+                    .metrics()
+                    .record_reconcile(ReconcileResult::Error, took),
             }
-            publish(&*rt, &store, &settings.target, &memory, &shared, result.as_ref().err()).await;
+            publish(
+                &rt,
+                &store,
+                &settings.target,
+                &memory,
+                &shared,
+                result.as_ref().err(),
+            )
+            .await;
             if !ready && result.is_ok() {
                 ready = true;
                 shared.mark_ready();
@@ -217,11 +232,14 @@ async fn publish(
     let Some(project) = project else {
         systemd::status(&format!(
             "{}",
-            problem.as_deref().unwrap_or("waiting for a valid desired state")
+            problem
+                .as_deref()
+                .unwrap_or("waiting for a valid desired state")
         ));
         return;
     };
-    let report = match crate::status::project_status(rt, store, &target.state, &project, None).await {
+    let report = match crate::status::project_status(rt, store, &target.state, &project, None).await
+    {
         Ok(mut report) => {
             if let Some(problem) = problem {
                 report.status = ProjectStatus::Blocked(problem);
@@ -239,10 +257,4 @@ async fn publish(
     };
     systemd::status(&format!("project {}: {}", report.project, report.status));
     shared.publish(vec![report]);
-}
-
-/// A redactor with every secret this process has been told about.
-#[allow(dead_code)]
-fn redactor() -> Redactor {
-    crate::redact::registered()
 }

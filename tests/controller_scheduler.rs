@@ -1,0 +1,357 @@
+//! The scheduler of `berth run` on paused tokio time, with a fake reconcile (no engine,
+//! no SQLite: the store's pool timeouts misbehave under paused time). Time only moves when
+//! every task is idle (tokio's auto-advance) or by `advance`, so "wait 5 minutes" is
+//! instant and exact.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth::controller::{Backoff, BackoffPolicy, Config, Queue, Reason, Stats, channel};
+use berth::shutdown::{Shutdown, Trigger};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::{Instant, advance};
+
+const SECOND: Duration = Duration::from_secs(1);
+const RESYNC: Duration = Duration::from_secs(5 * 60);
+
+/// A reconcile that takes `work`, counts itself, and fails while `failing` is set.
+#[derive(Clone, Default)]
+struct Fake {
+    /// When each reconcile started.
+    starts: Arc<Mutex<Vec<Instant>>>,
+    /// Reconciles running now, and the most ever seen at once.
+    running: Arc<AtomicUsize>,
+    most_at_once: Arc<AtomicUsize>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+    work: Duration,
+}
+
+#[derive(Debug)]
+struct EngineDown;
+
+impl std::fmt::Display for EngineDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("engine unreachable")
+    }
+}
+
+impl Fake {
+    fn with_work(work: Duration) -> Fake {
+        Fake {
+            work,
+            ..Fake::default()
+        }
+    }
+
+    async fn reconcile(&self) -> Result<(), EngineDown> {
+        self.starts.lock().unwrap().push(Instant::now());
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(self.work).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        match self.failing.load(Ordering::SeqCst) {
+            true => Err(EngineDown),
+            false => Ok(()),
+        }
+    }
+
+    fn runs(&self) -> usize {
+        self.starts.lock().unwrap().len()
+    }
+
+    fn starts(&self) -> Vec<Instant> {
+        self.starts.lock().unwrap().clone()
+    }
+
+    fn fail(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+/// A running loop: its queue, its stats, the stop trigger and the task.
+struct Loop {
+    queue: Queue,
+    stats: watch::Receiver<Stats>,
+    stop: Trigger,
+    task: JoinHandle<Stats>,
+}
+
+fn start(fake: &Fake, config: Config) -> Loop {
+    let (queue, scheduler) = channel(config);
+    let stats = scheduler.stats();
+    let (stop, shutdown) = Shutdown::new();
+    let fake = fake.clone();
+    // Spawned, as the daemon will: the loop's future must be `Send`.
+    let task = tokio::spawn(scheduler.run(shutdown, async move || fake.reconcile().await));
+    Loop {
+        queue,
+        stats,
+        stop,
+        task,
+    }
+}
+
+fn seeded(seed: u64) -> Backoff {
+    Backoff::with_rng(BackoffPolicy::default(), fastrand::Rng::with_seed(seed))
+}
+
+fn config(seed: u64) -> Config {
+    Config {
+        resync: RESYNC,
+        backoff: seeded(seed),
+    }
+}
+
+/// Let every ready task run, without moving the clock.
+async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Wait (moving paused time as needed) until `n` reconciles have ended.
+async fn ended(l: &mut Loop, n: u64) -> Stats {
+    l.stats
+        .wait_for(|s| s.succeeded + s.failed >= n)
+        .await
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_loop_reconciles_once_at_start_then_waits_for_a_request() {
+    let fake = Fake::with_work(SECOND);
+    let mut l = start(&fake, config(1));
+    ended(&mut l, 1).await;
+    assert_eq!(fake.runs(), 1);
+    advance(RESYNC - 2 * SECOND).await;
+    settle().await;
+    assert_eq!(fake.runs(), 1, "nothing asked, nothing due");
+    l.queue.enqueue(Reason::Engine);
+    settle().await;
+    assert_eq!(fake.runs(), 2, "a request runs at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_during_a_reconcile_coalesce_into_exactly_one_next_run() {
+    let fake = Fake::with_work(10 * SECOND);
+    let mut l = start(&fake, config(1));
+    settle().await;
+    assert_eq!(fake.runs(), 1, "the first run is under way");
+    for reason in [Reason::File, Reason::Engine, Reason::Engine, Reason::Api] {
+        l.queue.enqueue(reason);
+        advance(SECOND).await;
+    }
+    ended(&mut l, 2).await;
+    let stats = l.stats.borrow().clone();
+    assert_eq!(fake.runs(), 2, "four requests, one run");
+    let starts = fake.starts();
+    assert_eq!(
+        starts[1] - starts[0],
+        10 * SECOND,
+        "as soon as the first ended"
+    );
+    assert_eq!(stats.succeeded, 2);
+    // And nothing more until the resync: the requests were all served by that one run.
+    advance(RESYNC - SECOND).await;
+    settle().await;
+    assert_eq!(fake.runs(), 2);
+    l.stop.fire(libc::SIGTERM);
+    l.task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_two_reconciles_run_at_once() {
+    let fake = Fake::with_work(3 * SECOND);
+    let mut l = start(&fake, config(1));
+    // A storm of requests from several triggers, while reconciles run and between them.
+    let mut triggers = Vec::new();
+    for (i, reason) in [Reason::File, Reason::Engine, Reason::Api, Reason::Signal]
+        .into_iter()
+        .enumerate()
+    {
+        let queue = l.queue.clone();
+        triggers.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                queue.enqueue(reason);
+                tokio::time::sleep(Duration::from_millis(700 + 100 * i as u64)).await;
+            }
+        }));
+    }
+    for t in triggers {
+        t.await.unwrap();
+    }
+    ended(&mut l, u64::try_from(fake.runs()).unwrap()).await;
+    assert!(fake.runs() > 5, "{} runs", fake.runs());
+    assert_eq!(fake.most_at_once.load(Ordering::SeqCst), 1);
+    // Back to back, each after the previous one ended.
+    let starts = fake.starts();
+    assert!(starts.windows(2).all(|w| w[1] - w[0] >= 3 * SECOND));
+}
+
+#[tokio::test(start_paused = true)]
+async fn resync_fires_after_the_period_with_no_requests() {
+    let fake = Fake::with_work(SECOND);
+    let mut l = start(&fake, config(1));
+    ended(&mut l, 3).await;
+    let starts = fake.starts();
+    assert_eq!(
+        starts[1] - starts[0],
+        RESYNC + SECOND,
+        "period counted from the end"
+    );
+    assert_eq!(starts[2] - starts[1], RESYNC + SECOND);
+}
+
+#[tokio::test(start_paused = true)]
+async fn failures_back_off_with_growing_ceilings_and_a_success_resets_the_backoff() {
+    let fake = Fake::with_work(Duration::ZERO);
+    fake.fail(true);
+    let mut l = start(&fake, config(7));
+    ended(&mut l, 8).await;
+    let stats = l.stats.borrow().clone();
+    assert_eq!((stats.failed, stats.consecutive_failures), (8, 8));
+    assert_eq!(stats.last_error.as_deref(), Some("engine unreachable"));
+    // The gaps are exactly the delays of a backoff with the same seed, each within its
+    // doubling ceiling.
+    let mut twin = seeded(7);
+    let expected: Vec<Duration> = (0..7).map(|_| twin.fail()).collect();
+    let starts = fake.starts();
+    let gaps: Vec<Duration> = starts.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(gaps, expected);
+    let policy = BackoffPolicy::default();
+    for (n, gap) in gaps.iter().enumerate() {
+        assert!(*gap <= policy.ceiling(n as u32 + 1), "gap {n}: {gap:?}");
+    }
+    assert_eq!(
+        stats.backoff,
+        Some(twin.fail()),
+        "the eighth failure's delay"
+    );
+
+    // The engine comes back: the retry succeeds and the backoff starts over.
+    fake.fail(false);
+    let stats = ended(&mut l, 9).await;
+    assert_eq!((stats.succeeded, stats.consecutive_failures), (1, 0));
+    assert_eq!((stats.backoff, stats.last_error), (None, None));
+    assert!(stats.last_success.is_some());
+    fake.fail(true);
+    l.queue.enqueue(Reason::File);
+    ended(&mut l, 10).await;
+    let before = fake.runs();
+    advance(SECOND).await;
+    settle().await;
+    assert_eq!(fake.runs(), before + 1, "the first retry again within 1 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn requests_during_a_backoff_wait_for_it_unless_a_person_asks() {
+    let fake = Fake::with_work(Duration::ZERO);
+    fake.fail(true);
+    // Find a seed whose fifth delay is long enough to see (over 10 s of its 16 s ceiling).
+    let seed = (0..)
+        .find(|s| {
+            let mut b = seeded(*s);
+            (0..5).map(|_| b.fail()).last().unwrap() > 10 * SECOND
+        })
+        .unwrap();
+    let mut l = start(&fake, config(seed));
+    let stats = ended(&mut l, 5).await;
+    let backoff = stats.backoff.unwrap();
+    assert!(backoff > 10 * SECOND);
+
+    // The engine and the file watcher do not cut the backoff short...
+    l.queue.enqueue(Reason::Engine);
+    l.queue.enqueue(Reason::File);
+    advance(SECOND).await;
+    settle().await;
+    assert_eq!(fake.runs(), 5);
+    advance(4 * SECOND).await;
+    settle().await;
+    assert_eq!(fake.runs(), 5, "still backing off");
+    // ...a person does, and the requests held so far are served by that same run.
+    l.queue.enqueue(Reason::Api);
+    settle().await;
+    assert_eq!(fake.runs(), 6);
+    ended(&mut l, 6).await;
+
+    // A SIGHUP does too.
+    advance(SECOND / 2).await;
+    l.queue.enqueue(Reason::Signal);
+    settle().await;
+    assert_eq!(fake.runs(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_ends_the_loop_after_the_running_reconcile_finishes() {
+    let fake = Fake::with_work(30 * SECOND);
+    let l = start(&fake, config(1));
+    settle().await;
+    assert_eq!(fake.running.load(Ordering::SeqCst), 1);
+    l.queue.enqueue(Reason::File);
+    advance(5 * SECOND).await;
+    l.stop.fire(libc::SIGTERM);
+    settle().await;
+    assert!(
+        !l.task.is_finished(),
+        "the running reconcile is not abandoned"
+    );
+    let stats = l.task.await.unwrap();
+    assert_eq!(
+        stats.succeeded, 1,
+        "it ended, and the pending request did not start"
+    );
+    assert_eq!(fake.runs(), 1);
+    assert_eq!(fake.running.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_during_a_backoff_ends_the_loop_at_once() {
+    let fake = Fake::with_work(Duration::ZERO);
+    fake.fail(true);
+    let mut l = start(&fake, config(1));
+    ended(&mut l, 10).await;
+    let waited_from = Instant::now();
+    l.stop.fire(libc::SIGTERM);
+    l.task.await.unwrap();
+    assert_eq!(Instant::now(), waited_from, "no waiting out the backoff");
+    assert_eq!(fake.runs(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_enqueue_after_the_loop_stopped_does_nothing() {
+    let fake = Fake::with_work(Duration::ZERO);
+    let mut l = start(&fake, config(1));
+    ended(&mut l, 1).await;
+    l.stop.fire(libc::SIGTERM);
+    l.task.await.unwrap();
+    l.queue.enqueue(Reason::Api);
+    settle().await;
+    assert_eq!(fake.runs(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_reconcile_may_borrow_the_daemons_state_mutably() {
+    // The daemon's closure holds its project lock `&mut` across the reconcile: an async
+    // closure, awaited on the daemon's own task rather than spawned.
+    let (queue, scheduler) = channel(config(1));
+    let (stop, shutdown) = Shutdown::new();
+    let mut reconciled = Vec::new();
+    let run = scheduler.run(shutdown, async || -> Result<(), EngineDown> {
+        reconciled.push(Instant::now());
+        tokio::time::sleep(SECOND).await;
+        Ok(())
+    });
+    let drive = async {
+        settle().await;
+        queue.enqueue(Reason::File);
+        advance(3 * SECOND).await;
+        settle().await;
+        stop.fire(libc::SIGTERM);
+    };
+    let (stats, ()) = tokio::join!(run, drive);
+    assert_eq!(stats.succeeded, 2);
+    assert_eq!(reconciled.len(), 2);
+}
