@@ -230,12 +230,11 @@ async fn publish(
         (m.project.clone(), m.problem.clone())
     };
     let Some(project) = project else {
-        systemd::status(&format!(
-            "{}",
+        systemd::status(
             problem
                 .as_deref()
-                .unwrap_or("waiting for a valid desired state")
-        ));
+                .unwrap_or("waiting for a valid desired state"),
+        );
         return;
     };
     let report = match crate::status::project_status(rt, store, &target.state, &project, None).await
