@@ -40,6 +40,8 @@ pub fn watch_desired_state(path: &Path, wake: Wake) -> notify::Result<notify::Re
             // A rescan (the kernel queue overflowed): anything may have changed.
             Err(_) => true,
             Ok(e) if e.need_rescan() => true,
+            // Reading the file (berth does, every turn) is not a change.
+            Ok(e) if matches!(e.kind, notify::EventKind::Access(_)) => false,
             Ok(e) => e.paths.iter().any(|p| match &name {
                 Some(n) => p.file_name() == Some(n.as_os_str()),
                 None => p.extension().is_some_and(|x| x == "toml"),
@@ -146,8 +148,9 @@ mod tests {
             }),
         )
         .unwrap();
-        // Another file in the same directory: no wake.
+        // Another file in the same directory, or reading the file: no wake.
         std::fs::write(dir.path().join("notes.txt"), "x").unwrap();
+        std::fs::read_to_string(&file).unwrap();
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(woken.load(Ordering::SeqCst), 0);
         // What editors do: write a temp file, rename it over the original.

@@ -1,0 +1,220 @@
+//! End-to-end: `berth run`, the daemon, against the real Docker engine. No command is
+//! typed after it starts: drift is put back from the engine's events, edits of the desired
+//! state converge, a bad edit keeps the running generation, SIGTERM leaves the stack
+//! running.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Project, free_port};
+
+const ONE: &str = r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "10s"
+min_healthy_time = "300ms"
+[services.web]
+image = "berth-fixture:test"
+environment = { VERSION = "1" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+"#;
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(p: &Project) -> Daemon {
+        let port = free_port();
+        let log = std::fs::File::create(p.dir.path().join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
+            .env("BERTH_STATE", p.state())
+            .env("BERTH_FILE", p.file())
+            .env("BERTH_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port };
+        wait_for("the daemon to be ready", Duration::from_secs(30), || {
+            d.get("/readyz").0 == 200
+        });
+        d
+    }
+
+    /// A GET on the daemon's endpoint: (status code, body); (0, "") when it does not answer.
+    fn get(&self, path: &str) -> (u16, String) {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return (0, String::new());
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        let code = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        (code, body.to_string())
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/api/v1/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0].clone()
+    }
+
+    /// SIGTERM, and the exit code.
+    fn stop(mut self) -> i32 {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code().unwrap_or(-1);
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the daemon did not stop"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Replace the desired state the way editors do: write a temp file, rename it over.
+fn edit(p: &Project, text: &str) {
+    let tmp = p.dir.path().join(".berth.toml.tmp");
+    std::fs::write(&tmp, text.replace("{project}", &p.name)).unwrap();
+    std::fs::rename(&tmp, p.file()).unwrap();
+}
+
+fn healthy_again(p: &Project, d: &Daemon, old_id: &str, what: &str) -> String {
+    wait_for(what, Duration::from_secs(20), || {
+        p.inspect("web", "{{.State.Status}}") == "running"
+            && d.status()["services"][0]["health"] == "healthy"
+            && d.status()["status"] == "converged"
+    });
+    let id = p.id("web").unwrap();
+    eprintln!("{what}: back as {} (was {})", &id[..12], &old_id[..12]);
+    id
+}
+
+#[test]
+fn killed_stopped_and_removed_containers_come_back_without_a_command() {
+    let p = Project::new("daemon-drift");
+    p.write(ONE);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+    let id = p.id("web").unwrap();
+    for (how, args) in [
+        ("docker kill", vec!["kill", "CONTAINER"]),
+        ("docker stop", vec!["stop", "CONTAINER"]),
+        ("docker rm -f", vec!["rm", "-f", "CONTAINER"]),
+    ] {
+        let started = p.inspect("web", "{{.State.StartedAt}}");
+        let c = p.container("web");
+        let args: Vec<&str> = args
+            .iter()
+            .map(|a| if *a == "CONTAINER" { c.as_str() } else { a })
+            .collect();
+        assert!(common::docker(&args).status.success(), "{how}");
+        let t0 = Instant::now();
+        wait_for(how, Duration::from_secs(20), || {
+            p.inspect("web", "{{.State.Status}}") == "running"
+                && p.inspect("web", "{{.State.StartedAt}}") != started
+        });
+        eprintln!("{how}: running again after {:?}", t0.elapsed());
+        healthy_again(&p, &d, &id, how);
+    }
+    let s = d.status();
+    assert_eq!(s["generation"], 1, "repairs are not generations: {s}");
+    assert!(s["repairs"].as_u64().unwrap() >= 3, "{s}");
+    let (_, metrics) = d.get("/metrics");
+    assert!(metrics.contains("berth_engine_reachable 1"), "{metrics}");
+    assert!(
+        metrics.contains("berth_drift_repairs_total{service=\"web\"}"),
+        "{metrics}"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_running() {
+    let p = Project::new("daemon-edit");
+    p.write(ONE);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+
+    // An edit by atomic rename converges on its own.
+    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    wait_for("the edit to converge", Duration::from_secs(20), || {
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=2")
+            && d.status()["generation"] == 2
+            && d.status()["status"] == "converged"
+    });
+    let id = p.id("web").unwrap();
+
+    // An invalid edit: the running generation stays, status names FILE:LINE:COL.
+    edit(
+        &p,
+        &ONE.replace("image = \"berth-fixture:test\"", "image = 12"),
+    );
+    wait_for("the invalid edit to show", Duration::from_secs(20), || {
+        d.status()["status"] == "blocked"
+    });
+    let s = d.status();
+    let reason = s["reason"].as_str().unwrap();
+    let at = format!("{}:8:9", p.file().display());
+    assert!(reason.contains(&at), "status must name {at}: {reason}");
+    assert_eq!(
+        p.id("web").as_deref(),
+        Some(id.as_str()),
+        "nothing was changed"
+    );
+    // ... and its drift is still repaired.
+    assert!(
+        common::docker(&["stop", &p.container("web")])
+            .status
+            .success()
+    );
+    wait_for(
+        "drift repair under a bad edit",
+        Duration::from_secs(20),
+        || p.inspect("web", "{{.State.Status}}") == "running",
+    );
+
+    // SIGTERM: exit 0, the stack keeps running.
+    assert_eq!(d.stop(), 0);
+    assert_eq!(p.inspect("web", "{{.State.Status}}"), "running");
+    assert_eq!(p.id("web").as_deref(), Some(id.as_str()));
+}
