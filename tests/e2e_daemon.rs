@@ -30,6 +30,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(p: &Project) -> Daemon {
+        Daemon::start_with(p, &[])
+    }
+
+    fn start_with(p: &Project, env: &[(&str, &str)]) -> Daemon {
         let port = free_port();
         let log = std::fs::File::create(p.dir.path().join("daemon.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -37,6 +41,7 @@ impl Daemon {
             .env("BERTH_STATE", p.state())
             .env("BERTH_FILE", p.file())
             .env("BERTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .stdin(Stdio::null())
@@ -217,4 +222,56 @@ fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_
     assert_eq!(d.stop(), 0);
     assert_eq!(p.inspect("web", "{{.State.Status}}"), "running");
     assert_eq!(p.id("web").as_deref(), Some(id.as_str()));
+}
+
+#[test]
+fn under_systemd_it_says_ready_status_watchdog_and_stopping() {
+    let p = Project::new("daemon-notify");
+    p.write(ONE);
+    let path = p.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let d = Daemon::start_with(
+        &p,
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            // systemd's WatchdogSec=2s: WATCHDOG=1 every second while the loop beats.
+            ("WATCHDOG_USEC", "2000000"),
+        ],
+    );
+    let has = |said: &[String], what: &str| said.iter().any(|m| m.contains(what));
+    let read = |said: &mut Vec<String>, until: &dyn Fn(&[String]) -> bool| {
+        let start = Instant::now();
+        let mut buf = [0u8; 4096];
+        while !until(said) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "systemd was told only {said:?}"
+            );
+            if let Ok(n) = sock.recv(&mut buf) {
+                said.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            }
+        }
+    };
+    let mut said = Vec::new();
+    read(&mut said, &|s| {
+        has(s, "READY=1")
+            && has(s, "converged")
+            && s.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 2
+    });
+    let status = said
+        .iter()
+        .rev()
+        .find(|m| m.starts_with("STATUS="))
+        .unwrap()
+        .clone();
+    assert!(
+        status.contains(&format!("project {}: converged", p.name)),
+        "{status}"
+    );
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(d.child.id() as i32, libc::SIGTERM) };
+    read(&mut said, &|s| has(s, "STOPPING=1"));
+    assert_eq!(d.stop(), 0);
 }

@@ -91,6 +91,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     };
     let heartbeat = Heartbeat::default();
     tokio::spawn(systemd::watchdog(heartbeat.clone(), shutdown.clone()));
+    // The loop's pulse: it beats while idle, and while a turn is younger than a converge
+    // may take (progress_deadline bounds every converge); a turn older than that is hung,
+    // the beats stop, and systemd's watchdog restarts berth.
+    let turn_started: Arc<Mutex<Option<Instant>>> = Arc::default();
+    tokio::spawn(pulse(
+        heartbeat.clone(),
+        turn_started.clone(),
+        shutdown.clone(),
+    ));
 
     let rt: Arc<DockerRuntime> = Arc::new(connect(&shared, &shutdown).await);
     let memory = Mutex::new(Memory::default());
@@ -102,11 +111,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
     scheduler
         .run(shutdown.clone(), async || {
-            heartbeat.beat();
             let started = Instant::now();
+            *turn_started.lock().expect("pulse lock") = Some(started);
             let report = Reporter::new(crate::redact::registered());
             let result = turn(&*rt, &store, &settings.target, &memory, &report, &shutdown).await;
-            heartbeat.beat();
+            *turn_started.lock().expect("pulse lock") = None;
             let project = memory.lock().expect("memory lock").project.clone();
             if let Some(project) = &project {
                 if daemon_lock.is_none() {
@@ -171,6 +180,41 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     systemd::stopping();
     tracing::info!("stopped; no container was stopped");
     Ok(())
+}
+
+/// How long one turn may run before the loop counts as hung: the longest converge berth
+/// allows (a 10 min progress_deadline by default, a revert after it) and some room.
+const TURN_LIMIT: Duration = Duration::from_secs(25 * 60);
+
+async fn pulse(
+    heartbeat: Heartbeat,
+    turn_started: Arc<Mutex<Option<Instant>>>,
+    shutdown: Shutdown,
+) {
+    // BERTH_TEST_HANG_AFTER_S: a test-only switch that makes the loop look hung after so
+    // many seconds, so the watchdog path can be proved under a real systemd.
+    let hang_after = std::env::var("BERTH_TEST_HANG_AFTER_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    let born = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.requested() => return,
+        }
+        if hang_after.is_some_and(|h| born.elapsed() > h) {
+            continue;
+        }
+        let busy_for = turn_started
+            .lock()
+            .expect("pulse lock")
+            .map(|t| t.elapsed());
+        if busy_for.is_none_or(|b| b < TURN_LIMIT) {
+            heartbeat.beat();
+        }
+    }
 }
 
 /// Connect to the engine, retrying with backoff until it answers (or a stop is asked).
