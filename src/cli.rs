@@ -37,8 +37,20 @@ pub struct Cli {
     /// The state store (SQLite file).
     #[arg(long, global = true, env = "BERTH_STATE")]
     pub state: Option<PathBuf>,
+    /// How log lines look: `auto` (human lines on a terminal, journald-friendly lines
+    /// without colours or timestamps under systemd), `text`, or `json` (one object a line).
+    #[arg(long, global = true, env = "BERTH_LOG_FORMAT", default_value = "auto")]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines look (`--log-format`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
 }
 
 #[derive(clap::Args, Debug, Clone)]
