@@ -394,7 +394,11 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 &store,
                 &d,
                 &mut held,
-                Options { force, allow_empty },
+                Options {
+                    force,
+                    allow_empty,
+                    ..Default::default()
+                },
                 &report,
                 &shutdown,
             )

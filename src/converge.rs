@@ -117,6 +117,7 @@ pub async fn converge_to_pinned<R: Runtime>(
     target: &Generation,
     generation: i64,
     gate_all: bool,
+    skip: &std::collections::BTreeSet<String>,
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
@@ -137,7 +138,15 @@ pub async fn converge_to_pinned<R: Runtime>(
         )));
     }
     let observed = observed_with_pins(rt, &desired, &pins).await?;
-    let the_plan = plan(&desired, &observed);
+    let mut the_plan = plan(&desired, &observed);
+    // Held services are left as they are (a repair on hold for a crash loop).
+    for step in the_plan
+        .steps
+        .iter_mut()
+        .filter(|s| skip.contains(&s.service))
+    {
+        step.action = Action::Noop;
+    }
     if the_plan.is_noop() && !gate_all {
         return Ok(Executed {
             result: Ok(()),

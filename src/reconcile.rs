@@ -38,13 +38,16 @@ use crate::spec::DesiredState;
 use crate::status::exit;
 use crate::store::{Generation, Kind, NewGeneration, Outcome, Store};
 
-/// What a person asked of this reconcile beyond the desired state.
-#[derive(Debug, Clone, Copy, Default)]
+/// What a person (or the daemon) asked of this reconcile beyond the desired state.
+#[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Apply even a poisoned desired state.
     pub force: bool,
     /// Apply a desired state that removes every running service.
     pub allow_empty: bool,
+    /// Services whose drift is not repaired now: the daemon holds the repairs of a
+    /// service that keeps dying (see [`crate::controller::crashloop`]).
+    pub hold: std::collections::BTreeSet<String>,
 }
 
 /// How one reconcile ended; each maps to one exit code ([`ApplyOutcome::exit_code`]).
@@ -185,7 +188,8 @@ pub async fn reconcile<R: Runtime>(
     // 2. Poison. Drift of what runs is still repaired: a bad push must not stop a dead
     //    container of the last good generation from coming back.
     if let Some(p) = poisoned {
-        if let Some(repaired) = repair_running(rt, store, report, shutdown, project, None).await?
+        if let Some(repaired) =
+            repair_running(rt, store, report, shutdown, project, None, &opts.hold).await?
             && repaired.exit_code() != exit::OK
         {
             return Ok(repaired);
@@ -238,8 +242,16 @@ pub async fn reconcile<R: Runtime>(
 
     // 4. Drift of the running generation: put it back, as that generation.
     if !gate_all
-        && let Some(repaired) =
-            repair_running(rt, store, report, shutdown, project, Some(&hash)).await?
+        && let Some(repaired) = repair_running(
+            rt,
+            store,
+            report,
+            shutdown,
+            project,
+            Some(&hash),
+            &opts.hold,
+        )
+        .await?
     {
         return Ok(repaired);
     }
@@ -323,7 +335,9 @@ async fn resume<R: Runtime>(
         .await?;
     match g.kind {
         Kind::Apply => {
-            let executed = converge_to_pinned(rt, g, g.id, true, report, shutdown).await?;
+            let executed =
+                converge_to_pinned(rt, g, g.id, true, &Default::default(), report, shutdown)
+                    .await?;
             let desired = desired_of(g)?;
             let outcome = conclude(rt, store, &desired, g.id, executed, report, shutdown).await?;
             Ok(match outcome {
@@ -335,7 +349,9 @@ async fn resume<R: Runtime>(
             })
         }
         Kind::Rollback => {
-            let executed = converge_to_pinned(rt, g, g.id, true, report, shutdown).await?;
+            let executed =
+                converge_to_pinned(rt, g, g.id, true, &Default::default(), report, shutdown)
+                    .await?;
             finish_plain(store, g, executed, Outcome::Healthy).await
         }
         Kind::Down => {
@@ -454,7 +470,16 @@ async fn revert<R: Runtime>(
         "reverting project {:?} to generation {}: {reason}",
         good.project, good.id
     ));
-    let reverted = converge_to_pinned(rt, good, good.id, false, report, shutdown).await?;
+    let reverted = converge_to_pinned(
+        rt,
+        good,
+        good.id,
+        false,
+        &Default::default(),
+        report,
+        shutdown,
+    )
+    .await?;
     match reverted.result {
         Ok(()) => {
             let why = format!("{reason}; reverted to generation {}", good.id);
@@ -495,10 +520,11 @@ pub async fn repair_drift<R: Runtime>(
     rt: &R,
     store: &Store,
     project: &str,
+    hold: &std::collections::BTreeSet<String>,
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Option<ApplyOutcome>, ConvergeError> {
-    repair_running(rt, store, report, shutdown, project, None).await
+    repair_running(rt, store, report, shutdown, project, None, hold).await
 }
 
 /// When `hash` is None or the running generation's: repair drift of the running
@@ -510,6 +536,7 @@ async fn repair_running<R: Runtime>(
     shutdown: &Shutdown,
     project: &str,
     hash: Option<&str>,
+    hold: &std::collections::BTreeSet<String>,
 ) -> Result<Option<ApplyOutcome>, ConvergeError> {
     let Some(latest) = store.latest(project).await? else {
         return Ok(None);
@@ -521,14 +548,22 @@ async fn repair_running<R: Runtime>(
         return Ok(None);
     }
     let desired = desired_of(&running)?;
-    let drift = plan(
+    let mut drift = plan(
         &desired,
         &observed_with_pins(rt, &desired, &pins_of(&running)).await?,
     );
     if drift.is_noop() {
         return Ok(None);
     }
-    repair(rt, store, &running, &drift, report, shutdown)
+    for step in drift.steps.iter_mut().filter(|s| hold.contains(&s.service)) {
+        step.action = Action::Noop;
+    }
+    if drift.is_noop() {
+        // Drift, all of it held (a crash loop): leave it, and do not let it pass for a
+        // change of desired state either.
+        return Ok(Some(ApplyOutcome::NoChanges));
+    }
+    repair(rt, store, &running, &drift, hold, report, shutdown)
         .await
         .map(Some)
 }
@@ -539,6 +574,7 @@ async fn repair<R: Runtime>(
     store: &Store,
     running: &Generation,
     drift: &crate::plan::Plan,
+    hold: &std::collections::BTreeSet<String>,
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
@@ -557,7 +593,8 @@ async fn repair<R: Runtime>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let executed = converge_to_pinned(rt, running, running.id, false, report, shutdown).await?;
+    let executed =
+        converge_to_pinned(rt, running, running.id, false, hold, report, shutdown).await?;
     match executed.result {
         Ok(()) => {
             for s in &drifted {
@@ -656,7 +693,8 @@ pub async fn rollback<R: Runtime>(
         lock,
     )
     .await?;
-    let executed = converge_to_pinned(rt, &g, g.id, false, report, shutdown).await?;
+    let executed =
+        converge_to_pinned(rt, &g, g.id, false, &Default::default(), report, shutdown).await?;
     finish_plain(store, &g, executed, Outcome::Healthy).await
 }
 

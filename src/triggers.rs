@@ -100,6 +100,14 @@ pub async fn follow_engine<R: Runtime>(
                     Some(Ok(e)) if e.may_be_drift() => {
                         tracing::debug!(service = ?e.service, action = %e.action, "engine event");
                         wake();
+                        // The engine reports `die` a moment before its list shows the
+                        // container exited: look again shortly, or that drift would wait
+                        // for the next resync.
+                        let again = wake.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            again();
+                        });
                     }
                     Some(Ok(_)) => {}
                     Some(Err(e)) => {

@@ -60,6 +60,9 @@ pub struct Memory {
     preflighted: Option<String>,
     /// What is wrong with the desired state now, shown as `blocked` in status.
     pub problem: Option<String>,
+    /// Services whose drift repair is held (they keep dying): set by the daemon's
+    /// crash-loop policy before each turn.
+    pub hold: std::collections::BTreeSet<String>,
 }
 
 /// One turn. Errors (the engine, the store) are for the scheduler to back off on.
@@ -120,16 +123,12 @@ pub async fn turn<R: Runtime>(
         }
         memory.lock().expect("memory lock").preflighted = Some(hash);
     }
-    let outcome = reconcile(
-        rt,
-        store,
-        &desired,
-        &mut lock,
-        Options::default(),
-        report,
-        shutdown,
-    )
-    .await?;
+    // Services in a crash loop are not repaired while their hold lasts.
+    let opts = Options {
+        hold: memory.lock().expect("memory lock").hold.clone(),
+        ..Default::default()
+    };
+    let outcome = reconcile(rt, store, &desired, &mut lock, opts, report, shutdown).await?;
     let problem = match &outcome {
         ApplyOutcome::Poisoned { generation, .. } => Some(format!(
             "the desired state is poisoned: generation {generation} failed and was rolled back"
@@ -154,15 +153,15 @@ async fn keep<R: Runtime>(
     shutdown: &Shutdown,
     problem: String,
 ) -> Result<TurnOutcome, TurnError> {
-    let project = {
+    let (project, hold) = {
         let mut m = memory.lock().expect("memory lock");
         m.problem = Some(problem.clone());
-        m.project.clone()
+        (m.project.clone(), m.hold.clone())
     };
     let repair = match project {
         Some(project) => {
             let _lock = acquire(target, &project, shutdown).await?;
-            repair_drift(rt, store, &project, report, shutdown).await?
+            repair_drift(rt, store, &project, &hold, report, shutdown).await?
         }
         None => None,
     };

@@ -23,7 +23,7 @@ async fn apply(
         d,
         Options {
             force,
-            allow_empty: false,
+            ..Default::default()
         },
         &Shutdown::never(),
     )
@@ -443,6 +443,7 @@ async fn a_desired_state_that_removes_every_running_service_is_refused_unless_al
         Options {
             force: false,
             allow_empty: true,
+            ..Default::default()
         },
         &Shutdown::never(),
     )
@@ -576,6 +577,7 @@ async fn a_forced_apply_that_fails_without_a_revert_does_not_lift_poison() {
     let forced = Options {
         force: true,
         allow_empty: false,
+        ..Default::default()
     };
     let (out, ()) = tokio::join!(apply_with(&t, &bad, forced, &shutdown), stop);
     assert!(matches!(out.unwrap(), ApplyOutcome::Interrupted { .. }));

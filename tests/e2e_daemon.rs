@@ -275,3 +275,37 @@ fn under_systemd_it_says_ready_status_watchdog_and_stopping() {
     read(&mut said, &|s| has(s, "STOPPING=1"));
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn a_service_that_keeps_dying_is_held_not_restarted_in_a_tight_loop() {
+    let p = Project::new("daemon-crashloop");
+    // Passes its gate, then exits 2 s after each start: a crash loop that berth itself
+    // would restart (Docker's own restart policy is off).
+    p.write(&ONE.replace(
+        "environment = { VERSION = \"1\" }",
+        "environment = { VERSION = \"1\", FIXTURE_EXIT_AFTER = \"2\" }\nrestart = \"no\"",
+    ));
+    let d = Daemon::start(&p);
+    wait_for("the crash loop to be held", Duration::from_secs(60), || {
+        d.status()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("web: restarted 5 times in"))
+    });
+    let s = d.status();
+    assert_eq!(s["status"], "degraded", "{s}");
+    // Held: the container stays down instead of being put back at once.
+    wait_for(
+        "the held container to exit",
+        Duration::from_secs(10),
+        || p.inspect("web", "{{.State.Status}}") == "exited",
+    );
+    let repairs = d.status()["repairs"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        p.inspect("web", "{{.State.Status}}"),
+        "exited",
+        "held, not restarted"
+    );
+    assert_eq!(d.status()["repairs"].as_u64().unwrap(), repairs);
+    assert_eq!(d.stop(), 0);
+}

@@ -108,6 +108,8 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     let mut daemon_lock: Option<ProjectLock> = None;
     let mut follower: Option<(String, tokio::task::JoinHandle<()>)> = None;
     let mut ready = false;
+    // Drift repairs of a service that keeps dying are held, not retried in a tight loop.
+    let mut crashloops = crate::controller::crashloop::RestartTracker::new(Default::default());
 
     scheduler
         .run(shutdown.clone(), async || {
@@ -140,6 +142,36 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                     ));
                 }
             }
+            // Count this turn's repairs; hold the services that repair too often, and look
+            // again when the first hold ends.
+            let repaired: &[String] = match &result {
+                Ok(TurnOutcome::Reconciled(ApplyOutcome::Repaired { services, .. }))
+                | Ok(TurnOutcome::Kept {
+                    repair: Some(ApplyOutcome::Repaired { services, .. }),
+                    ..
+                }) => services,
+                _ => &[],
+            };
+            let now = tokio::time::Instant::now();
+            for service in repaired {
+                crashloops.record(service, now);
+            }
+            let held = crashloops.held(now);
+            memory.lock().expect("memory lock").hold =
+                held.iter().map(|h| h.service.clone()).collect();
+            if let Some(at) = crashloops.next_release(now) {
+                let wake = wake.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep_until(at).await;
+                    wake(Reason::Retry);
+                });
+            }
+            let crashlooping = (!held.is_empty()).then(|| {
+                held.iter()
+                    .map(|h| h.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            });
             let took = started.elapsed();
             match &result {
                 Ok(TurnOutcome::Reconciled(outcome)) => {
@@ -167,6 +199,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 &memory,
                 &shared,
                 result.as_ref().err(),
+                crashlooping,
             )
             .await;
             if !ready && result.is_ok() {
@@ -268,6 +301,7 @@ async fn publish(
     memory: &Mutex<Memory>,
     shared: &Shared,
     error: Option<&crate::turn::TurnError>,
+    crashlooping: Option<String>,
 ) {
     let (project, problem) = {
         let m = memory.lock().expect("memory lock");
@@ -284,6 +318,9 @@ async fn publish(
     let report = match crate::status::project_status(rt, store, &target.state, &project, None).await
     {
         Ok(mut report) => {
+            if let Some(held) = crashlooping {
+                report.status = ProjectStatus::Degraded(held);
+            }
             if let Some(problem) = problem {
                 report.status = ProjectStatus::Blocked(problem);
             }
