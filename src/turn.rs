@@ -105,6 +105,22 @@ pub async fn turn<R: Runtime>(
         m.project = Some(project.clone());
         m.preflighted.as_deref() != Some(hash.as_str())
     };
+    // A project taken down on purpose stays down: the daemon does not undo `berth down`
+    // at its next trigger; `berth apply` brings the project up again.
+    if let Some(g) = store.latest(&project).await.map_err(ConvergeError::from)?
+        && g.kind == crate::store::Kind::Down
+        && g.outcome == crate::store::Outcome::Down
+    {
+        let problem = format!(
+            "taken down with `berth down` (generation {}); `berth apply` brings it up again",
+            g.id
+        );
+        memory.lock().expect("memory lock").problem = Some(problem.clone());
+        return Ok(TurnOutcome::Kept {
+            problem,
+            repair: None,
+        });
+    }
     let mut lock = acquire(target, &project, shutdown).await?;
     if preflight_due {
         if let Err(problem) = preflight(rt, &desired).await {

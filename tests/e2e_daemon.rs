@@ -309,3 +309,29 @@ fn a_service_that_keeps_dying_is_held_not_restarted_in_a_tight_loop() {
     assert_eq!(d.status()["repairs"].as_u64().unwrap(), repairs);
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
+    let p = Project::new("daemon-down");
+    p.write(ONE);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+    let down = p.berth(&["down"]);
+    assert_eq!(down.code, 0, "{}", down.stderr);
+    // The destroy events wake the daemon; it must not bring the project back.
+    wait_for("the daemon to see the down", Duration::from_secs(20), || {
+        d.status()["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("taken down"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(p.containers().is_empty(), "the daemon undid `berth down`");
+    // `berth apply` brings it up, and the daemon keeps it up.
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    wait_for("converged again", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+    assert_eq!(d.stop(), 0);
+}
