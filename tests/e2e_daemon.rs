@@ -321,11 +321,15 @@ fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
     let down = p.berth(&["down"]);
     assert_eq!(down.code, 0, "{}", down.stderr);
     // The destroy events wake the daemon; it must not bring the project back.
-    wait_for("the daemon to see the down", Duration::from_secs(20), || {
-        d.status()["reason"]
-            .as_str()
-            .is_some_and(|r| r.contains("taken down"))
-    });
+    wait_for(
+        "the daemon to see the down",
+        Duration::from_secs(20),
+        || {
+            d.status()["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("taken down"))
+        },
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert!(p.containers().is_empty(), "the daemon undid `berth down`");
     // `berth apply` brings it up, and the daemon keeps it up.
