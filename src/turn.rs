@@ -105,6 +105,8 @@ pub async fn turn<R: Runtime>(
         m.project = Some(project.clone());
         m.preflighted.as_deref() != Some(hash.as_str())
     };
+    let mut lock = acquire(target, &project, shutdown).await?;
+    // (Under the lock: a `down` running now has ended by here.)
     // A project taken down on purpose stays down: the daemon does not undo `berth down`
     // at its next trigger; `berth apply` brings the project up again.
     if let Some(g) = store.latest(&project).await.map_err(ConvergeError::from)?
@@ -121,7 +123,6 @@ pub async fn turn<R: Runtime>(
             repair: None,
         });
     }
-    let mut lock = acquire(target, &project, shutdown).await?;
     if preflight_due {
         if let Err(problem) = preflight(rt, &desired).await {
             drop(lock);

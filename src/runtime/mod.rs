@@ -122,13 +122,14 @@ pub struct ContainerEvent {
 }
 
 impl ContainerEvent {
-    /// Whether this may mean drift (a container stopped, gone, or unhealthy), so the
-    /// project must be reconciled. Starts, creates and healthy reports are berth's own work
-    /// or good news.
+    /// Whether this may mean drift (a container stopped, gone, or unhealthy) or another
+    /// hand at work (a start by `berth apply` or `docker start`), so the project must be
+    /// looked at again. Creates and healthy reports are not worth a turn.
     pub fn may_be_drift(&self) -> bool {
         matches!(
             self.action.as_str(),
-            "die"
+            "start"
+                | "die"
                 | "stop"
                 | "kill"
                 | "destroy"
