@@ -433,6 +433,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let Held {
                 store,
                 project,
+                latest,
                 shutdown,
                 rt,
                 lock: mut held,
@@ -440,10 +441,6 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(h) => h,
                 Err(code) => return Ok(code),
             };
-            let latest = store
-                .latest(&project)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
             let target = match generation {
                 Some(g) => store
                     .get(&project, g)
@@ -488,6 +485,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let Held {
                 store,
                 project,
+                latest,
                 shutdown,
                 rt,
                 lock: mut held,
@@ -495,10 +493,6 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 Ok(h) => h,
                 Err(code) => return Ok(code),
             };
-            let latest = store
-                .latest(&project)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
             let report = Reporter::new(Redactor::default());
             let outcome =
                 crate::reconcile::down(&rt, &store, &latest, &mut held, &report, &shutdown).await?;
@@ -637,6 +631,8 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
 struct Held {
     store: Store,
     project: String,
+    /// The project's newest generation, read under the lock.
+    latest: crate::store::Generation,
     shutdown: Shutdown,
     rt: DockerRuntime,
     lock: ProjectLock,
@@ -658,9 +654,14 @@ async fn held(
         Ok(l) => l,
         Err(e) => return lock_failed(e).map(Err),
     };
+    let latest = store
+        .latest(&project)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("project {project:?} has no generations"))?;
     Ok(Ok(Held {
         store,
         project,
+        latest,
         shutdown,
         rt,
         lock,
