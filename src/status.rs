@@ -173,7 +173,7 @@ pub async fn project_status<R: Runtime>(
     report.outcome = Some(shown.to_string());
 
     // Its reason is shown below: its secrets are hidden from every line printed.
-    desired_of(&latest)?;
+    crate::redact::register(&desired_of(&latest)?.redactor());
     // What runs: the services and probes are judged against the running generation.
     let running = running_generation(store, &latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);

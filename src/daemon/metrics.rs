@@ -164,16 +164,7 @@ struct GenerationInfoLabels {
 }
 
 /// Every generation outcome, so the outcome gauges of a project are all there (0 but one).
-const OUTCOMES: [Outcome; 8] = [
-    Outcome::Progressing,
-    Outcome::Healthy,
-    Outcome::Failed,
-    Outcome::RolledBack,
-    Outcome::Interrupted,
-    Outcome::Reverting,
-    Outcome::Superseded,
-    Outcome::Down,
-];
+const OUTCOMES: [Outcome; 8] = Outcome::ALL;
 
 /// Every [`crate::status::ProjectStatus`] word, for the same reason.
 const STATUS_WORDS: [&str; 8] = [

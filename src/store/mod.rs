@@ -64,19 +64,20 @@ impl Outcome {
         }
     }
 
+    /// Every outcome a generation can have.
+    pub const ALL: [Outcome; 8] = [
+        Outcome::Progressing,
+        Outcome::Healthy,
+        Outcome::Failed,
+        Outcome::RolledBack,
+        Outcome::Interrupted,
+        Outcome::Reverting,
+        Outcome::Superseded,
+        Outcome::Down,
+    ];
+
     fn parse(s: &str) -> Option<Outcome> {
-        [
-            Outcome::Progressing,
-            Outcome::Healthy,
-            Outcome::Failed,
-            Outcome::RolledBack,
-            Outcome::Interrupted,
-            Outcome::Reverting,
-            Outcome::Superseded,
-            Outcome::Down,
-        ]
-        .into_iter()
-        .find(|o| o.as_str() == s)
+        Outcome::ALL.into_iter().find(|o| o.as_str() == s)
     }
 
     /// A converge of this generation did not end: its process died or was stopped.
