@@ -173,9 +173,11 @@ pub enum Command {
         #[command(flatten)]
         args: FileArgs,
         /// Where the local HTTP endpoint (/healthz, /readyz, /metrics, /api/v1/status,
-        /// POST /api/v1/reconcile) listens.
+        /// POST /api/v1/reconcile) listens: IP:PORT, or host-gateway:PORT (the address
+        /// containers reach the host by, where the stack's Prometheus scrapes berth).
+        /// Repeatable; the first is where `berth status` asks the daemon.
         #[arg(long, default_value = crate::daemon::http::DEFAULT_LISTEN)]
-        listen: std::net::SocketAddr,
+        listen: Vec<crate::daemon::http::Listen>,
         /// Reconcile at least this often, even when nothing triggered it.
         #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
         resync: std::time::Duration,
@@ -375,6 +377,19 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let shutdown = Shutdown::on_signals();
             let rt = connect().await?;
             let store = Store::open(&state_path).await?;
+            if let Some(daemon) = crate::daemon::client::serving(&state_path, &d.project.name)?
+                && !crate::daemon::client::serves_file(&daemon, &args.file)
+            {
+                eprintln!(
+                    "berth: error: project {:?} is served by berth run (pid {} on {}) from {}; \
+                     edit that file (the daemon converges it), or stop the daemon first. Nothing was changed.",
+                    d.project.name,
+                    daemon.pid,
+                    daemon.host,
+                    daemon.file.as_deref().unwrap_or("?")
+                );
+                return Ok(EXIT_RUNTIME);
+            }
             let mut held =
                 match lock(&state_path, &d.project.name, "apply", &lock_args, &shutdown).await {
                     Ok(l) => l,
@@ -522,24 +537,60 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 None => None,
             };
             let store = Store::open(&state_path).await?;
-            let rt = connect().await?;
+            // Connected only when a report is worked out here, not asked of a daemon.
+            let mut rt: Option<DockerRuntime> = None;
             let projects = match project {
                 Some(p) => vec![p],
                 None => store.projects().await?,
             };
             let mut out = Vec::new();
+            let mut notes = Vec::new();
             for p in projects {
+                // A running daemon knows best (the file it serves may be blocked, the
+                // engine may be away); with -f the question is about that file.
+                if on_disk.is_none()
+                    && let Some(daemon) = crate::daemon::client::serving(&state_path, &p)?
+                {
+                    match crate::daemon::client::status(&daemon, &p).await {
+                        Ok(report) => {
+                            notes.push(format!(
+                                "  (as reported by berth run, pid {} on {})\n",
+                                daemon.pid, daemon.host
+                            ));
+                            out.push(report);
+                            continue;
+                        }
+                        Err(e) => eprintln!(
+                            "berth: the berth run serving project {p:?} (pid {} on {}) did not answer ({e}); working the status out here",
+                            daemon.pid, daemon.host
+                        ),
+                    }
+                }
+                if rt.is_none() {
+                    rt = Some(connect().await?);
+                }
+                let engine = rt.as_ref().expect("connected just above");
                 out.push(
-                    crate::status::project_status(&rt, &store, &state_path, &p, on_disk.as_ref())
-                        .await?,
+                    crate::status::project_status(
+                        engine,
+                        &store,
+                        &state_path,
+                        &p,
+                        on_disk.as_ref(),
+                    )
+                    .await?,
                 );
+                notes.push(String::new());
             }
             let text = if as_json {
                 crate::status::reports_json(&out)?
             } else if out.is_empty() {
                 format!("No generations recorded in {}.\n", state_path.display())
             } else {
-                out.iter().map(status_text).collect()
+                out.iter()
+                    .zip(&notes)
+                    .map(|(r, note)| status_text(r) + note)
+                    .collect()
             };
             print!("{}", crate::redact::registered_text(&text));
             // Every project must be converged for 0; nothing recorded is not converged.

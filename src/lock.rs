@@ -29,7 +29,7 @@ pub enum LockError {
         source: std::io::Error,
     },
     #[error("project {project:?} is being converged by {holder}; not waiting (--no-wait)")]
-    Busy { project: String, holder: Holder },
+    Busy { project: String, holder: Box<Holder> },
     #[error("stopped by signal {signal} while waiting for the lock of project {project:?}")]
     Interrupted { project: String, signal: i32 },
 }
@@ -45,6 +45,13 @@ pub struct Holder {
     pub command: String,
     /// The generation it is converging, once it has one.
     pub generation: Option<i64>,
+    /// A `berth run`'s HTTP endpoint (`127.0.0.1:9464`), where `berth status` asks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The desired-state file a `berth run` serves; `berth apply` of another file for
+    /// its project is refused rather than fought over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
 }
 
 impl std::fmt::Display for Holder {
@@ -76,6 +83,11 @@ pub struct ProjectLock {
 }
 
 /// Where a project's lock lives for a given state store.
+/// The name of the lock one `berth run` per project holds (beside the project's own).
+pub fn daemon_lock_name(project: &str) -> String {
+    format!("{project}.daemon")
+}
+
 pub fn lock_path(state: &Path, project: &str) -> PathBuf {
     let dir = state
         .parent()
@@ -149,7 +161,7 @@ pub async fn acquire(
                 if !wait {
                     return Err(LockError::Busy {
                         project: project.to_string(),
-                        holder,
+                        holder: Box::new(holder),
                     });
                 }
                 if let Some(say) = waiting.take() {
@@ -174,6 +186,8 @@ pub async fn acquire(
             since_ms: crate::store::now_ms(),
             command: command.to_string(),
             generation: None,
+            endpoint: None,
+            file: None,
         },
     };
     lock.write()?;
@@ -207,6 +221,13 @@ impl ProjectLock {
     /// Say which generation the holder is converging now.
     pub fn set_generation(&mut self, generation: i64) -> Result<(), LockError> {
         self.holder.generation = Some(generation);
+        self.write()
+    }
+
+    /// What a `berth run` serves: its endpoint and its desired-state file.
+    pub fn set_serves(&mut self, endpoint: Option<String>, file: String) -> Result<(), LockError> {
+        self.holder.endpoint = endpoint;
+        self.holder.file = Some(file);
         self.write()
     }
 

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::check::{ServiceCheck, check};
 use crate::converge::{ConvergeError, desired_of, observed_with_pins, pins_of};
@@ -34,7 +34,7 @@ pub mod exit {
 }
 
 /// What a project is, in one word and a reason.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "status", content = "reason", rename_all = "kebab-case")]
 pub enum ProjectStatus {
     /// The newest generation is healthy, nothing drifted, every probe passes.
@@ -100,7 +100,7 @@ impl std::fmt::Display for ProjectStatus {
 }
 
 /// One service as `berth status` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub service: String,
     pub container: String,
@@ -115,7 +115,7 @@ pub struct ServiceStatus {
 }
 
 /// A project's status report.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
     pub project: String,
     pub generation: Option<i64>,

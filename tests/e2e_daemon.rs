@@ -339,3 +339,191 @@ fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
     });
     assert_eq!(d.stop(), 0);
 }
+
+/// The project's running containers: (name, id).
+fn running(p: &Project) -> Vec<(String, String)> {
+    let out = common::docker(&[
+        "ps",
+        "--filter",
+        &format!("label=berth.project={}", p.name),
+        "--format",
+        "{{.Names}} {{.ID}}",
+    ]);
+    let mut v: Vec<(String, String)> = common::text(&out)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, i)| (n.to_string(), i.to_string()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_poisoned_edit_is_not_applied_again_and_drift_repair_goes_on() {
+    let p = Project::new("daemon-poison");
+    let good = ONE.replace("healthy_deadline = \"10s\"", "healthy_deadline = \"3s\"");
+    p.write(&good);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+
+    // An edit that never gets healthy: generation 2 fails its gate and is rolled back;
+    // its desired state is poisoned and is not tried again.
+    edit(
+        &p,
+        &good.replace(
+            "environment = { VERSION = \"1\" }",
+            "environment = { VERSION = \"2\", FIXTURE_NEVER_HEALTHY = \"1\" }",
+        ),
+    );
+    wait_for(
+        "the poisoned edit to be refused",
+        Duration::from_secs(40),
+        || {
+            let s = d.status();
+            s["status"] == "blocked" && s["reason"].as_str().is_some_and(|r| r.contains("poisoned"))
+        },
+    );
+    assert_eq!(d.status()["generation"], 2, "{}", d.status());
+    assert!(
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=1"),
+        "the good generation runs"
+    );
+
+    // Drift of the running generation is still repaired, with the good spec.
+    let old = p.id("web").unwrap();
+    assert!(
+        common::docker(&["kill", &p.container("web")])
+            .status
+            .success()
+    );
+    wait_for(
+        "the repair under a poisoned edit",
+        Duration::from_secs(20),
+        || {
+            p.inspect("web", "{{.State.Status}}") == "running"
+                && d.status()["repairs"].as_u64().unwrap_or(0) >= 1
+        },
+    );
+    assert!(
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=1")
+    );
+    eprintln!("repaired (was {})", &old[..12]);
+    // Nothing applied the poisoned state again: no generation after 2.
+    std::thread::sleep(Duration::from_secs(2));
+    let history = p.berth(&["history", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{}", history.stdout);
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn sigterm_mid_converge_leaves_containers_and_the_next_run_finishes_the_job() {
+    let p = Project::new("daemon-midterm");
+    p.write(ONE);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+    // A slow edit: the new container takes 6 s to get healthy.
+    edit(
+        &p,
+        &ONE.replace(
+            "environment = { VERSION = \"1\" }",
+            "environment = { VERSION = \"2\", FIXTURE_READY_AFTER = \"6\" }",
+        ),
+    );
+    wait_for("the converge to start", Duration::from_secs(20), || {
+        d.status()["status"] == "progressing"
+            || common::text(&common::docker(&[
+                "ps",
+                "--filter",
+                &format!("label=berth.project={}", p.name),
+                "--format",
+                "{{.Label \"berth.generation\"}}",
+            ]))
+            .lines()
+            .any(|g| g == "2")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let before = running(&p);
+    assert_eq!(d.stop(), 0, "SIGTERM mid-converge exits 0");
+    assert_eq!(running(&p), before, "no container was stopped or removed");
+    let status = p.berth(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
+    assert_eq!(s[0]["status"], "interrupted", "{}", status.stdout);
+
+    // The next berth run finishes generation 2.
+    let d = Daemon::start(&p);
+    wait_for(
+        "the next run to finish the job",
+        Duration::from_secs(40),
+        || {
+            let s = d.status();
+            s["status"] == "converged" && s["generation"] == 2
+        },
+    );
+    assert!(
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=2")
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn status_asks_the_daemon_and_apply_of_another_file_is_refused() {
+    let p = Project::new("daemon-client");
+    p.write(ONE);
+    let d = Daemon::start(&p);
+    wait_for("the first converge", Duration::from_secs(20), || {
+        d.status()["status"] == "converged"
+    });
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        status.stdout.contains(&format!(
+            "(as reported by berth run, pid {} on",
+            d.child.id()
+        )),
+        "{}",
+        status.stdout
+    );
+    assert!(status.stdout.contains("converged"), "{}", status.stdout);
+    let json = p.berth(&["status", "--json"]);
+    let s: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(s[0]["status"], "converged");
+
+    // Another file for the daemon's project is refused, and nothing changes.
+    let id = p.id("web").unwrap();
+    let other = p.dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        ONE.replace("{project}", &p.name)
+            .replace("VERSION = \"1\"", "VERSION = \"9\""),
+    )
+    .unwrap();
+    let refused = p.berth(&["apply", "-f", other.to_str().unwrap()]);
+    assert_eq!(refused.code, 1, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("served by berth run")
+            && refused.stderr.contains(p.file().to_str().unwrap()),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(p.id("web").as_deref(), Some(id.as_str()));
+    // Its own file takes turns with it on the project lock.
+    let same = p.berth(&["apply"]);
+    assert_eq!(same.code, 0, "{}", same.stderr);
+    assert_eq!(d.stop(), 0);
+    // With the daemon gone, status works it out itself.
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    assert!(
+        !status.stdout.contains("as reported by"),
+        "{}",
+        status.stdout
+    );
+}

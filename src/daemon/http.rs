@@ -41,6 +41,39 @@ use crate::status::Report;
 /// stack's Prometheus scrapes (`host.docker.internal:9464`).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9464";
 
+/// One `--listen` value: an address, or `host-gateway:PORT`, the address containers reach
+/// the host by (`host.docker.internal` with `extra_hosts = [...:host-gateway]`), asked of
+/// the engine when the daemon starts. That is where the stack's Prometheus scrapes berth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listen {
+    Addr(SocketAddr),
+    HostGateway(u16),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(port) = s.strip_prefix("host-gateway:") {
+            return port
+                .parse()
+                .map(Listen::HostGateway)
+                .map_err(|_| format!("{port:?} is not a port (expected host-gateway:PORT)"));
+        }
+        s.parse().map(Listen::Addr).map_err(|_| {
+            format!("{s:?} is not an address to listen on (IP:PORT, or host-gateway:PORT)")
+        })
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Addr(a) => write!(f, "{a}"),
+            Listen::HostGateway(p) => write!(f, "host-gateway:{p}"),
+        }
+    }
+}
+
 /// A client that sends no complete request head within this is dropped, so idle or
 /// half-open connections cannot pile up in a long-running daemon.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

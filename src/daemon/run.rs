@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::controller::scheduler::{self, Reason};
-use crate::daemon::http::{self, Shared};
+use crate::daemon::http::{self, Listen, Shared};
 use crate::daemon::metrics::{Metrics, ReconcileResult};
 use crate::lock::ProjectLock;
 use crate::reconcile::ApplyOutcome;
@@ -40,8 +40,8 @@ pub enum DaemonError {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub target: Target,
-    /// Where the HTTP endpoint listens (loopback by default).
-    pub listen: SocketAddr,
+    /// Where the HTTP endpoint listens (loopback by default; `host-gateway:PORT` too).
+    pub listen: Vec<Listen>,
     /// Reconcile at least this often, even with no trigger.
     pub resync: Duration,
 }
@@ -63,9 +63,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let wake = wake.clone();
         Arc::new(move || wake(Reason::Api))
     }));
-    let listener = http::bind(settings.listen).await?;
-    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
-    tracing::info!(listen = %settings.listen, "serving /healthz, /readyz, /metrics, /api/v1/status");
+    // Plain addresses are bound at once (a port in use ends the daemon before it does
+    // anything); host-gateway ones once the engine told us its address.
+    let mut endpoint = None;
+    for listen in &settings.listen {
+        if let Listen::Addr(addr) = listen {
+            serve_on(*addr, &shared, &shutdown).await?;
+            endpoint.get_or_insert(*addr);
+        }
+    }
 
     // SIGHUP: read the desired state again now.
     {
@@ -102,6 +108,16 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     ));
 
     let rt: Arc<DockerRuntime> = Arc::new(connect(&shared, &shutdown).await);
+    for listen in &settings.listen {
+        if let Listen::HostGateway(port) = listen {
+            let ip = host_gateway(&rt, &shutdown).await;
+            let addr = SocketAddr::new(ip, *port);
+            serve_on(addr, &shared, &shutdown).await?;
+            endpoint.get_or_insert(addr);
+        }
+    }
+    // Where `berth status` asks this daemon (named in its lock file).
+    let endpoint = endpoint.map(|a| reachable(a).to_string());
     let memory = Mutex::new(Memory::default());
     // The project's daemon lock (one `berth run` per project) and its engine follower,
     // both set up once a desired state names the project.
@@ -121,8 +137,14 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             let project = memory.lock().expect("memory lock").project.clone();
             if let Some(project) = &project {
                 if daemon_lock.is_none() {
-                    daemon_lock =
-                        Some(hold_daemon_lock(&settings.target, project, &shutdown).await);
+                    let mut lock = hold_daemon_lock(&settings.target, project, &shutdown).await;
+                    let file = std::path::absolute(&settings.target.file)
+                        .unwrap_or_else(|_| settings.target.file.clone());
+                    if let Err(e) = lock.set_serves(endpoint.clone(), file.display().to_string())
+                    {
+                        tracing::warn!(error = %e, "cannot write where this daemon serves into its lock file");
+                    }
+                    daemon_lock = Some(lock);
                 }
                 if follower.as_ref().is_none_or(|(p, _)| p != project) {
                     if let Some((_, task)) = follower.take() {
@@ -215,6 +237,49 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     Ok(())
 }
 
+async fn serve_on(
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) -> Result<(), DaemonError> {
+    let listener = http::bind(addr).await?;
+    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
+    tracing::info!(listen = %addr, "serving /healthz, /readyz, /metrics, /api/v1/status");
+    Ok(())
+}
+
+/// The address a client on this host connects to for a listen address: a wildcard
+/// (0.0.0.0, ::) is reached through loopback.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// The engine's host-gateway address, asked until it answers (or a stop is asked).
+async fn host_gateway(rt: &DockerRuntime, shutdown: &Shutdown) -> std::net::IpAddr {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match rt.host_gateway().await {
+            Ok(ip) => return ip,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?delay, "cannot learn the host-gateway address")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shutdown.requested() => std::process::exit(0),
+        }
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
 /// How long one turn may run before the loop counts as hung: the longest converge berth
 /// allows (a 10 min progress_deadline by default, a revert after it) and some room.
 const TURN_LIMIT: Duration = Duration::from_secs(25 * 60);
@@ -275,7 +340,7 @@ async fn connect(shared: &Shared, shutdown: &Shutdown) -> DockerRuntime {
 
 /// One `berth run` per project: a second one waits here, and says so.
 async fn hold_daemon_lock(target: &Target, project: &str, shutdown: &Shutdown) -> ProjectLock {
-    let name = format!("{project}.daemon");
+    let name = crate::lock::daemon_lock_name(project);
     loop {
         match crate::lock::acquire(&target.state, &name, "run", true, shutdown, |holder| {
             tracing::warn!(%holder, project, "another berth run serves this project; waiting for it to stop");

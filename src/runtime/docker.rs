@@ -852,3 +852,32 @@ fn split_reference(r: &str) -> (&str, &str) {
         _ => (r, "latest"),
     }
 }
+
+impl DockerRuntime {
+    /// The address Docker's `host-gateway` stands for: the default bridge's gateway, the
+    /// host as containers see it (`host.docker.internal` with
+    /// `extra_hosts = ["host.docker.internal:host-gateway"]`).
+    pub async fn host_gateway(&self) -> Result<std::net::IpAddr, RuntimeError> {
+        call("inspect_network");
+        let bridge = self
+            .docker
+            .inspect_network(
+                "bridge",
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .map_err(api("inspecting the default bridge network"))?;
+        bridge
+            .ipam
+            .and_then(|i| i.config)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|c| c.gateway)
+            .find_map(|g| g.parse::<std::net::Ipv4Addr>().ok())
+            .map(std::net::IpAddr::V4)
+            .ok_or_else(|| RuntimeError::Api {
+                context: "inspecting the default bridge network".into(),
+                message: "it has no IPv4 gateway (is the engine's bridge disabled?)".into(),
+            })
+    }
+}
