@@ -29,7 +29,10 @@ pub enum LockError {
         source: std::io::Error,
     },
     #[error("project {project:?} is being converged by {holder}; not waiting (--no-wait)")]
-    Busy { project: String, holder: Box<Holder> },
+    Busy {
+        project: String,
+        holder: Box<Holder>,
+    },
     #[error("stopped by signal {signal} while waiting for the lock of project {project:?}")]
     Interrupted { project: String, signal: i32 },
 }

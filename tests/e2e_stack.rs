@@ -588,3 +588,135 @@ health = { probe = "http", port = 8080, path = "/env/HEALTH", expect_json = { da
         bad.stderr
     );
 }
+
+/// Copy a directory tree (the stack's `config/`), so one file in it can be edited.
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The stack under `berth run --listen host-gateway:PORT`: the stack's own Prometheus
+/// (config/prometheus.yml as shipped, only berth's port changed to a free one) scrapes
+/// berth through `host.docker.internal` and reports the `berth` target up.
+#[test]
+fn under_berth_run_the_stacks_prometheus_scrapes_berth() {
+    require_images(&IMAGES, "scripts/build-images.sh");
+    let s = Stack::new("stack-run");
+    let berth_port = free_port();
+    let local_port = free_port();
+    let config = s.root().join("config");
+    std::fs::remove_file(&config).unwrap();
+    copy_tree(&repo().join("config"), &config);
+    let prom_yml = config.join("prometheus.yml");
+    let shipped = std::fs::read_to_string(&prom_yml).unwrap();
+    assert!(
+        shipped.contains("host.docker.internal:9464"),
+        "premise: the shipped scrape target"
+    );
+    std::fs::write(
+        &prom_yml,
+        shipped.replace(
+            "host.docker.internal:9464",
+            &format!("host.docker.internal:{berth_port}"),
+        ),
+    )
+    .unwrap();
+
+    let log = std::fs::File::create(s.root().join("daemon.log")).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "run",
+            "-f",
+            s.file().to_str().unwrap(),
+            "--exclude",
+            "grafana",
+            "--listen",
+            &format!("127.0.0.1:{local_port}"),
+            "--listen",
+            &format!("host-gateway:{berth_port}"),
+        ])
+        .env("BERTH_STATE", s.p.state())
+        .env("BERTH_LOG", "info")
+        .env("BERTH_PROJECT", &s.p.name)
+        .env("POSTGRES_HOST_PORT", s.pg.to_string())
+        .env("REDIS_HOST_PORT", s.redis.to_string())
+        .env("CHROMA_HOST_PORT", s.chroma.to_string())
+        .env("PROMETHEUS_HOST_PORT", s.prom.to_string())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+            let _ = self.0.wait();
+        }
+    }
+    let guard = Kill(&mut child);
+
+    let rt = rt();
+    let wait = |what: &str, limit: Duration, check: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !check() {
+            if start.elapsed() > limit {
+                let log = std::fs::read_to_string(s.root().join("daemon.log")).unwrap_or_default();
+                let status =
+                    rt.block_on(get(&format!("http://127.0.0.1:{local_port}/api/v1/status")));
+                panic!("timed out waiting for {what}; status: {status:?}\ndaemon log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    wait(
+        "the stack to converge under berth run",
+        Duration::from_secs(240),
+        &|| {
+            rt.block_on(get(&format!("http://127.0.0.1:{local_port}/api/v1/status")))
+                .is_ok_and(|(code, body)| code == 200 && body.contains("\"status\": \"converged\""))
+        },
+    );
+    // Prometheus scrapes every 15 s; its targets API says whether berth's is up.
+    let targets = format!("http://127.0.0.1:{}/api/v1/targets", s.prom);
+    wait(
+        "Prometheus to report the berth target up",
+        Duration::from_secs(90),
+        &|| {
+            let Ok((200, body)) = rt.block_on(get(&targets)) else {
+                return false;
+            };
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            v["data"]["activeTargets"].as_array().is_some_and(|ts| {
+                ts.iter().any(|t| {
+                    t["labels"]["job"] == "berth"
+                        && t["health"] == "up"
+                        && t["scrapeUrl"]
+                            .as_str()
+                            .is_some_and(|u| u.contains(&berth_port.to_string()))
+                })
+            })
+        },
+    );
+    // And what it scraped is berth's: the project's status gauge.
+    let query = format!(
+        "http://127.0.0.1:{}/api/v1/query?query=berth_engine_reachable",
+        s.prom
+    );
+    let (code, body) = rt.block_on(get(&query)).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"job\":\"berth\""), "{body}");
+    drop(guard);
+    assert!(
+        child.try_wait().unwrap().is_some_and(|s| s.success()),
+        "berth run stopped with exit 0"
+    );
+}

@@ -867,17 +867,52 @@ impl DockerRuntime {
             )
             .await
             .map_err(api("inspecting the default bridge network"))?;
-        bridge
-            .ipam
-            .and_then(|i| i.config)
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|c| c.gateway)
+        let configs = bridge.ipam.and_then(|i| i.config).unwrap_or_default();
+        // The gateway when the engine names it; else the subnet's first address, which
+        // is what the engine gives its bridge when none was configured.
+        configs
+            .iter()
+            .filter_map(|c| c.gateway.as_deref())
             .find_map(|g| g.parse::<std::net::Ipv4Addr>().ok())
+            .or_else(|| {
+                configs
+                    .iter()
+                    .filter_map(|c| c.subnet.as_deref())
+                    .find_map(first_address)
+            })
             .map(std::net::IpAddr::V4)
             .ok_or_else(|| RuntimeError::Api {
                 context: "inspecting the default bridge network".into(),
                 message: "it has no IPv4 gateway (is the engine's bridge disabled?)".into(),
             })
+    }
+}
+
+/// The first host address of an IPv4 subnet (`172.17.0.0/16` → `172.17.0.1`).
+fn first_address(subnet: &str) -> Option<std::net::Ipv4Addr> {
+    let (net, bits) = subnet.split_once('/')?;
+    let net: std::net::Ipv4Addr = net.parse().ok()?;
+    let bits: u32 = bits.parse().ok()?;
+    if bits > 30 {
+        return None;
+    }
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    Some(std::net::Ipv4Addr::from((u32::from(net) & mask) + 1))
+}
+
+#[cfg(test)]
+mod host_gateway_tests {
+    #[test]
+    fn the_first_address_of_a_subnet() {
+        assert_eq!(
+            super::first_address("172.17.0.0/16"),
+            Some("172.17.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            super::first_address("10.1.2.128/25"),
+            Some("10.1.2.129".parse().unwrap())
+        );
+        assert_eq!(super::first_address("fd00::/64"), None);
+        assert_eq!(super::first_address("10.0.0.0/32"), None);
     }
 }
