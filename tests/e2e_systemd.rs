@@ -317,7 +317,6 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     m.ok("systemctl start berth");
     std::fs::remove_file(p.dir.path().join("hang.env")).unwrap();
     let hung_pid = m.show("MainPID");
-    assert_eq!(m.show("NRestarts"), "0");
     wait_for(
         "the watchdog to kill the hung berth and systemd to restart it",
         Duration::from_secs(60),
