@@ -7,8 +7,9 @@
 #   berth-redis:7          images/redis
 #   berth-prometheus:2     images/prometheus
 #   berth-chroma:latest    images/chroma   (pip install chromadb from PyPI)
+#   berth-systemd:test     images/systemd  (systemd as PID 1, for tests/e2e_systemd.rs)
 #
-# Usage: scripts/build-images.sh [base|postgres|redis|prometheus|chroma ...]
+# Usage: scripts/build-images.sh [base|postgres|redis|prometheus|chroma|systemd ...]
 #   No arguments = everything. Naming a service image implies `base`.
 #   Idempotent: an existing base image is kept; service images are rebuilt
 #   with the classic builder's layer cache (a no-op when nothing changed).
@@ -24,8 +25,9 @@ declare -A service_tag=(
   [redis]="berth-redis:7"
   [prometheus]="berth-prometheus:2"
   [chroma]="berth-chroma:latest"
+  [systemd]="berth-systemd:test"
 )
-all_services=(postgres redis prometheus chroma)
+all_services=(postgres redis prometheus chroma systemd)
 tmp=""
 
 log() { printf '==> %s\n' "$*" >&2; }

@@ -1,0 +1,365 @@
+//! End-to-end: `contrib/systemd/berth.service` under a real systemd. systemd runs as PID 1
+//! in a Debian container (`berth-systemd:test`, images/systemd) with the engine's socket
+//! and the berth binary mounted in, and the unit installed as shipped: `systemctl start`
+//! returns once berth said READY=1, `StatusText` says what `berth status` says, a loop made
+//! to hang is killed by the watchdog and restarted, and the restarted berth finishes the
+//! job, `journalctl -u berth` holds the logs, and `systemctl stop` leaves every container
+//! running.
+//!
+//! The container shares the host's network: berth probes a service's container at its
+//! address on the project's bridge network, which the host reaches and a container on
+//! another bridge does not. The containers berth makes are the host engine's, labelled
+//! with the test's project, and removed with it.
+
+mod common;
+
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{Project, docker, free_port, text};
+
+const IMAGE: &str = "berth-systemd:test";
+const UNIT: &str = include_str!("../contrib/systemd/berth.service");
+
+const ONE: &str = r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "10s"
+min_healthy_time = "300ms"
+[services.web]
+image = "berth-fixture:test"
+environment = { VERSION = "1" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+"#;
+
+/// The systemd container; dropping it removes it (first, so no berth is left running to
+/// put the project's containers back after the project is cleaned up).
+struct Machine {
+    name: String,
+}
+
+impl Machine {
+    /// systemd as PID 1, booted to multi-user.target, with the engine's socket, the berth
+    /// binary and the project's directory (as /srv/berth, the unit's WorkingDirectory).
+    fn boot(p: &Project) -> Machine {
+        common::require_images(&[IMAGE], "scripts/build-images.sh systemd");
+        assert!(
+            std::path::Path::new("/var/run/docker.sock").exists(),
+            "the engine's socket /var/run/docker.sock is missing"
+        );
+        let m = Machine {
+            name: format!("{}-systemd", p.name),
+        };
+        let out = docker(&[
+            "run",
+            "-d",
+            "--name",
+            &m.name,
+            "--label",
+            "berth.test=e2e_systemd",
+            "--network",
+            "host",
+            "--cap-add",
+            "SYS_ADMIN",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            "--tmpfs",
+            "/run",
+            "--tmpfs",
+            "/run/lock",
+            "-v",
+            "/var/run/docker.sock:/run/docker.sock",
+            "-v",
+            &format!("{}:/usr/local/bin/berth:ro", env!("CARGO_BIN_EXE_berth")),
+            "-v",
+            &format!("{}:/srv/berth", p.dir.path().display()),
+            IMAGE,
+        ]);
+        assert!(
+            out.status.success(),
+            "docker run {IMAGE}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        wait_for("systemd to boot", Duration::from_secs(60), || {
+            let state = m.sh("systemctl is-system-running 2>/dev/null; true");
+            let state = state.trim();
+            if state == "degraded" {
+                eprintln!("{}", m.sh("systemctl --failed --no-pager"));
+            }
+            state == "running" || state == "degraded"
+        });
+        m
+    }
+
+    /// `docker exec` of a shell script in /srv/berth: its output, whatever its exit code.
+    fn sh(&self, script: &str) -> String {
+        let out = self.exec(script);
+        format!("{}{}", text(&out), String::from_utf8_lossy(&out.stderr))
+    }
+
+    fn exec(&self, script: &str) -> Output {
+        docker(&["exec", "-w", "/srv/berth", &self.name, "sh", "-c", script])
+    }
+
+    /// Run a command that must succeed; its stdout.
+    fn ok(&self, script: &str) -> String {
+        let out = self.exec(script);
+        assert!(
+            out.status.success(),
+            "`{script}` in the systemd container failed: {}{}",
+            text(&out),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text(&out)
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let out = std::process::Command::new("docker")
+            .args(["exec", "-i", &self.name, "sh", "-c"])
+            .arg(format!("mkdir -p \"$(dirname {path})\" && cat > {path}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(content.as_bytes())?;
+                c.wait()
+            })
+            .unwrap();
+        assert!(out.success(), "writing {path} in the systemd container");
+    }
+
+    /// `systemctl show -p PROP --value berth`
+    fn show(&self, prop: &str) -> String {
+        self.sh(&format!("systemctl show -p {prop} --value berth"))
+            .trim()
+            .to_string()
+    }
+
+    /// What `berth status` says, run in the container against the unit's state store.
+    fn berth_status(&self) -> String {
+        self.sh("berth --state /var/lib/berth/state.db status")
+    }
+
+    fn journal(&self) -> String {
+        // --all: a line with control characters (colours) would otherwise show as a blob.
+        self.ok("journalctl -u berth --all --no-pager -o cat")
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- systemctl status berth\n{}\n--- journalctl -u berth\n{}",
+                self.sh("systemctl status berth --no-pager -l"),
+                self.sh("journalctl -u berth --all --no-pager")
+            );
+        }
+        docker(&["rm", "-f", "-v", &self.name]);
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Replace the desired state the way editors do: write a temp file, rename it over.
+fn edit(p: &Project, text: &str) {
+    let dir = p.dir.path().join("desired-state");
+    let tmp = dir.join(".berth.toml.tmp");
+    std::fs::write(&tmp, text.replace("{project}", &p.name)).unwrap();
+    std::fs::rename(&tmp, dir.join("berth.toml")).unwrap();
+}
+
+/// Every container of the project, with its state: `name state` lines.
+fn states(p: &Project) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=berth.project={}", p.name),
+        "--format",
+        "{{.Names}} {{.State}}",
+    ]);
+    text(&out).lines().map(str::to_string).collect()
+}
+
+fn assert_all_running(p: &Project, when: &str) {
+    let states = states(p);
+    assert!(!states.is_empty(), "{when}: the project has no container");
+    assert!(
+        states.iter().all(|s| s.ends_with(" running")),
+        "{when}: every container must still run: {states:?}"
+    );
+}
+
+/// A log line that starts with a timestamp such as `2026-12-04T21:07:06.123Z`.
+fn stamped(line: &str) -> bool {
+    let b = line.trim_start().as_bytes();
+    b.len() > 11 && b[..4].iter().all(u8::is_ascii_digit) && b[4] == b'-' && b[10] == b'T'
+}
+
+/// StatusText and the first line of `berth status` agree (re-read until they do: a turn
+/// may land between the two reads), and say `want`.
+fn status_says(m: &Machine, want: &str) {
+    let mut last = (String::new(), String::new());
+    let agreed = (0..120).any(|_| {
+        let status_text = m.show("StatusText");
+        let status = m.berth_status();
+        let first = status.lines().next().unwrap_or("").to_string();
+        let ok = status_text == want
+            && (first == status_text || first.starts_with(&format!("{status_text} ")));
+        last = (status_text, status);
+        if !ok {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        ok
+    });
+    assert!(
+        agreed,
+        "StatusText {:?} and `berth status` {:?} must both say {want:?}",
+        last.0, last.1
+    );
+}
+
+#[test]
+fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_stops_nothing() {
+    let p = Project::new("systemd");
+    // The unit's paths: `-f /srv/berth/desired-state`, a directory of *.toml files.
+    std::fs::create_dir(p.dir.path().join("desired-state")).unwrap();
+    edit(&p, ONE);
+    let m = Machine::boot(&p);
+
+    // The unit as shipped. Its paths hold in the container (/usr/local/bin/berth,
+    // /var/lib/berth, /srv/berth); only the endpoint moves to a free port, because the
+    // container shares the host's network, where 9464 may be taken.
+    let port = free_port();
+    let shipped_listen = "--listen 127.0.0.1:9464";
+    assert!(
+        UNIT.contains(shipped_listen),
+        "the unit's ExecStart changed"
+    );
+    m.write(
+        "/etc/systemd/system/berth.service",
+        &UNIT.replace(shipped_listen, &format!("--listen 127.0.0.1:{port}")),
+    );
+    // `Requires=docker.service`: the engine is the host's, reached through the mounted
+    // socket, so a stand-in that is simply active.
+    m.write(
+        "/etc/systemd/system/docker.service",
+        "[Unit]\nDescription=the host's engine (socket mounted in)\n\
+         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
+    );
+    m.ok("systemctl daemon-reload");
+
+    // `systemctl start` returns once berth said READY=1, which it says after its first
+    // turn: by then the service is active, the stack is up and STATUS= was sent.
+    m.ok("systemctl start berth");
+    assert_eq!(m.show("ActiveState"), "active");
+    assert_eq!(m.show("SubState"), "running");
+    assert_eq!(m.show("Type"), "notify");
+    assert_eq!(
+        p.inspect("web", "{{.State.Status}}"),
+        "running",
+        "READY=1 came before the first converge"
+    );
+    let status_text = m.show("StatusText");
+    assert!(
+        status_text.starts_with(&format!("project {}: ", p.name)),
+        "STATUS= was sent before READY=1: {status_text:?}"
+    );
+    // `systemctl show -p StatusText` says what `berth status` says.
+    let converged = format!("project {}: converged", p.name);
+    status_says(&m, &converged);
+
+    // The journal holds the logs: plain lines, no colours, no timestamps of berth's own.
+    let journal = m.journal();
+    assert!(journal.contains("web: healthy"), "{journal}");
+    assert!(journal.contains("serving /healthz"), "{journal}");
+    assert!(
+        !journal.contains('\x1b'),
+        "colours in the journal:\n{journal}"
+    );
+    assert!(
+        !journal.lines().any(stamped),
+        "timestamps of berth's own in the journal:\n{journal}"
+    );
+
+    // `systemctl stop`: berth exits 0 and no container is stopped.
+    let id = p.id("web").unwrap();
+    m.ok("systemctl stop berth");
+    assert_eq!(m.show("ActiveState"), "inactive");
+    assert_eq!(m.show("Result"), "success");
+    assert_all_running(&p, "after systemctl stop berth");
+    assert_eq!(p.id("web").as_deref(), Some(id.as_str()));
+    assert!(
+        m.journal().contains("stopped; no container was stopped"),
+        "{}",
+        m.journal()
+    );
+
+    // The watchdog: a short WatchdogSec, and a loop that stops beating 2 s after its start
+    // (BERTH_TEST_HANG_AFTER_S, read from a file the test removes at once, so only the
+    // first process hangs and the one systemd restarts is healthy).
+    m.write(
+        "/etc/systemd/system/berth.service.d/watchdog.conf",
+        "[Service]\nWatchdogSec=5s\nEnvironmentFile=-/srv/berth/hang.env\n\
+         # The watchdog kills with SIGABRT: no core file of the test's binary.\nLimitCORE=0\n",
+    );
+    std::fs::write(p.dir.path().join("hang.env"), "BERTH_TEST_HANG_AFTER_S=2\n").unwrap();
+    m.ok("systemctl daemon-reload");
+    m.ok("systemctl start berth");
+    std::fs::remove_file(p.dir.path().join("hang.env")).unwrap();
+    let hung_pid = m.show("MainPID");
+    wait_for(
+        "the watchdog to kill the hung berth and systemd to restart it",
+        Duration::from_secs(60),
+        || {
+            m.show("NRestarts").parse::<u32>().unwrap_or(0) >= 1
+                && m.show("ActiveState") == "active"
+                && m.show("MainPID") != hung_pid
+        },
+    );
+    let journal = m.journal();
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    assert!(
+        journal.contains("has not beaten for a whole watchdog period"),
+        "{journal}"
+    );
+
+    // The restarted berth does the job: an edit converges as generation 2.
+    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    wait_for(
+        "the restarted berth to converge the edit",
+        Duration::from_secs(60),
+        || {
+            p.inspect("web", "{{json .Config.Env}}")
+                .contains("VERSION=2")
+                && m.berth_status().contains("generation 2")
+        },
+    );
+    status_says(&m, &converged);
+    assert!(
+        m.berth_status().contains("generation 2"),
+        "{}",
+        m.berth_status()
+    );
+
+    // And it stops like the first: every container keeps running.
+    let id = p.id("web").unwrap();
+    m.ok("systemctl stop berth");
+    assert_eq!(m.show("ActiveState"), "inactive");
+    assert_all_running(&p, "after the second systemctl stop berth");
+    assert_eq!(p.id("web").as_deref(), Some(id.as_str()));
+    let journal = m.journal();
+    assert!(
+        !journal.contains('\x1b'),
+        "colours in the journal:\n{journal}"
+    );
+}
