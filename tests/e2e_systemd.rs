@@ -240,14 +240,18 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     // /var/lib/berth, /srv/berth); only the endpoint moves to a free port, because the
     // container shares the host's network, where 9464 may be taken.
     let port = free_port();
-    let shipped_listen = "--listen 127.0.0.1:9464";
+    let gateway_port = free_port();
+    let shipped_listen = "--listen 127.0.0.1:9464 --listen host-gateway:9464";
     assert!(
         UNIT.contains(shipped_listen),
         "the unit's ExecStart changed"
     );
     m.write(
         "/etc/systemd/system/berth.service",
-        &UNIT.replace(shipped_listen, &format!("--listen 127.0.0.1:{port}")),
+        &UNIT.replace(
+            shipped_listen,
+            &format!("--listen 127.0.0.1:{port} --listen host-gateway:{gateway_port}"),
+        ),
     );
     // `Requires=docker.service`: the engine is the host's, reached through the mounted
     // socket, so a stand-in that is simply active.
