@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# berth run (the daemon) on the real engine, with the Local Assistant stack's four local
+# services (postgres, redis, chroma, prometheus; grafana excluded: its image cannot be
+# had here), from the shipped desired-state/local-assistant.toml:
+#
+#   scripts/bench-daemon.sh          (~3 min plus the release build)
+#
+#   1. docker kill of a service (redis, 3 times) -> the repair starting: the engine's own
+#      timestamps, from the container's `die` event to berth's first action on it
+#      (`start`, `create` or `destroy` event); and -> healthy again: the first moment
+#      /api/v1/status says converged with one more repair (polled every 50 ms).
+#   2. an edit of the desired state (atomic rename, 3 times; prometheus gets a new
+#      environment value) -> the converge starting: from just before the rename to the
+#      engine's first event for the project after it; and -> converged again.
+#   3. the idle daemon over one minute with the stack converged: resident memory
+#      (VmRSS, and the peak VmHWM) and CPU (utime+stime from /proc over 60 s).
+#
+# Everything it creates belongs to project benchd-<pid> (label berth.project) and is
+# removed on exit; the data directories live in a temp dir. Knobs:
+#   BENCH_SKIP_BUILD=1   use the existing target/release/berth
+#   BENCH_IDLE_S=60      length of the idle measurement
+set -euo pipefail
+export LC_ALL=C
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BERTH="$REPO_ROOT/target/release/berth"
+IDLE_S="${BENCH_IDLE_S:-60}"
+P="benchd-$$"
+
+for img in berth-postgres:15 berth-redis:7 berth-chroma:latest berth-prometheus:2; do
+  docker image inspect "$img" >/dev/null 2>&1 || {
+    echo "missing image $img: run scripts/build-images.sh first" >&2
+    exit 1
+  }
+done
+[ -n "${BENCH_SKIP_BUILD:-}" ] || cargo build --release --quiet --manifest-path "$REPO_ROOT/Cargo.toml"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now_ns() { date +%s%N; }
+ms() { echo "scale=0; ($1) / 1000000" | bc; }
+
+TMP="$(mktemp -d)"
+DAEMON_PID=""
+EVENTS_PID=""
+cleanup() {
+  [ -n "$DAEMON_PID" ] && kill -TERM "$DAEMON_PID" 2>/dev/null && wait "$DAEMON_PID" 2>/dev/null || true
+  [ -n "$EVENTS_PID" ] && kill "$EVENTS_PID" 2>/dev/null || true
+  docker ps -aq --filter "label=berth.project=$P" | xargs -r docker rm -f >/dev/null
+  docker network ls -q --filter "label=berth.project=$P" | xargs -r docker network rm >/dev/null
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+mkdir -p "$TMP/desired-state"
+ln -s "$REPO_ROOT/config" "$TMP/config"
+FILE="$TMP/desired-state/local-assistant.toml"
+cp "$REPO_ROOT/desired-state/local-assistant.toml" "$FILE"
+sed -e 's/change-me-too/bench-grafana-pw/' -e "s/change-me/bench-pw-$$/" "$REPO_ROOT/.env.example" >"$TMP/.env"
+chmod 600 "$TMP/.env"
+export BERTH_PROJECT="$P"
+export POSTGRES_HOST_PORT="$(free_port)" REDIS_HOST_PORT="$(free_port)"
+export CHROMA_HOST_PORT="$(free_port)" PROMETHEUS_HOST_PORT="$(free_port)"
+PORT="$(free_port)"
+API="http://127.0.0.1:$PORT/api/v1/status"
+
+docker events --filter type=container --filter "label=berth.project=$P" \
+  --format '{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}' >"$TMP/events" &
+EVENTS_PID=$!
+
+"$BERTH" --state "$TMP/state.db" run -f "$FILE" --exclude grafana \
+  --listen "127.0.0.1:$PORT" --log-format json >"$TMP/daemon.log" 2>&1 &
+DAEMON_PID=$!
+
+status() { curl -s --max-time 2 "$API" || true; }
+converged() { status | grep -q '"status": "converged"'; }
+repairs() { status | sed -n 's/.*"repairs": \([0-9]*\).*/\1/p' | head -1; }
+wait_until() { # what limit_s command...
+  local what="$1" limit="$2"; shift 2
+  local start; start=$(now_ns)
+  until "$@"; do
+    if (( ($(now_ns) - start) / 1000000000 > limit )); then
+      echo "timed out waiting for $what; daemon log:" >&2; tail -20 "$TMP/daemon.log" >&2; exit 1
+    fi
+    sleep 0.05
+  done
+}
+
+t0=$(now_ns)
+wait_until "the first converge" 300 converged
+echo "first converge of the 4-service stack under berth run: $(ms "$(now_ns) - $t0") ms"
+sleep 3
+
+echo
+echo "1. docker kill redis -> repair starting (engine events) / healthy again (status API)"
+for i in 1 2 3; do
+  before=$(repairs)
+  since=$(now_ns)
+  docker kill "$P-redis" >/dev/null
+  t_kill=$(now_ns)
+  wait_until "the repair of redis" 60 bash -c "curl -s --max-time 2 '$API' | grep -q '\"status\": \"converged\"' && [ \"\$(curl -s --max-time 2 '$API' | sed -n 's/.*\"repairs\": \\([0-9]*\\).*/\\1/p' | head -1)\" -gt $before ]"
+  t_healthy=$(now_ns)
+  sleep 0.5
+  die=$(awk -v s="$since" -v n="$P-redis" '$1 >= s && $2 == "die" && $3 == n {print $1; exit}' "$TMP/events")
+  act=$(awk -v d="$die" -v n="$P-redis" '$1 > d && ($2 == "start" || $2 == "create" || $2 == "destroy") && $3 ~ n {print $1; exit}' "$TMP/events")
+  echo "  run $i: die -> repair start $(ms "$act - $die") ms; kill -> converged again $(ms "$t_healthy - $t_kill") ms"
+  sleep 2
+done
+
+echo
+echo "2. desired-state edit (atomic rename) -> converge starting (first engine event) / converged"
+for i in 1 2 3; do
+  sed "s|^image = \"berth-prometheus:2\"|image = \"berth-prometheus:2\"\nenvironment = { BENCH_EDIT = \"$i\" }|" \
+    "$REPO_ROOT/desired-state/local-assistant.toml" >"$TMP/desired-state/.edit.tmp"
+  grep -q "BENCH_EDIT = \"$i\"" "$TMP/desired-state/.edit.tmp"
+  t_edit=$(now_ns)
+  mv "$TMP/desired-state/.edit.tmp" "$FILE"
+  wait_until "the edit to converge" 120 bash -c "curl -s --max-time 2 '$API' | grep -q '\"generation\": $((i + 1)),' && curl -s --max-time 2 '$API' | grep -q '\"status\": \"converged\"'"
+  t_done=$(now_ns)
+  sleep 0.5
+  first=$(awk -v s="$t_edit" '$1 > s {print $1; exit}' "$TMP/events")
+  echo "  run $i: edit -> converge start $(ms "$first - $t_edit") ms; edit -> converged $(ms "$t_done - $t_edit") ms"
+  sleep 2
+done
+
+echo
+echo "3. idle daemon over ${IDLE_S} s (stack converged, resync 5 min)"
+sleep 5
+tck=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$DAEMON_PID/stat"; }
+c0=$(cpu)
+sleep "$IDLE_S"
+c1=$(cpu)
+rss=$(awk '/VmRSS/ {print $2}' "/proc/$DAEMON_PID/status")
+hwm=$(awk '/VmHWM/ {print $2}' "/proc/$DAEMON_PID/status")
+echo "  resident: $((rss / 1024)) MiB now (VmRSS $rss kB), peak since start $((hwm / 1024)) MiB (VmHWM $hwm kB)"
+echo "  cpu: $((c1 - c0)) ticks of 1/$tck s in ${IDLE_S} s = $(echo "scale=3; ($c1 - $c0) * 100 / $tck / $IDLE_S" | bc) % of a core"
