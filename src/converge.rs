@@ -359,7 +359,8 @@ async fn execute_steps<R: Runtime>(
             let t = match r {
                 Ok(t) => t,
                 Err((f, t)) => {
-                    // An interruption outranks a gate failure it may have caused.
+                    // A stop, then an engine gone, outranks a gate failure it may have
+                    // caused (see `Failure::rank`).
                     if failure
                         .as_ref()
                         .is_none_or(|g: &Failure| f.rank() > g.rank())

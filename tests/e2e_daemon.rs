@@ -391,11 +391,11 @@ impl EngineProxy {
             while !stop.load(Ordering::SeqCst) {
                 let client = match listener.accept() {
                     Ok((c, _)) => c,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // Nobody waiting (or a passing error): look again shortly.
+                    Err(_) => {
                         std::thread::sleep(Duration::from_millis(10));
                         continue;
                     }
-                    Err(e) => panic!("the proxy cannot accept: {e}"),
                 };
                 client.set_nonblocking(false).unwrap();
                 let Ok(engine) = UnixStream::connect(&upstream) else {
@@ -515,5 +515,88 @@ fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_ba
     let s = d.status();
     assert_eq!(s["generation"], 1, "a repair, not a new generation: {s}");
     assert!(s["repairs"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed_when_it_is_back() {
+    let p = Project::new("daemon-engine-mid");
+    p.write(ONE);
+    let _log = ShowLogOnFailure(p.dir.path().join("daemon.log"));
+    let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
+    let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    let history = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap()
+    };
+
+    // Generation 2's web is healthy 12 s after its start: its gate is running when the
+    // engine goes away.
+    edit(
+        &p,
+        &ONE.replace(
+            "VERSION = \"1\"",
+            "VERSION = \"2\", FIXTURE_READY_AFTER = \"12\"",
+        )
+        .replace("healthy_deadline = \"10s\"", "healthy_deadline = \"90s\""),
+    );
+    wait_for(
+        "generation 2's container to start",
+        Duration::from_secs(30),
+        || {
+            p.inspect("web", "{{json .Config.Env}}")
+                .contains("VERSION=2")
+                && p.inspect("web", "{{.State.Status}}") == "running"
+        },
+    );
+    proxy.cut();
+    wait_for(
+        "the converge to end interrupted",
+        Duration::from_secs(60),
+        || {
+            let s = d.status();
+            s["status"] == "degraded"
+                && s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("engine unreachable"))
+                && history()
+                    .last()
+                    .is_some_and(|g| g["outcome"] == "interrupted")
+        },
+    );
+    // Not judged: no gate failure, no revert; nothing is poisoned.
+    let h = history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[1]["id"], 2, "{h:#?}");
+    assert!(
+        h[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("engine stopped answering")),
+        "{h:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
+    assert_eq!(history().len(), 2);
+
+    // Back: generation 2 is resumed (gated again) and ends healthy; never reverted.
+    proxy.restore();
+    wait_for(
+        "generation 2 to be resumed and converge",
+        Duration::from_secs(90),
+        || {
+            let s = d.status();
+            s["status"] == "converged" && s["generation"] == 2
+        },
+    );
+    let h = history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[1]["outcome"], "healthy", "{h:#?}");
+    assert!(
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=2")
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
     assert_eq!(d.stop(), 0);
 }

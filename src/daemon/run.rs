@@ -4,6 +4,10 @@
 //! SIGHUP, `POST /api/v1/reconcile`); one scheduler runs one [`turn`] at a time, the same
 //! reconcile `berth apply` runs; errors back off. SIGTERM (or SIGINT) finishes the current
 //! step, releases the lock and exits 0 without stopping any container.
+//!
+//! The engine going away does not end it: turns fail unanswered (a converge they cut is
+//! recorded `interrupted`, never judged), status says `degraded (engine unreachable: ...)`
+//! and `berth_engine_reachable` 0, and the engine coming back reconciles at once.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
