@@ -58,6 +58,48 @@ pub enum Failure {
     Gate(String),
     /// A stop was requested (the signal); the converge ended at a step boundary.
     Interrupted(i32),
+    /// The engine stopped answering: nothing was judged. The generation is recorded
+    /// `interrupted` and the next converge (once the engine answers) resumes it.
+    Unreachable { context: String, message: String },
+}
+
+impl Failure {
+    /// How a runtime error ends a step: an engine that does not answer interrupts the
+    /// converge; an engine that answers with an error fails it.
+    pub fn of(e: RuntimeError) -> Failure {
+        match e {
+            RuntimeError::Unreachable { context, message } => {
+                Failure::Unreachable { context, message }
+            }
+            other => Failure::Gate(other.to_string()),
+        }
+    }
+
+    /// The error a converge that the engine left unanswered returns, once its
+    /// generation is recorded as it stands.
+    pub fn unreachable_error(context: &str, message: &str) -> ConvergeError {
+        ConvergeError::Runtime(RuntimeError::Unreachable {
+            context: context.to_string(),
+            message: message.to_string(),
+        })
+    }
+
+    /// Rank of a failure when several services of one level fail: a stop outranks an
+    /// engine gone, which outranks a gate failure it may have caused.
+    fn rank(&self) -> u8 {
+        match self {
+            Failure::Interrupted(_) => 2,
+            Failure::Unreachable { .. } => 1,
+            Failure::Gate(_) => 0,
+        }
+    }
+}
+
+impl ConvergeError {
+    /// Whether the engine gave no answer (see [`RuntimeError::is_unreachable`]).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, ConvergeError::Runtime(e) if e.is_unreachable())
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -69,6 +111,9 @@ impl std::fmt::Display for Failure {
                 "stopped by {} before it ended",
                 crate::shutdown::signal_name(*signal)
             ),
+            Failure::Unreachable { context, message } => {
+                write!(f, "{context}: the engine did not answer: {message}")
+            }
         }
     }
 }
@@ -155,6 +200,12 @@ pub async fn converge_to_pinned<R: Runtime>(
     }
     let images = match pinned_images(rt, &pins).await {
         Ok(i) => i,
+        Err(e) if e.is_unreachable() => {
+            return Ok(Executed {
+                result: Err(Failure::of(e)),
+                timings: json!({}),
+            });
+        }
         Err(e) => return Ok(failed(e.to_string())),
     };
     Ok(execute(
@@ -272,7 +323,7 @@ async fn execute_steps<R: Runtime>(
     }))
     .await
     {
-        r.map_err(|e| Failure::Gate(e.to_string()))?;
+        r.map_err(Failure::of)?;
     }
 
     let mut wanted: Vec<&str> = desired
@@ -284,17 +335,14 @@ async fn execute_steps<R: Runtime>(
     wanted.dedup();
     let mut networks = Networks::new();
     for n in wanted {
-        let id = rt
-            .ensure_network(n, project)
-            .await
-            .map_err(|e| Failure::Gate(e.to_string()))?;
+        let id = rt.ensure_network(n, project).await.map_err(Failure::of)?;
         networks.insert(n.to_string(), id);
     }
     if desired.services.is_empty() {
         // The last container went: so does the project's network (never a volume).
         rt.remove_project_networks(project)
             .await
-            .map_err(|e| Failure::Gate(e.to_string()))?;
+            .map_err(Failure::of)?;
     }
 
     for level in desired.levels() {
@@ -311,8 +359,12 @@ async fn execute_steps<R: Runtime>(
             let t = match r {
                 Ok(t) => t,
                 Err((f, t)) => {
-                    // An interruption outranks a gate failure it may have caused.
-                    if matches!(f, Failure::Interrupted(_)) || failure.is_none() {
+                    // A stop, then an engine gone, outranks a gate failure it may have
+                    // caused (see `Failure::rank`).
+                    if failure
+                        .as_ref()
+                        .is_none_or(|g: &Failure| f.rank() > g.rank())
+                    {
                         failure = Some(f);
                     }
                     t
@@ -343,12 +395,14 @@ async fn converge_service<R: Runtime>(
         .step(&s.name)
         .expect("every desired service has a step");
     let t0 = now_ms();
-    let fail = |e: String| {
+    let fail_with = |f: Failure| {
         (
-            Failure::Gate(e),
+            f,
             json!({"action": format!("{:?}", step.action).to_lowercase(), "failed_ms": now_ms()}),
         )
     };
+    let fail = |e: String| fail_with(Failure::Gate(e));
+    let fail_rt = |e: RuntimeError| fail_with(Failure::of(e));
     let image = how.images.get(&s.image).cloned();
     let has_healthcheck = image.as_ref().is_some_and(|i| i.1);
     let id = match step.action {
@@ -368,9 +422,7 @@ async fn converge_service<R: Runtime>(
                 .expect("start step has a container")
                 .id
                 .clone();
-            rt.start_container(&id)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+            rt.start_container(&id).await.map_err(fail_rt)?;
             report.service(&s.name, "started");
             id
         }
@@ -379,7 +431,7 @@ async fn converge_service<R: Runtime>(
                 if let Volume::Named { name, .. } = v {
                     rt.ensure_volume(name, &desired.project.name)
                         .await
-                        .map_err(|e| fail(e.to_string()))?;
+                        .map_err(fail_rt)?;
                 }
             }
             let mut labels = s.labels.clone();
@@ -400,32 +452,26 @@ async fn converge_service<R: Runtime>(
                 let id = rt
                     .create_container(&temp, s, &image, &labels, networks)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(fail_rt)?;
                 // A paused container cannot take SIGTERM; removal kills it outright.
                 if old.state != "paused" {
-                    rt.stop_container(&old.id)
-                        .await
-                        .map_err(|e| fail(e.to_string()))?;
+                    rt.stop_container(&old.id).await.map_err(fail_rt)?;
                 }
-                rt.remove_container(&old.id)
-                    .await
-                    .map_err(|e| fail(e.to_string()))?;
+                rt.remove_container(&old.id).await.map_err(fail_rt)?;
                 rt.rename_container(&id, &s.container_name)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(fail_rt)?;
                 report.service(&s.name, &format!("recreated ({})", step.reason));
                 id
             } else {
                 let id = rt
                     .create_container(&s.container_name, s, &image, &labels, networks)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(fail_rt)?;
                 report.service(&s.name, "created");
                 id
             };
-            rt.start_container(&id)
-                .await
-                .map_err(|e| fail(e.to_string()))?;
+            rt.start_container(&id).await.map_err(fail_rt)?;
             report.service(&s.name, "started");
             id
         }
@@ -459,6 +505,17 @@ async fn converge_service<R: Runtime>(
                 "gate_passed_ms": now_ms(),
                 "gate_s": started.elapsed().as_secs_f64(),
             }))
+        }
+        GateOutcome::Unreachable { context, message } => {
+            report.service(&s.name, "engine unreachable while gating");
+            Err((
+                Failure::Unreachable { context, message },
+                json!({
+                    "action": format!("{:?}", step.action).to_lowercase(),
+                    "begin_ms": t0,
+                    "started_ms": started_ms,
+                }),
+            ))
         }
         GateOutcome::Failed { reason } => {
             report.service(&s.name, "FAILED its gate");

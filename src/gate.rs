@@ -18,6 +18,11 @@ pub enum GateOutcome {
     Failed {
         reason: String,
     },
+    /// The engine stopped answering: the gate could not be judged.
+    Unreachable {
+        context: String,
+        message: String,
+    },
 }
 
 /// The probe a service is gated on: its own, else its image's HEALTHCHECK, else none
@@ -60,6 +65,9 @@ pub async fn gate<R: Runtime>(
     let network = &service.networks[0];
     loop {
         match rt.inspect_container(container_id, network).await {
+            Err(crate::runtime::RuntimeError::Unreachable { context, message }) => {
+                return GateOutcome::Unreachable { context, message };
+            }
             Err(e) => last = ProbeResult::new(false, e.to_string()),
             Ok(c) => {
                 let base = *first_restarts.get_or_insert(c.restart_count);

@@ -395,6 +395,10 @@ async fn conclude<R: Runtime>(
                 signal,
             });
         }
+        // No answer is no verdict: not a gate failure, no revert, no poison.
+        Err(Failure::Unreachable { context, message }) => {
+            return unanswered(store, generation, &timings, &context, &message).await;
+        }
         // Reasons are stored and shown: a probe's output may hold a secret.
         Err(Failure::Gate(reason)) => desired.redactor().text(&reason),
     };
@@ -420,6 +424,26 @@ async fn conclude<R: Runtime>(
         .start_revert(generation, good.id, &reason, &timings)
         .await?;
     revert(rt, store, generation, &good, reason, report, shutdown).await
+}
+
+/// The engine stopped answering during a generation's converge: nothing was judged. The
+/// generation is recorded `interrupted` (the next converge resumes it, gating every
+/// service again) and the error goes up, so the daemon backs off and says the engine is
+/// unreachable, and `berth apply` exits 1.
+async fn unanswered(
+    store: &Store,
+    generation: i64,
+    timings: &serde_json::Value,
+    context: &str,
+    message: &str,
+) -> Result<ApplyOutcome, ConvergeError> {
+    let why = format!(
+        "the engine stopped answering before it ended ({context}: {message}); the next converge resumes it"
+    );
+    store
+        .finish(generation, Outcome::Interrupted, Some(&why), timings)
+        .await?;
+    Err(Failure::unreachable_error(context, message))
 }
 
 /// Finish the revert of a generation found `reverting` (its process died, or was stopped).
@@ -495,6 +519,13 @@ async fn revert<R: Runtime>(
             generation: Some(generation),
             signal,
         }),
+        // Still `reverting` too, once the engine answers again.
+        Err(Failure::Unreachable { context, message }) => {
+            report.line(
+                "the engine stopped answering during the revert; it is finished once the engine is back",
+            );
+            Err(Failure::unreachable_error(&context, &message))
+        }
         Err(Failure::Gate(revert_reason)) => {
             let why = format!(
                 "{reason}; the revert to generation {} failed too: {}",
@@ -611,6 +642,10 @@ async fn repair<R: Runtime>(
             generation: None,
             signal,
         }),
+        // Not a failed repair: the next turn, once the engine answers, looks again.
+        Err(Failure::Unreachable { context, message }) => {
+            Err(Failure::unreachable_error(&context, &message))
+        }
         Err(Failure::Gate(reason)) => {
             let reason = desired_of(running)?.redactor().text(&reason);
             store
@@ -634,6 +669,9 @@ async fn finish_plain(
     executed: Executed,
     ok: Outcome,
 ) -> Result<ApplyOutcome, ConvergeError> {
+    if let Err(Failure::Unreachable { context, message }) = &executed.result {
+        return unanswered(store, g.id, &executed.timings, context, message).await;
+    }
     let (outcome, result) = match executed.result {
         Ok(()) => (
             ok,
@@ -659,6 +697,7 @@ async fn finish_plain(
                 reason: desired_of(g)?.redactor().text(&reason),
             },
         ),
+        Err(Failure::Unreachable { .. }) => unreachable!("handled above"),
     };
     let reason = match &result {
         ApplyOutcome::Degraded { reason, .. } => Some(reason.clone()),

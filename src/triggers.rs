@@ -123,9 +123,33 @@ pub async fn follow_engine<R: Runtime>(
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.requested() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
+        backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
+
+/// A reachability callback for [`follow_engine`] that also tells of changes: `reachable`
+/// hears every report; `went_away` is called when the engine stops answering after it
+/// answered, `came_back` when it answers again after it did not. The engine counts as
+/// answering at first (the daemon connected before it follows the events).
+pub fn on_reachability(
+    reachable: Arc<dyn Fn(bool) + Send + Sync>,
+    went_away: Wake,
+    came_back: Wake,
+) -> Arc<dyn Fn(bool) + Send + Sync> {
+    let was_up = std::sync::atomic::AtomicBool::new(true);
+    Arc::new(move |up| {
+        reachable(up);
+        match (was_up.swap(up, std::sync::atomic::Ordering::SeqCst), up) {
+            (true, false) => went_away(),
+            (false, true) => came_back(),
+            _ => {}
+        }
+    })
+}
+
+/// The longest wait between two attempts to reach an engine that went away: one cheap
+/// version call, so the daemon notices the engine is back within seconds.
+const RECONNECT_MAX: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {

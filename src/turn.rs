@@ -51,6 +51,13 @@ pub enum TurnError {
     Lock(#[from] crate::lock::LockError),
 }
 
+impl TurnError {
+    /// Whether the engine gave no answer: the turn was not judged, only cut short.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, TurnError::Converge(e) if e.is_unreachable())
+    }
+}
+
 /// The daemon's memory between turns.
 #[derive(Default)]
 pub struct Memory {

@@ -658,3 +658,74 @@ async fn a_revert_target_without_a_pin_ends_degraded_instead_of_running_the_tag(
         other => panic!("expected degraded, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_engine_that_stops_answering_mid_converge_interrupts_it_without_a_verdict() {
+    use berth::runtime::Runtime;
+    let t = good_first().await;
+    // Generation 2 changes app only; app needs a second to be ready, so its gate is
+    // running when the engine goes away.
+    let next = desired(
+        t.dir.path(),
+        &STACK.replace(
+            "[services.app]\nimage = \"fixture:1\"",
+            "[services.app]\nimage = \"fixture:1\"\nenvironment = { FIXTURE_READY_AFTER = \"1\" }",
+        ),
+    );
+    let cut = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        t.rt.set_engine_down(true);
+    };
+    let (out, ()) = tokio::join!(apply(&t, &next, false), cut);
+    let err = out.expect_err("a converge the engine left unanswered is an error, not an outcome");
+    assert!(err.is_unreachable(), "{err}");
+    // Not judged: no gate failure, no revert, no poison; the generation is interrupted.
+    let h = t.store.history(Some("fake")).await.unwrap();
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[1].outcome, Outcome::Interrupted, "{h:?}");
+    assert_eq!(h[1].reverted_to, None);
+    assert!(
+        h[1].reason.as_deref().unwrap_or("").contains("engine"),
+        "{:?}",
+        h[1].reason
+    );
+    let hash = berth::hash::resolved_hash(&next);
+    assert!(
+        berth::reconcile::poisoned_by(&t.store, "fake", &hash)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // While it is away, a converge fails the same way and changes nothing.
+    let err = apply(&t, &next, false).await.expect_err("still away");
+    assert!(err.is_unreachable(), "{err}");
+    assert_eq!(t.store.history(Some("fake")).await.unwrap().len(), 2);
+
+    // Back: the next converge resumes generation 2 and finishes it healthy.
+    t.rt.set_engine_down(false);
+    assert_eq!(
+        apply(&t, &next, false).await.unwrap(),
+        ApplyOutcome::Converged {
+            generation: 2,
+            resumed: true
+        }
+    );
+    let h = t.store.history(Some("fake")).await.unwrap();
+    assert_eq!((h.len(), h[1].outcome), (2, Outcome::Healthy));
+    let app =
+        t.rt.list_project("fake")
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name == "fake-app")
+            .unwrap();
+    assert_eq!(
+        app.generation,
+        Some(2),
+        "generation 2's app, never reverted"
+    );
+    assert_eq!(
+        apply(&t, &next, false).await.unwrap(),
+        ApplyOutcome::NoChanges
+    );
+}

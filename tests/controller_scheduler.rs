@@ -355,3 +355,77 @@ async fn the_reconcile_may_borrow_the_daemons_state_mutably() {
     assert_eq!(stats.succeeded, 2);
     assert_eq!(reconciled.len(), 2);
 }
+
+/// The daemon's wiring on the in-memory engine: a reconcile that needs the engine, the
+/// engine follower, and its reachability changes turned into requests, as `berth run`
+/// does. While the engine is away every reconcile fails and the backoff grows; when it
+/// answers again, the follower's reconnection cuts the backoff short.
+#[tokio::test(start_paused = true)]
+async fn the_engine_coming_back_cuts_a_backoff_short() {
+    use berth::runtime::Runtime;
+    use berth::runtime::fake::FakeRuntime;
+
+    let rt = Arc::new(FakeRuntime::new());
+    let (queue, scheduler) = channel(config(7));
+    let mut stats = scheduler.stats();
+    let (stop, shutdown) = Shutdown::new();
+    let reachable = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let task = {
+        let rt = rt.clone();
+        tokio::spawn(scheduler.run(shutdown.clone(), async move || {
+            rt.list_project("p")
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }))
+    };
+    let follower = {
+        let (events, away, back) = (queue.clone(), queue.clone(), queue.clone());
+        let r = reachable.clone();
+        tokio::spawn(berth::triggers::follow_engine(
+            rt.clone(),
+            "p".into(),
+            Arc::new(move || events.enqueue(Reason::Engine)),
+            berth::triggers::on_reachability(
+                Arc::new(move |up| r.store(up, Ordering::SeqCst)),
+                Arc::new(move || away.enqueue(Reason::Engine)),
+                Arc::new(move || back.enqueue(Reason::Reconnected)),
+            ),
+            shutdown,
+        ))
+    };
+    stats.wait_for(|s| s.succeeded >= 1).await.unwrap();
+
+    // The engine goes away: the follower notices at once and asks for a reconcile, which
+    // fails; the retries fail too, and the backoff grows past a minute.
+    rt.set_engine_down(true);
+    let s = stats.wait_for(|s| s.failed >= 1).await.unwrap().clone();
+    assert!(!reachable.load(Ordering::SeqCst));
+    assert!(s.last_error.unwrap().contains("did not answer"));
+    let s = stats
+        .wait_for(|s| s.backoff.is_some_and(|b| b > 60 * SECOND))
+        .await
+        .unwrap()
+        .clone();
+    let (failed, succeeded, backoff) = (s.failed, s.succeeded, s.backoff.unwrap());
+
+    // It comes back: reconciled within the follower's reconnect interval (5 s at most),
+    // long before the backoff would have ended, by the reconnection and not a retry.
+    let back_at = Instant::now();
+    rt.set_engine_down(false);
+    let s = stats
+        .wait_for(|s| s.succeeded > succeeded)
+        .await
+        .unwrap()
+        .clone();
+    let waited = Instant::now() - back_at;
+    assert!(waited <= 5 * SECOND + SECOND / 10, "{waited:?}");
+    assert!(waited < backoff);
+    assert_eq!(s.failed, failed, "no retry ran in between");
+    assert_eq!(s.backoff, None);
+    assert!(reachable.load(Ordering::SeqCst));
+
+    stop.fire(libc::SIGTERM);
+    task.await.unwrap();
+    follower.await.unwrap();
+}

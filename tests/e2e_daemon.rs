@@ -1,7 +1,7 @@
 //! End-to-end: `berth run`, the daemon, against the real Docker engine. No command is
 //! typed after it starts: drift is put back from the engine's events, edits of the desired
 //! state converge, a bad edit keeps the running generation, SIGTERM leaves the stack
-//! running.
+//! running, and the engine going away (cut off through a proxy) does not end it.
 
 mod common;
 
@@ -337,6 +337,277 @@ fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
     wait_for("converged again", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
     });
+    assert_eq!(d.stop(), 0);
+}
+
+/// A unix-socket proxy between berth and the engine, which the test cuts and restores:
+/// it accepts on its own socket and forwards the bytes of each connection both ways to
+/// the engine's socket. Cut: it stops accepting (its socket file is removed, so a connect
+/// fails at once) and shuts every open connection down, both ways. Restore: it listens
+/// again at the same path.
+struct EngineProxy {
+    path: std::path::PathBuf,
+    upstream: std::path::PathBuf,
+    /// Every connection made so far, both ends: what a cut shuts down.
+    open: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
+    /// Set to make the accepting thread stop; the thread, while it runs.
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn start(path: std::path::PathBuf) -> EngineProxy {
+        let upstream = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(Into::into))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let mut proxy = EngineProxy {
+            path,
+            upstream,
+            open: Default::default(),
+            stop: Default::default(),
+            acceptor: None,
+        };
+        proxy.restore();
+        proxy
+    }
+
+    /// What berth is given as its `DOCKER_HOST`.
+    fn docker_host(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    /// Listen (again) and forward every connection to the engine.
+    fn restore(&mut self) {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        use std::sync::atomic::Ordering;
+        assert!(self.acceptor.is_none(), "the proxy already listens");
+        let _ = std::fs::remove_file(&self.path);
+        let listener = UnixListener::bind(&self.path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        self.stop.store(false, Ordering::SeqCst);
+        let (stop, open, upstream) = (self.stop.clone(), self.open.clone(), self.upstream.clone());
+        self.acceptor = Some(std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    // Nobody waiting (or a passing error): look again shortly.
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(engine) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                {
+                    let mut open = open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(engine.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
+                    (engine, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+            // The listener is dropped here: nobody accepts any more.
+        }));
+    }
+
+    /// Stop accepting, remove the socket, and shut every open connection down.
+    fn cut(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            t.join().unwrap();
+        }
+        let _ = std::fs::remove_file(&self.path);
+        for c in self.open.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+/// Prints the daemon's log when the test fails: what it did is gone with its temp dir.
+struct ShowLogOnFailure(std::path::PathBuf);
+
+impl Drop for ShowLogOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            eprintln!("--- the daemon's log ---\n{log}--- end of the daemon's log ---");
+        }
+    }
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[test]
+fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_back() {
+    let p = Project::new("daemon-engine");
+    p.write(ONE);
+    let _log = ShowLogOnFailure(p.dir.path().join("daemon.log"));
+    let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
+    let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    let metric = |d: &Daemon, value: &str| {
+        d.get("/metrics")
+            .1
+            .contains(&format!("berth_engine_reachable {value}"))
+    };
+    assert!(metric(&d, "1"));
+    let alive = |d: &mut Daemon| d.child.try_wait().unwrap().is_none();
+
+    // Cut: the daemon lives on, and its status and metrics say the engine is unreachable.
+    proxy.cut();
+    wait_for(
+        "status and metrics to say the engine is unreachable",
+        Duration::from_secs(60),
+        || {
+            let s = d.status();
+            s["status"] == "degraded"
+                && s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("engine unreachable"))
+                && metric(&d, "0")
+        },
+    );
+    eprintln!("while cut: {}", d.status());
+    // Meanwhile the project's container goes, through the engine itself.
+    assert!(
+        common::docker(&["rm", "-f", &p.container("web")])
+            .status
+            .success()
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    assert!(alive(&mut d), "the daemon exited while the engine was away");
+    assert_eq!(d.get("/healthz").0, 200);
+    let s = d.status();
+    assert_eq!(s["status"], "degraded", "{s}");
+    assert!(metric(&d, "0"));
+    assert_eq!(p.id("web"), None, "nothing was put back while cut");
+    // `berth status` (which itself reaches the engine directly) asks the daemon and tells
+    // the same story.
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stderr);
+    assert!(
+        status.stdout.contains("degraded (engine unreachable")
+            && status.stdout.contains("as reported by berth run"),
+        "{}",
+        status.stdout
+    );
+
+    // Restore: the container is back and healthy, the status converged, without a command.
+    proxy.restore();
+    wait_for(
+        "the daemon to reconcile once the engine is back",
+        Duration::from_secs(60),
+        || {
+            let s = d.status();
+            p.inspect("web", "{{.State.Status}}") == "running"
+                && s["status"] == "converged"
+                && s["services"][0]["health"] == "healthy"
+                && metric(&d, "1")
+        },
+    );
+    assert!(alive(&mut d), "the daemon exited");
+    let s = d.status();
+    assert_eq!(s["generation"], 1, "a repair, not a new generation: {s}");
+    assert!(s["repairs"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed_when_it_is_back() {
+    let p = Project::new("daemon-engine-mid");
+    p.write(ONE);
+    let _log = ShowLogOnFailure(p.dir.path().join("daemon.log"));
+    let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
+    let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    let history = || -> Vec<serde_json::Value> {
+        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap()
+    };
+
+    // Generation 2's web is healthy 12 s after its start: its gate is running when the
+    // engine goes away.
+    edit(
+        &p,
+        &ONE.replace(
+            "VERSION = \"1\"",
+            "VERSION = \"2\", FIXTURE_READY_AFTER = \"12\"",
+        )
+        .replace("healthy_deadline = \"10s\"", "healthy_deadline = \"90s\""),
+    );
+    wait_for(
+        "generation 2's container to start",
+        Duration::from_secs(30),
+        || {
+            p.inspect("web", "{{json .Config.Env}}")
+                .contains("VERSION=2")
+                && p.inspect("web", "{{.State.Status}}") == "running"
+        },
+    );
+    proxy.cut();
+    wait_for(
+        "the converge to end interrupted",
+        Duration::from_secs(60),
+        || {
+            let s = d.status();
+            s["status"] == "degraded"
+                && s["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("engine unreachable"))
+                && history()
+                    .last()
+                    .is_some_and(|g| g["outcome"] == "interrupted")
+        },
+    );
+    // Not judged: no gate failure, no revert; nothing is poisoned.
+    let h = history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[1]["id"], 2, "{h:#?}");
+    assert!(
+        h[1]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("engine stopped answering")),
+        "{h:#?}"
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
+    assert_eq!(history().len(), 2);
+
+    // Back: generation 2 is resumed (gated again) and ends healthy; never reverted.
+    proxy.restore();
+    wait_for(
+        "generation 2 to be resumed and converge",
+        Duration::from_secs(90),
+        || {
+            let s = d.status();
+            s["status"] == "converged" && s["generation"] == 2
+        },
+    );
+    let h = history();
+    assert_eq!(h.len(), 2, "{h:#?}");
+    assert_eq!(h[1]["outcome"], "healthy", "{h:#?}");
+    assert!(
+        p.inspect("web", "{{json .Config.Env}}")
+            .contains("VERSION=2")
+    );
+    assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
     assert_eq!(d.stop(), 0);
 }
 

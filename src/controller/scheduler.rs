@@ -44,6 +44,8 @@ pub enum Reason {
     Signal,
     /// The end of a backoff after a failed reconcile.
     Retry,
+    /// The engine answers again after it did not (its event stream reopened).
+    Reconnected,
 }
 
 impl Reason {
@@ -55,19 +57,24 @@ impl Reason {
             Reason::Api => "api",
             Reason::Signal => "signal",
             Reason::Retry => "retry",
+            Reason::Reconnected => "reconnected",
         }
     }
 
     /// Whether a request for this reason ends a backoff early.
     ///
-    /// Only the explicit asks of a person (SIGHUP, the API) do. Everything else waits for
-    /// the backoff to end: an engine that is restarting or overloaded sends bursts of
-    /// events, and the file watcher fires on every save; reconciling on each of them would
-    /// hammer the engine the backoff is there to spare. The request is not lost: the retry
-    /// at the end of the backoff serves it. A person who fixed the cause and will not wait
-    /// sends SIGHUP (`systemctl reload berth`) or calls the API.
+    /// The explicit asks of a person (SIGHUP, the API) do, and so does the engine coming
+    /// back: the backoff most likely grew while it was away (every turn failed
+    /// unanswered), and what it was spared is over; the project is reconciled at once,
+    /// not minutes later. That wake comes once per reconnection, not per event.
+    /// Everything else waits for the backoff to end: an engine that is restarting or
+    /// overloaded sends bursts of events, and the file watcher fires on every save;
+    /// reconciling on each of them would hammer the engine the backoff is there to spare.
+    /// The request is not lost: the retry at the end of the backoff serves it. A person
+    /// who fixed the cause and will not wait sends SIGHUP (`systemctl reload berth`) or
+    /// calls the API.
     pub fn cuts_backoff(self) -> bool {
-        matches!(self, Reason::Signal | Reason::Api)
+        matches!(self, Reason::Signal | Reason::Api | Reason::Reconnected)
     }
 }
 

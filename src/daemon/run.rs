@@ -4,6 +4,10 @@
 //! SIGHUP, `POST /api/v1/reconcile`); one scheduler runs one [`turn`] at a time, the same
 //! reconcile `berth apply` runs; errors back off. SIGTERM (or SIGINT) finishes the current
 //! step, releases the lock and exits 0 without stopping any container.
+//!
+//! The engine going away does not end it: turns fail unanswered (a converge they cut is
+//! recorded `interrupted`, never judged), status says `degraded (engine unreachable: ...)`
+//! and `berth_engine_reachable` 0, and the engine coming back reconciles at once.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -150,15 +154,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                     if let Some((_, task)) = follower.take() {
                         task.abort();
                     }
-                    let wake = wake.clone();
-                    let metrics = shared.clone();
+                    let on_event = wake.clone();
+                    let on_reachable = engine_reachable(shared.clone(), wake.clone());
                     follower = Some((
                         project.clone(),
                         tokio::spawn(crate::triggers::follow_engine(
                             rt.clone(),
                             project.clone(),
-                            Arc::new(move || wake(Reason::Engine)),
-                            Arc::new(move |up| metrics.metrics().set_engine_reachable(up)),
+                            Arc::new(move || on_event(Reason::Engine)),
+                            on_reachable,
                             shutdown.clone(),
                         )),
                     ));
@@ -338,6 +342,28 @@ async fn connect(shared: &Shared, shutdown: &Shutdown) -> DockerRuntime {
     }
 }
 
+/// What the engine follower says about reachability: the metric follows it; the engine
+/// going away asks for a turn (which fails unanswered, backs off and says so in status),
+/// and its coming back asks for one that cuts a backoff short ([`Reason::Reconnected`]):
+/// what was missed meanwhile is put right at once.
+fn engine_reachable(
+    shared: Arc<Shared>,
+    wake: impl Fn(Reason) + Clone + Send + Sync + 'static,
+) -> Arc<dyn Fn(bool) + Send + Sync> {
+    let (away, back) = (wake.clone(), wake);
+    crate::triggers::on_reachability(
+        Arc::new(move |up| shared.metrics().set_engine_reachable(up)),
+        Arc::new(move || {
+            tracing::warn!("the Docker engine does not answer; reconnecting with backoff");
+            away(Reason::Engine);
+        }),
+        Arc::new(move || {
+            tracing::info!("the Docker engine answers again; reconciling now");
+            back(Reason::Reconnected);
+        }),
+    )
+}
+
 /// One `berth run` per project: a second one waits here, and says so.
 async fn hold_daemon_lock(target: &Target, project: &str, shutdown: &Shutdown) -> ProjectLock {
     let name = crate::lock::daemon_lock_name(project);
@@ -380,24 +406,54 @@ async fn publish(
         );
         return;
     };
+    let unreachable = error.filter(|e| e.is_unreachable());
     let report = match crate::status::project_status(rt, store, &target.state, &project, None).await
     {
         Ok(mut report) => {
+            // The status was read from the engine just now: it answers.
+            shared.metrics().set_engine_reachable(true);
             if let Some(held) = crashlooping {
                 report.status = ProjectStatus::Degraded(held);
             }
             if let Some(problem) = problem {
                 report.status = ProjectStatus::Blocked(problem);
             }
-            if let Some(e) = error {
+            if let Some(e) = unreachable {
+                // It answered the status just now: it is back, and the next turn
+                // (asked for by the follower's reconnection) puts things right.
+                report.status = ProjectStatus::Degraded(format!("engine unreachable: {e}"));
+            } else if let Some(e) = error {
                 report.status = ProjectStatus::Degraded(format!("the last reconcile failed: {e}"));
             }
             report
         }
+        // The status cannot be worked out without the engine (or the store): the last
+        // report stands, said to be degraded and why. Its services are as last seen.
         Err(e) => {
-            systemd::status(&format!("project {project}: engine unreachable: {e}"));
-            shared.metrics().set_engine_reachable(false);
-            return;
+            let why = match (unreachable, e.is_unreachable()) {
+                (_, true) => format!("engine unreachable: {e}"),
+                (Some(u), false) => format!("engine unreachable: {u}"),
+                (None, false) => format!("status cannot be read: {e}"),
+            };
+            if e.is_unreachable() {
+                shared.metrics().set_engine_reachable(false);
+            }
+            let last = shared.reports().into_iter().find(|r| r.project == project);
+            match last {
+                Some(mut report) => {
+                    report.status = ProjectStatus::Degraded(why);
+                    report
+                }
+                None => crate::status::Report {
+                    project: project.clone(),
+                    generation: None,
+                    outcome: None,
+                    status: ProjectStatus::Degraded(why),
+                    services: Vec::new(),
+                    repairs: 0,
+                    holder: None,
+                },
+            }
         }
     };
     systemd::status(&format!("project {}: {}", report.project, report.status));

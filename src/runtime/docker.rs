@@ -39,14 +39,42 @@ pub struct DockerRuntime {
 
 fn api(context: impl Into<String>) -> impl FnOnce(BollardError) -> RuntimeError {
     let context = context.into();
-    move |e| RuntimeError::Api {
-        context,
-        message: match e {
-            BollardError::DockerResponseServerError { message, .. } => message,
-            other => other.to_string(),
-        },
+    move |e| {
+        if no_answer(&e) {
+            return RuntimeError::Unreachable {
+                context,
+                message: e.to_string(),
+            };
+        }
+        RuntimeError::Api {
+            context,
+            message: match e {
+                BollardError::DockerResponseServerError { message, .. } => message,
+                other => other.to_string(),
+            },
+        }
     }
 }
+
+/// Whether bollard failed without an answer from the engine: the connection was refused,
+/// reset or cut, its socket is missing, or the call timed out. An answer (any status code,
+/// or an error the engine wrote into a stream) is not this.
+fn no_answer(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::RequestTimeoutError
+            | BollardError::HyperLegacyError { .. }
+            | BollardError::HyperResponseError { .. }
+            | BollardError::IOError { .. }
+            | BollardError::SocketNotFoundError(_)
+    )
+}
+
+/// How long one engine call may wait for the engine's answer (its headers; a stream may
+/// run on after them). bollard's default is 2 minutes; an engine that holds a call this
+/// long is as good as gone, and the daemon must say so sooner. The longest call berth
+/// makes is a stop with a 10 s grace period.
+const ENGINE_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn is_not_found(e: &BollardError) -> bool {
     matches!(
@@ -63,11 +91,12 @@ fn call(name: &'static str) {
 }
 
 impl DockerRuntime {
-    /// Connect with the usual defaults (`DOCKER_HOST` or the local socket) and negotiate
-    /// the API version.
+    /// Connect with the usual defaults (`DOCKER_HOST`, e.g. `unix:///run/docker.sock`, or
+    /// the local socket) and negotiate the API version.
     pub async fn connect() -> Result<Self, RuntimeError> {
         let docker = Docker::connect_with_defaults()
             .map_err(api("connecting to the Docker engine"))?
+            .with_timeout(ENGINE_TIMEOUT)
             .negotiate_version()
             .await
             .map_err(api("negotiating the Docker API version"))?;
@@ -213,13 +242,14 @@ impl Runtime for DockerRuntime {
         let mut stream = self.docker.create_image(Some(opts), None, credentials);
         let mut layers = Layers::default();
         while let Some(item) = stream.next().await {
-            let item = item.map_err(|e| {
-                unavailable(
+            let item = item.map_err(|e| match no_answer(&e) {
+                true => api(format!("pulling {reference}"))(e),
+                false => unavailable(
                     api("pull")(e)
                         .to_string()
                         .trim_start_matches("pull: ")
                         .to_string(),
-                )
+                ),
             })?;
             if let Some(err) = item.error_detail.and_then(|d| d.message) {
                 return Err(unavailable(err));
@@ -290,7 +320,10 @@ impl Runtime for DockerRuntime {
             self.docker
                 .build_image(opts, None, Some(bollard::body_full(tarball.into())));
         while let Some(item) = stream.next().await {
-            let item = item.map_err(|e| fail(api("build")(e).to_string()))?;
+            let item = item.map_err(|e| match no_answer(&e) {
+                true => api(format!("building {reference}"))(e),
+                false => fail(api("build")(e).to_string()),
+            })?;
             if let Some(msg) = item.error_detail.and_then(|d| d.message) {
                 return Err(fail(msg));
             }

@@ -42,6 +42,8 @@ struct State {
     /// What a pull would fetch: reference → image ID.
     registry: BTreeMap<String, String>,
     registry_down: bool,
+    /// The engine does not answer: every call fails [`RuntimeError::Unreachable`].
+    engine_down: bool,
     next_id: u64,
     /// (when, what) for every call that changes something, and first passing probes.
     events: Vec<(Instant, String)>,
@@ -79,6 +81,16 @@ impl FakeRuntime {
             .unwrap()
             .registry
             .insert(reference.into(), id.into());
+    }
+
+    /// Make the engine go away (every call fails unanswered, event streams end) or come
+    /// back.
+    pub fn set_engine_down(&self, down: bool) {
+        let mut s = self.state.lock().unwrap();
+        s.engine_down = down;
+        if down {
+            s.listeners.clear();
+        }
     }
 
     /// Make every pull fail as an unreachable registry does.
@@ -164,10 +176,17 @@ impl FakeRuntime {
             .map(|c| c.image_id.clone())
     }
 
-    fn call(&self, name: &'static str) -> std::sync::MutexGuard<'_, State> {
+    /// Count one call; while the engine is "down", every call fails unanswered.
+    fn call(&self, name: &'static str) -> Result<std::sync::MutexGuard<'_, State>, RuntimeError> {
         let mut s = self.state.lock().unwrap();
+        if s.engine_down {
+            return Err(RuntimeError::Unreachable {
+                context: name.into(),
+                message: "connection refused".into(),
+            });
+        }
         *s.calls.entry(name).or_default() += 1;
-        s
+        Ok(s)
     }
 }
 
@@ -180,7 +199,7 @@ fn not_found(what: &str) -> RuntimeError {
 
 impl Runtime for FakeRuntime {
     async fn engine_version(&self) -> Result<EngineVersion, RuntimeError> {
-        drop(self.call("version"));
+        drop(self.call("version")?);
         Ok(EngineVersion {
             version: "20.10.24".into(),
             api_version: "1.41".into(),
@@ -188,7 +207,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
-        let s = self.call("list_containers");
+        let s = self.call("list_containers")?;
         Ok(s.containers
             .iter()
             .filter(|c| c.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
@@ -210,7 +229,7 @@ impl Runtime for FakeRuntime {
         &self,
         names: &[String],
     ) -> Result<BTreeMap<String, NameHolder>, RuntimeError> {
-        let s = self.call("list_containers");
+        let s = self.call("list_containers")?;
         Ok(s.containers
             .iter()
             .filter(|c| names.contains(&c.name))
@@ -227,7 +246,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn inspect_image(&self, reference: &str) -> Result<Option<ImageInfo>, RuntimeError> {
-        Ok(self.call("inspect_image").images.get(reference).cloned())
+        Ok(self.call("inspect_image")?.images.get(reference).cloned())
     }
 
     async fn pull_image(
@@ -235,7 +254,7 @@ impl Runtime for FakeRuntime {
         reference: &str,
         progress: &(dyn Fn(PullProgress) + Sync),
     ) -> Result<(), RuntimeError> {
-        let mut s = self.call("create_image");
+        let mut s = self.call("create_image")?;
         let registry = crate::images::registry_of(reference);
         let unavailable = |why: &str| RuntimeError::ImageUnavailable {
             image: reference.into(),
@@ -267,7 +286,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn build_image(&self, reference: &str, build: &Build) -> Result<(), RuntimeError> {
-        let mut s = self.call("build_image");
+        let mut s = self.call("build_image")?;
         let hash = build.context_hash.clone();
         let id = format!(
             "sha256:built-{reference}-{}",
@@ -286,17 +305,17 @@ impl Runtime for FakeRuntime {
     }
 
     async fn ensure_network(&self, name: &str, _project: &str) -> Result<String, RuntimeError> {
-        drop(self.call("create_network"));
+        drop(self.call("create_network")?);
         Ok(format!("net-{name}"))
     }
 
     async fn remove_project_networks(&self, _project: &str) -> Result<Vec<String>, RuntimeError> {
-        drop(self.call("remove_network"));
+        drop(self.call("remove_network")?);
         Ok(Vec::new())
     }
 
     async fn ensure_volume(&self, _name: &str, _project: &str) -> Result<(), RuntimeError> {
-        drop(self.call("create_volume"));
+        drop(self.call("create_volume")?);
         Ok(())
     }
 
@@ -308,7 +327,7 @@ impl Runtime for FakeRuntime {
         labels: &BTreeMap<String, String>,
         _networks: &super::Networks,
     ) -> Result<String, RuntimeError> {
-        let mut s = self.call("create_container");
+        let mut s = self.call("create_container")?;
         if s.containers.iter().any(|c| c.name == name) {
             return Err(RuntimeError::Api {
                 context: format!("creating container {name}"),
@@ -344,7 +363,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
-        let mut s = self.call("start_container");
+        let mut s = self.call("start_container")?;
         let c = s
             .containers
             .iter_mut()
@@ -361,7 +380,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn stop_container(&self, id: &str) -> Result<(), RuntimeError> {
-        let mut s = self.call("stop_container");
+        let mut s = self.call("stop_container")?;
         if let Some(c) = s.containers.iter_mut().find(|c| c.id == id) {
             c.running = false;
         }
@@ -369,7 +388,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
-        let mut s = self.call("remove_container");
+        let mut s = self.call("remove_container")?;
         if let Some(pos) = s.containers.iter().position(|c| c.id == id) {
             let c = s.containers.remove(pos);
             let what = format!(
@@ -382,7 +401,7 @@ impl Runtime for FakeRuntime {
     }
 
     async fn rename_container(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
-        let mut s = self.call("rename_container");
+        let mut s = self.call("rename_container")?;
         let c = s
             .containers
             .iter_mut()
@@ -397,7 +416,7 @@ impl Runtime for FakeRuntime {
         id: &str,
         _network: &str,
     ) -> Result<ContainerDetails, RuntimeError> {
-        let s = self.call("inspect_container");
+        let s = self.call("inspect_container")?;
         let c = s
             .containers
             .iter()
@@ -416,7 +435,11 @@ impl Runtime for FakeRuntime {
 
     fn events(&self, _project: &str) -> super::Events {
         let (tx, rx) = futures::channel::mpsc::unbounded();
-        self.state.lock().unwrap().listeners.push(tx);
+        let mut s = self.state.lock().unwrap();
+        // A stream asked of an engine that is gone ends at once.
+        if !s.engine_down {
+            s.listeners.push(tx);
+        }
         rx
     }
 
@@ -426,7 +449,9 @@ impl Runtime for FakeRuntime {
         probe: &Probe,
         _timeout: Duration,
     ) -> ProbeResult {
-        let mut s = self.call("probe");
+        let Ok(mut s) = self.call("probe") else {
+            return ProbeResult::new(false, "engine unreachable");
+        };
         let Some(c) = s.containers.iter().find(|c| c.id == target.id).cloned() else {
             return ProbeResult::new(false, "no such container");
         };

@@ -22,6 +22,18 @@ pub enum RuntimeError {
     ImageUnavailable { image: String, message: String },
     #[error("building image {image} failed: {message}")]
     Build { image: String, message: String },
+    /// The engine gave no answer: the connection was refused or reset, its socket is
+    /// missing, or the call timed out. Not a judgement on what was asked: a converge it
+    /// interrupts is resumed once the engine answers again, never reverted.
+    #[error("{context}: the engine did not answer: {message}")]
+    Unreachable { context: String, message: String },
+}
+
+impl RuntimeError {
+    /// Whether the engine gave no answer at all (as opposed to an answer that refused).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, RuntimeError::Unreachable { .. })
+    }
 }
 
 /// Network name (as the desired state writes it) → the ID of the network berth uses for it.
