@@ -5,10 +5,12 @@
 #
 #   scripts/bench-daemon.sh          (~3 min plus the release build)
 #
-#   1. docker kill of a service (redis, 3 times) -> the repair starting: the engine's own
-#      timestamps, from the container's `die` event to berth's first action on it
-#      (`start`, `create` or `destroy` event); and -> healthy again: the first moment
-#      /api/v1/status says converged with one more repair (polled every 50 ms).
+#   1. docker kill of a service (redis, 3 times) -> the repair starting: from the
+#      container's `die` event (the engine's timestamp) to berth's first call that acts
+#      on it (`start_container`, `create_container` or `remove_container` in berth's own
+#      debug log, same clock), and to the engine's `start` event (the start call done);
+#      -> healthy again: the first moment /api/v1/status says converged with one more
+#      repair (polled every 50 ms).
 #   2. an edit of the desired state (atomic rename, 3 times; prometheus gets a new
 #      environment value) -> the converge starting: from just before the rename to the
 #      engine's first event for the project after it; and -> converged again.
@@ -19,6 +21,7 @@
 # removed on exit; the data directories live in a temp dir. Knobs:
 #   BENCH_SKIP_BUILD=1   use the existing target/release/berth
 #   BENCH_IDLE_S=60      length of the idle measurement
+#   BENCH_KEEP_TMP=1     keep the temp dir (daemon log, events, state db)
 set -euo pipefail
 export LC_ALL=C
 
@@ -47,7 +50,7 @@ cleanup() {
   [ -n "$EVENTS_PID" ] && kill "$EVENTS_PID" 2>/dev/null || true
   docker ps -aq --filter "label=berth.project=$P" | xargs -r docker rm -f >/dev/null
   docker network ls -q --filter "label=berth.project=$P" | xargs -r docker network rm >/dev/null
-  rm -rf "$TMP"
+  if [ -n "${BENCH_KEEP_TMP:-}" ]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 
@@ -67,10 +70,30 @@ docker events --filter type=container --filter "label=berth.project=$P" \
   --format '{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}' >"$TMP/events" &
 EVENTS_PID=$!
 
-"$BERTH" --state "$TMP/state.db" run -f "$FILE" --exclude grafana \
+BERTH_LOG="${BERTH_LOG:-info,berth::runtime=debug}" "$BERTH" --state "$TMP/state.db" run -f "$FILE" --exclude grafana \
   --listen "127.0.0.1:$PORT" --log-format json >"$TMP/daemon.log" 2>&1 &
 DAEMON_PID=$!
 
+# berth's first engine call of one of the given kinds after a time (ns), from its JSON log.
+first_call_after() { # ns call...
+  python3 - "$TMP/daemon.log" "$@" <<'PY'
+import json, sys, datetime
+log, after, calls = sys.argv[1], int(sys.argv[2]), set(sys.argv[3:])
+for line in open(log):
+    if not line.startswith("{"):
+        continue
+    l = json.loads(line)
+    if l.get("fields", {}).get("call") not in calls:
+        continue
+    ts = l["timestamp"].rstrip("Z")
+    whole, _, frac = ts.partition(".")
+    t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
+    ns = int(t.timestamp()) * 10**9 + int((frac + "000000000")[:9])
+    if ns > after:
+        print(ns)
+        break
+PY
+}
 status() { curl -s --max-time 2 "$API" || true; }
 converged() { status | grep -q '"status": "converged"'; }
 repairs() { status | sed -n 's/.*"repairs": \([0-9]*\).*/\1/p' | head -1; }
@@ -91,7 +114,7 @@ echo "first converge of the 4-service stack under berth run: $(ms "$(now_ns) - $
 sleep 3
 
 echo
-echo "1. docker kill redis -> repair starting (engine events) / healthy again (status API)"
+echo "1. docker kill redis -> the repair starting (berth's log, the engine's events) / healthy again (status API)"
 for i in 1 2 3; do
   before=$(repairs)
   since=$(now_ns)
@@ -101,8 +124,9 @@ for i in 1 2 3; do
   t_healthy=$(now_ns)
   sleep 0.5
   die=$(awk -v s="$since" -v n="$P-redis" '$1 >= s && $2 == "die" && $3 == n {print $1; exit}' "$TMP/events")
-  act=$(awk -v d="$die" -v n="$P-redis" '$1 > d && ($2 == "start" || $2 == "create" || $2 == "destroy") && $3 ~ n {print $1; exit}' "$TMP/events")
-  echo "  run $i: die -> repair start $(ms "$act - $die") ms; kill -> converged again $(ms "$t_healthy - $t_kill") ms"
+  act=$(first_call_after "$die" start_container create_container remove_container)
+  started=$(awk -v d="$die" -v n="$P-redis" '$1 > d && $2 == "start" && $3 == n {print $1; exit}' "$TMP/events")
+  echo "  run $i: die -> berth's repair call $(ms "$act - $die") ms, -> engine's start event $(ms "$started - $die") ms; kill -> converged again $(ms "$t_healthy - $t_kill") ms"
   sleep 2
 done
 

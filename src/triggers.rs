@@ -100,13 +100,16 @@ pub async fn follow_engine<R: Runtime>(
                     Some(Ok(e)) if e.may_be_drift() => {
                         tracing::debug!(service = ?e.service, action = %e.action, "engine event");
                         wake();
-                        // The engine reports `die` a moment before its list shows the
-                        // container exited: look again shortly, or that drift would wait
-                        // for the next resync.
+                        // The engine reports `kill` and `die` a moment before its list
+                        // shows the container exited: look again shortly (soon, then
+                        // later), or that drift would wait for the next resync. Looks
+                        // that find nothing are cheap no-op turns, and they coalesce.
                         let again = wake.clone();
                         tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            again();
+                            for after in LOOK_AGAIN {
+                                tokio::time::sleep(after).await;
+                                again();
+                            }
                         });
                     }
                     Some(Ok(_)) => {}
@@ -126,6 +129,13 @@ pub async fn follow_engine<R: Runtime>(
         backoff = (backoff * 2).min(RECONNECT_MAX);
     }
 }
+
+/// When to look again after an event that may be drift (each relative to the previous).
+const LOOK_AGAIN: [Duration; 3] = [
+    Duration::from_millis(60),
+    Duration::from_millis(140),
+    Duration::from_millis(300),
+];
 
 /// A reachability callback for [`follow_engine`] that also tells of changes: `reachable`
 /// hears every report; `went_away` is called when the engine stops answering after it
