@@ -4,9 +4,9 @@
 //! anything runs; and `berth migrate status` / `apply` from the command line, which reach
 //! the database through its service's published host port.
 //!
-//! Each test starts its own PostgreSQL container (`e2e-migrate-<test>-<pid>`, a port that
-//! Docker picks on 127.0.0.1) and removes it when it ends, also on failure. No other
-//! container is touched.
+//! Each test starts its own PostgreSQL container (`e2e-migrate-<test>-<pid>-<random>`, on a
+//! port that Docker picks on 127.0.0.1) and removes it by id when it ends, also on failure.
+//! No other container is touched.
 
 mod common;
 
@@ -42,8 +42,11 @@ fn repo_migrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
 }
 
-/// A PostgreSQL container of this test's own; removed on drop.
+/// A PostgreSQL container of this test's own; removed (by its id) on drop.
 struct Postgres {
+    /// The container's id: what the guard removes, so a name clash can never make it
+    /// remove someone else's container.
+    id: String,
     name: String,
     port: u16,
     password: String,
@@ -52,10 +55,12 @@ struct Postgres {
 impl Postgres {
     fn start(test: &str) -> Postgres {
         require_images(&[IMAGE], "scripts/build-images.sh postgres");
-        let name = format!("e2e-migrate-{test}-{}", std::process::id());
+        let name = format!(
+            "e2e-migrate-{test}-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        );
         let password = format!("e2e-migrate-pw-{}-Zq8", std::process::id());
-        // A leftover of an earlier run of this very test process id is ours to remove.
-        docker(&["rm", "-f", &name]);
         let out = docker(&[
             "run",
             "-d",
@@ -73,16 +78,17 @@ impl Postgres {
         ]);
         // From here on the guard removes the container, whatever happens next.
         let mut pg = Postgres {
+            id: text(&out).trim().to_string(),
             name,
             port: 0,
             password,
         };
         assert!(
-            out.status.success(),
+            out.status.success() && !pg.id.is_empty(),
             "docker run {IMAGE} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = text(&docker(&["port", &pg.name, "5432/tcp"]));
+        let port = text(&docker(&["port", &pg.id, "5432/tcp"]));
         pg.port = port
             .lines()
             .find_map(|l| l.trim().rsplit_once(':').and_then(|(_, p)| p.parse().ok()))
@@ -115,14 +121,14 @@ impl Postgres {
                 running == "true" && start.elapsed() < Duration::from_secs(180),
                 "PostgreSQL in {} did not accept connections (running: {running}; last error: {last}); its log:\n{}",
                 self.name,
-                String::from_utf8_lossy(&docker(&["logs", &self.name]).stderr)
+                String::from_utf8_lossy(&docker(&["logs", &self.id]).stderr)
             );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
     fn inspect(&self, format: &str) -> String {
-        text(&docker(&["inspect", "-f", format, &self.name]))
+        text(&docker(&["inspect", "-f", format, &self.id]))
             .trim()
             .to_string()
     }
@@ -130,7 +136,9 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        docker(&["rm", "-f", "-v", &self.name]);
+        if !self.id.is_empty() {
+            docker(&["rm", "-f", "-v", &self.id]);
+        }
     }
 }
 
