@@ -56,6 +56,7 @@ trap cleanup EXIT
 
 mkdir -p "$TMP/desired-state"
 ln -s "$REPO_ROOT/config" "$TMP/config"
+ln -s "$REPO_ROOT/migrations" "$TMP/migrations"
 FILE="$TMP/desired-state/local-assistant.toml"
 cp "$REPO_ROOT/desired-state/local-assistant.toml" "$FILE"
 sed -e 's/change-me-too/bench-grafana-pw/' -e "s/change-me/bench-pw-$$/" "$REPO_ROOT/.env.example" >"$TMP/.env"

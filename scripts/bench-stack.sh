@@ -192,11 +192,12 @@ DATA_DIRS=(
 )
 
 CONFIG_NOTE=""
-# A fresh root for one run: desired-state/, compose/, data/, config, .env.
+# A fresh root for one run: desired-state/, compose/, data/, config, migrations, .env.
 make_root() {
   local root="$1" mht="${2:-}" d m
   mkdir -p "$root/desired-state" "$root/compose"
   cp "$STATE_FILE" "$root/desired-state/local-assistant.toml"
+  ln -s "$REPO_ROOT/migrations" "$root/migrations"
   if [[ -n "$mht" ]]; then
     sed -i -E "s/^(min_healthy_time[[:space:]]*=[[:space:]]*)\"[^\"]*\"/\\1\"$mht\"/" \
       "$root/desired-state/local-assistant.toml"

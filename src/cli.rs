@@ -182,6 +182,12 @@ pub enum Command {
         #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
         resync: std::time::Duration,
     },
+    /// The database migrations of the `[migrations]` block, run from the host through
+    /// the database service's published port.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
     /// Generations, outcomes and reasons.
     History {
         #[arg(long)]
@@ -189,6 +195,15 @@ pub enum Command {
         #[arg(long)]
         project: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateCommand {
+    /// Applied and pending migrations (exit 0).
+    Status(FileArgs),
+    /// Apply the pending migrations, each in its own transaction. Exit 2 when an applied
+    /// migration's file was edited, 1 on any other failure.
+    Apply(FileArgs),
 }
 
 /// Run the CLI; returns the process exit code.
@@ -617,6 +632,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             .await?;
             Ok(EXIT_OK)
         }
+        Command::Migrate { command } => migrate(command).await,
         Command::History {
             json: as_json,
             project,
@@ -864,4 +880,73 @@ fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String
     t.lines()
         .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
         .collect()
+}
+
+/// `berth migrate status|apply`: against the database service's published host port.
+async fn migrate(command: MigrateCommand) -> anyhow::Result<i32> {
+    use crate::migrate::{self, Error};
+    let args = match &command {
+        MigrateCommand::Status(a) | MigrateCommand::Apply(a) => a,
+    };
+    let d = match load(args) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let Some(m) = &d.migrations else {
+        eprintln!(
+            "berth: {}: the desired state has no [migrations] block",
+            args.file.display()
+        );
+        return Ok(EXIT_INVALID);
+    };
+    let service = &d.services[&m.service];
+    let url = migrate::host_url(m, service)?;
+    match command {
+        MigrateCommand::Status(_) => {
+            let status = migrate::status(&url, &m.source).await?;
+            println!(
+                "migrations in {} (database service {:?})",
+                m.source.display(),
+                m.service
+            );
+            for a in &status.applied {
+                let note = match (a.success, a.checksum_ok) {
+                    (false, _) => "  DIRTY: recorded as half-applied",
+                    (_, Some(false)) => "  EDITED since it was applied",
+                    (_, None) => "  not in the source",
+                    _ => "",
+                };
+                println!("  applied  {:04} {}{note}", a.version, a.description);
+            }
+            for p in &status.pending {
+                println!("  pending  {:04} {}", p.version, p.description);
+            }
+            println!(
+                "{} applied, {} pending (version {})",
+                status.applied.len(),
+                status.pending.len(),
+                status.version()
+            );
+            Ok(EXIT_OK)
+        }
+        MigrateCommand::Apply(_) => match migrate::apply(&url, &m.source).await {
+            Ok(applied) if applied.is_empty() => {
+                println!("No pending migrations.");
+                Ok(EXIT_OK)
+            }
+            Ok(applied) => {
+                for p in &applied {
+                    println!("applied {:04} {}", p.version, p.description);
+                }
+                println!("{} migration(s) applied", applied.len());
+                Ok(EXIT_OK)
+            }
+            Err(Error::Edited(e)) => {
+                eprintln!("berth: {e}");
+                eprintln!("berth: nothing was applied");
+                Ok(EXIT_INVALID)
+            }
+            Err(e) => Err(e.into()),
+        },
+    }
 }

@@ -49,8 +49,8 @@ pub fn config_hash(s: &Service) -> String {
     format!("{:x}", Sha256::digest(json))
 }
 
-/// The identity of a resolved desired state: SHA-256 over the project, rollout and every
-/// active service with their final values (after env files, the environment, profiles,
+/// The identity of a resolved desired state: SHA-256 over the project, rollout, every
+/// active service and the `[migrations]` block with their final values (after env files, the environment, profiles,
 /// excludes, and build-context hashes). Poison is keyed on it, so fixing any input lifts
 /// poison while a comment or a reordering of the files does not.
 pub fn resolved_hash(d: &crate::spec::DesiredState) -> String {
@@ -59,11 +59,17 @@ pub fn resolved_hash(d: &crate::spec::DesiredState) -> String {
         project: &'a crate::spec::Project,
         rollout: &'a crate::spec::Rollout,
         services: &'a std::collections::BTreeMap<String, Service>,
+        /// Left out when there is no `[migrations]` block, so hashes of desired states
+        /// without one did not change. Holds the migration files' hash: an edited
+        /// migration is another desired state.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        migrations: &'a Option<crate::spec::Migrations>,
     }
     let json = serde_json::to_vec(&Resolved {
         project: &d.project,
         rollout: &d.rollout,
         services: &d.services,
+        migrations: &d.migrations,
     })
     .expect("desired state serializes");
     format!("{:x}", Sha256::digest(json))

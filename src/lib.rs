@@ -29,6 +29,8 @@
 //!   resolves pins for reverts.
 //! - [`build_context`]: what a build sends, hashed: a changed context rebuilds.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
+//! - [`migrate`]: database migrations: status, apply and undo of a directory of sqlx
+//!   migrations, on a dedicated connection, refusing an edited or half-applied record.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`controller`]: what `berth run` adds around the reconcile: triggers only enqueue,
 //!   one loop reconciles at a time with resync and backoff, and a crash-loop policy holds
@@ -57,6 +59,7 @@ pub mod graph;
 pub mod hash;
 pub mod images;
 pub mod lock;
+pub mod migrate;
 pub mod observe;
 pub mod plan;
 pub mod preflight;

@@ -30,7 +30,7 @@ fn repo() -> PathBuf {
 
 /// A copy of the stack's layout in a temp dir: `desired-state/local-assistant.toml`
 /// (verbatim, or with one edit), `.env` from `.env.example` with test secrets, and
-/// `config/` pointing at the repository's.
+/// `config/` and `migrations/` pointing at the repository's.
 struct Stack {
     p: Project,
     pg: u16,
@@ -46,6 +46,7 @@ impl Stack {
         let root = p.dir.path();
         std::fs::create_dir(root.join("desired-state")).unwrap();
         std::os::unix::fs::symlink(repo().join("config"), root.join("config")).unwrap();
+        std::os::unix::fs::symlink(repo().join("migrations"), root.join("migrations")).unwrap();
         let s = Stack {
             pg: free_port(),
             redis: free_port(),

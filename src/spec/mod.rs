@@ -50,6 +50,34 @@ pub struct DesiredState {
     /// before anything changes. Not part of a generation's record.
     #[serde(skip)]
     pub preflight: Preflight,
+    /// The `[migrations]` block, when there is one (DESIGN.md semantic 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migrations: Option<Migrations>,
+}
+
+/// What `depends_on` names to wait for the database migrations instead of a service.
+pub const MIGRATIONS_NODE: &str = "migrations";
+
+/// The `[migrations]` block: the database's schema as a directory of sqlx migrations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Migrations {
+    /// The database service: migrations run once its gate passed.
+    pub service: String,
+    /// How the project's containers reach the database: its host is usually the service
+    /// name, which only resolves on the project network. A secret (it holds a password).
+    pub url: String,
+    /// Absolute path of the directory of sqlx migrations (`NNNN_name.up.sql` /
+    /// `NNNN_name.down.sql`).
+    pub source: PathBuf,
+    /// SHA-256 over the migration files as sqlx reads them (version, kind, checksum): an
+    /// edited or added migration makes another resolved desired state.
+    pub source_hash: String,
+    /// Take a backup before applying pending migrations.
+    pub backup: bool,
+    /// Where backups go (absolute).
+    pub backup_dir: PathBuf,
+    /// How long backups are kept.
+    pub retention: Duration,
 }
 
 /// Host checks from the runbook's pre-flight, each with the `FILE:LINE:COL` it came from
@@ -322,12 +350,11 @@ impl DesiredState {
     /// Services in dependency levels: level 0 has no dependencies, level n depends only on
     /// levels below n. Validation has already ruled out cycles.
     pub fn levels(&self) -> Vec<Vec<String>> {
-        crate::graph::levels(self.services.iter().map(|(n, s)| {
-            (
-                n.as_str(),
-                s.depends_on.iter().map(String::as_str).collect(),
-            )
-        }))
+        crate::graph::levels(
+            self.services
+                .iter()
+                .map(|(n, s)| (n.as_str(), dependencies(s, self.migrations.as_ref()))),
+        )
         .expect("validated desired state has no dependency cycle")
     }
 
@@ -360,6 +387,10 @@ impl DesiredState {
                 _ => {}
             }
         }
+        if let Some(m) = &self.migrations {
+            values.push(m.url.clone());
+            values.extend(url_password(&m.url));
+        }
         values.sort();
         values.dedup();
         crate::redact::Redactor::new(values)
@@ -375,4 +406,22 @@ impl DesiredState {
                 .unwrap_or(self.rollout.min_healthy_time),
         )
     }
+}
+
+/// A service's edges in the start-order DAG: its `depends_on`, where `migrations` stands for
+/// the migrations' database service. Migrations are not yet a step of the converge; until
+/// they are, a service that waits for them waits for the database's gate, which is when
+/// they will run.
+pub(crate) fn dependencies<'a>(
+    service: &'a Service,
+    migrations: Option<&'a Migrations>,
+) -> Vec<&'a str> {
+    service
+        .depends_on
+        .iter()
+        .map(|d| match migrations {
+            Some(m) if d == MIGRATIONS_NODE => m.service.as_str(),
+            _ => d.as_str(),
+        })
+        .collect()
 }

@@ -7,10 +7,12 @@
 //! - `service`, `health`: one service, one health probe.
 //! - `env_file`: `KEY=VALUE` env files and what in them is secret.
 //! - `preflight`: the `[preflight]` block's checks that need no host.
+//! - `migrations`: the `[migrations]` block and its directory of sqlx migrations.
 //! - `parse`: the small grammars (ports, volumes, names, sizes, versions).
 
 mod env_file;
 mod health;
+mod migrations;
 mod parse;
 mod preflight;
 mod raw;

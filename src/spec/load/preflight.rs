@@ -22,7 +22,7 @@ fn plausible_api_key(value: &str, prefix: &str) -> bool {
 
 /// `postgres[ql]://USER[:PASSWORD]@HOST[:PORT]/DATABASE`; the reason never quotes the URL
 /// (it holds a password).
-fn check_database_url(value: &str) -> Result<(), String> {
+pub(super) fn check_database_url(value: &str) -> Result<(), String> {
     let url = url::Url::parse(value).map_err(|e| e.to_string())?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(format!(

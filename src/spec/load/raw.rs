@@ -18,6 +18,7 @@ pub(super) struct RawFile {
     pub(super) project: Option<Spanned<RawProject>>,
     pub(super) rollout: Option<RawRollout>,
     pub(super) preflight: Option<Spanned<RawPreflight>>,
+    pub(super) migrations: Option<Spanned<RawMigrations>>,
     #[serde(default)]
     pub(super) services: BTreeMap<S, Spanned<RawService>>,
 }
@@ -38,6 +39,19 @@ pub(super) struct RawPreflight {
     /// Path (relative to the file) -> "755" or { mode = "700", owner = "999:999" }.
     #[serde(default)]
     pub(super) data_dirs: BTreeMap<S, Spanned<toml::Value>>,
+}
+
+/// The database migrations (DESIGN.md semantic 5): see [`crate::spec::Migrations`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMigrations {
+    pub(super) service: S,
+    pub(super) url: S,
+    /// A directory of sqlx migrations, relative to the file.
+    pub(super) source: S,
+    pub(super) backup: Option<bool>,
+    pub(super) backup_dir: Option<S>,
+    pub(super) retention: Option<S>,
 }
 
 #[derive(Deserialize)]

@@ -14,7 +14,9 @@ use super::raw::{RawProject, RawService, S, Scalar, StrOrList};
 use super::timing::RolloutOrigins;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::spec::interpolate::interpolate;
-use crate::spec::{DesiredState, HostPort, Project, Rollout, duration};
+use crate::spec::{
+    DesiredState, HostPort, MIGRATIONS_NODE, Project, Rollout, dependencies, duration,
+};
 
 pub(super) struct Resolver<'a> {
     pub(super) env: &'a HashMap<String, String>,
@@ -156,8 +158,17 @@ impl Resolver<'_> {
             .collect();
         let active = |name: &String| active_names.contains(name.as_str());
 
+        // `depends_on = ["migrations"]` names the [migrations] block, when there is one.
+        let has_migrations = sources.iter().any(|s| s.raw.migrations.is_some());
         let mut services = BTreeMap::new();
         for (src, key, svc) in &all {
+            if has_migrations && key.get_ref() == MIGRATIONS_NODE {
+                self.err(
+                    src,
+                    key.span(),
+                    format!("service name {MIGRATIONS_NODE:?} is taken by the [migrations] block: `depends_on = [\"{MIGRATIONS_NODE}\"]` means the migrations"),
+                );
+            }
             if !valid_name(key.get_ref()) {
                 self.err(
                     src,
@@ -167,7 +178,19 @@ impl Resolver<'_> {
             }
             for dep in &svc.get_ref().depends_on {
                 let d = dep.get_ref().as_str();
-                if !seen.contains_key(d) {
+                if d == MIGRATIONS_NODE && has_migrations {
+                    continue;
+                }
+                if d == MIGRATIONS_NODE && !seen.contains_key(d) {
+                    self.err(
+                        src,
+                        dep.span(),
+                        format!(
+                            "service {:?} depends on \"{MIGRATIONS_NODE}\", but there is no [migrations] block",
+                            key.get_ref()
+                        ),
+                    );
+                } else if !seen.contains_key(d) {
                     self.err(
                         src,
                         dep.span(),
@@ -199,13 +222,29 @@ impl Resolver<'_> {
             }
         }
 
+        let migrations = self.migrations(sources, &seen, &active_names);
+        // The database cannot wait for the migrations that wait for it.
+        if let Some(m) = &migrations
+            && let Some((src, _, svc)) = all.iter().find(|(_, k, _)| *k.get_ref() == m.service)
+            && let Some(dep) = svc
+                .get_ref()
+                .depends_on
+                .iter()
+                .find(|d| d.get_ref() == MIGRATIONS_NODE)
+        {
+            let msg = format!(
+                "service {:?} is the migrations' database: it cannot depend on \"{MIGRATIONS_NODE}\", which run after it",
+                m.service
+            );
+            self.err(src, dep.span(), msg);
+        }
+
         // Cycles, named as a path and located at the first edge of the cycle.
-        if let Err(cycle) = crate::graph::levels(services.values().map(|s| {
-            (
-                s.name.as_str(),
-                s.depends_on.iter().map(String::as_str).collect(),
-            )
-        })) && cycle.len() > 2
+        if let Err(cycle) = crate::graph::levels(
+            services
+                .values()
+                .map(|s| (s.name.as_str(), dependencies(s, migrations.as_ref()))),
+        ) && cycle.len() > 2
         {
             // (A self-dependency, cycle.len() == 2, is reported on its own above.)
             let from = &cycle[0];
@@ -215,7 +254,11 @@ impl Resolver<'_> {
                     .get_ref()
                     .depends_on
                     .iter()
-                    .find(|d| d.get_ref() == to)
+                    .find(|d| {
+                        d.get_ref() == to
+                            || (d.get_ref() == MIGRATIONS_NODE
+                                && migrations.as_ref().is_some_and(|m| &m.service == to))
+                    })
                     .map(|d| d.span())
                     .unwrap_or(svc.span());
                 self.err(
@@ -290,6 +333,7 @@ impl Resolver<'_> {
             secret_values: self.secret_values.iter().cloned().collect(),
             env_file_keys: std::mem::take(&mut self.env_file_keys),
             preflight,
+            migrations,
         })
     }
 
