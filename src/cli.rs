@@ -632,7 +632,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             .await?;
             Ok(EXIT_OK)
         }
-        Command::Migrate { command } => migrate(command).await,
+        Command::Migrate { command } => migrate(command, &state_path).await,
         Command::History {
             json: as_json,
             project,
@@ -681,12 +681,18 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                         g.project.clone(),
                         format_ms(g.started_ms),
                         g.outcome.to_string(),
+                        g.schema_version
+                            .map(|v| format!("schema {v}"))
+                            .unwrap_or_else(|| "-".into()),
                         reason,
                     ]
                 });
                 print!(
                     "{}",
-                    table(&["GEN", "PROJECT", "STARTED", "OUTCOME", "REASON"], rows)
+                    table(
+                        &["GEN", "PROJECT", "STARTED", "OUTCOME", "SCHEMA", "REASON"],
+                        rows
+                    )
                 );
             }
             Ok(EXIT_OK)
@@ -836,12 +842,15 @@ fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
 
 fn status_text(r: &crate::status::Report) -> String {
     let mut out = format!(
-        "project {}: {} — generation {}{}\n",
+        "project {}: {} — generation {}{}{}\n",
         r.project,
         r.status,
         r.generation
             .map(|g| g.to_string())
             .unwrap_or_else(|| "-".into()),
+        r.schema_version
+            .map(|v| format!(", schema {v}"))
+            .unwrap_or_default(),
         if r.repairs > 0 {
             format!(" ({} drift repairs)", r.repairs)
         } else {
@@ -883,7 +892,7 @@ fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String
 }
 
 /// `berth migrate status|apply`: against the database service's published host port.
-async fn migrate(command: MigrateCommand) -> anyhow::Result<i32> {
+async fn migrate(command: MigrateCommand, state_path: &Path) -> anyhow::Result<i32> {
     use crate::migrate::{self, Error};
     let args = match &command {
         MigrateCommand::Status(a) | MigrateCommand::Apply(a) => a,
@@ -927,6 +936,28 @@ async fn migrate(command: MigrateCommand) -> anyhow::Result<i32> {
                 status.pending.len(),
                 status.version()
             );
+            // The version each generation reached, when the store has any (it is not
+            // created just to say so).
+            if state_path.exists() {
+                let store = Store::open(state_path).await?;
+                let gens: Vec<_> = store
+                    .history(Some(&d.project.name))
+                    .await?
+                    .into_iter()
+                    .filter(|g| g.schema_version.is_some())
+                    .collect();
+                if !gens.is_empty() {
+                    println!("generations of project {:?}:", d.project.name);
+                }
+                for g in gens {
+                    println!(
+                        "  generation {}  {}  schema {}",
+                        g.id,
+                        g.outcome,
+                        g.schema_version.unwrap_or_default()
+                    );
+                }
+            }
             Ok(EXIT_OK)
         }
         MigrateCommand::Apply(_) => match migrate::apply(&url, &m.source).await {

@@ -24,8 +24,8 @@ use crate::report::Reporter;
 use crate::runtime::{Networks, Runtime, RuntimeError};
 use crate::shutdown::Shutdown;
 use crate::spec::{
-    DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Service,
-    Volume,
+    DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE,
+    MIGRATIONS_NODE, Service, Volume,
 };
 use crate::store::{Generation, StoreError, now_ms};
 
@@ -134,6 +134,9 @@ pub struct Execution<'a> {
     pub gate_all: bool,
     pub report: &'a Reporter,
     pub shutdown: &'a Shutdown,
+    /// Where the migrations step records the schema version `generation` reached (as
+    /// soon as it knows it, so a kill right after leaves it recorded). None: not recorded.
+    pub store: Option<&'a crate::store::Store>,
 }
 
 /// The desired state a stored generation ran.
@@ -155,10 +158,13 @@ pub fn pins_of(g: &Generation) -> Pins {
 }
 
 /// Put the stack on a stored generation's spec with its pinned image IDs, gated like any
-/// converge, containers labelled `generation`. Records nothing itself. A pin that is
-/// missing or whose image is gone fails it: a tag may point elsewhere by now.
+/// converge, containers labelled `generation`. Records nothing itself but the schema
+/// version its migrations step finds, on `generation`. A pin that is missing or whose
+/// image is gone fails it: a tag may point elsewhere by now.
+#[allow(clippy::too_many_arguments)]
 pub async fn converge_to_pinned<R: Runtime>(
     rt: &R,
+    store: Option<&crate::store::Store>,
     target: &Generation,
     generation: i64,
     gate_all: bool,
@@ -218,6 +224,7 @@ pub async fn converge_to_pinned<R: Runtime>(
             gate_all,
             report,
             shutdown,
+            store,
         },
     )
     .await)
@@ -376,6 +383,83 @@ async fn execute_steps<R: Runtime>(
             // Dependents of a failed service are never started.
             return Err(f);
         }
+        // Migrations are a node of the DAG (semantic 5): they run once the database's
+        // level passed its gates, before the next level, which holds whatever depends on
+        // `migrations`.
+        if let Some(m) = &desired.migrations
+            && level.contains(&m.service)
+        {
+            if let Some(signal) = how.shutdown.signal() {
+                return Err(Failure::Interrupted(signal));
+            }
+            let t0 = now_ms();
+            let r = migrations_step(rt, desired, m, how).await;
+            let end = json!({"action": "migrate", "begin_ms": t0, "end_ms": now_ms()});
+            timings.insert(MIGRATIONS_NODE.to_string(), end);
+            r?;
+        }
+    }
+    Ok(())
+}
+
+/// Apply the pending migrations on the database container, recording the schema version
+/// found (before applying: a kill mid-way leaves a sign that the step reached the
+/// database) and the one reached. Nothing pending: nothing runs, nothing is printed. A
+/// failed migration is a failed gate; each ran in its own transaction, so nothing of it
+/// stays applied (unless it is `-- no-transaction`; see README "Migrations").
+async fn migrations_step<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    use crate::migrate::step::{AddressError, database_url, name};
+    let url = match database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
+        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+    };
+    // The database just passed its gate: not reaching it now is a verdict, not an engine
+    // that stopped answering.
+    let failed = |e: crate::migrate::Error| Failure::Gate(format!("migrations: {e}"));
+    let status = crate::migrate::status(&url, &m.source)
+        .await
+        .map_err(failed)?;
+    record_schema(how, status.version()).await?;
+    if status.pending.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
+    how.report
+        .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
+    let applied = match crate::migrate::apply(&url, &m.source).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            how.report.service(MIGRATIONS_NODE, "FAILED");
+            return Err(Failure::Gate(format!(
+                "migrations ({}) failed: {e}",
+                names.join(", ")
+            )));
+        }
+    };
+    let version = applied
+        .iter()
+        .map(|p| p.version)
+        .max()
+        .unwrap_or(0)
+        .max(status.version());
+    record_schema(how, version).await?;
+    how.report
+        .service(MIGRATIONS_NODE, &format!("applied; schema {version}"));
+    Ok(())
+}
+
+async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        store
+            .set_schema_version(how.generation, version)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the schema version: {e}")))?;
     }
     Ok(())
 }

@@ -303,6 +303,7 @@ pub async fn reconcile<R: Runtime>(
             gate_all,
             report,
             shutdown,
+            store: Some(store),
         },
     )
     .await;
@@ -335,9 +336,17 @@ async fn resume<R: Runtime>(
         .await?;
     match g.kind {
         Kind::Apply => {
-            let executed =
-                converge_to_pinned(rt, g, g.id, true, &Default::default(), report, shutdown)
-                    .await?;
+            let executed = converge_to_pinned(
+                rt,
+                Some(store),
+                g,
+                g.id,
+                true,
+                &Default::default(),
+                report,
+                shutdown,
+            )
+            .await?;
             let desired = desired_of(g)?;
             let outcome = conclude(rt, store, &desired, g.id, executed, report, shutdown).await?;
             Ok(match outcome {
@@ -349,9 +358,17 @@ async fn resume<R: Runtime>(
             })
         }
         Kind::Rollback => {
-            let executed =
-                converge_to_pinned(rt, g, g.id, true, &Default::default(), report, shutdown)
-                    .await?;
+            let executed = converge_to_pinned(
+                rt,
+                Some(store),
+                g,
+                g.id,
+                true,
+                &Default::default(),
+                report,
+                shutdown,
+            )
+            .await?;
             finish_plain(store, g, executed, Outcome::Healthy).await
         }
         Kind::Down => {
@@ -494,8 +511,17 @@ async fn revert<R: Runtime>(
         "reverting project {:?} to generation {}: {reason}",
         good.project, good.id
     ));
+    // The schema first (semantic 6's order): the last good generation's containers then
+    // start, and are gated, on the schema they were gated on before. The failed
+    // generation's containers are stopped by the converge below, after the undo.
+    let failed = store
+        .get(&good.project, generation)
+        .await?
+        .expect("the failing generation is stored");
+    let schema = undo_schema(rt, &failed, good, report).await?;
     let reverted = converge_to_pinned(
         rt,
+        None,
         good,
         good.id,
         false,
@@ -505,6 +531,20 @@ async fn revert<R: Runtime>(
     )
     .await?;
     match reverted.result {
+        Ok(()) if schema.is_err() => {
+            let why = format!(
+                "{reason}; the containers are back on generation {} but {}",
+                good.id,
+                schema.err().unwrap_or_default()
+            );
+            store
+                .set_outcome(generation, Outcome::Failed, Some(&why))
+                .await?;
+            Ok(ApplyOutcome::Degraded {
+                generation,
+                reason: why,
+            })
+        }
         Ok(()) => {
             let why = format!("{reason}; reverted to generation {}", good.id);
             store.mark_rolled_back(generation, good.id, &why).await?;
@@ -541,6 +581,75 @@ async fn revert<R: Runtime>(
             })
         }
     }
+}
+
+/// The schema half of a revert or a rollback (semantic 6): undo the migrations of
+/// `current` down to the schema version `target` reached, with `current`'s source (it
+/// holds the down files of what it applied). Nothing to do when `current` has no
+/// migrations or its step never reached the database. `Err(why)`: the schema is not
+/// where `target` had it, and `why` says which migration and what to do.
+async fn undo_schema<R: Runtime>(
+    rt: &R,
+    current: &Generation,
+    target: &Generation,
+    report: &Reporter,
+) -> Result<Result<(), String>, ConvergeError> {
+    let desired = desired_of(current)?;
+    let (Some(m), Some(_)) = (&desired.migrations, current.schema_version) else {
+        return Ok(Ok(()));
+    };
+    let Some(version) = target.schema_version else {
+        // Recorded before schema versions were (or it had no migrations): undoing to a
+        // guess could drop data; the schema stays as it is.
+        report.line(&format!(
+            "migrations: generation {} recorded no schema version; the schema is left as it is",
+            target.id
+        ));
+        return Ok(Ok(()));
+    };
+    let redact = |t: String| desired.redactor().text(&t);
+    let url = match crate::migrate::step::database_url(rt, &desired, m).await {
+        Ok(url) => url,
+        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+            return Err(ConvergeError::Runtime(e));
+        }
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "the schema could not be undone to version {version}: {e}"
+            ))));
+        }
+    };
+    match crate::migrate::undo_to(&url, &m.source, version).await {
+        Ok(undone) if undone.is_empty() => Ok(Ok(())),
+        Ok(undone) => {
+            let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
+            report.service(
+                crate::spec::MIGRATIONS_NODE,
+                &format!("undone {}; schema {version}", list.join(", ")),
+            );
+            Ok(Ok(()))
+        }
+        Err(e) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "could not be undone");
+            Ok(Err(redact(restore_backup_instead(current, version, &e))))
+        }
+    }
+}
+
+/// HOOK, backups (issue 10, items 4 and 5): a down migration is missing or failed, so the
+/// database cannot put the schema back by itself; what goes here is "restore the backup
+/// generation `current` took before migrating". Backups are built elsewhere (`pg_dump`,
+/// `berth restore`); until this calls them, it returns what a person must do, which the
+/// revert records as its reason (the generation ends `failed`: degraded, exit 4).
+fn restore_backup_instead(
+    current: &Generation,
+    target_version: i64,
+    error: &crate::migrate::Error,
+) -> String {
+    format!(
+        "the schema could not be undone to version {target_version}: {error}; restore the database backup taken before generation {} (berth restore FILE)",
+        current.id
+    )
 }
 
 /// Repair drift of the project's running generation only, whatever the desired state on
@@ -625,7 +734,7 @@ async fn repair<R: Runtime>(
             .join(", ")
     ));
     let executed =
-        converge_to_pinned(rt, running, running.id, false, hold, report, shutdown).await?;
+        converge_to_pinned(rt, None, running, running.id, false, hold, report, shutdown).await?;
     match executed.result {
         Ok(()) => {
             for s in &drifted {
@@ -724,6 +833,7 @@ pub async fn rollback<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
+    let current = store.latest(&target.project).await?;
     let g = begin_like(
         store,
         target,
@@ -732,8 +842,31 @@ pub async fn rollback<R: Runtime>(
         lock,
     )
     .await?;
-    let executed =
-        converge_to_pinned(rt, &g, g.id, false, &Default::default(), report, shutdown).await?;
+    // The schema first, as in an auto-revert, with the source of what ran last.
+    let schema = match &current {
+        Some(c) => undo_schema(rt, c, target, report).await?,
+        None => Ok(()),
+    };
+    if let Err(why) = schema {
+        store
+            .finish(g.id, Outcome::Failed, Some(&why), &json!({}))
+            .await?;
+        return Ok(ApplyOutcome::Degraded {
+            generation: g.id,
+            reason: why,
+        });
+    }
+    let executed = converge_to_pinned(
+        rt,
+        Some(store),
+        &g,
+        g.id,
+        false,
+        &Default::default(),
+        report,
+        shutdown,
+    )
+    .await?;
     finish_plain(store, &g, executed, Outcome::Healthy).await
 }
 
@@ -813,6 +946,7 @@ async fn take_down<R: Runtime>(
             gate_all: false,
             report,
             shutdown,
+            store: None,
         },
     )
     .await)

@@ -128,6 +128,10 @@ pub struct Report {
     pub repairs: usize,
     /// Who is converging it now, when someone is.
     pub holder: Option<Holder>,
+    /// The database schema version the running generation reached (its migrations
+    /// step); None without migrations.
+    #[serde(default)]
+    pub schema_version: Option<i64>,
 }
 
 /// The JSON of `berth status --json`, which the daemon also serves on `/api/v1/status`:
@@ -164,6 +168,7 @@ pub async fn project_status<R: Runtime>(
         services: Vec::new(),
         repairs: 0,
         holder: holder.clone(),
+        schema_version: None,
     };
     let Some(latest) = store.latest(project).await? else {
         return Ok(report);
@@ -177,6 +182,7 @@ pub async fn project_status<R: Runtime>(
     // What runs: the services and probes are judged against the running generation.
     let running = running_generation(store, &latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);
+    report.schema_version = judged.schema_version;
     let desired = desired_of(judged)?;
     let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
     let drift = plan(&desired, &observed);

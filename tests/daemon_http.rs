@@ -58,6 +58,7 @@ fn report() -> Report {
         }],
         repairs: 1,
         holder: None,
+        schema_version: None,
     }
 }
 

@@ -73,6 +73,7 @@ mod tests {
             services: Vec::new(),
             repairs: 2,
             holder: None,
+            schema_version: None,
         }
     }
 

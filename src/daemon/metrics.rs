@@ -484,6 +484,7 @@ mod tests {
             services,
             repairs: 0,
             holder: None,
+            schema_version: None,
         }
     }
 

@@ -452,6 +452,7 @@ async fn publish(
                     services: Vec::new(),
                     repairs: 0,
                     holder: None,
+                    schema_version: None,
                 },
             }
         }

@@ -12,8 +12,9 @@
 //! the source. Each migration then runs in its own transaction (sqlx's default; a file
 //! starting with `-- no-transaction` opts out and cannot be rolled back by the database).
 //!
-//! Not here yet: running as a step of a converge, the backup taken before, and the revert
-//! to the last good generation's version.
+//! [`step`] runs them as a node of a converge and undoes them in a revert. Not here yet:
+//! the backup taken before applying (and restored when a down migration is missing or
+//! fails).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,8 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migrate, MigrateError, Migration, Migrator};
 use sqlx::{Connection, PgConnection};
+
+pub mod step;
 
 /// The table sqlx records applied migrations in.
 pub const TABLE: &str = "_sqlx_migrations";

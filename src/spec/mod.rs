@@ -409,9 +409,9 @@ impl DesiredState {
 }
 
 /// A service's edges in the start-order DAG: its `depends_on`, where `migrations` stands for
-/// the migrations' database service. Migrations are not yet a step of the converge; until
-/// they are, a service that waits for them waits for the database's gate, which is when
-/// they will run.
+/// the migrations' database service: a dependent of `migrations` lands in a level above the
+/// database's, and the converge runs the migrations step at the end of the database's
+/// level (see `converge::execute_steps`).
 pub(crate) fn dependencies<'a>(
     service: &'a Service,
     migrations: Option<&'a Migrations>,

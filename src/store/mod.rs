@@ -138,6 +138,10 @@ pub struct Generation {
     pub timings: serde_json::Value,
     /// For a rolled-back generation: the generation the stack went back to.
     pub reverted_to: Option<i64>,
+    /// The database schema version (newest applied migration) this generation's
+    /// migrations step found or left; None without migrations, or before the step
+    /// reached the database. A revert undoes migrations down to its target's value.
+    pub schema_version: Option<i64>,
 }
 
 /// What a new generation records when it begins.
@@ -328,6 +332,16 @@ impl Store {
         Ok(())
     }
 
+    /// Record the schema version a generation's migrations step found or reached.
+    pub async fn set_schema_version(&self, id: i64, version: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET schema_version = ? WHERE id = ?")
+            .bind(version)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Mark a generation rolled back to `to`, now that `to` is healthy again.
     pub async fn mark_rolled_back(&self, id: i64, to: i64, reason: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET outcome = 'rolled-back', finished_ms = ?, reverted_to = ?, reason = ? WHERE id = ?")
@@ -467,7 +481,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -492,6 +506,7 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
             "down" => Kind::Down,
             _ => Kind::Apply,
         },
+        schema_version: r.get(14),
     }
 }
 
