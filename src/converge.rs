@@ -429,6 +429,15 @@ async fn migrations_step<R: Runtime>(
     if status.pending.is_empty() {
         return Ok(());
     }
+    // Only a generation's own migrations are applied: a revert or rollback to an older
+    // generation finds the directory holding newer ones (its schema was put back by
+    // `undo_to` before this converge), and must not apply them again.
+    let same_source = crate::migrate::resolve(&m.source)
+        .map(|list| crate::migrate::source_hash(&list) == m.source_hash)
+        .unwrap_or(false);
+    if !same_source {
+        return Ok(());
+    }
     let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
     how.report
         .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));

@@ -159,6 +159,21 @@ pub fn resolve(dir: &Path) -> Result<Vec<(Migration, PathBuf)>, Error> {
     })
 }
 
+/// SHA-256 over the migrations as sqlx reads them (version, kind, checksum): what a
+/// generation's `[migrations]` source hashed to, so a converge can tell whether the
+/// directory still holds that generation's migrations.
+pub fn source_hash(migrations: &[(Migration, PathBuf)]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (m, _) in migrations {
+        hasher.update(m.version.to_le_bytes());
+        hasher.update(m.migration_type.suffix().as_bytes());
+        hasher.update([0]);
+        hasher.update(&*m.checksum);
+    }
+    format!("{:x}", hasher.finalize())
+}
+
 /// Applied and pending migrations. Changes nothing in the database (not even the record
 /// table, which may not exist yet).
 pub async fn status(url: &str, source: &Path) -> Result<Status, Error> {

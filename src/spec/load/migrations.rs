@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use super::Source;
@@ -152,14 +151,8 @@ impl Resolver<'_> {
                 None
             }
             Ok(list) => {
-                let mut hasher = Sha256::new();
-                for (m, _) in &list {
-                    hasher.update(m.version.to_le_bytes());
-                    hasher.update(m.migration_type.suffix().as_bytes());
-                    hasher.update([0]);
-                    hasher.update(&*m.checksum);
-                }
-                Some((path, format!("{:x}", hasher.finalize())))
+                let hash = crate::migrate::source_hash(&list);
+                Some((path, hash))
             }
             Err(e) => {
                 self.err(src, v.span(), format!("migrations: {e}"));

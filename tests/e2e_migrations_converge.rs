@@ -1,0 +1,276 @@
+//! Migrations as a gated node of `berth apply`'s converge (issue 10, DESIGN.md semantics 5
+//! and 6), against the stack's real PostgreSQL image and the test fixture:
+//!
+//! - the repository's `migrations/` run once the database passed its gate and before the
+//!   app that `depends_on = ["migrations"]`; the generation records schema 3;
+//! - a generation adding `0004` whose app never gets healthy is reverted *with the
+//!   schema*: 0004 undone, the app back on the old spec, one history entry, exit 3;
+//! - a generation whose `0004` has an SQL error fails at the migrations gate: nothing of
+//!   it stays applied, exit 3;
+//! - a `0004` without a down file cannot be undone: the revert says so, naming it, and the
+//!   project is degraded (exit 4).
+//!
+//! Each test has its own project (`tests/common` `Project`), whose guard removes the
+//! containers, network and volume labelled with it, also when the test fails. The
+//! database is inspected through `docker exec … psql`, not through berth.
+
+mod common;
+
+use common::{FIXTURE, Project, docker, require_images, text};
+
+const POSTGRES: &str = "berth-postgres:15";
+const PASSWORD: &str = "e2e-mstep-pw-Kq3";
+
+/// PostgreSQL and an app that waits for the migrations. `{app_env}` is the app's extra
+/// environment (the fixture's knobs).
+const STACK: &str = r#"
+[project]
+name = "{project}"
+
+[rollout]
+healthy_deadline = "120s"
+min_healthy_time = "500ms"
+progress_deadline = "10m"
+
+[services.postgres]
+image = "berth-postgres:15"
+environment = { POSTGRES_USER = "assistant", POSTGRES_PASSWORD = "{password}", POSTGRES_DB = "assistant" }
+volumes = ["{project}-pg:/var/lib/postgresql/data"]
+health = { probe = "postgres", port = 5432, user = "assistant", password = "{password}", database = "assistant", interval = "250ms" }
+
+[services.app]
+image = "berth-fixture:test"
+depends_on = ["migrations"]
+environment = { ROLE = "app", VERSION = "{version}"{app_env} }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms", healthy_deadline = "3s" }
+
+[migrations]
+service = "postgres"
+url = "postgresql://assistant:{password}@postgres:5432/assistant"
+source = "migrations"
+backup = false
+"#;
+
+fn stack(version: &str, never_healthy: bool) -> String {
+    let app_env = if never_healthy {
+        r#", FIXTURE_NEVER_HEALTHY = "1""#
+    } else {
+        ""
+    };
+    STACK
+        .replace("{password}", PASSWORD)
+        .replace("{version}", version)
+        .replace("{app_env}", app_env)
+}
+
+fn project(test: &str) -> Project {
+    require_images(&[POSTGRES], "scripts/build-images.sh postgres");
+    require_images(&[FIXTURE], "scripts/build-fixture.sh");
+    let p = Project::new(test);
+    let dir = p.dir.path().join("migrations");
+    std::fs::create_dir(&dir).unwrap();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+    for f in std::fs::read_dir(repo).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+    }
+    p
+}
+
+fn write_migration(p: &Project, name: &str, sql: &str) {
+    std::fs::write(p.dir.path().join("migrations").join(name), sql).unwrap();
+}
+
+fn remove_migration(p: &Project, name: &str) {
+    let _ = std::fs::remove_file(p.dir.path().join("migrations").join(name));
+}
+
+/// One value from the database, through psql inside the container.
+fn sql(p: &Project, query: &str) -> String {
+    let out = docker(&[
+        "exec",
+        &p.container("postgres"),
+        "psql",
+        "-U",
+        "assistant",
+        "-d",
+        "assistant",
+        "-tAc",
+        query,
+    ]);
+    assert!(
+        out.status.success(),
+        "psql {query:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text(&out).trim().to_string()
+}
+
+fn table_exists(p: &Project, table: &str) -> bool {
+    sql(
+        p,
+        &format!("SELECT to_regclass('public.{table}') IS NOT NULL"),
+    ) == "t"
+}
+
+fn schema_version(p: &Project) -> String {
+    sql(p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations")
+}
+
+fn history(p: &Project) -> Vec<serde_json::Value> {
+    let run = p.berth(&["history", "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn app_env(p: &Project) -> String {
+    p.inspect("app", "{{range .Config.Env}}{{.}} {{end}}")
+}
+
+/// The first generation: every migration of the repository applied between the
+/// database's gate and the app's start; schema 3 recorded.
+fn first_generation(p: &Project) {
+    p.write(&stack("1", false));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("0001_initial_schema")
+            && run.stdout.contains("0003_add_vector_indexes"),
+        "the migrations step names what it applies: {}",
+        run.stdout
+    );
+    for table in ["users", "conversations", "messages", "user_sessions"] {
+        assert!(table_exists(p, table), "table {table} is missing");
+    }
+    assert_eq!(schema_version(p), "3");
+    // The app started after the last migration was recorded (installed_on is that
+    // migration's transaction time; StartedAt the app container's start).
+    let migrated = sql(
+        p,
+        "SELECT extract(epoch FROM max(installed_on)) FROM _sqlx_migrations",
+    );
+    let migrated: f64 = migrated.parse().unwrap();
+    let started: jiff::Timestamp = p.inspect("app", "{{.State.StartedAt}}").parse().unwrap();
+    let started = started.as_millisecond() as f64 / 1000.0;
+    assert!(
+        migrated < started,
+        "the app started at {started} before the migrations finished at {migrated}"
+    );
+    let h = history(p);
+    assert_eq!(h.len(), 1);
+    assert_eq!(h[0]["schema_version"], 3);
+    let run = p.berth(&["history"]);
+    assert!(run.stdout.contains("schema 3"), "{}", run.stdout);
+}
+
+#[test]
+fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
+    let p = project("mstep-revert");
+    first_generation(&p);
+
+    // A second apply of the same desired state: nothing to do, nothing printed about
+    // migrations.
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains("migrations"), "{}", run.stdout);
+
+    // 0004 applies, then the app's gate fails: the revert undoes 0004 too.
+    write_migration(
+        &p,
+        "0004_add_widgets.up.sql",
+        "CREATE TABLE e2e_widgets (id bigserial PRIMARY KEY, name text NOT NULL);\n",
+    );
+    write_migration(&p, "0004_add_widgets.down.sql", "DROP TABLE e2e_widgets;\n");
+    p.write(&stack("2", true));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("0004_add_widgets"),
+        "the step names 0004: {}",
+        run.stdout
+    );
+    assert!(
+        !table_exists(&p, "e2e_widgets"),
+        "0004's table is still there"
+    );
+    assert_eq!(schema_version(&p), "3");
+    assert!(table_exists(&p, "user_sessions"), "0002 was undone too");
+    let env = app_env(&p);
+    assert!(
+        env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
+        "the app is not back on generation 1's spec: {env}"
+    );
+    let h = history(&p);
+    assert_eq!(h.len(), 2, "one history entry for the failed generation");
+    assert_eq!(h[1]["outcome"], "rolled-back");
+    assert_eq!(h[1]["reverted_to"], 1);
+    assert_eq!(h[1]["schema_version"], 4);
+
+    // A 0004 with an SQL error: its transaction is rolled back, nothing of it stays.
+    remove_migration(&p, "0004_add_widgets.up.sql");
+    remove_migration(&p, "0004_add_widgets.down.sql");
+    write_migration(
+        &p,
+        "0004_broken.up.sql",
+        "CREATE TABLE e2e_half (id int);\nSELECT FROM WHERE nonsense;\n",
+    );
+    write_migration(&p, "0004_broken.down.sql", "DROP TABLE e2e_half;\n");
+    p.write(&stack("1", false));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("0004_broken") || run.stderr.contains("0004_broken"),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    assert!(!table_exists(&p, "e2e_half"), "half of 0004 stayed applied");
+    assert_eq!(schema_version(&p), "3");
+    assert_eq!(
+        sql(
+            &p,
+            "SELECT count(*) FROM _sqlx_migrations WHERE NOT success"
+        ),
+        "0",
+        "a dirty record was left"
+    );
+    let h = history(&p);
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[2]["outcome"], "rolled-back");
+    assert_eq!(h[2]["schema_version"], 3);
+    let run = p.berth(&["status"]);
+    assert!(run.stdout.contains("schema 3"), "{}", run.stdout);
+}
+
+#[test]
+fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
+    let p = project("mstep-nodown");
+    first_generation(&p);
+
+    write_migration(
+        &p,
+        "0004_no_way_back.up.sql",
+        "CREATE TABLE e2e_no_way_back (id int);\n",
+    );
+    p.write(&stack("2", true));
+    let run = p.berth(&["apply"]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 4, "{all}");
+    assert!(
+        all.contains("could not be undone") && all.contains("no_way_back"),
+        "the revert names the migration it could not undo: {all}"
+    );
+    assert!(
+        all.contains("restore"),
+        "it says to restore the backup: {all}"
+    );
+    // The containers are back on generation 1 even so; the schema is not.
+    let env = app_env(&p);
+    assert!(env.contains("VERSION=1"), "{env}");
+    assert_eq!(schema_version(&p), "4");
+    let h = history(&p);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["outcome"], "failed");
+    let run = p.berth(&["status"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+}
