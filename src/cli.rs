@@ -354,6 +354,11 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             let observed = observe(&rt, &d).await?;
             let p = plan(&d, &observed);
             print!("{}", d.redactor().text(&p.to_string()));
+            if let Some(m) = &d.migrations
+                && let Some(line) = plan_migrations(&rt, &d, m).await
+            {
+                println!("{}", d.redactor().text(&line));
+            }
             // What the store says apply would do first, or refuse. Read only where a store
             // exists: plan creates nothing.
             if state_path.exists() {
@@ -889,6 +894,34 @@ fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String
     t.lines()
         .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
         .collect()
+}
+
+/// `berth plan`'s line about the schema: asked of the running database container (at its
+/// address on the project network), or why it cannot tell; None when none would run.
+async fn plan_migrations(
+    rt: &DockerRuntime,
+    d: &crate::spec::DesiredState,
+    m: &crate::spec::Migrations,
+) -> Option<String> {
+    use crate::migrate::step;
+    let cannot = |why: String| Some(format!("migrations: cannot tell which would run ({why})"));
+    let url = match step::database_url(rt, d, m).await {
+        Ok(url) => url,
+        Err(e) => return cannot(e.to_string()),
+    };
+    let newest = crate::migrate::resolve(&m.source)
+        .map(|l| l.iter().map(|(m, _)| m.version).max().unwrap_or(0))
+        .unwrap_or(0);
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        crate::migrate::status(&url, &m.source),
+    )
+    .await;
+    match status {
+        Ok(Ok(s)) => step::plan_line(&s, newest),
+        Ok(Err(e)) => cannot(e.to_string()),
+        Err(_) => cannot("the database did not answer within 10 s".into()),
+    }
 }
 
 /// `berth migrate status|apply`: against the database service's published host port.

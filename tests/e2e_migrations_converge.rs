@@ -131,6 +131,14 @@ fn app_env(p: &Project) -> String {
 /// database's gate and the app's start; schema 3 recorded.
 fn first_generation(p: &Project) {
     p.write(&stack("1", false));
+    // Nothing runs yet: plan cannot ask the database.
+    let run = p.berth(&["plan"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("migrations: cannot tell"),
+        "{}",
+        run.stdout
+    );
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert!(
@@ -182,6 +190,12 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     );
     write_migration(&p, "0004_add_widgets.down.sql", "DROP TABLE e2e_widgets;\n");
     p.write(&stack("2", true));
+    let run = p.berth(&["plan"]);
+    assert!(
+        run.stdout.contains("migrations: apply 0004_add_widgets"),
+        "{}",
+        run.stdout
+    );
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
     assert!(

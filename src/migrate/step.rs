@@ -70,9 +70,82 @@ pub fn name(file: &std::path::Path) -> String {
         .to_string()
 }
 
+/// What `berth plan` says about the schema: the migrations apply would run, or, when
+/// the database has applied migrations the source no longer holds (above its newest),
+/// the ones a return to this desired state undoes. None when there is nothing to do.
+pub fn plan_line(status: &super::Status, source_newest: i64) -> Option<String> {
+    let undo: Vec<String> = status
+        .applied
+        .iter()
+        .rev()
+        .filter(|a| a.checksum_ok.is_none() && a.version > source_newest)
+        .map(|a| format!("{:04}_{}", a.version, a.description.replace(' ', "_")))
+        .collect();
+    if !undo.is_empty() {
+        return Some(format!(
+            "migrations: undo {} (the database is ahead of this desired state's source)",
+            undo.join(", ")
+        ));
+    }
+    if status.pending.is_empty() {
+        return None;
+    }
+    let apply: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
+    Some(format!("migrations: apply {}", apply.join(", ")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::migrate::{Applied, Pending, Status};
+
+    fn applied(version: i64, description: &str, in_source: bool) -> Applied {
+        Applied {
+            version,
+            description: description.into(),
+            success: true,
+            checksum_ok: in_source.then_some(true),
+            file: None,
+        }
+    }
+
+    #[test]
+    fn the_plan_names_the_migrations_to_apply_or_undo() {
+        let pending = |v: i64, f: &str| Pending {
+            version: v,
+            description: String::new(),
+            file: format!("/m/{f}.up.sql").into(),
+        };
+        let s = Status {
+            applied: vec![applied(1, "initial schema", true)],
+            pending: vec![
+                pending(2, "0002_add_user_sessions"),
+                pending(3, "0003_add_vector_indexes"),
+            ],
+        };
+        assert_eq!(
+            plan_line(&s, 3).as_deref(),
+            Some("migrations: apply 0002_add_user_sessions, 0003_add_vector_indexes")
+        );
+        let s = Status {
+            applied: vec![
+                applied(1, "initial schema", true),
+                applied(2, "add user sessions", false),
+            ],
+            pending: vec![],
+        };
+        assert_eq!(
+            plan_line(&s, 1).as_deref(),
+            Some(
+                "migrations: undo 0002_add_user_sessions (the database is ahead of this desired state's source)"
+            )
+        );
+        let s = Status {
+            applied: vec![applied(1, "initial schema", true)],
+            pending: vec![],
+        };
+        assert_eq!(plan_line(&s, 1), None);
+    }
 
     #[test]
     fn the_step_reaches_the_database_by_its_container_address_keeping_the_port() {
