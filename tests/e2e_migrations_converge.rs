@@ -288,3 +288,111 @@ fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
     let run = p.berth(&["status"]);
     assert_ne!(run.code, 0, "{}", run.stdout);
 }
+
+#[test]
+fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twice() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let p = project("mstep-kill");
+    first_generation(&p);
+
+    // 0004 is quick; 0005 takes a while, and berth is killed while it runs.
+    write_migration(
+        &p,
+        "0004_quick.up.sql",
+        "CREATE TABLE e2e_quick (id int);\n",
+    );
+    write_migration(&p, "0004_quick.down.sql", "DROP TABLE e2e_quick;\n");
+    write_migration(
+        &p,
+        "0005_slow.up.sql",
+        "CREATE TABLE e2e_slow (id int);\nSELECT pg_sleep(8);\n",
+    );
+    write_migration(&p, "0005_slow.down.sql", "DROP TABLE e2e_slow;\n");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("apply")
+        .env("BERTH_STATE", p.state())
+        .env("BERTH_FILE", p.file())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed on every path out of this test, so no berth outlives it.
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let stdout = child.stdout.take().unwrap();
+    let mut child = Kill(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen += &line;
+        seen += "\n";
+        if line.contains("migrations: applying") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("0005_slow"),
+        "berth did not start migrating: {seen}"
+    );
+    // Into 0005's pg_sleep (0004 most likely committed by then; the test holds either way).
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let before: Vec<String> = sql(
+        &p,
+        "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations",
+    )
+    .split(',')
+    .map(str::to_string)
+    .collect();
+    assert!(
+        !before.contains(&"5".to_string()),
+        "0005 committed: {before:?}"
+    );
+
+    // The next run resumes the generation through the migrations step.
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("resuming generation 2"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("0005_slow"), "{}", run.stdout);
+    if before.contains(&"4".to_string()) {
+        assert!(
+            !run.stdout.contains("0004_quick"),
+            "0004 was applied again: {}",
+            run.stdout
+        );
+    }
+    assert_eq!(
+        sql(
+            &p,
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations"
+        ),
+        "1,2,3,4,5"
+    );
+    assert_eq!(
+        sql(
+            &p,
+            "SELECT count(*) FROM _sqlx_migrations WHERE NOT success"
+        ),
+        "0"
+    );
+    assert!(table_exists(&p, "e2e_quick") && table_exists(&p, "e2e_slow"));
+    let h = history(&p);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["outcome"], "healthy");
+    assert_eq!(h[1]["schema_version"], 5);
+}
