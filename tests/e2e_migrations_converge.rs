@@ -396,3 +396,40 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
     assert_eq!(h[1]["outcome"], "healthy");
     assert_eq!(h[1]["schema_version"], 5);
 }
+
+#[test]
+fn berth_rollback_undoes_the_schema_to_that_generations_version() {
+    let p = project("mstep-rollback");
+    first_generation(&p);
+
+    write_migration(
+        &p,
+        "0004_add_gadgets.up.sql",
+        "CREATE TABLE e2e_gadgets (id int);\n",
+    );
+    write_migration(&p, "0004_add_gadgets.down.sql", "DROP TABLE e2e_gadgets;\n");
+    p.write(&stack("2", false));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(schema_version(&p), "4");
+    assert!(table_exists(&p, "e2e_gadgets"));
+
+    let run = p.berth(&["rollback", "1"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(schema_version(&p), "3");
+    assert!(!table_exists(&p, "e2e_gadgets"), "0004 was not undone");
+    assert!(app_env(&p).contains("VERSION=1"), "{}", app_env(&p));
+    let h = history(&p);
+    assert_eq!(h.len(), 3);
+    assert_eq!(h[1]["schema_version"], 4);
+    assert_eq!(h[2]["kind"], "rollback");
+    assert_eq!(h[2]["outcome"], "healthy");
+    assert_eq!(h[2]["schema_version"], 3);
+    // The desired state on disk (with 0004) is applied again by the next apply.
+    let run = p.berth(&["plan"]);
+    assert!(
+        run.stdout.contains("migrations: apply 0004_add_gadgets"),
+        "{}",
+        run.stdout
+    );
+}
