@@ -4,7 +4,8 @@
 //!
 //! Order of work: owned containers nobody wants are removed; the project's networks are
 //! found (by label) or created; then each DAG level starts in parallel and a level begins
-//! only once every service below it passed its gate. A recreate creates the new container
+//! only once every service below it passed its gate; the migrations step runs right after
+//! the database service's level (DESIGN.md semantic 5). A recreate creates the new container
 //! first (under a temporary name), so a bad spec fails before the old one is stopped.
 //! Volumes are never removed. A stop request ([`Shutdown`]) ends a converge at the next
 //! step boundary: a gate being waited on, or the start of the next level.
@@ -135,7 +136,9 @@ pub struct Execution<'a> {
     pub report: &'a Reporter,
     pub shutdown: &'a Shutdown,
     /// Where the migrations step records the schema version `generation` reached (as
-    /// soon as it knows it, so a kill right after leaves it recorded). None: not recorded.
+    /// soon as it knows it, so a kill right after leaves it recorded). None: a revert, a
+    /// repair or a down, where the step does not run at all (a revert puts the schema
+    /// back itself, before its converge; a repair changes no desired state).
     pub store: Option<&'a crate::store::Store>,
 }
 
@@ -388,6 +391,7 @@ async fn execute_steps<R: Runtime>(
         // `migrations`.
         if let Some(m) = &desired.migrations
             && level.contains(&m.service)
+            && how.store.is_some()
         {
             if let Some(signal) = how.shutdown.signal() {
                 return Err(Failure::Interrupted(signal));

@@ -514,10 +514,14 @@ async fn revert<R: Runtime>(
     // The schema first (semantic 6's order): the last good generation's containers then
     // start, and are gated, on the schema they were gated on before. The failed
     // generation's containers are stopped by the converge below, after the undo.
-    let failed = store
-        .get(&good.project, generation)
-        .await?
-        .expect("the failing generation is stored");
+    let failed =
+        store
+            .get(&good.project, generation)
+            .await?
+            .ok_or_else(|| ConvergeError::Corrupt {
+                generation,
+                message: "the generation being reverted is not in the state store".into(),
+            })?;
     let schema = undo_schema(rt, &failed, good, report).await?;
     let reverted = converge_to_pinned(
         rt,

@@ -556,6 +556,12 @@ mod tests {
         );
         let first = store.get("p", a).await.unwrap().unwrap();
         assert_eq!(first.outcome, Outcome::Superseded);
+        assert_eq!(first.schema_version, None);
+        store.set_schema_version(b, 3).await.unwrap();
+        assert_eq!(
+            store.get("p", b).await.unwrap().unwrap().schema_version,
+            Some(3)
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
