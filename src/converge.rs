@@ -440,6 +440,19 @@ async fn migrations_step<R: Runtime>(
         .map(|list| crate::migrate::source_hash(&list) == m.source_hash)
         .unwrap_or(false);
     if !same_source {
+        how.report.service(
+            MIGRATIONS_NODE,
+            &format!(
+                "{} has changed since this generation was resolved; not applying {}",
+                m.source.display(),
+                status
+                    .pending
+                    .iter()
+                    .map(|p| name(&p.file))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
         return Ok(());
     }
     let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
