@@ -42,7 +42,7 @@ health = { probe = "postgres", port = 5432, user = "assistant", password = "{pas
 image = "berth-fixture:test"
 depends_on = ["migrations"]
 environment = { ROLE = "app", VERSION = "{version}"{app_env} }
-health = { probe = "http", port = 8080, path = "/health", interval = "100ms", healthy_deadline = "3s" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms", healthy_deadline = "10s" }
 
 [migrations]
 service = "postgres"
@@ -307,7 +307,7 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
     write_migration(
         &p,
         "0005_slow.up.sql",
-        "CREATE TABLE e2e_slow (id int);\nSELECT pg_sleep(8);\n",
+        "CREATE TABLE e2e_slow (id int);\nSELECT pg_sleep(12);\n",
     );
     write_migration(&p, "0005_slow.down.sql", "DROP TABLE e2e_slow;\n");
 
