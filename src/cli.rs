@@ -810,9 +810,15 @@ fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
                 "berth: generation {generation} failed: {}",
                 redactor.text(reason)
             );
-            eprintln!(
-                "berth: project {project:?} is degraded; the failed containers are left for inspection"
-            );
+            if reason.contains(crate::reconcile::SCHEMA_NOT_UNDONE) {
+                eprintln!(
+                    "berth: project {project:?} is degraded: its containers are back on the last good generation, its database schema is not"
+                );
+            } else {
+                eprintln!(
+                    "berth: project {project:?} is degraded; the failed containers are left for inspection"
+                );
+            }
         }
         ApplyOutcome::Poisoned { generation, reason } => {
             eprintln!(

@@ -587,6 +587,10 @@ async fn revert<R: Runtime>(
     }
 }
 
+/// What a reason says when the containers went back but the schema could not: the CLI
+/// tells a person so rather than "the failed containers are left".
+pub const SCHEMA_NOT_UNDONE: &str = "the schema could not be undone";
+
 /// The schema half of a revert or a rollback (semantic 6): undo the migrations of
 /// `current` down to the schema version `target` reached, with `current`'s source (it
 /// holds the down files of what it applied). Nothing to do when `current` has no
@@ -619,7 +623,7 @@ async fn undo_schema<R: Runtime>(
         }
         Err(e) => {
             return Ok(Err(redact(format!(
-                "the schema could not be undone to version {version}: {e}"
+                "{SCHEMA_NOT_UNDONE} to version {version}: {e}"
             ))));
         }
     };
@@ -651,7 +655,7 @@ fn restore_backup_instead(
     error: &crate::migrate::Error,
 ) -> String {
     format!(
-        "the schema could not be undone to version {target_version}: {error}; restore the database backup taken before generation {} (berth restore FILE)",
+        "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restore the database backup taken before generation {} (berth restore FILE)",
         current.id
     )
 }
