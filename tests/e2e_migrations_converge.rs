@@ -278,6 +278,7 @@ fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
         all.contains("restore"),
         "it says to restore the backup: {all}"
     );
+    assert!(all.contains("its database schema is not"), "{all}");
     // The containers are back on generation 1 even so; the schema is not.
     let env = app_env(&p);
     assert!(env.contains("VERSION=1"), "{env}");
