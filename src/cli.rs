@@ -1000,6 +1000,14 @@ async fn backup(args: &FileArgs) -> anyhow::Result<i32> {
         taken.path.display(),
         crate::preflight::human(taken.bytes)
     );
+    for s in &taken.snapshots {
+        let size = std::fs::metadata(s).map(|m| m.len()).unwrap_or_default();
+        println!(
+            "snapshot: {} ({})",
+            s.display(),
+            crate::preflight::human(size)
+        );
+    }
     for r in &taken.removed {
         println!("retention: removed {}", r.display());
     }

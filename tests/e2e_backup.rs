@@ -58,6 +58,7 @@ url = "postgresql://assistant:${{E2E_BACKUP_PASSWORD}}@postgres:5432/{url_db}"
 source = "{}"
 backup_dir = "{}"
 retention = "1d"
+snapshot = ["data/chroma"]
 "#,
         repo_migrations().display(),
         backups.display()
@@ -188,6 +189,11 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
         "a failed backup left a file or applied retention"
     );
 
+    // A data directory to snapshot beside the dump (the runbook's data/chroma).
+    let chroma = p.dir.path().join("data/chroma");
+    std::fs::create_dir_all(chroma.join("seg")).unwrap();
+    std::fs::write(chroma.join("seg/index.bin"), b"vectors-e2e").unwrap();
+
     // A backup: private, complete, with the row; the old one goes only now.
     let run = berth(&p, &["backup", "-f", f]);
     assert_eq!(run.code, 0, "backup: {}{}", run.stdout, run.stderr);
@@ -209,6 +215,32 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
     assert!(!old.exists(), "retention kept the 40-day-old backup");
     assert!(foreign.exists(), "retention removed another project's file");
     assert!(run.stdout.contains("retention: removed"), "{}", run.stdout);
+    let archive = PathBuf::from(first.to_string_lossy().replace(".sql.gz", ".chroma.tar.gz"));
+    assert!(
+        run.stdout
+            .contains(&format!("snapshot: {}", archive.display())),
+        "{}",
+        run.stdout
+    );
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", archive.display());
+    let mut tar = tar::Archive::new(flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(&archive).unwrap(),
+    ));
+    let mut found = false;
+    for entry in tar.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap() == Path::new("chroma/seg/index.bin") {
+            let mut body = String::new();
+            entry.read_to_string(&mut body).unwrap();
+            found = body == "vectors-e2e";
+        }
+    }
+    assert!(
+        found,
+        "chroma/seg/index.bin is not in {}",
+        archive.display()
+    );
 
     // A second backup right away (likely the same second) never overwrites the first.
     let before = std::fs::read(&first).unwrap();

@@ -180,6 +180,9 @@ pub struct Taken {
     pub path: PathBuf,
     /// Its size on disk (compressed).
     pub bytes: u64,
+    /// The archives of the `snapshot` directories beside it,
+    /// `<project>_<ts>.<dir name>.tar.gz`.
+    pub snapshots: Vec<PathBuf>,
     /// Older backups that retention deleted afterwards.
     pub removed: Vec<PathBuf>,
 }
@@ -212,10 +215,20 @@ pub async fn database_container<R: Runtime>(
 pub async fn take<R: Runtime>(rt: &R, project: &str, m: &Migrations) -> Result<Taken, Error> {
     let db = Database::from_url(&m.url)?;
     let container = database_container(rt, project, &m.service).await?;
-    take_from(rt, &container, project, &db, &m.backup_dir, m.retention).await
+    take_from(
+        rt,
+        &container,
+        project,
+        &db,
+        &m.backup_dir,
+        m.retention,
+        &m.snapshot,
+    )
+    .await
 }
 
-/// [`take`] from a known container into `dir`.
+/// [`take`] from a known container into `dir`, archiving the `snapshot` directories
+/// beside the dump.
 pub async fn take_from<R: Runtime>(
     rt: &R,
     container: &str,
@@ -223,6 +236,7 @@ pub async fn take_from<R: Runtime>(
     db: &Database,
     dir: &Path,
     retention: Duration,
+    snapshot: &[PathBuf],
 ) -> Result<Taken, Error> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let started = jiff::Timestamp::now();
@@ -268,12 +282,75 @@ pub async fn take_from<R: Runtime>(
         let _ = d.sync_all();
     }
     let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
-    let removed = apply_retention(dir, project, retention, &path)?;
+    let mut snapshots = Vec::new();
+    for source in snapshot {
+        let (dump, source) = (path.clone(), source.clone());
+        let archived = tokio::task::spawn_blocking(move || archive(&dump, &source))
+            .await
+            .map_err(|e| Error::Io {
+                path: PathBuf::new(),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        snapshots.push(archived);
+    }
+    let mut keep = snapshots.clone();
+    keep.push(path.clone());
+    let removed = apply_retention(dir, project, retention, &keep)?;
     Ok(Taken {
         path,
         bytes,
+        snapshots,
         removed,
     })
+}
+
+/// Archive the directory `source` beside the dump `dump` as
+/// `<dump's stem>.<dir name>.tar.gz`, written like a dump: temporary file (`O_EXCL`, mode
+/// 600), fsynced, then linked to its name without replacing anything.
+fn archive(dump: &Path, source: &Path) -> Result<PathBuf, Error> {
+    let dir = dump.parent().unwrap_or(Path::new("."));
+    let stem = dump
+        .file_name()
+        .map(|n| n.to_string_lossy().trim_end_matches(".sql.gz").to_string())
+        .unwrap_or_default();
+    let name = source
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !source.is_dir() {
+        return Err(Error::Io {
+            path: source.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the snapshot directory is not there",
+            ),
+        });
+    }
+    let path = dir.join(format!("{stem}.{name}.tar.gz"));
+    let temp = dir.join(format!(
+        ".{stem}.{name}.partial-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io(&temp))?;
+    let _guard = RemoveOnDrop(Some(temp.clone()));
+    let gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
+    let mut tar = tar::Builder::new(gz);
+    tar.follow_symlinks(false);
+    tar.append_dir_all(&name, source).map_err(io(source))?;
+    let file = tar
+        .into_inner()
+        .and_then(|gz| gz.finish())
+        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(io(&temp))?;
+    file.sync_all().map_err(io(&temp))?;
+    std::fs::hard_link(&temp, &path).map_err(io(&path))?;
+    Ok(path)
 }
 
 /// Removes a file when dropped, unless emptied.
@@ -293,20 +370,24 @@ pub fn backup_name(project: &str, at: jiff::Timestamp) -> String {
 }
 
 /// Whether `name` is one of `project`'s backups: `<project>_YYYYMMDD_HHMMSS.sql.gz`
-/// exactly, so that project `a` never takes project `a_b`'s files for its own.
+/// exactly, or a snapshot archive beside one (`<project>_YYYYMMDD_HHMMSS.<dir>.tar.gz`),
+/// so that project `a` never takes project `a_b`'s files for its own.
 pub fn is_backup_name(project: &str, name: &str) -> bool {
-    let Some(rest) = name
-        .strip_prefix(project)
-        .and_then(|r| r.strip_prefix('_'))
-        .and_then(|r| r.strip_suffix(".sql.gz"))
-    else {
+    let Some(rest) = name.strip_prefix(project).and_then(|r| r.strip_prefix('_')) else {
         return false;
     };
-    rest.len() == 15
-        && rest.bytes().enumerate().all(|(i, b)| match i {
-            8 => b == b'_',
-            _ => b.is_ascii_digit(),
-        })
+    let (Some(stamp), Some(tail)) = (rest.get(..15), rest.get(15..)) else {
+        return false;
+    };
+    let stamp_ok = stamp.bytes().enumerate().all(|(i, b)| match i {
+        8 => b == b'_',
+        _ => b.is_ascii_digit(),
+    });
+    let snapshot = tail
+        .strip_prefix('.')
+        .and_then(|t| t.strip_suffix(".tar.gz"))
+        .is_some_and(|dir| !dir.is_empty());
+    stamp_ok && (tail == ".sql.gz" || snapshot)
 }
 
 /// Hard-link `temp` to the backup's final name: a link never replaces an existing file.
@@ -342,13 +423,14 @@ async fn link_unique(
     })
 }
 
-/// Delete `project`'s backups in `dir` last modified longer than `retention` ago, except
-/// `keep` (the one just taken). Call it only after a backup succeeded.
+/// Delete `project`'s backups (and snapshot archives) in `dir` last modified longer than
+/// `retention` ago, except `keep` (what was just taken). Call it only after a backup
+/// succeeded.
 pub fn apply_retention(
     dir: &Path,
     project: &str,
     retention: Duration,
-    keep: &Path,
+    keep: &[PathBuf],
 ) -> Result<Vec<PathBuf>, Error> {
     let now = SystemTime::now();
     let mut removed = Vec::new();
@@ -356,7 +438,7 @@ pub fn apply_retention(
         let entry = entry.map_err(io(dir))?;
         let path = entry.path();
         let name = entry.file_name();
-        if path == keep || !is_backup_name(project, &name.to_string_lossy()) {
+        if keep.contains(&path) || !is_backup_name(project, &name.to_string_lossy()) {
             continue;
         }
         let modified = entry
@@ -795,6 +877,9 @@ mod tests {
         assert!(!is_backup_name("a", "a_20260101_120000.sql.gz.tmp"));
         assert!(!is_backup_name("a", ".a_20260101_120000.partial-1-2"));
         assert!(!is_backup_name("a", "a_2026010x_120000.sql.gz"));
+        assert!(is_backup_name("a", "a_20260101_120000.chroma.tar.gz"));
+        assert!(!is_backup_name("a", "a_20260101_120000..tar.gz"));
+        assert!(!is_backup_name("a", "a_20260101_12000"));
         let at: jiff::Timestamp = "2026-12-04T21:05:09Z".parse().unwrap();
         assert_eq!(backup_name("p", at), "p_20261204_210509.sql.gz");
     }
@@ -809,6 +894,7 @@ mod tests {
             p
         };
         let stale = mk("p_20200101_000000.sql.gz", old);
+        let stale_snapshot = mk("p_20200101_000000.chroma.tar.gz", old);
         let kept_new = mk("p_20261204_000000.sql.gz", old);
         let other = mk("q_20200101_000000.sql.gz", old);
         let fresh = mk("p_20261203_000000.sql.gz", SystemTime::now());
@@ -816,10 +902,10 @@ mod tests {
             dir.path(),
             "p",
             Duration::from_secs(30 * 24 * 3600),
-            &kept_new,
+            std::slice::from_ref(&kept_new),
         )
         .unwrap();
-        assert_eq!(removed, vec![stale.clone()]);
+        assert_eq!(removed, vec![stale_snapshot, stale.clone()]);
         assert!(!stale.exists() && kept_new.exists() && other.exists() && fresh.exists());
     }
 
@@ -843,10 +929,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::from_url("postgresql://u:pw@db/app").unwrap();
         let day = Duration::from_secs(24 * 3600);
-        let a = take_from(&rt, "c1", "p", &db, dir.path(), day)
+        let a = take_from(&rt, "c1", "p", &db, dir.path(), day, &[])
             .await
             .unwrap();
-        let b = take_from(&rt, "c1", "p", &db, dir.path(), day)
+        let b = take_from(&rt, "c1", "p", &db, dir.path(), day, &[])
             .await
             .unwrap();
         assert_ne!(a.path, b.path);
@@ -860,8 +946,48 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 
         rt.set_exec_stdout(b"--\n-- half a dump\n");
-        let failed = take_from(&rt, "c1", "p", &db, dir.path(), day).await;
+        let failed = take_from(&rt, "c1", "p", &db, dir.path(), day, &[]).await;
         assert!(matches!(failed, Err(Error::NotADump { .. })), "{failed:?}");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[tokio::test]
+    async fn snapshot_directories_are_archived_beside_the_dump() {
+        use crate::runtime::fake::FakeRuntime;
+        use std::os::unix::fs::PermissionsExt;
+        let rt = FakeRuntime::new();
+        rt.set_exec_stdout(DUMP.as_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let chroma = dir.path().join("data/chroma");
+        std::fs::create_dir_all(chroma.join("sub")).unwrap();
+        std::fs::write(chroma.join("sub/index.bin"), b"vectors").unwrap();
+        let out = dir.path().join("backups");
+        let db = Database::from_url("postgresql://u@db/app").unwrap();
+        let day = Duration::from_secs(24 * 3600);
+        let t = take_from(&rt, "c1", "p", &db, &out, day, &[chroma])
+            .await
+            .unwrap();
+        let stem = t.path.to_string_lossy().replace(".sql.gz", "");
+        assert_eq!(
+            t.snapshots,
+            vec![PathBuf::from(format!("{stem}.chroma.tar.gz"))]
+        );
+        let archive = &t.snapshots[0];
+        let mode = std::fs::metadata(archive).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let mut tar = tar::Archive::new(MultiGzDecoder::new(std::fs::File::open(archive).unwrap()));
+        let names: Vec<String> = tar
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            names.contains(&"chroma/sub/index.bin".to_string()),
+            "{names:?}"
+        );
+
+        let missing = dir.path().join("data/nothing");
+        let failed = take_from(&rt, "c1", "p", &db, &out, day, &[missing]).await;
+        assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
     }
 }

@@ -215,7 +215,7 @@ impl Runtime for DockerRuntime {
         // The engine records the exit code as the process is reaped, a moment after
         // its output ends.
         let mut exit_code = None;
-        for _ in 0..200 {
+        for _ in 0..600 {
             call("inspect_exec");
             let info = self
                 .docker
