@@ -1027,14 +1027,17 @@ async fn restore(
     };
     let project = d.project.name.clone();
     // Checked before anything else: a bad file is refused without even the lock.
-    if let Err(e) = crate::backup::check(file).await {
-        eprintln!("berth: {e}");
-        eprintln!("berth: nothing was changed");
-        return Ok(match e {
-            crate::backup::Error::NotADump { .. } => EXIT_INVALID,
-            _ => EXIT_RUNTIME,
-        });
-    }
+    let summary = match crate::backup::check(file).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            eprintln!("berth: nothing was changed");
+            return Ok(match e {
+                crate::backup::Error::NotADump { .. } => EXIT_INVALID,
+                _ => EXIT_RUNTIME,
+            });
+        }
+    };
     let shutdown = Shutdown::on_signals();
     let rt = connect().await?;
     let _held = match lock(state_path, &project, "restore", lock_args, &shutdown).await {
@@ -1042,7 +1045,7 @@ async fn restore(
         Err(e) => return lock_failed(e),
     };
     let say = |line: &str| println!("restore: {line}");
-    let restored = crate::backup::restore(&rt, &d, file, &say).await;
+    let restored = crate::backup::restore_checked(&rt, &d, file, &summary, &say).await;
     let message = match &restored {
         Ok(r) => format!(
             "restored {} into database {} ({} tables); the previous one is kept as {}",

@@ -555,8 +555,19 @@ pub async fn restore<R: Runtime>(
     file: &Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Restored, Error> {
-    let m = d.migrations.as_ref().ok_or(Error::NoMigrations)?;
     let summary = check(file).await?;
+    restore_checked(rt, d, file, &summary, say).await
+}
+
+/// [`restore`] of a file [`check`] already read (its summary).
+pub async fn restore_checked<R: Runtime>(
+    rt: &R,
+    d: &DesiredState,
+    file: &Path,
+    summary: &DumpSummary,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<Restored, Error> {
+    let m = d.migrations.as_ref().ok_or(Error::NoMigrations)?;
     say(&format!(
         "checked {}: a complete dump, {} table(s)",
         file.display(),
@@ -588,7 +599,7 @@ pub async fn restore<R: Runtime>(
         stopped.push((service.clone(), id.clone()));
     }
     let result = match outcome {
-        Ok(()) => restore_into(rt, &container, &db, file, &summary, say).await,
+        Ok(()) => restore_into(rt, &container, &db, file, summary, say).await,
         Err(e) => Err(e),
     };
     // Started again whatever happened: a failed restore changed nothing.
@@ -698,7 +709,7 @@ async fn restore_into<R: Runtime>(
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let _ = psql(
+        let terminated = psql(
             rt,
             container,
             db,
@@ -710,7 +721,10 @@ async fn restore_into<R: Runtime>(
             ),
         )
         .await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A terminated session takes a moment to go.
+        if !terminated.is_ok_and(|out| out.trim().is_empty()) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         renamed = psql(
             rt,
             container,
