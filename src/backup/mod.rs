@@ -1004,4 +1004,47 @@ mod tests {
         let failed = take_from(&rt, "c1", "p", &db, &out, day, &[missing]).await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
     }
+
+    #[test]
+    fn dependents_of_the_database_are_found_through_migrations_and_other_services() {
+        let dir = tempfile::tempdir().unwrap();
+        let toml = format!(
+            r#"
+[project]
+name = "p"
+[services.db]
+image = "postgres:15"
+[services.api]
+image = "api:1"
+depends_on = ["migrations"]
+[services.worker]
+image = "worker:1"
+depends_on = ["api"]
+[services.admin]
+image = "admin:1"
+depends_on = ["db"]
+[services.web]
+image = "web:1"
+[services.cache]
+image = "cache:1"
+depends_on = ["web"]
+[migrations]
+service = "db"
+url = "postgresql://u:p@db:5432/app"
+source = "{}"
+"#,
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("migrations")
+                .display()
+        );
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, toml).unwrap();
+        let d = crate::spec::load_with_env(
+            &file,
+            &crate::spec::Selection::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(dependents(&d, "db"), ["admin", "api", "worker"]);
+    }
 }
