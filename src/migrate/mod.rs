@@ -392,6 +392,7 @@ mod tests {
             backup: true,
             backup_dir: "/b".into(),
             retention: Duration::from_secs(1),
+            snapshot: Vec::new(),
         }
     }
 
