@@ -188,6 +188,22 @@ pub enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// Back up the `[migrations]` database now (pg_dump inside its running container,
+    /// gzip, `<backup_dir>/<project>_YYYYMMDD_HHMMSS.sql.gz`, mode 600, then retention).
+    /// Exit 2 without a `[migrations]` block, 1 on a runtime error.
+    Backup(FileArgs),
+    /// Restore a backup into the `[migrations]` database: the file is checked first (exit 2,
+    /// nothing touched, when it is not a complete dump); the services that depend on the
+    /// database are stopped, the dump goes into a fresh database that is checked and then
+    /// swapped in (the old one kept as `<db>_before_restore_<ts>`), and they start again.
+    Restore {
+        /// The backup (`.sql.gz`).
+        backup: PathBuf,
+        #[command(flatten)]
+        args: FileArgs,
+        #[command(flatten)]
+        lock: LockArgs,
+    },
     /// Generations, outcomes and reasons.
     History {
         #[arg(long)]
@@ -638,6 +654,12 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Migrate { command } => migrate(command, &state_path).await,
+        Command::Backup(args) => backup(&args).await,
+        Command::Restore {
+            backup,
+            args,
+            lock: lock_args,
+        } => restore(&state_path, &backup, &args, &lock_args).await,
         Command::History {
             json: as_json,
             project,
@@ -1018,5 +1040,109 @@ async fn migrate(command: MigrateCommand, state_path: &Path) -> anyhow::Result<i
             }
             Err(e) => Err(e.into()),
         },
+    }
+}
+
+/// The desired state of a backup or restore, or the exit code when it cannot have one.
+fn load_with_migrations(args: &FileArgs) -> Result<DesiredState, i32> {
+    let d = load(args)?;
+    if d.migrations.is_none() {
+        eprintln!(
+            "berth: {}: the desired state has no [migrations] block: nothing to back up",
+            args.file.display()
+        );
+        return Err(EXIT_INVALID);
+    }
+    Ok(d)
+}
+
+/// `berth backup`: one backup now, its path and size.
+async fn backup(args: &FileArgs) -> anyhow::Result<i32> {
+    let d = match load_with_migrations(args) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let m = d.migrations.as_ref().expect("checked above");
+    let rt = connect().await?;
+    let taken = crate::backup::take(&rt, &d.project.name, m).await?;
+    println!(
+        "backup: {} ({})",
+        taken.path.display(),
+        crate::preflight::human(taken.bytes)
+    );
+    for s in &taken.snapshots {
+        let size = std::fs::metadata(s).map(|m| m.len()).unwrap_or_default();
+        println!(
+            "snapshot: {} ({})",
+            s.display(),
+            crate::preflight::human(size)
+        );
+    }
+    for r in &taken.removed {
+        println!("retention: removed {}", r.display());
+    }
+    Ok(EXIT_OK)
+}
+
+/// `berth restore FILE`: under the project's lock, so no converge runs meanwhile.
+async fn restore(
+    state_path: &Path,
+    file: &Path,
+    args: &FileArgs,
+    lock_args: &LockArgs,
+) -> anyhow::Result<i32> {
+    let d = match load_with_migrations(args) {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let project = d.project.name.clone();
+    // Checked before anything else: a bad file is refused without even the lock.
+    let summary = match crate::backup::check(file).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            eprintln!("berth: nothing was changed");
+            return Ok(match e {
+                crate::backup::Error::NotADump { .. } => EXIT_INVALID,
+                _ => EXIT_RUNTIME,
+            });
+        }
+    };
+    let shutdown = Shutdown::on_signals();
+    let rt = connect().await?;
+    let _held = match lock(state_path, &project, "restore", lock_args, &shutdown).await {
+        Ok(l) => l,
+        Err(e) => return lock_failed(e),
+    };
+    let say = |line: &str| println!("restore: {line}");
+    let restored = crate::backup::restore_checked(&rt, &d, file, &summary, &say).await;
+    let message = match &restored {
+        Ok(r) => format!(
+            "restored {} into database {} ({} tables); the previous one is kept as {}",
+            file.display(),
+            r.database,
+            r.tables,
+            r.kept_as
+        ),
+        Err(e) => format!("restore of {} failed: {e}", file.display()),
+    };
+    // An event of the project's newest generation, where there is a store.
+    if state_path.exists() {
+        let store = Store::open(state_path).await?;
+        if let Some(g) = store.latest(&project).await? {
+            let service = d.migrations.as_ref().map(|m| m.service.as_str());
+            store.add_event(g.id, "restore", service, &message).await?;
+        }
+    }
+    match restored {
+        Ok(_) => {
+            println!("{message}");
+            Ok(EXIT_OK)
+        }
+        Err(crate::backup::Error::NotADump { .. }) => {
+            eprintln!("berth: {message}");
+            Ok(EXIT_INVALID)
+        }
+        Err(e) => Err(e.into()),
     }
 }

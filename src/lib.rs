@@ -31,6 +31,9 @@
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
 //! - [`migrate`]: database migrations: status, apply and undo of a directory of sqlx
 //!   migrations, on a dedicated connection, refusing an edited or half-applied record.
+//! - [`backup`]: `pg_dump` of the migrations' database inside its container, streamed
+//!   through gzip to a checked private file with retention; and the restore into a fresh
+//!   database that is then swapped in.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
 //! - [`controller`]: what `berth run` adds around the reconcile: triggers only enqueue,
 //!   one loop reconciles at a time with resync and backoff, and a crash-loop policy holds
@@ -47,6 +50,7 @@
 //!   request.
 //! - [`cli`]: the command line contract and exit codes.
 
+pub mod backup;
 pub mod build_context;
 pub mod check;
 pub mod cli;

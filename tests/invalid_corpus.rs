@@ -152,7 +152,10 @@ fn docker(args: &[&str]) -> Output {
         .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
 }
 
-/// Containers (with their state), networks and volumes, each as sorted lines.
+/// The containers (with their state), networks and volumes berth could have made for the
+/// corpus, each as sorted lines: every corpus file names its project `invalid-corpus...`,
+/// so anything berth created for one carries that name (or that `berth.project` label).
+/// Other tests' objects on the same engine are left out: they come and go on their own.
 fn docker_snapshot() -> BTreeSet<String> {
     let info = docker(&["info"]);
     assert!(
@@ -165,10 +168,21 @@ fn docker_snapshot() -> BTreeSet<String> {
     for (kind, args) in [
         (
             "container",
-            &["ps", "-a", "--format", "{{.ID}} {{.Names}} {{.State}}"][..],
+            &[
+                "ps",
+                "-a",
+                "--format",
+                "{{.ID}} {{.Names}} {{.State}} {{.Labels}}",
+            ][..],
         ),
-        ("network", &["network", "ls", "-q"][..]),
-        ("volume", &["volume", "ls", "-q"][..]),
+        (
+            "network",
+            &["network", "ls", "--format", "{{.ID}} {{.Name}} {{.Labels}}"][..],
+        ),
+        (
+            "volume",
+            &["volume", "ls", "--format", "{{.Name}} {{.Labels}}"][..],
+        ),
     ] {
         let out = docker(args);
         assert!(
@@ -178,7 +192,9 @@ fn docker_snapshot() -> BTreeSet<String> {
             String::from_utf8_lossy(&out.stderr)
         );
         for line in String::from_utf8_lossy(&out.stdout).lines() {
-            snapshot.insert(format!("{kind} {}", line.trim()));
+            if line.to_lowercase().contains("invalid-corpus") {
+                snapshot.insert(format!("{kind} {}", line.trim()));
+            }
         }
     }
     snapshot
@@ -261,8 +277,8 @@ fn every_invalid_file_exits_2_with_its_location_and_changes_nothing() {
         let gone: Vec<_> = before.difference(&after).collect();
         let new: Vec<_> = after.difference(&before).collect();
         failures.push(format!(
-            "Docker changed while berth rejected the corpus (note: tests run concurrently \
-             elsewhere on this engine would also show up here)\n  gone: {gone:?}\n  new: {new:?}"
+            "Docker objects of the corpus's projects changed while berth rejected it\n  \
+             gone: {gone:?}\n  new: {new:?}"
         ));
     }
     assert!(

@@ -410,6 +410,7 @@ mod tests {
             backup: true,
             backup_dir: "/b".into(),
             retention: Duration::from_secs(1),
+            snapshot: Vec::new(),
         }
     }
 

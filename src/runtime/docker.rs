@@ -20,8 +20,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::{
-    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, Networks,
-    ProbeResult, PullProgress, Runtime, RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ExecOutcome, ImageInfo, NameHolder,
+    Networks, ProbeResult, PullProgress, Runtime, RuntimeError,
 };
 use crate::build_context::{LABEL_CONTEXT_HASH, context_entries};
 use crate::images::registry_of;
@@ -111,6 +111,135 @@ impl DockerRuntime {
 }
 
 impl Runtime for DockerRuntime {
+    async fn exec_stream(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: Option<&mut (dyn std::io::Read + Send)>,
+        stdout: &mut (dyn std::io::Write + Send),
+    ) -> Result<ExecOutcome, RuntimeError> {
+        use bollard::container::LogOutput;
+        use tokio::io::AsyncWriteExt;
+        let io = |context: &'static str| {
+            move |e: std::io::Error| RuntimeError::Api {
+                context: context.into(),
+                message: e.to_string(),
+            }
+        };
+        call("create_exec");
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                bollard::models::ExecConfig {
+                    cmd: Some(command.to_vec()),
+                    env: Some(env.to_vec()),
+                    attach_stdin: Some(stdin.is_some()),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api(format!("creating exec in container {}", short(id))))?;
+        call("start_exec");
+        let bollard::exec::StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(api("starting exec"))?
+        else {
+            return Err(RuntimeError::Api {
+                context: "starting exec".into(),
+                message: "the engine started it detached".into(),
+            });
+        };
+        // stdin is fed and stdout drained at once: a command whose output is not read
+        // stops reading its input.
+        let feed = async move {
+            if let Some(r) = stdin {
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = r.read(&mut buf)?;
+                    if n == 0 {
+                        break;
+                    }
+                    input.write_all(&buf[..n]).await?;
+                }
+                // Closes the command's stdin: its end of input.
+                input.shutdown().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let drain = async {
+            let mut tail = String::new();
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(api("reading exec output"))? {
+                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                        stdout
+                            .write_all(&message)
+                            .map_err(io("writing exec output"))?;
+                    }
+                    LogOutput::StdErr { message } => {
+                        super::push_tail(&mut tail, &String::from_utf8_lossy(&message))
+                    }
+                    LogOutput::StdIn { .. } => {}
+                }
+            }
+            Ok::<String, RuntimeError>(tail)
+        };
+        let mut feed = std::pin::pin!(feed);
+        let mut drain = std::pin::pin!(drain);
+        let mut feed_error = None;
+        let mut fed = false;
+        let stderr_tail = loop {
+            tokio::select! {
+                r = &mut feed, if !fed => {
+                    fed = true;
+                    if let Err(e) = r {
+                        // The command may have stopped reading (exited on an error): give
+                        // its output a while to end, for its own message.
+                        feed_error = Some(e);
+                        break tokio::time::timeout(Duration::from_secs(30), &mut drain)
+                            .await
+                            .unwrap_or_else(|_| Ok(String::new()))?;
+                    }
+                }
+                t = &mut drain => break t?,
+            }
+        };
+        // The engine records the exit code as the process is reaped, a moment after
+        // its output ends.
+        let mut exit_code = None;
+        for _ in 0..600 {
+            call("inspect_exec");
+            let info = self
+                .docker
+                .inspect_exec(&exec.id)
+                .await
+                .map_err(api("inspecting exec"))?;
+            if info.running != Some(true) {
+                exit_code = info.exit_code;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let exit_code = exit_code.unwrap_or(-1);
+        if let Some(e) = feed_error
+            && exit_code == 0
+        {
+            return Err(io("feeding the command's input")(e));
+        }
+        Ok(ExecOutcome {
+            exit_code,
+            stderr_tail,
+        })
+    }
+
     async fn engine_version(&self) -> Result<EngineVersion, RuntimeError> {
         call("version");
         let v = self

@@ -16,8 +16,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::{
-    ContainerDetails, ContainerSummary, EngineVersion, ImageInfo, NameHolder, ProbeResult,
-    PullProgress, Runtime, RuntimeError,
+    ContainerDetails, ContainerSummary, EngineVersion, ExecOutcome, ImageInfo, NameHolder,
+    ProbeResult, PullProgress, Runtime, RuntimeError,
 };
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
@@ -51,6 +51,9 @@ struct State {
     /// Who listens to [`Runtime::events`]: told of changes made "by hand".
     listeners:
         Vec<futures::channel::mpsc::UnboundedSender<Result<super::ContainerEvent, RuntimeError>>>,
+    /// What every [`Runtime::exec_stream`] writes to its stdout, and the commands it ran.
+    exec_stdout: Vec<u8>,
+    execs: Vec<Vec<String>>,
 }
 
 #[derive(Default)]
@@ -174,6 +177,16 @@ impl FakeRuntime {
             .iter()
             .find(|c| c.name == name)
             .map(|c| c.image_id.clone())
+    }
+
+    /// What every streamed exec writes to its stdout from now on.
+    pub fn set_exec_stdout(&self, bytes: &[u8]) {
+        self.state.lock().unwrap().exec_stdout = bytes.to_vec();
+    }
+
+    /// The commands streamed execs ran, in order.
+    pub fn execs(&self) -> Vec<Vec<String>> {
+        self.state.lock().unwrap().execs.clone()
     }
 
     /// Count one call; while the engine is "down", every call fails unanswered.
@@ -474,5 +487,33 @@ impl Runtime for FakeRuntime {
                 if ok { "ok" } else { "503 Service Unavailable" }
             ),
         )
+    }
+
+    /// Reads `stdin` to its end, writes the configured stdout, exits 0.
+    async fn exec_stream(
+        &self,
+        _id: &str,
+        command: &[String],
+        _env: &[String],
+        stdin: Option<&mut (dyn std::io::Read + Send)>,
+        stdout: &mut (dyn std::io::Write + Send),
+    ) -> Result<ExecOutcome, RuntimeError> {
+        let out = {
+            let mut s = self.call("exec_stream")?;
+            s.execs.push(command.to_vec());
+            s.exec_stdout.clone()
+        };
+        let io = |e: std::io::Error| RuntimeError::Api {
+            context: "fake exec".into(),
+            message: e.to_string(),
+        };
+        if let Some(r) = stdin {
+            std::io::copy(r, &mut std::io::sink()).map_err(io)?;
+        }
+        stdout.write_all(&out).map_err(io)?;
+        Ok(ExecOutcome {
+            exit_code: 0,
+            stderr_tail: String::new(),
+        })
     }
 }

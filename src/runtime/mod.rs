@@ -173,6 +173,30 @@ pub struct EngineVersion {
     pub api_version: String,
 }
 
+/// How a streamed [`Runtime::exec_stream`] ended.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ExecOutcome {
+    /// The command's exit code (-1 when the engine did not report one).
+    pub exit_code: i64,
+    /// The last few KiB of what the command wrote to stderr, for the error message.
+    pub stderr_tail: String,
+}
+
+/// How much of a streamed exec's stderr is kept.
+pub const STDERR_TAIL: usize = 4096;
+
+/// Append `more` to a bounded tail, dropping the oldest bytes (on a char boundary).
+pub fn push_tail(tail: &mut String, more: &str) {
+    tail.push_str(more);
+    if tail.len() > STDERR_TAIL {
+        let mut cut = tail.len() - STDERR_TAIL;
+        while !tail.is_char_boundary(cut) {
+            cut += 1;
+        }
+        tail.drain(..cut);
+    }
+}
+
 pub trait Runtime: Send + Sync {
     /// The engine's version: one call; proves it is reachable.
     fn engine_version(&self) -> impl Future<Output = Result<EngineVersion, RuntimeError>> + Send;
@@ -252,4 +276,17 @@ pub trait Runtime: Send + Sync {
         probe: &Probe,
         timeout: std::time::Duration,
     ) -> impl Future<Output = ProbeResult> + Send;
+    /// Run `command` in a running container with extra `env` (`KEY=value`), feeding it
+    /// `stdin` to its end (then closing it) and copying its stdout into `stdout` as it
+    /// comes, never holding all of it: `pg_dump` and `psql` of a whole database go
+    /// through here. The environment is for secrets such as `PGPASSWORD`: it is never
+    /// logged.
+    fn exec_stream(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        stdin: Option<&mut (dyn std::io::Read + Send)>,
+        stdout: &mut (dyn std::io::Write + Send),
+    ) -> impl Future<Output = Result<ExecOutcome, RuntimeError>> + Send;
 }

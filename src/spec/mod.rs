@@ -78,6 +78,11 @@ pub struct Migrations {
     pub backup_dir: PathBuf,
     /// How long backups are kept.
     pub retention: Duration,
+    /// Data directories (absolute) that `berth backup` archives beside the dump as
+    /// `<project>_<ts>.<dir name>.tar.gz` (the runbook copies `data/chroma`). Left out of
+    /// the stored JSON when empty, so older desired states keep their hashes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot: Vec<PathBuf>,
 }
 
 /// Host checks from the runbook's pre-flight, each with the `FILE:LINE:COL` it came from

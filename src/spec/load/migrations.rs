@@ -109,6 +109,32 @@ impl Resolver<'_> {
             None => DEFAULT_RETENTION,
         };
 
+        let mut snapshot: Vec<PathBuf> = Vec::new();
+        for v in &raw.snapshot {
+            let Some(rel) = self.string(src, v) else {
+                continue;
+            };
+            let path = normalize(&src.dir.join(&rel));
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            match name {
+                None => self.err(
+                    src,
+                    v.span(),
+                    format!("migrations: snapshot {rel:?} names no directory"),
+                ),
+                Some(n) if snapshot.iter().any(|p| p.file_name() == path.file_name()) => {
+                    self.err(
+                        src,
+                        v.span(),
+                        format!(
+                            "migrations: two snapshot directories are named {n:?}; their archives would share a name"
+                        ),
+                    )
+                }
+                Some(_) => snapshot.push(path),
+            }
+        }
+
         let (source, source_hash) = source?;
         Some(Migrations {
             service,
@@ -118,6 +144,7 @@ impl Resolver<'_> {
             backup: raw.backup.unwrap_or(true),
             backup_dir,
             retention,
+            snapshot,
         })
     }
 
@@ -255,5 +282,27 @@ source = "schema"
         assert_eq!(parse_retention("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert!(parse_retention("30").unwrap_err().contains("30d"));
         assert!(parse_retention("99999999999999999999d").is_err());
+    }
+
+    #[test]
+    fn snapshot_directories_resolve_beside_the_file_and_need_distinct_names() {
+        let (dir, d) = stack();
+        assert!(d.migrations.unwrap().snapshot.is_empty());
+        let file = dir.path().join("berth.toml");
+        std::fs::write(&file, format!("{STACK}snapshot = [\"data/chroma\"]\n")).unwrap();
+        let m = reload(&dir).migrations.unwrap();
+        assert_eq!(m.snapshot, vec![normalize(&dir.path().join("data/chroma"))]);
+
+        std::fs::write(
+            &file,
+            format!("{STACK}snapshot = [\"data/chroma\", \"other/chroma\"]\n"),
+        )
+        .unwrap();
+        let env: HashMap<String, String> = [("DB_PASSWORD".to_string(), "x".to_string())].into();
+        let err = load_with_env(&file, &Selection::default(), &env).unwrap_err();
+        assert!(
+            err.to_string().contains("two snapshot directories"),
+            "{err}"
+        );
     }
 }

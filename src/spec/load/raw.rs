@@ -52,6 +52,9 @@ pub(super) struct RawMigrations {
     pub(super) backup: Option<bool>,
     pub(super) backup_dir: Option<S>,
     pub(super) retention: Option<S>,
+    /// Data directories archived beside each dump, relative to the file.
+    #[serde(default)]
+    pub(super) snapshot: Vec<S>,
 }
 
 #[derive(Deserialize)]
