@@ -559,10 +559,34 @@ async fn converge_service<R: Runtime>(
             };
             let id = if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
-                let id = rt
+                let id = match rt
                     .create_container(&temp, s, &image, &labels, networks)
                     .await
-                    .map_err(fail_rt)?;
+                {
+                    Ok(id) => id,
+                    Err(e) if !e.is_unreachable() => {
+                        // A berth killed mid-recreate can leave its temporary copy behind
+                        // (the engine may even finish that create after berth died). It
+                        // is this project's own, made for this very spec: remove it and
+                        // create it again. Anything else holding the name is an error.
+                        let held = rt.name_holders(std::slice::from_ref(&temp)).await;
+                        let stale = held.ok().and_then(|h| h.get(&temp).cloned()).filter(|h| {
+                            h.project.as_deref() == Some(desired.project.name.as_str())
+                        });
+                        let Some(stale) = stale else {
+                            return Err(fail_rt(e));
+                        };
+                        report.service(
+                            &s.name,
+                            "removing a temporary copy left by an interrupted recreate",
+                        );
+                        rt.remove_container(&stale.id).await.map_err(fail_rt)?;
+                        rt.create_container(&temp, s, &image, &labels, networks)
+                            .await
+                            .map_err(fail_rt)?
+                    }
+                    Err(e) => return Err(fail_rt(e)),
+                };
                 // A paused container cannot take SIGTERM; removal kills it outright.
                 if old.state != "paused" {
                     rt.stop_container(&old.id).await.map_err(fail_rt)?;

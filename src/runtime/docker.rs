@@ -704,6 +704,8 @@ impl Runtime for DockerRuntime {
             Err(BollardError::DockerResponseServerError {
                 status_code: 304, ..
             }) => Ok(()),
+            // Gone already (removed by hand, or by a berth that was killed): stopped.
+            Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(api(format!("stopping container {}", short(id)))(e)),
         }
     }
