@@ -408,7 +408,8 @@ async fn execute_steps<R: Runtime>(
 
 /// Apply the pending migrations on the database container, recording the schema version
 /// found (before applying: a kill mid-way leaves a sign that the step reached the
-/// database) and the one reached. Nothing pending: nothing runs, nothing is printed. A
+/// database) and the one reached. With `backup = true`, a backup is taken (and recorded)
+/// before anything is applied. Nothing pending: nothing runs, nothing is printed. A
 /// failed migration is a failed gate; each ran in its own transaction, so nothing of it
 /// stays applied (unless it is `-- no-transaction`; see README "Migrations").
 async fn migrations_step<R: Runtime>(
@@ -456,6 +457,38 @@ async fn migrations_step<R: Runtime>(
         return Ok(());
     }
     let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
+    // The backup a revert restores when a down migration is missing or fails: taken
+    // before anything is applied, and recorded on the generation. Failing to take it is
+    // a failed gate, with nothing applied.
+    if m.backup {
+        let taken = match crate::backup::take(rt, &desired.project.name, m).await {
+            Ok(taken) => taken,
+            Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
+                return Err(Failure::of(e));
+            }
+            Err(e) => {
+                how.report.service(MIGRATIONS_NODE, "backup FAILED");
+                return Err(Failure::Gate(format!(
+                    "migrations: the backup before applying {} failed (nothing applied): {e}",
+                    names.join(", ")
+                )));
+            }
+        };
+        how.report.service(
+            MIGRATIONS_NODE,
+            &format!(
+                "backup {} ({})",
+                taken.path.display(),
+                crate::preflight::human(taken.bytes)
+            ),
+        );
+        if let Some(store) = how.store {
+            store
+                .set_backup(how.generation, &taken.path.to_string_lossy())
+                .await
+                .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+        }
+    }
     how.report
         .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
     let applied = match crate::migrate::apply(&url, &m.source).await {

@@ -522,7 +522,7 @@ async fn revert<R: Runtime>(
                 generation,
                 message: "the generation being reverted is not in the state store".into(),
             })?;
-    let schema = undo_schema(rt, &failed, good, report).await?;
+    let schema = undo_schema(rt, &failed, good, true, report).await?;
     let reverted = converge_to_pinned(
         rt,
         None,
@@ -550,7 +550,11 @@ async fn revert<R: Runtime>(
             })
         }
         Ok(()) => {
-            let why = format!("{reason}; reverted to generation {}", good.id);
+            let restored = match &schema {
+                Ok(Some(note)) => format!("; {note}"),
+                _ => String::new(),
+            };
+            let why = format!("{reason}; reverted to generation {}{restored}", good.id);
             store.mark_rolled_back(generation, good.id, &why).await?;
             Ok(ApplyOutcome::RolledBack {
                 generation,
@@ -594,17 +598,21 @@ pub const SCHEMA_NOT_UNDONE: &str = "the schema could not be undone";
 /// The schema half of a revert or a rollback (semantic 6): undo the migrations of
 /// `current` down to the schema version `target` reached, with `current`'s source (it
 /// holds the down files of what it applied). Nothing to do when `current` has no
-/// migrations or its step never reached the database. `Err(why)`: the schema is not
-/// where `target` had it, and `why` says which migration and what to do.
+/// migrations or its step never reached the database. `Ok(Some(note))`: a down migration
+/// was missing or failed and the backup `current` took before migrating was restored
+/// instead (only when `restore` is set: the auto-revert, whose target is the generation
+/// right before `current`). `Err(why)`: the schema is not where `target` had it, and
+/// `why` says which migration, which backup, and what to do.
 async fn undo_schema<R: Runtime>(
     rt: &R,
     current: &Generation,
     target: &Generation,
+    restore: bool,
     report: &Reporter,
-) -> Result<Result<(), String>, ConvergeError> {
+) -> Result<Result<Option<String>, String>, ConvergeError> {
     let desired = desired_of(current)?;
     let (Some(m), Some(_)) = (&desired.migrations, current.schema_version) else {
-        return Ok(Ok(()));
+        return Ok(Ok(None));
     };
     let Some(version) = target.schema_version else {
         // Recorded before schema versions were (or it had no migrations): undoing to a
@@ -613,7 +621,7 @@ async fn undo_schema<R: Runtime>(
             "migrations: generation {} recorded no schema version; the schema is left as it is",
             target.id
         ));
-        return Ok(Ok(()));
+        return Ok(Ok(None));
     };
     let redact = |t: String| desired.redactor().text(&t);
     let url = match crate::migrate::step::database_url(rt, &desired, m).await {
@@ -628,36 +636,90 @@ async fn undo_schema<R: Runtime>(
         }
     };
     match crate::migrate::undo_to(&url, &m.source, version).await {
-        Ok(undone) if undone.is_empty() => Ok(Ok(())),
+        Ok(undone) if undone.is_empty() => Ok(Ok(None)),
         Ok(undone) => {
             let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
             report.service(
                 crate::spec::MIGRATIONS_NODE,
                 &format!("undone {}; schema {version}", list.join(", ")),
             );
-            Ok(Ok(()))
+            Ok(Ok(None))
         }
         Err(e) => {
             report.service(crate::spec::MIGRATIONS_NODE, "could not be undone");
-            Ok(Err(redact(restore_backup_instead(current, version, &e))))
+            if !restore {
+                return Ok(Err(redact(restore_by_hand(current, version, &e))));
+            }
+            restore_backup_instead(rt, &desired, current, version, &e, report)
+                .await
+                .map(|r| r.map(Some).map_err(redact))
         }
     }
 }
 
-/// HOOK, backups (issue 10, items 4 and 5): a down migration is missing or failed, so the
-/// database cannot put the schema back by itself; what goes here is "restore the backup
-/// generation `current` took before migrating". Backups are built elsewhere (`pg_dump`,
-/// `berth restore`); until this calls them, it returns what a person must do, which the
-/// revert records as its reason (the generation ends `failed`: degraded, exit 4).
-fn restore_backup_instead(
+/// What a person must do when the schema could not be undone and no backup was restored.
+fn restore_by_hand(
     current: &Generation,
     target_version: i64,
     error: &crate::migrate::Error,
 ) -> String {
-    format!(
-        "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restore the database backup taken before generation {} (berth restore FILE)",
-        current.id
-    )
+    match &current.backup {
+        Some(b) => format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restore the database backup generation {} took before migrating (berth restore {b})",
+            current.id
+        ),
+        None => format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; generation {} took no backup before migrating (backup = false): restore one by hand (berth restore FILE)",
+            current.id
+        ),
+    }
+}
+
+/// Issue 10, items 4 and 5: a down migration is missing or failed, so the database cannot
+/// put the schema back by itself; restore the backup `current` took before migrating
+/// (the revert holds the project's lock). The restore stops the database's dependents
+/// (the failed generation's containers), swaps the restored database in (the one it
+/// replaces is kept), and starts them again; the revert's converge then replaces them.
+/// `Ok(note)`: restored, `note` says from what. `Err(why)`: no backup, or the restore
+/// failed: the generation ends degraded, `why` naming the migration and the backup.
+async fn restore_backup_instead<R: Runtime>(
+    rt: &R,
+    desired: &crate::spec::DesiredState,
+    current: &Generation,
+    target_version: i64,
+    error: &crate::migrate::Error,
+    report: &Reporter,
+) -> Result<Result<String, String>, ConvergeError> {
+    let Some(backup) = &current.backup else {
+        return Ok(Err(restore_by_hand(current, target_version, error)));
+    };
+    report.service(
+        crate::spec::MIGRATIONS_NODE,
+        &format!("restoring the backup {backup} ({error})"),
+    );
+    let say = |t: &str| report.service(crate::spec::MIGRATIONS_NODE, t);
+    match crate::backup::restore(rt, desired, std::path::Path::new(backup), &say).await {
+        // The data is back; a dependent that does not run again (the failed generation's
+        // own, which may crash) is replaced by the revert's converge anyway.
+        Ok(_) | Err(crate::backup::Error::NotRestarted { .. }) => {
+            report.service(
+                crate::spec::MIGRATIONS_NODE,
+                &format!("restored from {backup}; schema {target_version}"),
+            );
+            Ok(Ok(format!(
+                "the schema was restored from {backup} ({error})"
+            )))
+        }
+        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
+            Err(ConvergeError::Runtime(e))
+        }
+        Err(restore_error) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "restore FAILED");
+            Ok(Err(format!(
+                "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restoring the backup {backup} failed too: {restore_error}; restore it by hand (berth restore {backup})"
+            )))
+        }
+    }
 }
 
 /// Repair drift of the project's running generation only, whatever the desired state on
@@ -852,8 +914,8 @@ pub async fn rollback<R: Runtime>(
     .await?;
     // The schema first, as in an auto-revert, with the source of what ran last.
     let schema = match &current {
-        Some(c) => undo_schema(rt, c, target, report).await?,
-        None => Ok(()),
+        Some(c) => undo_schema(rt, c, target, false, report).await?,
+        None => Ok(None),
     };
     if let Err(why) = schema {
         store

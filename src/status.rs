@@ -132,6 +132,9 @@ pub struct Report {
     /// step); None without migrations.
     #[serde(default)]
     pub schema_version: Option<i64>,
+    /// The database backup the running generation took before migrating, if any.
+    #[serde(default)]
+    pub backup: Option<String>,
 }
 
 /// The JSON of `berth status --json`, which the daemon also serves on `/api/v1/status`:
@@ -169,6 +172,7 @@ pub async fn project_status<R: Runtime>(
         repairs: 0,
         holder: holder.clone(),
         schema_version: None,
+        backup: None,
     };
     let Some(latest) = store.latest(project).await? else {
         return Ok(report);
@@ -183,6 +187,7 @@ pub async fn project_status<R: Runtime>(
     let running = running_generation(store, &latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);
     report.schema_version = judged.schema_version;
+    report.backup = judged.backup.clone();
     let desired = desired_of(judged)?;
     let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
     let drift = plan(&desired, &observed);

@@ -26,7 +26,9 @@ fn repo_migrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
 }
 
-/// The desired state: `url_db` is the database the `[migrations]` URL names.
+/// The desired state: `url_db` is the database the `[migrations]` URL names. `backup =
+/// false`: the converge takes no backup of its own before migrating (that one is
+/// `e2e_migrations_converge`'s), so `berth backup` is the only writer of `backup_dir` here.
 fn desired(port: u16, backups: &Path, url_db: &str) -> String {
     format!(
         r#"
@@ -56,6 +58,7 @@ health = {{ probe = "http", port = 8080, path = "/health", interval = "100ms" }}
 service = "postgres"
 url = "postgresql://assistant:${{E2E_BACKUP_PASSWORD}}@postgres:5432/{url_db}"
 source = "{}"
+backup = false
 backup_dir = "{}"
 retention = "1d"
 snapshot = ["data/chroma"]

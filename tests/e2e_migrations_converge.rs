@@ -7,8 +7,9 @@
 //!   schema*: 0004 undone, the app back on the old spec, one history entry, exit 3;
 //! - a generation whose `0004` has an SQL error fails at the migrations gate: nothing of
 //!   it stays applied, exit 3;
-//! - a `0004` without a down file cannot be undone: the revert says so, naming it, and the
-//!   project is degraded (exit 4).
+//! - a `0004` without a down file cannot be undone: with `backup = false` the revert says
+//!   so, naming it, and the project is degraded (exit 4); with `backup = true` the backup
+//!   taken before applying it is restored, and the revert is a normal one (exit 3).
 //!
 //! Each test has its own project (`tests/common` `Project`), whose guard removes the
 //! containers, network and volume labelled with it, also when the test fails. The
@@ -61,6 +62,41 @@ fn stack(version: &str, never_healthy: bool) -> String {
         .replace("{password}", PASSWORD)
         .replace("{version}", version)
         .replace("{app_env}", app_env)
+}
+
+/// `stack` with `backup = true`, its backups in the test's temporary directory.
+fn with_backup(stack: String, p: &Project) -> String {
+    let dir = p.dir.path().join("backups");
+    stack.replace(
+        "backup = false\n",
+        &format!(
+            "backup = true\nbackup_dir = {:?}\n",
+            dir.display().to_string()
+        ),
+    )
+}
+
+/// A generation's recorded backup: it exists and is readable by its owner only.
+fn assert_backup_file(g: &serde_json::Value, p: &Project) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = g["backup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("generation {} recorded no backup: {g}", g["id"]));
+    let path = std::path::PathBuf::from(path);
+    assert!(
+        path.starts_with(p.dir.path().join("backups")),
+        "the backup {} is not in backup_dir",
+        path.display()
+    );
+    let meta = std::fs::metadata(&path)
+        .unwrap_or_else(|e| panic!("the recorded backup {}: {e}", path.display()));
+    assert_eq!(
+        meta.permissions().mode() & 0o777,
+        0o600,
+        "{}",
+        path.display()
+    );
+    path
 }
 
 fn project(test: &str) -> Project {
@@ -129,8 +165,12 @@ fn app_env(p: &Project) -> String {
 
 /// The first generation: every migration of the repository applied between the
 /// database's gate and the app's start; schema 3 recorded.
-fn first_generation(p: &Project) {
-    p.write(&stack("1", false));
+fn first_generation(p: &Project, backup: bool) {
+    if backup {
+        p.write(&with_backup(stack("1", false), p));
+    } else {
+        p.write(&stack("1", false));
+    }
     // Nothing runs yet: plan cannot ask the database.
     let run = p.berth(&["plan"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -167,6 +207,16 @@ fn first_generation(p: &Project) {
     let h = history(p);
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["schema_version"], 3);
+    if backup {
+        assert!(
+            run.stdout.contains("migrations: backup "),
+            "the step prints its backup: {}",
+            run.stdout
+        );
+        assert_backup_file(&h[0], p);
+    } else {
+        assert!(h[0]["backup"].is_null(), "{}", h[0]);
+    }
     let run = p.berth(&["history"]);
     assert!(run.stdout.contains("schema 3"), "{}", run.stdout);
 }
@@ -174,13 +224,17 @@ fn first_generation(p: &Project) {
 #[test]
 fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     let p = project("mstep-revert");
-    first_generation(&p);
+    first_generation(&p, true);
 
     // A second apply of the same desired state: nothing to do, nothing printed about
-    // migrations.
+    // migrations, no backup taken.
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stdout.contains("migrations"), "{}", run.stdout);
+    let backups = std::fs::read_dir(p.dir.path().join("backups"))
+        .unwrap()
+        .count();
+    assert_eq!(backups, 1, "nothing pending: no backup");
 
     // 0004 applies, then the app's gate fails: the revert undoes 0004 too.
     write_migration(
@@ -259,17 +313,23 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
 #[test]
 fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
     let p = project("mstep-nodown");
-    first_generation(&p);
+    first_generation(&p, false);
 
     write_migration(
         &p,
         "0004_no_way_back.up.sql",
         "CREATE TABLE e2e_no_way_back (id int);\n",
     );
+    // `backup = false` (STACK's): nothing to restore, so the revert stays degraded.
+    assert!(stack("2", true).contains("backup = false\n"));
     p.write(&stack("2", true));
     let run = p.berth(&["apply"]);
     let all = format!("{}{}", run.stdout, run.stderr);
     assert_eq!(run.code, 4, "{all}");
+    assert!(
+        all.contains("no backup"),
+        "it names the backup's absence: {all}"
+    );
     assert!(
         all.contains("could not be undone") && all.contains("no_way_back"),
         "the revert names the migration it could not undo: {all}"
@@ -291,12 +351,73 @@ fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
 }
 
 #[test]
+fn a_migration_without_a_down_file_is_reverted_by_restoring_the_backup_taken_before_it() {
+    let p = project("mstep-restore");
+    first_generation(&p, true);
+    sql(&p, "INSERT INTO users (email) VALUES ('kept@example.org')");
+
+    write_migration(
+        &p,
+        "0004_no_way_back.up.sql",
+        "CREATE TABLE e2e_no_way_back (id int);\n",
+    );
+    p.write(&with_backup(stack("2", true), &p));
+    let run = p.berth(&["apply"]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "a normal revert: {all}");
+    assert!(
+        run.stdout.contains("migrations: backup "),
+        "the step prints its backup: {all}"
+    );
+    // The backup was taken before 0004, and restored by the revert.
+    assert!(
+        !table_exists(&p, "e2e_no_way_back"),
+        "0004's table is still there"
+    );
+    assert_eq!(schema_version(&p), "3");
+    assert!(table_exists(&p, "user_sessions"));
+    assert_eq!(
+        sql(
+            &p,
+            "SELECT count(*) FROM users WHERE email = 'kept@example.org'"
+        ),
+        "1",
+        "the data written before 0004 is back"
+    );
+    let env = app_env(&p);
+    assert!(
+        env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
+        "the app is not back on generation 1's spec: {env}"
+    );
+    let h = history(&p);
+    assert_eq!(h.len(), 2, "{h:?}");
+    assert_eq!(h[1]["outcome"], "rolled-back");
+    assert_eq!(h[1]["reverted_to"], 1);
+    let backup = assert_backup_file(&h[1], &p);
+    assert_ne!(
+        h[1]["backup"], h[0]["backup"],
+        "each generation its own backup"
+    );
+    let reason = h[1]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("restored from") && reason.contains(&backup.display().to_string()),
+        "the reason says the schema was restored from the backup: {reason}"
+    );
+    // status names the running generation's (generation 1's) backup.
+    let run = p.berth(&["status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(status[0]["backup"], h[0]["backup"], "{}", run.stdout);
+    let run = p.berth(&["status"]);
+    assert!(run.stdout.contains("schema 3"), "{}", run.stdout);
+}
+
+#[test]
 fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twice() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
 
     let p = project("mstep-kill");
-    first_generation(&p);
+    first_generation(&p, false);
 
     // 0004 is quick; 0005 takes a while, and berth is killed while it runs.
     write_migration(
@@ -401,7 +522,7 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
 #[test]
 fn berth_rollback_undoes_the_schema_to_that_generations_version() {
     let p = project("mstep-rollback");
-    first_generation(&p);
+    first_generation(&p, false);
 
     write_migration(
         &p,

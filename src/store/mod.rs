@@ -142,6 +142,9 @@ pub struct Generation {
     /// migrations step found or left; None without migrations, or before the step
     /// reached the database. A revert undoes migrations down to its target's value.
     pub schema_version: Option<i64>,
+    /// The database backup (its path) this generation's migrations step took before
+    /// applying; a revert whose down migrations fail restores it. None: none was taken.
+    pub backup: Option<String>,
 }
 
 /// What a new generation records when it begins.
@@ -342,6 +345,16 @@ impl Store {
         Ok(())
     }
 
+    /// Record the database backup a generation's migrations step took before applying.
+    pub async fn set_backup(&self, id: i64, path: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET backup = ? WHERE id = ?")
+            .bind(path)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Mark a generation rolled back to `to`, now that `to` is healthy again.
     pub async fn mark_rolled_back(&self, id: i64, to: i64, reason: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET outcome = 'rolled-back', finished_ms = ?, reverted_to = ?, reason = ? WHERE id = ?")
@@ -481,7 +494,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -507,6 +520,7 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
             _ => Kind::Apply,
         },
         schema_version: r.get(14),
+        backup: r.get(15),
     }
 }
 
@@ -558,6 +572,12 @@ mod tests {
         assert_eq!(first.outcome, Outcome::Superseded);
         assert_eq!(first.schema_version, None);
         store.set_schema_version(b, 3).await.unwrap();
+        assert_eq!(store.get("p", b).await.unwrap().unwrap().backup, None);
+        store.set_backup(b, "/b/p_1.sql.gz").await.unwrap();
+        assert_eq!(
+            store.get("p", b).await.unwrap().unwrap().backup.as_deref(),
+            Some("/b/p_1.sql.gz")
+        );
         assert_eq!(
             store.get("p", b).await.unwrap().unwrap().schema_version,
             Some(3)
