@@ -179,6 +179,20 @@ fn the_four_local_services_converge_and_answer_their_own_protocols() {
     let a = s.berth(&["apply"]);
     assert_eq!(a.code, 0, "{}", a.stderr);
     assert!(a.stdout.contains("Converged: generation 1"), "{}", a.stdout);
+    // The migrations step took its backup before applying, into the stack's own
+    // data/backups (inside the test's temp dir).
+    let backups: Vec<String> = std::fs::read_dir(s.root().join("data/backups"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".sql.gz"))
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert!(
+        a.stdout
+            .contains(&format!("migrations: backup {}", s.root().display())),
+        "{}",
+        a.stdout
+    );
     // The runbook's start order: chroma only after postgres and redis were healthy, and
     // prometheus only after chroma.
     let started = |svc: &str| {
