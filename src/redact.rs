@@ -73,14 +73,17 @@ pub fn url_password(v: &str) -> Option<String> {
     Some(decoded).filter(|p| !p.is_empty())
 }
 
-fn percent_decode(s: &str) -> String {
+/// `%XX` escapes decoded (a URL's user, password or path), bytes as they are otherwise.
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
             && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(v);
             i += 3;

@@ -103,14 +103,17 @@ impl std::fmt::Debug for Database {
 impl Database {
     pub fn from_url(text: &str) -> Result<Database, Error> {
         let url = url::Url::parse(text).map_err(|e| Error::Url(e.to_string()))?;
-        let user = percent_decode(url.username());
+        let user = crate::redact::percent_decode(url.username());
         if user.is_empty() {
             return Err(Error::Url("it names no user".into()));
         }
-        let name = percent_decode(url.path().trim_start_matches('/'));
+        let name = crate::redact::percent_decode(url.path().trim_start_matches('/'));
         Ok(Database {
             name: if name.is_empty() { user.clone() } else { name },
-            password: url.password().map(percent_decode).unwrap_or_default(),
+            password: url
+                .password()
+                .map(crate::redact::percent_decode)
+                .unwrap_or_default(),
             user,
         })
     }
@@ -143,25 +146,22 @@ impl Database {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A new file in `dir` (mode 600, never an existing one) under a hidden temporary name
+/// for `stem`, removed when the guard drops unless it was linked to its final name.
+fn partial_file(dir: &Path, stem: &str) -> Result<(std::fs::File, PathBuf, RemoveOnDrop), Error> {
+    let temp = dir.join(format!(
+        ".{stem}.partial-{}-{:08x}",
+        std::process::id(),
+        fastrand::u32(..)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&temp)
+        .map_err(io(&temp))?;
+    let guard = RemoveOnDrop(Some(temp.clone()));
+    Ok((file, temp, guard))
 }
 
 /// A PostgreSQL identifier, quoted.
@@ -240,20 +240,11 @@ pub async fn take_from<R: Runtime>(
 ) -> Result<Taken, Error> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let started = jiff::Timestamp::now();
-    let temp = dir.join(format!(
-        ".{project}_{}.partial-{}-{:08x}",
-        started.strftime("%Y%m%d_%H%M%S"),
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io(&temp))?;
-    // From here on the temporary file goes away unless it becomes the backup.
-    let temp_guard = RemoveOnDrop(Some(temp.clone()));
+    // The temporary file goes away unless it becomes the backup.
+    let (file, temp, temp_guard) = partial_file(
+        dir,
+        &format!("{project}_{}", started.strftime("%Y%m%d_%H%M%S")),
+    )?;
 
     let mut gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
     let command = ["pg_dump", "--no-password", "-U", &db.user, "-d", &db.name].map(str::to_string);
@@ -327,18 +318,7 @@ fn archive(dump: &Path, source: &Path) -> Result<PathBuf, Error> {
         });
     }
     let path = dir.join(format!("{stem}.{name}.tar.gz"));
-    let temp = dir.join(format!(
-        ".{stem}.{name}.partial-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    ));
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temp)
-        .map_err(io(&temp))?;
-    let _guard = RemoveOnDrop(Some(temp.clone()));
+    let (file, temp, _guard) = partial_file(dir, &format!("{stem}.{name}"))?;
     let gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
