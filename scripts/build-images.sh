@@ -8,8 +8,9 @@
 #   berth-prometheus:2     images/prometheus
 #   berth-chroma:latest    images/chroma   (pip install chromadb from PyPI)
 #   berth-systemd:test     images/systemd  (systemd as PID 1, for tests/e2e_systemd.rs)
+#   berth-alembic:test     images/alembic  (Alembic from Debian, with tests/alembic: a migration job)
 #
-# Usage: scripts/build-images.sh [base|postgres|redis|prometheus|chroma|systemd ...]
+# Usage: scripts/build-images.sh [base|postgres|redis|prometheus|chroma|systemd|alembic ...]
 #   No arguments = everything. Naming a service image implies `base`.
 #   Idempotent: an existing base image is kept; service images are rebuilt
 #   with the classic builder's layer cache (a no-op when nothing changed).
@@ -26,8 +27,9 @@ declare -A service_tag=(
   [prometheus]="berth-prometheus:2"
   [chroma]="berth-chroma:latest"
   [systemd]="berth-systemd:test"
+  [alembic]="berth-alembic:test"
 )
-all_services=(postgres redis prometheus chroma systemd)
+all_services=(postgres redis prometheus chroma systemd alembic)
 tmp=""
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -137,6 +139,8 @@ build_service() {
   ctx="$(mktemp -d)"
   tmp="$ctx"; trap 'rm -rf "$tmp"' EXIT
   cp -a "$repo/images/$name/." "$ctx/"
+  # The migration job image carries the Alembic project the tests deploy.
+  [[ "$name" == alembic ]] && cp -a "$repo/tests/alembic" "$ctx/project"
   mkdir -p "$ctx/host-ca"
   local crt
   for crt in /usr/local/share/ca-certificates/*.crt /usr/local/share/ca-certificates/*/*.crt; do

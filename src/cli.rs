@@ -679,36 +679,46 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 let mut g = g.clone();
                 g.outcome = shown_outcome(&g, newest, held);
                 g.reason = g.reason.map(|x| r.text(&x));
-                let repairs = store
-                    .events(g.id)
-                    .await?
-                    .iter()
-                    .filter(|e| e.kind == "repair")
-                    .count();
-                shown.push((g, repairs));
+                let events = store.events(g.id).await?;
+                let repairs = events.iter().filter(|e| e.kind == "repair").count();
+                // What else happened to it: a migration job's runs (with their output),
+                // a backup restored by its revert. Repairs are only counted.
+                let other: Vec<_> = events
+                    .into_iter()
+                    .filter(|e| e.kind != "repair")
+                    .map(|mut e| {
+                        e.message = r.text(&e.message);
+                        e
+                    })
+                    .collect();
+                shown.push((g, repairs, other));
             }
             if as_json {
                 let rows: Vec<_> = shown
                     .iter()
-                    .map(|(g, repairs)| {
+                    .map(|(g, repairs, other)| {
                         let mut v = serde_json::to_value(g).expect("generation serializes");
                         v["repairs"] = (*repairs).into();
+                        v["events"] = serde_json::to_value(other).expect("events serialize");
                         v
                     })
                     .collect();
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                let rows = shown.iter().map(|(g, repairs)| {
+                let rows = shown.iter().map(|(g, repairs, other)| {
                     let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
                     if *repairs > 0 {
                         reason = format!("{reason} [{repairs} drift repairs]");
+                    }
+                    for e in other.iter().filter(|e| e.kind == "restore") {
+                        reason = format!("{reason} [{}]", e.message);
                     }
                     vec![
                         g.id.to_string(),
                         g.project.clone(),
                         format_ms(g.started_ms),
                         g.outcome.to_string(),
-                        g.schema_version
+                        g.schema()
                             .map(|v| format!("schema {v}"))
                             .unwrap_or_else(|| "-".into()),
                         reason,
@@ -881,7 +891,9 @@ fn status_text(r: &crate::status::Report) -> String {
         r.generation
             .map(|g| g.to_string())
             .unwrap_or_else(|| "-".into()),
-        r.schema_version
+        r.schema_revision
+            .clone()
+            .or_else(|| r.schema_version.map(|v| v.to_string()))
             .map(|v| format!(", schema {v}"))
             .unwrap_or_default(),
         if r.repairs > 0 {
@@ -937,6 +949,22 @@ async fn plan_migrations(
         Ok(url) => url,
         Err(e) => return cannot(e.to_string()),
     };
+    if let Some(job) = &m.job {
+        let revision = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            crate::migrate::job::revision(&url, &job.version_table),
+        )
+        .await;
+        return match revision {
+            Ok(Ok(rev)) => Some(format!(
+                "migrations: job `{}` in {} when its image has not run to revision {rev} before (database at revision {rev})",
+                job.upgrade.join(" "),
+                job.image
+            )),
+            Ok(Err(e)) => cannot(e.to_string()),
+            Err(_) => cannot("the database did not answer within 10 s".into()),
+        };
+    }
     let newest = crate::migrate::resolve(&m.source)
         .map(|l| l.iter().map(|(m, _)| m.version).max().unwrap_or(0))
         .unwrap_or(0);
@@ -970,7 +998,21 @@ async fn migrate(command: MigrateCommand, state_path: &Path) -> anyhow::Result<i
         return Ok(EXIT_INVALID);
     };
     let service = &d.services[&m.service];
-    let url = migrate::host_url(m, service)?;
+    // Through its published port, else at the running container's address on the
+    // project network (as a converge reaches it).
+    let url = match migrate::host_url(m, service) {
+        Ok(url) => url,
+        Err(not_published) => {
+            let rt = connect().await?;
+            match migrate::step::database_url(&rt, &d, m).await {
+                Ok(url) => url,
+                Err(e) => anyhow::bail!("{not_published}; nor at its container: {e}"),
+            }
+        }
+    };
+    if let Some(job) = &m.job {
+        return migrate_job(command, &d, m, job, &url, state_path).await;
+    }
     match command {
         MigrateCommand::Status(_) => {
             let status = migrate::status(&url, &m.source).await?;
@@ -997,28 +1039,7 @@ async fn migrate(command: MigrateCommand, state_path: &Path) -> anyhow::Result<i
                 status.pending.len(),
                 status.version()
             );
-            // The version each generation reached, when the store has any (it is not
-            // created just to say so).
-            if state_path.exists() {
-                let store = Store::open(state_path).await?;
-                let gens: Vec<_> = store
-                    .history(Some(&d.project.name))
-                    .await?
-                    .into_iter()
-                    .filter(|g| g.schema_version.is_some())
-                    .collect();
-                if !gens.is_empty() {
-                    println!("generations of project {:?}:", d.project.name);
-                }
-                for g in gens {
-                    println!(
-                        "  generation {}  {}  schema {}",
-                        g.id,
-                        g.outcome,
-                        g.schema_version.unwrap_or_default()
-                    );
-                }
-            }
+            print_generations_schema(state_path, &d.project.name, "schema").await?;
             Ok(EXIT_OK)
         }
         MigrateCommand::Apply(_) => match migrate::apply(&url, &m.source).await {
@@ -1054,6 +1075,80 @@ fn load_with_migrations(args: &FileArgs) -> Result<DesiredState, i32> {
         return Err(EXIT_INVALID);
     }
     Ok(d)
+}
+
+/// The schema each recorded generation reached, when the store has any (it is not created
+/// just to say so).
+async fn print_generations_schema(
+    state_path: &Path,
+    project: &str,
+    word: &str,
+) -> anyhow::Result<()> {
+    if !state_path.exists() {
+        return Ok(());
+    }
+    let store = Store::open(state_path).await?;
+    let gens = store.history(Some(project)).await?;
+    let mut gens = gens
+        .iter()
+        .filter_map(|g| g.schema().map(|s| (g, s)))
+        .peekable();
+    if gens.peek().is_some() {
+        println!("generations of project {project:?}:");
+    }
+    for (g, schema) in gens {
+        println!("  generation {}  {}  {word} {schema}", g.id, g.outcome);
+    }
+    Ok(())
+}
+
+/// `berth migrate status|apply` with a migration job: the revision the database is at
+/// (and each generation reached); `apply` runs the job's `upgrade` now, as a converge
+/// would (without a backup: `berth backup` first).
+async fn migrate_job(
+    command: MigrateCommand,
+    d: &crate::spec::DesiredState,
+    m: &crate::spec::Migrations,
+    job: &crate::spec::MigrationJob,
+    url: &str,
+    state_path: &Path,
+) -> anyhow::Result<i32> {
+    let revision = crate::migrate::job::revision(url, &job.version_table).await?;
+    match command {
+        MigrateCommand::Status(_) => {
+            println!(
+                "migration job {} `{}` (database service {:?})",
+                job.image,
+                job.upgrade.join(" "),
+                m.service
+            );
+            println!("database at revision {revision}");
+            print_generations_schema(state_path, &d.project.name, "revision").await?;
+            Ok(EXIT_OK)
+        }
+        MigrateCommand::Apply(_) => {
+            use crate::runtime::Runtime;
+            let rt = connect().await?;
+            let Some(image) = rt.inspect_image(&job.image).await? else {
+                eprintln!("berth: the job image {} is not present", job.image);
+                return Ok(EXIT_RUNTIME);
+            };
+            println!(
+                "running `{}` in {} (revision {revision})",
+                job.upgrade.join(" "),
+                job.image
+            );
+            let run = crate::migrate::job::run(&rt, d, m, job, &image.id, &job.upgrade).await?;
+            print!("{}", d.redactor().text(&run.output));
+            if run.exit_code != 0 {
+                eprintln!("berth: the migration job exited {}", run.exit_code);
+                return Ok(EXIT_RUNTIME);
+            }
+            let after = crate::migrate::job::revision(url, &job.version_table).await?;
+            println!("database at revision {after}");
+            Ok(EXIT_OK)
+        }
+    }
 }
 
 /// `berth backup`: one backup now, its path and size.

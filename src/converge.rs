@@ -419,6 +419,9 @@ async fn migrations_step<R: Runtime>(
     how: &Execution<'_>,
 ) -> Result<(), Failure> {
     use crate::migrate::step::{AddressError, database_url, name};
+    if let Some(job) = &m.job {
+        return job_step(rt, desired, m, job, how).await;
+    }
     let url = match database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
@@ -457,38 +460,7 @@ async fn migrations_step<R: Runtime>(
         return Ok(());
     }
     let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
-    // The backup a revert restores when a down migration is missing or fails: taken
-    // before anything is applied, and recorded on the generation. Failing to take it is
-    // a failed gate, with nothing applied.
-    if m.backup {
-        let taken = match crate::backup::take(rt, &desired.project.name, m).await {
-            Ok(taken) => taken,
-            Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
-                return Err(Failure::of(e));
-            }
-            Err(e) => {
-                how.report.service(MIGRATIONS_NODE, "backup FAILED");
-                return Err(Failure::Gate(format!(
-                    "migrations: the backup before applying {} failed (nothing applied): {e}",
-                    names.join(", ")
-                )));
-            }
-        };
-        how.report.service(
-            MIGRATIONS_NODE,
-            &format!(
-                "backup {} ({})",
-                taken.path.display(),
-                crate::preflight::human(taken.bytes)
-            ),
-        );
-        if let Some(store) = how.store {
-            store
-                .set_backup(how.generation, &taken.path.to_string_lossy())
-                .await
-                .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
-        }
-    }
+    backup_before(rt, desired, m, how, &names.join(", ")).await?;
     how.report
         .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
     let applied = match crate::migrate::apply(&url, &m.source).await {
@@ -510,6 +482,180 @@ async fn migrations_step<R: Runtime>(
     record_schema(how, version).await?;
     how.report
         .service(MIGRATIONS_NODE, &format!("applied; schema {version}"));
+    Ok(())
+}
+
+/// The backup a revert restores when a down migration is missing or fails: taken before
+/// anything is applied (with `backup = true`), and recorded on the generation. Failing to
+/// take it is a failed gate, with nothing applied.
+async fn backup_before<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    how: &Execution<'_>,
+    what: &str,
+) -> Result<(), Failure> {
+    if !m.backup {
+        return Ok(());
+    }
+    let taken = match crate::backup::take(rt, &desired.project.name, m).await {
+        Ok(taken) => taken,
+        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
+            return Err(Failure::of(e));
+        }
+        Err(e) => {
+            how.report.service(MIGRATIONS_NODE, "backup FAILED");
+            return Err(Failure::Gate(format!(
+                "migrations: the backup before applying {what} failed (nothing applied): {e}"
+            )));
+        }
+    };
+    how.report.service(
+        MIGRATIONS_NODE,
+        &format!(
+            "backup {} ({})",
+            taken.path.display(),
+            crate::preflight::human(taken.bytes)
+        ),
+    );
+    if let Some(store) = how.store {
+        store
+            .set_backup(how.generation, &taken.path.to_string_lossy())
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+    }
+    Ok(())
+}
+
+/// The event kind a migration job's run is recorded under, with its exit code and output.
+pub const JOB_EVENT: &str = "migration-job";
+
+/// The migrations step with a migration job (issue 10, item 6): the revision the database
+/// is at is recorded; unless this very job (same spec, same pinned image) already brought
+/// the database to that revision in an earlier generation, a backup is taken and the
+/// job's `upgrade` runs in a one-shot container to its end. Its exit code is the gate;
+/// its output is kept as an event of the generation; the revision it reached is recorded.
+async fn job_step<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    job: &crate::spec::MigrationJob,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    use crate::migrate::job;
+    use crate::migrate::step::{AddressError, database_url};
+    let url = match database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
+        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+    };
+    let failed = |e: job::RevisionError| Failure::Gate(format!("migrations: {e}"));
+    let found = job::revision(&url, &job.version_table)
+        .await
+        .map_err(failed)?;
+    record_revision(how, &found).await?;
+    let Some((image, _)) = how.images.get(&job.image) else {
+        return Err(Failure::Gate(format!(
+            "migrations: the job image {} has no pinned ID",
+            job.image
+        )));
+    };
+    if let Some(store) = how.store
+        && job_already_ran(store, desired, job, image, &found, how.generation)
+            .await
+            .map_err(|e| Failure::Gate(format!("reading the state store: {e}")))?
+    {
+        return Ok(());
+    }
+    let command = job.upgrade.join(" ");
+    backup_before(rt, desired, m, how, &format!("`{command}`")).await?;
+    how.report.service(
+        MIGRATIONS_NODE,
+        &format!("running `{command}` in {} (revision {found})", job.image),
+    );
+    let run = job::run(rt, desired, m, job, image, &job.upgrade)
+        .await
+        .map_err(Failure::of)?;
+    record_job(how, desired, &command, &run).await?;
+    if run.exit_code != 0 {
+        how.report.service(MIGRATIONS_NODE, "FAILED");
+        return Err(Failure::Gate(desired.redactor().text(&format!(
+            "migrations job `{command}` exited {}: {}",
+            run.exit_code,
+            run.last_lines(3)
+        ))));
+    }
+    let reached = job::revision(&url, &job.version_table)
+        .await
+        .map_err(failed)?;
+    record_revision(how, &reached).await?;
+    how.report
+        .service(MIGRATIONS_NODE, &format!("done; revision {reached}"));
+    Ok(())
+}
+
+/// Whether an earlier generation ran this very job (same spec, same pinned image) to
+/// its end, and left the database at `revision`, where it still is: nothing is pending.
+async fn job_already_ran(
+    store: &crate::store::Store,
+    desired: &DesiredState,
+    job: &crate::spec::MigrationJob,
+    image: &str,
+    revision: &str,
+    current: i64,
+) -> Result<bool, crate::store::StoreError> {
+    let upgraded = format!("exit 0 `{}`", job.upgrade.join(" "));
+    for g in store.history(Some(&desired.project.name)).await? {
+        if g.id == current || g.schema_revision.as_deref() != Some(revision) {
+            continue;
+        }
+        let same_job = serde_json::from_str::<DesiredState>(&g.spec_json)
+            .ok()
+            .and_then(|d| d.migrations)
+            .and_then(|m| m.job)
+            .is_some_and(|j| &j == job);
+        if !same_job || pins_of(&g).get(&job.image).map(String::as_str) != Some(image) {
+            continue;
+        }
+        let ran = store
+            .events(g.id)
+            .await?
+            .iter()
+            .any(|e| e.kind == JOB_EVENT && e.message.starts_with(&upgraded));
+        if ran {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Keep a job's run on the generation: its command, exit code and output (redacted).
+async fn record_job(
+    how: &Execution<'_>,
+    desired: &DesiredState,
+    command: &str,
+    run: &crate::migrate::job::JobRun,
+) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        let text = desired.redactor().text(&format!(
+            "exit {} `{command}`\n{}",
+            run.exit_code, run.output
+        ));
+        store
+            .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the job's output: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn record_revision(how: &Execution<'_>, revision: &str) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        store
+            .set_schema_revision(how.generation, revision)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the schema revision: {e}")))?;
+    }
     Ok(())
 }
 

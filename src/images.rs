@@ -217,6 +217,25 @@ pub async fn ensure_images<R: Runtime>(
         };
         images.insert(s.image.clone(), (info.id, info.has_healthcheck));
     }
+    // A migration job's image is pinned like a service's: a revert runs the downgrade
+    // of the very image that upgraded, whatever its tag points at by then.
+    if let Some(job) = desired.migrations.as_ref().and_then(|m| m.job.as_ref())
+        && !images.contains_key(&job.image)
+    {
+        let info = match rt.inspect_image(&job.image).await? {
+            Some(i) => i,
+            None => {
+                pull_with_progress(rt, crate::spec::MIGRATIONS_NODE, &job.image, report).await?;
+                rt.inspect_image(&job.image).await?.ok_or_else(|| {
+                    RuntimeError::ImageUnavailable {
+                        image: job.image.clone(),
+                        message: "still absent after pull".into(),
+                    }
+                })?
+            }
+        };
+        images.insert(job.image.clone(), (info.id, info.has_healthcheck));
+    }
     Ok(images)
 }
 

@@ -522,7 +522,7 @@ async fn revert<R: Runtime>(
                 generation,
                 message: "the generation being reverted is not in the state store".into(),
             })?;
-    let schema = undo_schema(rt, &failed, good, true, report).await?;
+    let schema = undo_schema(rt, store, &failed, good, true, report).await?;
     let reverted = converge_to_pinned(
         rt,
         None,
@@ -605,12 +605,21 @@ pub const SCHEMA_NOT_UNDONE: &str = "the schema could not be undone";
 /// `why` says which migration, which backup, and what to do.
 async fn undo_schema<R: Runtime>(
     rt: &R,
+    store: &Store,
     current: &Generation,
     target: &Generation,
     restore: bool,
     report: &Reporter,
 ) -> Result<Result<Option<String>, String>, ConvergeError> {
     let desired = desired_of(current)?;
+    if let Some(m) = &desired.migrations
+        && let Some(job) = &m.job
+    {
+        return undo_job_schema(
+            rt, store, &desired, m, job, current, target, restore, report,
+        )
+        .await;
+    }
     let (Some(m), Some(_)) = (&desired.migrations, current.schema_version) else {
         return Ok(Ok(None));
     };
@@ -635,7 +644,7 @@ async fn undo_schema<R: Runtime>(
             ))));
         }
     };
-    match crate::migrate::undo_to(&url, &m.source, version).await {
+    match crate::migrate::undo_to(&url, &m.source, version, m.lock_timeout).await {
         Ok(undone) if undone.is_empty() => Ok(Ok(None)),
         Ok(undone) => {
             let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
@@ -648,20 +657,146 @@ async fn undo_schema<R: Runtime>(
         Err(e) => {
             report.service(crate::spec::MIGRATIONS_NODE, "could not be undone");
             if !restore {
-                return Ok(Err(redact(restore_by_hand(current, version, &e))));
+                return Ok(Err(redact(restore_by_hand(
+                    current,
+                    &version.to_string(),
+                    &e,
+                ))));
             }
-            restore_backup_instead(rt, &desired, current, version, &e, report)
-                .await
-                .map(|r| r.map(Some).map_err(redact))
+            restore_backup_instead(
+                rt,
+                store,
+                &desired,
+                current,
+                &version.to_string(),
+                &e,
+                report,
+            )
+            .await
+            .map(|r| r.map(Some).map_err(redact))
         }
     }
+}
+
+/// [`undo_schema`] with a migration job: when the database is not at the revision
+/// `target` recorded, the job's `downgrade` runs to it in a one-shot container of the
+/// image `current` pinned (it holds the revisions it applied); without a downgrade
+/// command, or when it fails, the backup `current` took is restored instead (as for a
+/// missing or failing down migration).
+#[allow(clippy::too_many_arguments)]
+async fn undo_job_schema<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &crate::spec::DesiredState,
+    m: &crate::spec::Migrations,
+    job: &crate::spec::MigrationJob,
+    current: &Generation,
+    target: &Generation,
+    restore: bool,
+    report: &Reporter,
+) -> Result<Result<Option<String>, String>, ConvergeError> {
+    use crate::migrate::job as mjob;
+    use crate::spec::MIGRATIONS_NODE;
+    if current.schema_revision.is_none() {
+        // Its step never reached the database.
+        return Ok(Ok(None));
+    }
+    let redact = |t: String| desired.redactor().text(&t);
+    let Some(revision) = target.schema_revision.clone() else {
+        report.line(&format!(
+            "migrations: generation {} recorded no schema revision; the schema is left as it is",
+            target.id
+        ));
+        return Ok(Ok(None));
+    };
+    let url = match crate::migrate::step::database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+            return Err(ConvergeError::Runtime(e));
+        }
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
+            ))));
+        }
+    };
+    let now = match mjob::revision(&url, &job.version_table).await {
+        Ok(now) => now,
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
+            ))));
+        }
+    };
+    if now == revision {
+        return Ok(Ok(None));
+    }
+    let image = crate::converge::pins_of(current).get(&job.image).cloned();
+    let error: String = match (mjob::downgrade_command(job, &revision), image) {
+        (None, _) => format!("the migration job has no downgrade command (revision {now})"),
+        (Some(_), None) => format!(
+            "generation {} has no pinned ID for the job image {}",
+            current.id, job.image
+        ),
+        (Some(cmd), Some(image)) => {
+            let command = cmd.join(" ");
+            report.service(MIGRATIONS_NODE, &format!("running `{command}` ({now})"));
+            // Waits at most lock_timeout for a lock (libpq reads PGOPTIONS), as the
+            // down migrations of a directory do.
+            let mut job = job.clone();
+            let option = format!("-c lock_timeout={}", m.lock_timeout.as_millis().max(1));
+            let options = match job.environment.get("PGOPTIONS") {
+                Some(given) => format!("{given} {option}"),
+                None => option,
+            };
+            job.environment.insert("PGOPTIONS".into(), options);
+            match mjob::run(rt, desired, m, &job, &image, &cmd).await {
+                Err(e) if e.is_unreachable() => return Err(ConvergeError::Runtime(e)),
+                Err(e) => e.to_string(),
+                Ok(run) => {
+                    let after = mjob::revision(&url, &job.version_table).await;
+                    let text = format!("exit {} `{command}`\n{}", run.exit_code, run.output);
+                    store
+                        .add_event(
+                            current.id,
+                            crate::converge::JOB_EVENT,
+                            Some(MIGRATIONS_NODE),
+                            &redact(text),
+                        )
+                        .await?;
+                    match after {
+                        Ok(after) if run.exit_code == 0 && after == revision => {
+                            report.service(
+                                MIGRATIONS_NODE,
+                                &format!("downgraded; revision {revision}"),
+                            );
+                            return Ok(Ok(None));
+                        }
+                        Ok(after) => format!(
+                            "`{command}` exited {} and left revision {after}: {}",
+                            run.exit_code,
+                            run.last_lines(3)
+                        ),
+                        Err(e) => format!("`{command}` exited {}: {e}", run.exit_code),
+                    }
+                }
+            }
+        }
+    };
+    report.service(MIGRATIONS_NODE, "could not be undone");
+    if !restore {
+        return Ok(Err(redact(restore_by_hand(current, &revision, &error))));
+    }
+    restore_backup_instead(rt, store, desired, current, &revision, &error, report)
+        .await
+        .map(|r| r.map(Some).map_err(redact))
 }
 
 /// What a person must do when the schema could not be undone and no backup was restored.
 fn restore_by_hand(
     current: &Generation,
-    target_version: i64,
-    error: &crate::migrate::Error,
+    target_version: &str,
+    error: &dyn std::fmt::Display,
 ) -> String {
     match &current.backup {
         Some(b) => format!(
@@ -684,10 +819,11 @@ fn restore_by_hand(
 /// failed: the generation ends degraded, `why` naming the migration and the backup.
 async fn restore_backup_instead<R: Runtime>(
     rt: &R,
+    store: &Store,
     desired: &crate::spec::DesiredState,
     current: &Generation,
-    target_version: i64,
-    error: &crate::migrate::Error,
+    target_version: &str,
+    error: &dyn std::fmt::Display,
     report: &Reporter,
 ) -> Result<Result<String, String>, ConvergeError> {
     let Some(backup) = &current.backup else {
@@ -706,6 +842,14 @@ async fn restore_backup_instead<R: Runtime>(
                 crate::spec::MIGRATIONS_NODE,
                 &format!("restored from {backup}; schema {target_version}"),
             );
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("restored {backup} ({error})"),
+                )
+                .await?;
             Ok(Ok(format!(
                 "the schema was restored from {backup} ({error})"
             )))
@@ -715,6 +859,14 @@ async fn restore_backup_instead<R: Runtime>(
         }
         Err(restore_error) => {
             report.service(crate::spec::MIGRATIONS_NODE, "restore FAILED");
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("restoring {backup} FAILED: {restore_error}"),
+                )
+                .await?;
             Ok(Err(format!(
                 "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restoring the backup {backup} failed too: {restore_error}; restore it by hand (berth restore {backup})"
             )))
@@ -914,7 +1066,7 @@ pub async fn rollback<R: Runtime>(
     .await?;
     // The schema first, as in an auto-revert, with the source of what ran last.
     let schema = match &current {
-        Some(c) => undo_schema(rt, c, target, false, report).await?,
+        Some(c) => undo_schema(rt, store, c, target, false, report).await?,
         None => Ok(None),
     };
     if let Err(why) = schema {

@@ -132,6 +132,9 @@ pub struct Report {
     /// step); None without migrations.
     #[serde(default)]
     pub schema_version: Option<i64>,
+    /// With a migration job: the revision the running generation reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema_revision: Option<String>,
     /// The database backup the running generation took before migrating, if any.
     #[serde(default)]
     pub backup: Option<String>,
@@ -172,6 +175,7 @@ pub async fn project_status<R: Runtime>(
         repairs: 0,
         holder: holder.clone(),
         schema_version: None,
+        schema_revision: None,
         backup: None,
     };
     let Some(latest) = store.latest(project).await? else {
@@ -187,6 +191,7 @@ pub async fn project_status<R: Runtime>(
     let running = running_generation(store, &latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);
     report.schema_version = judged.schema_version;
+    report.schema_revision = judged.schema_revision.clone();
     report.backup = judged.backup.clone();
     let desired = desired_of(judged)?;
     let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;

@@ -59,6 +59,7 @@ fn report() -> Report {
         repairs: 1,
         holder: None,
         schema_version: None,
+        schema_revision: None,
         backup: None,
     }
 }

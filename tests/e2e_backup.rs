@@ -78,31 +78,6 @@ fn berth(p: &Project, args: &[&str]) -> Run {
     run
 }
 
-/// One SQL command through psql in the test's postgres container; its unaligned output.
-fn sql(p: &Project, database: &str, query: &str) -> String {
-    let out = common::docker(&[
-        "exec",
-        &p.container("postgres"),
-        "psql",
-        "-X",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "assistant",
-        "-d",
-        database,
-        "-c",
-        query,
-    ]);
-    assert!(
-        out.status.success(),
-        "psql {query:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    common::text(&out).trim().to_string()
-}
-
 fn emails(p: &Project) -> String {
     sql(
         p,
@@ -329,4 +304,9 @@ fn backup_and_restore_need_a_migrations_block() {
     assert!(run.stderr.contains("[migrations]"), "{}", run.stderr);
     let run = p.berth(&["restore", "x.sql.gz", "-f", f]);
     assert_eq!(run.code, 2);
+}
+
+/// One SQL command through psql in the test's postgres container; its unaligned output.
+fn sql(p: &Project, database: &str, query: &str) -> String {
+    p.psql(database, query)
 }

@@ -20,6 +20,7 @@ use sqlx::{Connection, PgConnection};
 const IMAGE: &str = "berth-postgres:15";
 const USER: &str = "assistant";
 const DB: &str = "assistant";
+const LOCK: Duration = berth::spec::DEFAULT_LOCK_TIMEOUT;
 
 /// Tables of 0001 and 0002, and indexes of 0002 and 0003.
 const TABLES_0001: [&str; 5] = [
@@ -212,7 +213,10 @@ async fn migrations_apply_report_undo_and_refuse_an_edited_or_dirty_record() {
         .unwrap();
 
     // Undo to 1: the sessions table and the indexes go, 0001's tables stay.
-    assert_eq!(migrate::undo_to(&url, &source, 1).await.unwrap(), [3, 2]);
+    assert_eq!(
+        migrate::undo_to(&url, &source, 1, LOCK).await.unwrap(),
+        [3, 2]
+    );
     assert!(!exists(&mut conn, "user_sessions").await);
     for i in INDEXES_0003 {
         assert!(!exists(&mut conn, i).await, "{i} still there after undo");
@@ -223,7 +227,12 @@ async fn migrations_apply_report_undo_and_refuse_an_edited_or_dirty_record() {
     let s = migrate::status(&url, &source).await.unwrap();
     assert_eq!(versions(&s), (vec![1], vec![2, 3]));
     // Nothing above 1 is left to undo.
-    assert!(migrate::undo_to(&url, &source, 1).await.unwrap().is_empty());
+    assert!(
+        migrate::undo_to(&url, &source, 1, LOCK)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Apply again.
     let again = migrate::apply(&url, &source).await.unwrap();
@@ -271,7 +280,7 @@ async fn migrations_apply_report_undo_and_refuse_an_edited_or_dirty_record() {
     assert_eq!(versions(&s), (vec![1, 2, 3], vec![4]));
     assert_eq!(s.applied[0].checksum_ok, Some(false));
     assert!(matches!(
-        migrate::undo_to(&url, edited.path(), 0).await,
+        migrate::undo_to(&url, edited.path(), 0, LOCK).await,
         Err(Error::Edited(_))
     ));
     assert!(exists(&mut conn, "users").await);
@@ -279,7 +288,7 @@ async fn migrations_apply_report_undo_and_refuse_an_edited_or_dirty_record() {
     // An applied migration without a down file cannot be undone: refused, nothing undone.
     let no_down = copy_migrations();
     std::fs::remove_file(no_down.path().join("0003_add_vector_indexes.down.sql")).unwrap();
-    match migrate::undo_to(&url, no_down.path(), 1).await {
+    match migrate::undo_to(&url, no_down.path(), 1, LOCK).await {
         Err(Error::NoDown { version: 3, .. }) => {}
         other => panic!("expected the no-down error for 3, got {other:?}"),
     }
@@ -304,7 +313,7 @@ async fn migrations_apply_report_undo_and_refuse_an_edited_or_dirty_record() {
         other => panic!("expected the dirty error for 3, got {other:?}"),
     }
     assert!(!exists(&mut conn, "tags").await);
-    match migrate::undo_to(&url, &source, 1).await {
+    match migrate::undo_to(&url, &source, 1, LOCK).await {
         Err(Error::Dirty { version: 3, .. }) => {}
         other => panic!("expected the dirty error for 3, got {other:?}"),
     }

@@ -17,7 +17,7 @@
 
 mod common;
 
-use common::{FIXTURE, Project, docker, require_images, text};
+use common::{FIXTURE, Project, require_images};
 
 const POSTGRES: &str = "berth-postgres:15";
 const PASSWORD: &str = "e2e-mstep-pw-Kq3";
@@ -121,36 +121,17 @@ fn remove_migration(p: &Project, name: &str) {
     let _ = std::fs::remove_file(p.dir.path().join("migrations").join(name));
 }
 
-/// One value from the database, through psql inside the container.
+fn schema_version(p: &Project) -> String {
+    sql(p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations")
+}
+
+/// One value from the `assistant` database.
 fn sql(p: &Project, query: &str) -> String {
-    let out = docker(&[
-        "exec",
-        &p.container("postgres"),
-        "psql",
-        "-U",
-        "assistant",
-        "-d",
-        "assistant",
-        "-tAc",
-        query,
-    ]);
-    assert!(
-        out.status.success(),
-        "psql {query:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text(&out).trim().to_string()
+    p.psql("assistant", query)
 }
 
 fn table_exists(p: &Project, table: &str) -> bool {
-    sql(
-        p,
-        &format!("SELECT to_regclass('public.{table}') IS NOT NULL"),
-    ) == "t"
-}
-
-fn schema_version(p: &Project) -> String {
-    sql(p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations")
+    p.table_exists(table)
 }
 
 fn history(p: &Project) -> Vec<serde_json::Value> {
@@ -554,4 +535,159 @@ fn berth_rollback_undoes_the_schema_to_that_generations_version() {
         "{}",
         run.stdout
     );
+}
+
+#[test]
+fn a_down_migration_blocked_by_a_lock_gives_up_at_lock_timeout_and_the_backup_is_restored() {
+    use std::process::{Command, Stdio};
+
+    let p = project("mstep-locktimeout");
+    first_generation(&p, true);
+    sql(&p, "INSERT INTO users (email) VALUES ('kept@example.org')");
+
+    write_migration(
+        &p,
+        "0004_add_locked.up.sql",
+        "CREATE TABLE e2e_locked (id int);\n",
+    );
+    write_migration(&p, "0004_add_locked.down.sql", "DROP TABLE e2e_locked;\n");
+    let gen2 = with_backup(stack("2", true), &p)
+        .replace("[migrations]\n", "[migrations]\nlock_timeout = \"2s\"\n");
+    p.write(&gen2);
+    // Killed on every path out of this test, so nothing it started outlives it.
+    struct Kill(Option<std::process::Child>);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut berth = Kill(Some(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("apply")
+            .env("BERTH_STATE", p.state())
+            .env("BERTH_FILE", p.file())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ));
+    // Once 0004 is applied (the app then spends its 10 s healthy_deadline failing), a
+    // session takes a lock on its table and keeps it, as a still-running container of
+    // the failed generation could.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    while !table_exists(&p, "e2e_locked") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "0004 was never applied"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _locker = Kill(Some(
+        Command::new("docker")
+            .args([
+                "exec",
+                &p.container("postgres"),
+                "psql",
+                "-U",
+                "assistant",
+                "-d",
+                "assistant",
+                "-c",
+                "BEGIN; LOCK TABLE e2e_locked IN ACCESS SHARE MODE; SELECT pg_sleep(300);",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    ));
+    // The premise: the lock is held before the revert begins.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while sql(
+        &p,
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'e2e_locked' AND l.granted",
+    ) == "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lock was never taken"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = berth.0.take().unwrap().wait_with_output().unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(3), "a normal revert: {all}");
+    assert!(
+        all.contains("lock timeout"),
+        "the down gave up on the lock: {all}"
+    );
+    assert!(all.contains("restored from"), "{all}");
+    assert!(
+        !table_exists(&p, "e2e_locked"),
+        "0004's table is still there"
+    );
+    assert_eq!(schema_version(&p), "3");
+    assert_eq!(
+        sql(
+            &p,
+            "SELECT count(*) FROM users WHERE email = 'kept@example.org'"
+        ),
+        "1"
+    );
+    let h = history(&p);
+    assert_eq!(h[1]["outcome"], "rolled-back");
+}
+
+#[test]
+fn a_backup_that_fails_before_migrating_fails_the_gate_with_nothing_applied() {
+    let p = project("mstep-badbackup");
+    first_generation(&p, false);
+
+    write_migration(
+        &p,
+        "0004_after_backup.up.sql",
+        "CREATE TABLE e2e_after_backup (id int);\n",
+    );
+    write_migration(
+        &p,
+        "0004_after_backup.down.sql",
+        "DROP TABLE e2e_after_backup;\n",
+    );
+    // backup_dir lies under a regular file: no backup can be written there.
+    let blocker = p.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "a file\n").unwrap();
+    let gen2 = stack("2", false).replace(
+        "backup = false\n",
+        &format!(
+            "backup = true\nbackup_dir = {:?}\n",
+            blocker.join("backups").display().to_string()
+        ),
+    );
+    p.write(&gen2);
+    let run = p.berth(&["apply"]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "{all}");
+    assert!(run.stdout.contains("migrations: backup FAILED"), "{all}");
+    assert!(
+        all.contains("the backup before applying 0004_after_backup failed (nothing applied)"),
+        "{all}"
+    );
+    assert!(
+        !table_exists(&p, "e2e_after_backup"),
+        "0004 ran without a backup"
+    );
+    assert_eq!(schema_version(&p), "3");
+    assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "a file\n");
+    let h = history(&p);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["outcome"], "rolled-back");
+    assert!(h[1]["backup"].is_null(), "{}", h[1]);
+    let env = app_env(&p);
+    assert!(env.contains("VERSION=1"), "{env}");
 }

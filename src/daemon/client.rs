@@ -74,6 +74,7 @@ mod tests {
             repairs: 2,
             holder: None,
             schema_version: None,
+            schema_revision: None,
             backup: None,
         }
     }

@@ -485,6 +485,7 @@ mod tests {
             repairs: 0,
             holder: None,
             schema_version: None,
+            schema_revision: None,
             backup: None,
         }
     }

@@ -453,6 +453,7 @@ async fn publish(
                     repairs: 0,
                     holder: None,
                     schema_version: None,
+                    schema_revision: None,
                     backup: None,
                 },
             }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use sqlx::migrate::{Migrate, MigrateError, Migration, Migrator};
 use sqlx::{Connection, PgConnection};
 
+pub mod job;
 pub mod step;
 
 /// The table sqlx records applied migrations in.
@@ -197,10 +198,24 @@ pub async fn apply(url: &str, source: &Path) -> Result<Vec<Pending>, Error> {
 /// Run down migrations, newest first, until `target` is the newest applied version
 /// (0 undoes all), after the same refusals as [`apply`] and refusing an applied
 /// migration above `target` that has no down file. Returns the versions undone.
-pub async fn undo_to(url: &str, source: &Path, target: i64) -> Result<Vec<i64>, Error> {
+pub async fn undo_to(
+    url: &str,
+    source: &Path,
+    target: i64,
+    lock_timeout: Duration,
+) -> Result<Vec<i64>, Error> {
     let migrations = resolve(source)?;
     let mut conn = connect(url).await?;
-    let result = undo_on(&mut conn, source, migrations, target).await;
+    // A down migration waits at most this long for a lock (one the failed generation's
+    // containers may hold), then fails: the revert restores the backup instead.
+    let set = format!("SET lock_timeout = {}", lock_timeout.as_millis().max(1));
+    let result = match sqlx::raw_sql(sqlx::AssertSqlSafe(set))
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => undo_on(&mut conn, source, migrations, target).await,
+        Err(e) => Err(Error::Record(e)),
+    };
     close(conn).await;
     result
 }
@@ -411,6 +426,8 @@ mod tests {
             backup_dir: "/b".into(),
             retention: Duration::from_secs(1),
             snapshot: Vec::new(),
+            lock_timeout: crate::spec::DEFAULT_LOCK_TIMEOUT,
+            job: None,
         }
     }
 

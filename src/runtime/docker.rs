@@ -765,6 +765,30 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    async fn container_logs(&self, id: &str) -> Result<String, RuntimeError> {
+        use bollard::container::LogOutput;
+        call("logs");
+        let opts = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut stream = std::pin::pin!(self.docker.logs(id, Some(opts)));
+        let mut tail = String::new();
+        while let Some(chunk) = stream.next().await {
+            match chunk.map_err(api(format!("reading the logs of {}", short(id))))? {
+                LogOutput::StdOut { message }
+                | LogOutput::StdErr { message }
+                | LogOutput::Console { message } => super::push_tail_max(
+                    &mut tail,
+                    &String::from_utf8_lossy(&message),
+                    super::LOG_TAIL,
+                ),
+                LogOutput::StdIn { .. } => {}
+            }
+        }
+        Ok(tail)
+    }
+
     fn events(&self, project: &str) -> super::Events {
         call("events");
         let (tx, rx) = futures::channel::mpsc::unbounded();

@@ -446,6 +446,15 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn container_logs(&self, id: &str) -> Result<String, RuntimeError> {
+        let s = self.call("container_logs")?;
+        s.containers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|_| String::new())
+            .ok_or_else(|| not_found(id))
+    }
+
     fn events(&self, _project: &str) -> super::Events {
         let (tx, rx) = futures::channel::mpsc::unbounded();
         let mut s = self.state.lock().unwrap();

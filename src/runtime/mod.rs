@@ -185,11 +185,19 @@ pub struct ExecOutcome {
 /// How much of a streamed exec's stderr is kept.
 pub const STDERR_TAIL: usize = 4096;
 
+/// How much of a one-shot job's output [`Runtime::container_logs`] returns (its end).
+pub const LOG_TAIL: usize = 64 * 1024;
+
 /// Append `more` to a bounded tail, dropping the oldest bytes (on a char boundary).
 pub fn push_tail(tail: &mut String, more: &str) {
+    push_tail_max(tail, more, STDERR_TAIL)
+}
+
+/// [`push_tail`] with another bound.
+pub fn push_tail_max(tail: &mut String, more: &str, max: usize) {
     tail.push_str(more);
-    if tail.len() > STDERR_TAIL {
-        let mut cut = tail.len() - STDERR_TAIL;
+    if tail.len() > max {
+        let mut cut = tail.len() - max;
         while !tail.is_char_boundary(cut) {
             cut += 1;
         }
@@ -267,6 +275,10 @@ pub trait Runtime: Send + Sync {
         id: &str,
         network: &str,
     ) -> impl Future<Output = Result<ContainerDetails, RuntimeError>> + Send;
+    /// The end ([`LOG_TAIL`]) of what a container wrote to stdout and stderr, interleaved
+    /// as it came: the output of a one-shot job.
+    fn container_logs(&self, id: &str)
+    -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// The engine's events for this project's containers, from now on (one long call).
     fn events(&self, project: &str) -> Events;
     /// Run one probe against a started container.

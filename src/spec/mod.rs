@@ -67,7 +67,7 @@ pub struct Migrations {
     /// name, which only resolves on the project network. A secret (it holds a password).
     pub url: String,
     /// Absolute path of the directory of sqlx migrations (`NNNN_name.up.sql` /
-    /// `NNNN_name.down.sql`).
+    /// `NNNN_name.down.sql`); empty with a `job`.
     pub source: PathBuf,
     /// SHA-256 over the migration files as sqlx reads them (version, kind, checksum): an
     /// edited or added migration makes another resolved desired state.
@@ -83,6 +83,56 @@ pub struct Migrations {
     /// the stored JSON when empty, so older desired states keep their hashes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub snapshot: Vec<PathBuf>,
+    /// How long a revert's down migrations (or the job's downgrade) wait for a lock
+    /// before giving up, so that one blocked by the failed generation's still-running
+    /// containers turns into a backup restore instead of a hang. Left out of the stored
+    /// JSON at its default, so older desired states keep their hashes.
+    #[serde(
+        default = "default_lock_timeout",
+        skip_serializing_if = "is_default_lock_timeout"
+    )]
+    pub lock_timeout: Duration,
+    /// A migration job instead of a directory of sqlx migrations (issue 10, item 6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<MigrationJob>,
+}
+
+/// How long a revert's down migrations wait for a lock when `[migrations]` does not say.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_lock_timeout() -> Duration {
+    DEFAULT_LOCK_TIMEOUT
+}
+
+fn is_default_lock_timeout(d: &Duration) -> bool {
+    *d == DEFAULT_LOCK_TIMEOUT
+}
+
+/// `[migrations.job]`: migrations that live in their own image (the runbook's Alembic),
+/// run by berth in a one-shot container on the database service's network: `upgrade` to
+/// completion as the gate (its exit code decides, its output is kept), `downgrade` as the
+/// revert, the container removed after. The container gets `DATABASE_URL` (the
+/// `[migrations]` url) beside `environment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationJob {
+    pub image: String,
+    /// The command that migrates to the newest revision: `alembic upgrade head`.
+    pub upgrade: Vec<String>,
+    /// The command that goes back to a revision, `{revision}` standing for it
+    /// (`alembic downgrade {revision}`; `base` when the target had none). None: a revert
+    /// restores the backup taken before the upgrade instead.
+    pub downgrade: Option<Vec<String>>,
+    pub environment: BTreeMap<String, String>,
+    /// The table the tool records its revision in (`alembic_version`): berth reads it to
+    /// record which revision each generation reached.
+    pub version_table: String,
+}
+
+impl MigrationJob {
+    /// The placeholder `downgrade` names the target revision with.
+    pub const REVISION: &'static str = "{revision}";
+    /// The revision of a database the tool has not migrated yet.
+    pub const BASE: &'static str = "base";
 }
 
 /// Host checks from the runbook's pre-flight, each with the `FILE:LINE:COL` it came from
@@ -395,6 +445,12 @@ impl DesiredState {
         if let Some(m) = &self.migrations {
             values.push(m.url.clone());
             values.extend(url_password(&m.url));
+            for (key, value) in m.job.iter().flat_map(|j| &j.environment) {
+                if is_secret_key(key) && !value.is_empty() {
+                    values.push(value.clone());
+                }
+                values.extend(url_password(value));
+            }
         }
         values.sort();
         values.dedup();

@@ -145,6 +145,19 @@ pub struct Generation {
     /// The database backup (its path) this generation's migrations step took before
     /// applying; a revert whose down migrations fail restores it. None: none was taken.
     pub backup: Option<String>,
+    /// With a migration job instead of sqlx migrations: the revision (Alembic's) its step
+    /// found or left. A revert runs the job's downgrade to its target's value.
+    pub schema_revision: Option<String>,
+}
+
+impl Generation {
+    /// The schema this generation reached, as people read it: `3` (sqlx migrations) or
+    /// `def456` (a migration job's revision).
+    pub fn schema(&self) -> Option<String> {
+        self.schema_revision
+            .clone()
+            .or_else(|| self.schema_version.map(|v| v.to_string()))
+    }
 }
 
 /// What a new generation records when it begins.
@@ -345,6 +358,16 @@ impl Store {
         Ok(())
     }
 
+    /// Record the revision a generation's migration job found or left.
+    pub async fn set_schema_revision(&self, id: i64, revision: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET schema_revision = ? WHERE id = ?")
+            .bind(revision)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Record the database backup a generation's migrations step took before applying.
     pub async fn set_backup(&self, id: i64, path: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET backup = ? WHERE id = ?")
@@ -494,7 +517,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -521,6 +544,7 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
         },
         schema_version: r.get(14),
         backup: r.get(15),
+        schema_revision: r.get(16),
     }
 }
 

@@ -125,6 +125,43 @@ impl Project {
     }
 }
 
+impl Project {
+    /// One SQL command through psql in the project's `postgres` container, as user
+    /// `assistant` on `database`; its unaligned output, trimmed. Fails the test when psql
+    /// does.
+    pub fn psql(&self, database: &str, query: &str) -> String {
+        let out = docker(&[
+            "exec",
+            &self.container("postgres"),
+            "psql",
+            "-X",
+            "-At",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-U",
+            "assistant",
+            "-d",
+            database,
+            "-c",
+            query,
+        ]);
+        assert!(
+            out.status.success(),
+            "psql {query:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text(&out).trim().to_string()
+    }
+
+    /// Whether `public.<table>` exists in the `assistant` database.
+    pub fn table_exists(&self, table: &str) -> bool {
+        self.psql(
+            "assistant",
+            &format!("SELECT to_regclass('public.{table}') IS NOT NULL"),
+        ) == "t"
+    }
+}
+
 impl Drop for Project {
     fn drop(&mut self) {
         let label = format!("label=berth.project={}", self.name);

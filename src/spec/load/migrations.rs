@@ -84,7 +84,28 @@ impl Resolver<'_> {
             );
         }
 
-        let source = self.migration_source(src, &raw.source);
+        let source = match (&raw.source, &raw.job) {
+            (Some(v), None) => self.migration_source(src, v),
+            (None, Some(job)) => self
+                .migration_job(src, job)
+                .map(|j| (PathBuf::new(), String::new(), Some(j))),
+            (Some(v), Some(_)) => {
+                self.err(
+                    src,
+                    v.span(),
+                    "migrations: give either source (a directory of sqlx migrations) or [migrations.job], not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.err(
+                    src,
+                    m.span(),
+                    "migrations: missing source (a directory of sqlx migrations) or [migrations.job] (a migration job image)",
+                );
+                None
+            }
+        };
 
         let backup_dir = match &raw.backup_dir {
             Some(v) => self
@@ -107,6 +128,20 @@ impl Resolver<'_> {
                 None => DEFAULT_RETENTION,
             },
             None => DEFAULT_RETENTION,
+        };
+
+        let lock_timeout = match self.duration(src, &raw.lock_timeout) {
+            Some(d) if d.is_zero() => {
+                let at = raw.lock_timeout.as_ref().expect("given").span();
+                self.err(
+                    src,
+                    at,
+                    "migrations: lock_timeout must be above zero (0 would wait forever)",
+                );
+                crate::spec::DEFAULT_LOCK_TIMEOUT
+            }
+            Some(d) => d,
+            None => crate::spec::DEFAULT_LOCK_TIMEOUT,
         };
 
         let mut snapshot: Vec<PathBuf> = Vec::new();
@@ -135,7 +170,7 @@ impl Resolver<'_> {
             }
         }
 
-        let (source, source_hash) = source?;
+        let (source, source_hash, job) = source?;
         Some(Migrations {
             service,
             url,
@@ -145,12 +180,92 @@ impl Resolver<'_> {
             backup_dir,
             retention,
             snapshot,
+            lock_timeout,
+            job,
+        })
+    }
+
+    /// `[migrations.job]`, resolved; `None` after reporting what is wrong with it.
+    fn migration_job(
+        &mut self,
+        src: &Source,
+        job: &Spanned<super::raw::RawJob>,
+    ) -> Option<crate::spec::MigrationJob> {
+        use crate::spec::MigrationJob;
+        let raw = job.get_ref();
+        let image = self.string(src, &raw.image).unwrap_or_default();
+        if image.trim().is_empty() {
+            self.err(src, raw.image.span(), "migrations: job image is empty");
+        }
+        let upgrade = match &raw.upgrade {
+            Some(v) => {
+                let cmd = self.list(src, v);
+                if cmd.is_empty() {
+                    self.err(src, v.span(), "migrations: job upgrade is empty");
+                }
+                cmd
+            }
+            None => vec!["alembic".into(), "upgrade".into(), "head".into()],
+        };
+        let downgrade = match &raw.downgrade {
+            Some(v) => {
+                let cmd = self.list(src, v);
+                if !cmd.iter().any(|a| a.contains(MigrationJob::REVISION)) {
+                    self.err(
+                        src,
+                        v.span(),
+                        format!(
+                            "migrations: job downgrade must name the target revision as {} (e.g. \"alembic downgrade {}\")",
+                            MigrationJob::REVISION,
+                            MigrationJob::REVISION
+                        ),
+                    );
+                }
+                Some(cmd)
+            }
+            None => None,
+        };
+        let mut environment = BTreeMap::new();
+        for (k, v) in &raw.environment {
+            let value = self.scalar(src, v);
+            self.secret_if_looks_so(k, &value);
+            environment.insert(k.clone(), value);
+        }
+        let version_table = match &raw.version_table {
+            Some(v) => {
+                let t = self.string(src, v).unwrap_or_default();
+                let ok = !t.is_empty()
+                    && t.split('.').count() <= 2
+                    && t.split('.').all(|p| {
+                        !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                if !ok {
+                    self.err(
+                        src,
+                        v.span(),
+                        format!("migrations: job version_table {t:?} is not a table name (letters, digits, _; optionally schema.table)"),
+                    );
+                }
+                t
+            }
+            None => "alembic_version".into(),
+        };
+        Some(MigrationJob {
+            image,
+            upgrade,
+            downgrade,
+            environment,
+            version_table,
         })
     }
 
     /// The migrations directory (absolute) and the hash of what sqlx reads from it;
     /// `None` after reporting why it cannot be used.
-    fn migration_source(&mut self, src: &Source, v: &S) -> Option<(PathBuf, String)> {
+    fn migration_source(
+        &mut self,
+        src: &Source,
+        v: &S,
+    ) -> Option<(PathBuf, String, Option<crate::spec::MigrationJob>)> {
         let rel = self.string(src, v)?;
         let path = normalize(&src.dir.join(&rel));
         if !path.is_dir() {
@@ -179,7 +294,7 @@ impl Resolver<'_> {
             }
             Ok(list) => {
                 let hash = crate::migrate::source_hash(&list);
-                Some((path, hash))
+                Some((path, hash, None))
             }
             Err(e) => {
                 self.err(src, v.span(), format!("migrations: {e}"));
@@ -274,6 +389,82 @@ source = "schema"
         without.migrations = None;
         let json = serde_json::to_string(&without).unwrap();
         assert!(!json.contains(r#""migrations":"#), "{json}");
+    }
+
+    /// `STACK` with a `[migrations.job]` instead of `source`, plus `extra` in the job.
+    fn with_job(extra: &str) -> Result<DesiredState, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let text = STACK.replace(
+            "source = \"schema\"\n",
+            &format!("\n[migrations.job]\nimage = \"app-migrate:1\"\n{extra}"),
+        );
+        std::fs::write(dir.path().join("berth.toml"), text).unwrap();
+        let env: HashMap<String, String> = [
+            ("DB_PASSWORD".to_string(), "db-secret-4242".to_string()),
+            ("JOB_TOKEN".to_string(), "job-secret-77".to_string()),
+        ]
+        .into();
+        load_with_env(&dir.path().join("berth.toml"), &Selection::default(), &env)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_migration_job_resolves_with_alembics_defaults_and_keeps_its_secrets() {
+        let d =
+            with_job("environment = { API_TOKEN = \"${JOB_TOKEN}\", LOG = \"info\" }\n").unwrap();
+        let m = d.migrations.as_ref().unwrap();
+        let job = m.job.as_ref().unwrap();
+        assert_eq!(job.image, "app-migrate:1");
+        assert_eq!(job.upgrade, ["alembic", "upgrade", "head"]);
+        assert_eq!(job.downgrade, None);
+        assert_eq!(job.version_table, "alembic_version");
+        assert_eq!(job.environment["API_TOKEN"], "job-secret-77");
+        // The job's secret stays hidden, also from the stored generation's JSON.
+        let back: DesiredState = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back.redactor().text("t=job-secret-77"), "t=<redacted>");
+        assert_eq!(back.migrations.unwrap().job.unwrap(), *job);
+        assert_eq!(d.levels(), vec![vec!["db"], vec!["app"]]);
+    }
+
+    #[test]
+    fn a_bad_migration_job_is_refused_at_its_key() {
+        let e = with_job("downgrade = \"alembic downgrade -1\"\n").unwrap_err();
+        assert!(
+            e.contains("berth.toml:")
+                && e.contains("job downgrade must name the target revision as {revision}"),
+            "{e}"
+        );
+        let e = with_job("version_table = \"x; DROP TABLE users\"\n").unwrap_err();
+        assert!(e.contains("is not a table name"), "{e}");
+        let e = with_job("upgrade = []\n").unwrap_err();
+        assert!(e.contains("job upgrade is empty"), "{e}");
+        let e = with_job("colour = \"blue\"\n").unwrap_err();
+        assert!(e.contains("colour"), "{e}");
+        // Both a source and a job, or neither.
+        let dir = tempfile::tempdir().unwrap();
+        let both = STACK.replace(
+            "source = \"schema\"\n",
+            "source = \"schema\"\n[migrations.job]\nimage = \"m:1\"\n",
+        );
+        std::fs::write(dir.path().join("berth.toml"), both).unwrap();
+        let e = load_with_env(
+            &dir.path().join("berth.toml"),
+            &Selection::default(),
+            &[("DB_PASSWORD".to_string(), "x".to_string())].into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let neither = STACK.replace("source = \"schema\"\n", "");
+        std::fs::write(dir.path().join("berth.toml"), neither).unwrap();
+        let e = load_with_env(
+            &dir.path().join("berth.toml"),
+            &Selection::default(),
+            &[("DB_PASSWORD".to_string(), "x".to_string())].into(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("missing source"), "{e}");
     }
 
     #[test]

@@ -47,14 +47,29 @@ pub(super) struct RawPreflight {
 pub(super) struct RawMigrations {
     pub(super) service: S,
     pub(super) url: S,
-    /// A directory of sqlx migrations, relative to the file.
-    pub(super) source: S,
+    /// A directory of sqlx migrations, relative to the file (or `job`).
+    pub(super) source: Option<S>,
+    /// A migration job: a one-shot container that migrates (Alembic), instead of `source`.
+    pub(super) job: Option<Spanned<RawJob>>,
     pub(super) backup: Option<bool>,
     pub(super) backup_dir: Option<S>,
     pub(super) retention: Option<S>,
+    pub(super) lock_timeout: Option<S>,
     /// Data directories archived beside each dump, relative to the file.
     #[serde(default)]
     pub(super) snapshot: Vec<S>,
+}
+
+/// `[migrations.job]`: see [`crate::spec::MigrationJob`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawJob {
+    pub(super) image: S,
+    pub(super) upgrade: Option<Spanned<StrOrList>>,
+    pub(super) downgrade: Option<Spanned<StrOrList>>,
+    #[serde(default)]
+    pub(super) environment: BTreeMap<String, Spanned<Scalar>>,
+    pub(super) version_table: Option<S>,
 }
 
 #[derive(Deserialize)]
