@@ -1191,9 +1191,10 @@ async fn restore(
         Err(code) => return Ok(code),
     };
     let project = d.project.name.clone();
-    // Checked before anything else: a bad file is refused without even the lock.
-    let summary = match crate::backup::check(file).await {
-        Ok(s) => s,
+    // Its start checked before anything else: a foreign file is refused without even the
+    // lock. The rest is checked as the restore reads it, before anything in use changes.
+    match crate::backup::check_start(file) {
+        Ok(()) => {}
         Err(e) => {
             eprintln!("berth: {e}");
             eprintln!("berth: nothing was changed");
@@ -1210,7 +1211,7 @@ async fn restore(
         Err(e) => return lock_failed(e),
     };
     let say = |line: &str| println!("restore: {line}");
-    let restored = crate::backup::restore_checked(&rt, &d, file, &summary, &say).await;
+    let restored = crate::backup::restore(&rt, &d, file, &say).await;
     let message = match &restored {
         Ok(r) => format!(
             "restored {} into database {} ({} tables); the previous one is kept as {}",

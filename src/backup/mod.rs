@@ -10,12 +10,15 @@
 //!   replaces a file: when the name is taken, the next second's name is used. A failed
 //!   dump leaves nothing under a final name. Retention ([`apply_retention`]) runs only
 //!   after that success, and never deletes the backup just taken.
-//! - [`restore`]: checks the file first (refused untouched: [`Error::NotADump`]), stops
-//!   the running services that depend on the database (transitively; `"migrations"` in
-//!   `depends_on` counts), restores into a fresh database `<db>_restore_<ts>` with `psql
-//!   -v ON_ERROR_STOP=1` fed from the file, checks that every table the dump defines is
-//!   there, swaps (the old database is kept as `<db>_before_restore_<ts>`: nothing is
-//!   dropped), and starts the stopped containers again, whatever happened.
+//! - [`restore`]: checks the file's start (a foreign file is refused at once:
+//!   [`Error::NotADump`]), restores into a fresh database `<db>_restore_<ts>` with `psql
+//!   -v ON_ERROR_STOP=1` fed from the file *while checking the rest of it* (gzip intact to
+//!   its end, pg_dump's closing line; a cut-short file is refused and the fresh copy
+//!   dropped, nothing in use touched), checks that every table the dump defines is there,
+//!   and only then stops the running services that depend on the database (transitively;
+//!   `"migrations"` in `depends_on` counts), swaps (the old database is kept as
+//!   `<db>_before_restore_<ts>`: nothing is dropped), and starts the stopped containers
+//!   again, whatever happened. The file is read once.
 //!
 //! The database's password (from the `[migrations]` URL) goes to the exec's environment
 //! as `PGPASSWORD`, never into a command line or a message. The stack's image trusts
@@ -448,47 +451,123 @@ pub async fn check(path: &Path) -> Result<DumpSummary, Error> {
 }
 
 fn check_blocking(path: &Path) -> Result<DumpSummary, Error> {
-    let not_a_dump = |why: String| Error::NotADump {
-        path: path.to_path_buf(),
-        why,
-    };
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut reader = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(file));
-    let mut summary = DumpSummary::default();
-    let mut line = Vec::new();
-    let mut trailer = false;
-    let mut first = true;
-    loop {
-        line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .map_err(|e| not_a_dump(format!("gzip: {e}")))?;
-        if n == 0 {
-            break;
+    let mut scan = Scan::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(file)));
+    std::io::copy(&mut scan, &mut std::io::sink()).map_err(io(path))?;
+    scan.finish(path)
+}
+
+/// The start of [`check`] alone: the file opens, decompresses, and its first line is
+/// pg_dump's. Refuses a foreign file at once; a truncated one passes (a restore finds
+/// that out as it reads, before anything is touched).
+pub fn check_start(path: &Path) -> Result<(), Error> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    let mut scan = Scan::new(BufReader::with_capacity(64 * 1024, MultiGzDecoder::new(file)));
+    let mut first = [0u8; 1];
+    let _ = std::io::Read::read(&mut scan, &mut first).map_err(io(path))?;
+    match scan.error.take() {
+        Some(why) => Err(Error::NotADump {
+            path: path.to_path_buf(),
+            why,
+        }),
+        None if scan.first => Err(Error::NotADump {
+            path: path.to_path_buf(),
+            why: "it is empty".into(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// A reader of a dump's SQL that passes it through unchanged and checks it on the way:
+/// the first line is pg_dump's, the gzip is intact to its end, the closing line is there,
+/// and which tables it creates. A fault ends the stream early (the reader sees its end)
+/// and is kept for [`Scan::finish`], so a restore fed from it stops at the fault and is
+/// then refused.
+struct Scan<R> {
+    inner: R,
+    line: Vec<u8>,
+    pos: usize,
+    done: bool,
+    first: bool,
+    trailer: bool,
+    error: Option<String>,
+    summary: DumpSummary,
+}
+
+impl<R: BufRead> Scan<R> {
+    fn new(inner: R) -> Self {
+        Scan {
+            inner,
+            line: Vec::new(),
+            pos: 0,
+            done: false,
+            first: true,
+            trailer: false,
+            error: None,
+            summary: DumpSummary::default(),
         }
-        summary.sql_bytes += n as u64;
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end();
-        if first {
-            first = false;
-            if !text.starts_with("--") && !text.starts_with("\\restrict") {
-                return Err(not_a_dump(
-                    "it does not start like pg_dump's SQL output".into(),
-                ));
+    }
+
+    /// Read the next line into `line`; false at the end or at a fault.
+    fn next_line(&mut self) -> bool {
+        self.line.clear();
+        self.pos = 0;
+        match self.inner.read_until(b'\n', &mut self.line) {
+            Ok(0) => return false,
+            Ok(n) => self.summary.sql_bytes += n as u64,
+            Err(e) => {
+                self.error = Some(format!("gzip: {e}"));
+                self.line.clear();
+                return false;
             }
         }
-        if text == TRAILER {
-            trailer = true;
-        } else if let Some(table) = created_table(text) {
-            summary.tables.insert(table);
+        let text = String::from_utf8_lossy(&self.line);
+        let text = text.trim_end();
+        if std::mem::take(&mut self.first)
+            && !text.starts_with("--")
+            && !text.starts_with("\\restrict")
+        {
+            self.error = Some("it does not start like pg_dump's SQL output".into());
+            self.line.clear();
+            return false;
         }
+        if text == TRAILER {
+            self.trailer = true;
+        } else if let Some(table) = created_table(text) {
+            self.summary.tables.insert(table);
+        }
+        true
     }
-    if !trailer {
-        return Err(not_a_dump(format!(
-            "it does not end with {TRAILER:?} (cut short?)"
-        )));
+
+    /// What was read, or why it is not a complete dump.
+    fn finish(self, path: &Path) -> Result<DumpSummary, Error> {
+        let why = match self.error {
+            Some(why) => why,
+            None if !self.trailer => format!("it does not end with {TRAILER:?} (cut short?)"),
+            None => return Ok(self.summary),
+        };
+        Err(Error::NotADump {
+            path: path.to_path_buf(),
+            why,
+        })
     }
-    Ok(summary)
+}
+
+impl<R: BufRead> std::io::Read for Scan<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            if self.pos == self.line.len() && (self.done || !self.next_line()) {
+                self.done = true;
+                break;
+            }
+            let k = (buf.len() - n).min(self.line.len() - self.pos);
+            buf[n..n + k].copy_from_slice(&self.line[self.pos..self.pos + k]);
+            n += k;
+            self.pos += k;
+        }
+        Ok(n)
+    }
 }
 
 /// `schema.table` of a `CREATE TABLE` line of pg_dump's.
@@ -529,33 +608,26 @@ pub struct Restored {
 
 /// Restore `file` into the migrations' database (see the module doc). The caller holds
 /// the project's lock.
+///
+/// The file is checked as it is read: its start before anything else (a foreign file is
+/// refused at once), the rest while it fills the fresh database, which is dropped when
+/// the file turns out cut short or damaged. Only a complete, verified copy stops the
+/// dependents for the swap: a refused file touches nothing in use.
 pub async fn restore<R: Runtime>(
     rt: &R,
     d: &DesiredState,
     file: &Path,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Restored, Error> {
-    let summary = check(file).await?;
-    restore_checked(rt, d, file, &summary, say).await
-}
-
-/// [`restore`] of a file [`check`] already read (its summary).
-pub async fn restore_checked<R: Runtime>(
-    rt: &R,
-    d: &DesiredState,
-    file: &Path,
-    summary: &DumpSummary,
-    say: &(dyn Fn(&str) + Sync),
-) -> Result<Restored, Error> {
+    check_start(file)?;
     let m = d.migrations.as_ref().ok_or(Error::NoMigrations)?;
-    say(&format!(
-        "checked {}: a complete dump, {} table(s)",
-        file.display(),
-        summary.tables.len()
-    ));
     let db = Database::from_url(&m.url)?;
     let project = &d.project.name;
     let container = database_container(rt, project, &m.service).await?;
+    let ts = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
+    let fresh = format!("{}_restore_{ts}", db.name);
+    let before = format!("{}_before_restore_{ts}", db.name);
+    let summary = fill_fresh(rt, &container, &db, &fresh, file, say).await?;
 
     let dependents = dependents(d, &m.service);
     let stop: Vec<(String, String)> = rt
@@ -579,57 +651,73 @@ pub async fn restore_checked<R: Runtime>(
         stopped.push((service.clone(), id.clone()));
     }
     let result = match outcome {
-        Ok(()) => restore_into(rt, &container, &db, file, summary, say).await,
+        Ok(()) => swap(rt, &container, &db, &fresh, &before, say).await,
         Err(e) => Err(e),
     };
+    if result.is_err() {
+        // The database in use kept its name: the restored copy goes.
+        drop_database(rt, &container, &db, &fresh).await;
+    }
     // Started again whatever happened: a failed restore changed nothing.
     let restarted = start_again(rt, project, &stopped, say).await;
-    let kept_as = result?;
+    result?;
     restarted?;
     Ok(Restored {
         database: db.name.clone(),
-        kept_as,
+        kept_as: before,
         restarted: stopped.into_iter().map(|(s, _)| s).collect(),
         tables: summary.tables.len(),
     })
 }
 
-/// Fresh database, fed from the file, checked, swapped in; returns where the old one is.
-async fn restore_into<R: Runtime>(
+async fn drop_database<R: Runtime>(rt: &R, container: &str, db: &Database, name: &str) {
+    let _ = psql(
+        rt,
+        container,
+        db,
+        "postgres",
+        &format!("DROP DATABASE IF EXISTS {}", ident(name)),
+    )
+    .await;
+}
+
+/// Create `fresh` and fill it from the file, checking the file as it goes ([`Scan`]) and
+/// the tables afterwards; on any failure `fresh` is dropped (the database in use was not
+/// touched). What the file held.
+async fn fill_fresh<R: Runtime>(
     rt: &R,
     container: &str,
     db: &Database,
+    fresh: &str,
     file: &Path,
-    summary: &DumpSummary,
     say: &(dyn Fn(&str) + Sync),
-) -> Result<String, Error> {
-    let ts = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
-    let fresh = format!("{}_restore_{ts}", db.name);
-    let before = format!("{}_before_restore_{ts}", db.name);
+) -> Result<DumpSummary, Error> {
     say(&format!("creating database {fresh}"));
     psql(
         rt,
         container,
         db,
         "postgres",
-        &format!("CREATE DATABASE {} TEMPLATE template0", ident(&fresh)),
+        &format!("CREATE DATABASE {} TEMPLATE template0", ident(fresh)),
     )
     .await?;
 
     let filled = async {
         say(&format!("restoring {} into {fresh}", file.display()));
         let f = std::fs::File::open(file).map_err(io(file))?;
-        let mut input = BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(f));
+        let mut input = Scan::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(f)));
         let mut sink = std::io::sink();
         let done = rt
             .exec_stream(
                 container,
-                &db.psql(&fresh),
+                &db.psql(fresh),
                 &db.env(),
                 Some(&mut input),
                 &mut sink,
             )
             .await?;
+        // A cut-short or damaged file outranks what psql made of it.
+        let summary = input.finish(file)?;
         if done.exit_code != 0 {
             return Err(Error::Command {
                 what: "psql (restore)".into(),
@@ -641,7 +729,7 @@ async fn restore_into<R: Runtime>(
             rt,
             container,
             db,
-            &fresh,
+            fresh,
             "SELECT schemaname || '.' || tablename FROM pg_tables \
              WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
         )
@@ -655,30 +743,33 @@ async fn restore_into<R: Runtime>(
             .collect();
         if !missing.is_empty() {
             return Err(Error::Verify {
-                database: fresh.clone(),
+                database: fresh.to_string(),
                 missing,
             });
         }
         say(&format!(
-            "verified {fresh}: all {} table(s) of the dump are there",
+            "verified {fresh}: a complete dump, all {} table(s) of it are there",
             summary.tables.len()
         ));
-        Ok(())
+        Ok(summary)
     }
     .await;
-    if let Err(e) = filled {
+    if filled.is_err() {
         // Only the half-made copy goes; the database in use was not touched.
-        let _ = psql(
-            rt,
-            container,
-            db,
-            "postgres",
-            &format!("DROP DATABASE IF EXISTS {}", ident(&fresh)),
-        )
-        .await;
-        return Err(e);
+        drop_database(rt, container, db, fresh).await;
     }
+    filled
+}
 
+/// Swap `fresh` in under the database's name; the one it replaces is kept as `before`.
+async fn swap<R: Runtime>(
+    rt: &R,
+    container: &str,
+    db: &Database,
+    fresh: &str,
+    before: &str,
+    say: &(dyn Fn(&str) + Sync),
+) -> Result<(), Error> {
     say(&format!(
         "swapping: {} is kept as {before}, {fresh} becomes {}",
         db.name, db.name
@@ -713,7 +804,7 @@ async fn restore_into<R: Runtime>(
             &format!(
                 "ALTER DATABASE {} RENAME TO {}",
                 ident(&db.name),
-                ident(&before)
+                ident(before)
             ),
         )
         .await
@@ -730,7 +821,7 @@ async fn restore_into<R: Runtime>(
         "postgres",
         &format!(
             "ALTER DATABASE {} RENAME TO {}",
-            ident(&fresh),
+            ident(fresh),
             ident(&db.name)
         ),
     )
@@ -744,15 +835,16 @@ async fn restore_into<R: Runtime>(
             "postgres",
             &format!(
                 "ALTER DATABASE {} RENAME TO {}",
-                ident(&before),
+                ident(before),
                 ident(&db.name)
             ),
         )
         .await;
         return Err(e);
     }
-    Ok(before)
+    Ok(())
 }
+
 
 /// One SQL command through psql in the container; its output, unaligned.
 async fn psql<R: Runtime>(
@@ -861,6 +953,58 @@ mod tests {
                 Err(Error::NotADump { path, why }) => assert_eq!(path, p, "{why}"),
                 other => panic!("{}: {other:?}", p.display()),
             }
+        }
+    }
+
+    #[test]
+    fn the_scan_passes_the_sql_through_unchanged_and_stops_at_a_fault() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let text = DUMP.repeat(300);
+        let path = gz(dir.path(), "a.sql.gz", &text);
+        let mut scan = Scan::new(BufReader::new(MultiGzDecoder::new(
+            std::fs::File::open(&path).unwrap(),
+        )));
+        // Small reads cross line boundaries.
+        let mut out = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            let n = scan.read(&mut buf).unwrap();
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), text);
+        let summary = scan.finish(&path).unwrap();
+        assert_eq!(summary.sql_bytes, text.len() as u64);
+        assert_eq!(summary.tables.len(), 2);
+
+        // Cut short: what comes through is a prefix, and the scan says why it stopped.
+        let whole = std::fs::read(&path).unwrap();
+        let cut = dir.path().join("cut.sql.gz");
+        std::fs::write(&cut, &whole[..whole.len() / 2]).unwrap();
+        let mut scan = Scan::new(BufReader::new(MultiGzDecoder::new(
+            std::fs::File::open(&cut).unwrap(),
+        )));
+        let mut out = Vec::new();
+        scan.read_to_end(&mut out).unwrap();
+        assert!(text.as_bytes().starts_with(&out) && out.len() < text.len());
+        assert!(matches!(scan.finish(&cut), Err(Error::NotADump { .. })));
+
+        // The start alone: a foreign or empty file is refused, a cut one is not (yet).
+        assert!(check_start(&path).is_ok());
+        assert!(check_start(&cut).is_ok());
+        let foreign = gz(dir.path(), "f.sql.gz", "hello\n");
+        let empty = gz(dir.path(), "e.sql.gz", "");
+        let plain = dir.path().join("plain.sql.gz");
+        std::fs::write(&plain, DUMP).unwrap();
+        for p in [foreign, empty, plain] {
+            assert!(
+                matches!(check_start(&p), Err(Error::NotADump { .. })),
+                "{}",
+                p.display()
+            );
         }
     }
 
