@@ -56,6 +56,8 @@ for i in $(seq 1 "$runs"); do
   t=$(now_ms); docker exec "$pg" pg_dump -U assistant -d assistant | gzip >"$work/hand/dump.sql.gz"; hb+=($(( $(now_ms) - t )))
   file=$(ls "$work"/backups/*.sql.gz | head -1)
   t=$(now_ms); b restore "$file" >/dev/null; br+=($(( $(now_ms) - t )))
+  restored=$(psql -d assistant -At -c "SELECT count(*) FROM bulk")
+  [ "$restored" = "$rows" ] || { echo "berth restore left $restored rows of $rows" >&2; exit 1; }
   t=$(now_ms)
   psql -d postgres -c "CREATE DATABASE hand_$i TEMPLATE template0"
   gunzip -c "$work/hand/dump.sql.gz" | psql -d "hand_$i" >/dev/null
