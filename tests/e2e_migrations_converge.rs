@@ -206,6 +206,21 @@ fn first_generation(p: &Project, backup: bool) {
 fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     let p = project("mstep-revert");
     first_generation(&p, true);
+    // Rows written before the deploys below, as the app would.
+    sql(
+        &p,
+        "INSERT INTO users (email) VALUES ('kept@example.org'); INSERT INTO conversations (user_id, title) SELECT id, 'hello' FROM users",
+    );
+    let rows_intact = |p: &Project| {
+        assert_eq!(
+            sql(
+                p,
+                "SELECT count(*) FROM users u JOIN conversations c ON c.user_id = u.id WHERE u.email = 'kept@example.org' AND c.title = 'hello'"
+            ),
+            "1",
+            "the rows written before the deploy are gone"
+        );
+    };
 
     // A second apply of the same desired state: nothing to do, nothing printed about
     // migrations, no backup taken.
@@ -244,6 +259,7 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     );
     assert_eq!(schema_version(&p), "3");
     assert!(table_exists(&p, "user_sessions"), "0002 was undone too");
+    rows_intact(&p);
     let env = app_env(&p);
     assert!(
         env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
@@ -275,6 +291,7 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     );
     assert!(!table_exists(&p, "e2e_half"), "half of 0004 stayed applied");
     assert_eq!(schema_version(&p), "3");
+    rows_intact(&p);
     assert_eq!(
         sql(
             &p,

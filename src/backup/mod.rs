@@ -452,7 +452,10 @@ pub async fn check(path: &Path) -> Result<DumpSummary, Error> {
 
 fn check_blocking(path: &Path) -> Result<DumpSummary, Error> {
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut scan = Scan::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(file)));
+    let mut scan = Scan::new(BufReader::with_capacity(
+        256 * 1024,
+        MultiGzDecoder::new(file),
+    ));
     std::io::copy(&mut scan, &mut std::io::sink()).map_err(io(path))?;
     scan.finish(path)
 }
@@ -462,7 +465,10 @@ fn check_blocking(path: &Path) -> Result<DumpSummary, Error> {
 /// that out as it reads, before anything is touched).
 pub fn check_start(path: &Path) -> Result<(), Error> {
     let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut scan = Scan::new(BufReader::with_capacity(64 * 1024, MultiGzDecoder::new(file)));
+    let mut scan = Scan::new(BufReader::with_capacity(
+        64 * 1024,
+        MultiGzDecoder::new(file),
+    ));
     let mut first = [0u8; 1];
     let _ = std::io::Read::read(&mut scan, &mut first).map_err(io(path))?;
     match scan.error.take() {
@@ -844,7 +850,6 @@ async fn swap<R: Runtime>(
     }
     Ok(())
 }
-
 
 /// One SQL command through psql in the container; its output, unaligned.
 async fn psql<R: Runtime>(
