@@ -77,7 +77,65 @@ impl FileArgs {
         spec::Selection {
             profiles: self.profiles.clone(),
             exclude: self.exclude.clone(),
+            overlay: None,
         }
+    }
+}
+
+/// `berth run --git`: follow a git repository instead of a file (README "GitOps").
+#[derive(clap::Args, Debug, Clone)]
+pub struct GitArgs {
+    /// The repository to deploy from: https://…, ssh://…, user@host:path, or a local
+    /// path. The desired state is read from the fetched commit, never a working tree.
+    #[arg(long = "git", env = "BERTH_GIT", value_name = "URL")]
+    pub url: Option<String>,
+    /// The branch to follow.
+    #[arg(long, default_value = "main", requires = "url")]
+    pub branch: String,
+    /// Follow a tag instead of a branch.
+    #[arg(long, conflicts_with = "branch", requires = "url")]
+    pub tag: Option<String>,
+    /// The desired state inside the repository: a file or a directory of *.toml.
+    #[arg(long = "path", default_value = "desired-state", requires = "url")]
+    pub path: PathBuf,
+    /// How often the repository is fetched.
+    #[arg(long, default_value = "1m", value_parser = crate::spec::duration::parse, requires = "url")]
+    pub poll: std::time::Duration,
+    /// The host directory standing for the repository's root: paths of the desired state
+    /// that the commit does not hold (.env, data/) are taken from here.
+    #[arg(long, default_value = ".", requires = "url")]
+    pub host_dir: PathBuf,
+    /// A private key for ssh remotes.
+    #[arg(long, requires = "url")]
+    pub ssh_key: Option<PathBuf>,
+    /// The known_hosts file ssh checks the server against (strictly).
+    #[arg(long, requires = "url")]
+    pub known_hosts: Option<PathBuf>,
+    /// A file holding a token for https remotes (never logged).
+    #[arg(long, requires = "url")]
+    pub token_file: Option<PathBuf>,
+    /// A file holding the token `POST /api/v1/sync` must carry (`Authorization: Bearer
+    /// TOKEN`): a git host's webhook fetches at once. Without it the endpoint answers 404.
+    #[arg(long, requires = "url")]
+    pub sync_token_file: Option<PathBuf>,
+}
+
+impl GitArgs {
+    /// The source, when `--git` was given.
+    pub fn source(&self) -> Option<crate::git::GitSource> {
+        let url = self.url.clone()?;
+        Some(crate::git::GitSource {
+            url,
+            reference: match &self.tag {
+                Some(t) => crate::git::Reference::Tag(t.clone()),
+                None => crate::git::Reference::Branch(self.branch.clone()),
+            },
+            path: self.path.clone(),
+            poll: self.poll,
+            ssh_key: self.ssh_key.clone(),
+            known_hosts: self.known_hosts.clone(),
+            token_file: self.token_file.clone(),
+        })
     }
 }
 
@@ -181,6 +239,8 @@ pub enum Command {
         /// Reconcile at least this often, even when nothing triggered it.
         #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
         resync: std::time::Duration,
+        #[command(flatten)]
+        git: Box<GitArgs>,
     },
     /// The database migrations of the `[migrations]` block, run from the host through
     /// the database service's published port.
@@ -640,15 +700,45 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             args,
             listen,
             resync,
+            git,
         } => {
+            let state_dir = std::path::absolute(&state_path)?
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let follow = match git.source() {
+                Some(source) => {
+                    let repo = crate::git::Repo::new(source, &state_dir);
+                    repo.register_secrets()?;
+                    Some(std::sync::Arc::new(crate::git::Follow::new(
+                        repo,
+                        std::path::absolute(&git.host_dir)?,
+                    )))
+                }
+                None => None,
+            };
+            let sync_token = match &git.sync_token_file {
+                Some(path) => {
+                    let token = std::fs::read_to_string(path)
+                        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                        .trim()
+                        .to_string();
+                    anyhow::ensure!(!token.is_empty(), "{} is empty", path.display());
+                    crate::redact::register(&crate::redact::Redactor::new(vec![token.clone()]));
+                    Some(token)
+                }
+                None => None,
+            };
             crate::daemon::run::run(crate::daemon::run::Settings {
                 target: crate::turn::Target {
                     selection: args.selection(),
                     file: args.file,
                     state: state_path,
+                    git: follow,
                 },
                 listen,
                 resync,
+                sync_token,
             })
             .await?;
             Ok(EXIT_OK)
@@ -721,13 +811,23 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                         g.schema()
                             .map(|v| format!("schema {v}"))
                             .unwrap_or_else(|| "-".into()),
+                        match &g.commit {
+                            Some(c) => format!(
+                                "{} {}",
+                                &c[..c.len().min(12)],
+                                g.commit_subject.as_deref().unwrap_or_default()
+                            ),
+                            None => "-".into(),
+                        },
                         reason,
                     ]
                 });
                 print!(
                     "{}",
                     table(
-                        &["GEN", "PROJECT", "STARTED", "OUTCOME", "SCHEMA", "REASON"],
+                        &[
+                            "GEN", "PROJECT", "STARTED", "OUTCOME", "SCHEMA", "COMMIT", "REASON"
+                        ],
                         rows
                     )
                 );
@@ -902,6 +1002,31 @@ fn status_text(r: &crate::status::Report) -> String {
             String::new()
         }
     );
+    if let Some(g) = &r.git {
+        let short = |c: &str| c[..c.len().min(12)].to_string();
+        if !g.source.is_empty() {
+            out += &format!("  git: {}\n", g.source);
+        }
+        if let Some(c) = &g.deployed {
+            out += &format!(
+                "  deployed commit {} {}\n",
+                short(c),
+                g.deployed_subject.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some(c) = &g.newest
+            && g.newest != g.deployed
+        {
+            out += &format!(
+                "  newest commit   {} {}\n",
+                short(c),
+                g.newest_subject.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some(p) = &g.problem {
+            out += &format!("  git fetch failing: {p}\n");
+        }
+    }
     let rows = r.services.iter().map(|s| {
         vec![
             s.service.clone(),

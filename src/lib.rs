@@ -59,6 +59,7 @@ pub mod converge;
 pub mod daemon;
 pub mod diag;
 pub mod gate;
+pub mod git;
 pub mod graph;
 pub mod hash;
 pub mod images;

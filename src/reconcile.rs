@@ -288,6 +288,10 @@ pub async fn reconcile<R: Runtime>(
                 source: &source,
                 spec_json: &spec_json,
                 images: &images_json,
+                commit: desired
+                    .origin
+                    .as_ref()
+                    .map(|o| (o.commit.as_str(), o.subject.as_str())),
             },
             superseding.as_ref().map(|g| g.id),
         )
@@ -1115,6 +1119,10 @@ async fn begin_like(
                 source,
                 spec_json: &target.spec_json,
                 images: &target.images,
+                commit: target
+                    .commit
+                    .as_deref()
+                    .map(|c| (c, target.commit_subject.as_deref().unwrap_or_default())),
             },
             unfinished.map(|g| g.id),
         )

@@ -138,6 +138,26 @@ pub struct Report {
     /// The database backup the running generation took before migrating, if any.
     #[serde(default)]
     pub backup: Option<String>,
+    /// Where the desired state comes from with a git source: the commit deployed, the
+    /// newest one seen, and why the last fetch failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitStatus>,
+}
+
+/// The git side of a project's status (`berth run --git`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct GitStatus {
+    /// `URL branch main, desired-state` (the daemon says; empty from the store alone).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    /// The commit the running generation came from, and its subject.
+    pub deployed: Option<String>,
+    pub deployed_subject: Option<String>,
+    /// The newest commit fetched, and its subject.
+    pub newest: Option<String>,
+    pub newest_subject: Option<String>,
+    /// Why the last fetch failed (the remote cannot be reached, …); retried with backoff.
+    pub problem: Option<String>,
 }
 
 /// The JSON of `berth status --json`, which the daemon also serves on `/api/v1/status`:
@@ -177,6 +197,7 @@ pub async fn project_status<R: Runtime>(
         schema_version: None,
         schema_revision: None,
         backup: None,
+        git: None,
     };
     let Some(latest) = store.latest(project).await? else {
         return Ok(report);
@@ -193,6 +214,11 @@ pub async fn project_status<R: Runtime>(
     report.schema_version = judged.schema_version;
     report.schema_revision = judged.schema_revision.clone();
     report.backup = judged.backup.clone();
+    report.git = judged.commit.as_ref().map(|c| GitStatus {
+        deployed: Some(c.clone()),
+        deployed_subject: judged.commit_subject.clone(),
+        ..Default::default()
+    });
     let desired = desired_of(judged)?;
     let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
     let drift = plan(&desired, &observed);

@@ -28,6 +28,51 @@ pub struct Target {
     pub selection: Selection,
     /// The state store; the project's lock lives beside it.
     pub state: PathBuf,
+    /// A git source instead of `file` (`berth run --git`): the newest commit fetched is
+    /// deployed.
+    pub git: Option<std::sync::Arc<crate::git::Follow>>,
+}
+
+/// A desired state read, or why it cannot be used (what status shows).
+async fn read_desired(target: &Target) -> Result<DesiredState, String> {
+    let Some(git) = &target.git else {
+        let mut d = spec::load(&target.file, &target.selection).map_err(|d| d.to_string())?;
+        crate::build_context::fill_context_hashes(&mut d).map_err(|e| e.to_string())?;
+        return Ok(d);
+    };
+    let Some(commit) = git.latest() else {
+        return Err(match git.problem() {
+            Some(p) => format!("git: nothing fetched yet from {}: {p}", git.describe()),
+            None => format!("git: nothing fetched yet from {}", git.describe()),
+        });
+    };
+    let at = format!("commit {} ({})", commit.short(), commit.subject);
+    let tree = git
+        .repo
+        .tree(&commit)
+        .await
+        .map_err(|e| format!("git: {at}: {e}"))?;
+    let selection = Selection {
+        overlay: Some(spec::Overlay {
+            tree: tree.clone(),
+            host: git.host_dir.clone(),
+        }),
+        ..target.selection.clone()
+    };
+    let file = tree.join(&git.repo.source.path);
+    // Paths in messages as the repository names them (`desired-state/x.toml:3:5`).
+    let in_repo = |text: String| text.replace(&format!("{}/", tree.display()), "");
+    let mut d = spec::load(&file, &selection).map_err(|d| in_repo(format!("{at}: {d}")))?;
+    git.repo
+        .relocate(&mut d, &tree, &commit)
+        .await
+        .map_err(|e| in_repo(format!("git: {at}: {e}")))?;
+    crate::build_context::fill_context_hashes(&mut d).map_err(|e| in_repo(format!("{at}: {e}")))?;
+    d.origin = Some(spec::Origin {
+        commit: commit.id.clone(),
+        subject: commit.subject.clone(),
+    });
+    Ok(d)
 }
 
 /// How a turn ended.
@@ -81,13 +126,7 @@ pub async fn turn<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<TurnOutcome, TurnError> {
-    let loaded = spec::load(&target.file, &target.selection)
-        .map_err(|d| d.to_string())
-        .and_then(|mut d| {
-            crate::build_context::fill_context_hashes(&mut d)
-                .map(|()| d)
-                .map_err(|e| e.to_string())
-        });
+    let loaded = read_desired(target).await;
     let desired = match loaded {
         Ok(d) => d,
         Err(problem) => {
@@ -153,10 +192,21 @@ pub async fn turn<R: Runtime>(
         ..Default::default()
     };
     let outcome = reconcile(rt, store, &desired, &mut lock, opts, report, shutdown).await?;
+    if let (ApplyOutcome::NoChanges, Some(o)) = (&outcome, &desired.origin) {
+        // A commit that changes nothing berth runs: seen, not applied.
+        tracing::debug!(commit = %o.commit, subject = %o.subject, "commit seen: its desired state is the one running; nothing applied");
+    }
     let problem = match &outcome {
-        ApplyOutcome::Poisoned { generation, .. } => Some(format!(
-            "the desired state is poisoned: generation {generation} failed and was rolled back"
-        )),
+        ApplyOutcome::Poisoned { generation, .. } => Some(match &desired.origin {
+            Some(o) => format!(
+                "commit {} ({}) is poisoned: generation {generation} failed and was rolled back; the next commit that changes the desired state is applied",
+                &o.commit[..o.commit.len().min(12)],
+                o.subject
+            ),
+            None => format!(
+                "the desired state is poisoned: generation {generation} failed and was rolled back"
+            ),
+        }),
         ApplyOutcome::WouldRemoveAll { services } => Some(format!(
             "the desired state would remove every running service ({}); run `berth down` to take the project down",
             services.join(", ")

@@ -640,6 +640,7 @@ async fn a_revert_target_without_a_pin_ends_degraded_instead_of_running_the_tag(
                 source: "test",
                 spec_json: &g1.spec_json,
                 images: &serde_json::json!({}),
+                commit: None,
             },
             None,
         )

@@ -61,6 +61,7 @@ fn report() -> Report {
         schema_version: None,
         schema_revision: None,
         backup: None,
+        git: None,
     }
 }
 

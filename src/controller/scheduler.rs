@@ -46,6 +46,8 @@ pub enum Reason {
     Retry,
     /// The engine answers again after it did not (its event stream reopened).
     Reconnected,
+    /// The git source's tip moved (or a fetch failed: status says so).
+    Git,
 }
 
 impl Reason {
@@ -57,6 +59,7 @@ impl Reason {
             Reason::Api => "api",
             Reason::Signal => "signal",
             Reason::Retry => "retry",
+            Reason::Git => "git",
             Reason::Reconnected => "reconnected",
         }
     }

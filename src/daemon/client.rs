@@ -76,6 +76,7 @@ mod tests {
             schema_version: None,
             schema_revision: None,
             backup: None,
+            git: None,
         }
     }
 

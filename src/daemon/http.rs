@@ -8,6 +8,7 @@
 //! | `GET /metrics`            | the Prometheus text ([`super::metrics`])                 |
 //! | `GET /api/v1/status`      | the JSON of `berth status --json`                        |
 //! | `POST /api/v1/reconcile`  | 202: a reconcile is enqueued (never run here)            |
+//! | `POST /api/v1/sync`       | with a git source and `--sync-token-file`: 202, a fetch now; 401 without the token (`Authorization: Bearer TOKEN`); 404 otherwise |
 //!
 //! Anything else is 404; a known path with another method is 405 with `Allow`.
 //!
@@ -116,6 +117,8 @@ pub struct Shared {
     ready: AtomicBool,
     /// Called by `POST /api/v1/reconcile`.
     enqueue: Enqueue,
+    /// `POST /api/v1/sync`: the token it must carry, and the fetch it asks for.
+    sync: RwLock<Option<(String, Enqueue)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -133,7 +136,13 @@ impl Shared {
             metrics,
             ready: AtomicBool::new(false),
             enqueue,
+            sync: RwLock::new(None),
         }
+    }
+
+    /// Open `POST /api/v1/sync`, for requests that carry `token`.
+    pub fn set_sync(&self, token: String, fetch: Enqueue) {
+        *self.sync.write().expect("sync lock") = Some((token, fetch));
     }
 
     /// The metrics, for the daemon loop to record into.
@@ -222,6 +231,7 @@ enum Route {
     Metrics,
     Status,
     Reconcile,
+    Sync,
 }
 
 impl Route {
@@ -232,13 +242,14 @@ impl Route {
             "/metrics" => Route::Metrics,
             "/api/v1/status" => Route::Status,
             "/api/v1/reconcile" => Route::Reconcile,
+            "/api/v1/sync" => Route::Sync,
             _ => return None,
         })
     }
 
     fn method(self) -> Method {
         match self {
-            Route::Reconcile => Method::POST,
+            Route::Reconcile | Route::Sync => Method::POST,
             _ => Method::GET,
         }
     }
@@ -246,7 +257,7 @@ impl Route {
     /// [`Route::method`] as the `Allow` header of a 405.
     fn allow(self) -> HeaderValue {
         match self {
-            Route::Reconcile => HeaderValue::from_static("POST"),
+            Route::Reconcile | Route::Sync => HeaderValue::from_static("POST"),
             _ => HeaderValue::from_static("GET"),
         }
     }
@@ -256,12 +267,36 @@ async fn answer(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(respond(&shared, req.method(), req.uri().path()))
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    Ok(respond(
+        &shared,
+        req.method(),
+        req.uri().path(),
+        auth.as_deref(),
+    ))
+}
+
+/// Equal, in a time that does not depend on where they differ.
+fn same_token(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 /// The whole endpoint as a function of the request line. The body of a request is never
 /// read: no route takes one.
-fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>> {
+fn respond(
+    shared: &Shared,
+    method: &Method,
+    path: &str,
+    authorization: Option<&str>,
+) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(path) else {
         return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
     };
@@ -295,6 +330,29 @@ fn respond(shared: &Shared, method: &Method, path: &str) -> Response<Full<Bytes>
         Route::Reconcile => {
             (shared.enqueue)();
             text(StatusCode::ACCEPTED, "reconcile enqueued\n")
+        }
+        Route::Sync => {
+            let sync = shared.sync.read().expect("sync lock").clone();
+            let Some((token, fetch)) = sync else {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "no sync here: berth run has no git source, or no --sync-token-file\n",
+                );
+            };
+            let given = authorization.and_then(|a| a.strip_prefix("Bearer "));
+            if !given.is_some_and(|g| same_token(g.trim(), &token)) {
+                let mut r = text(
+                    StatusCode::UNAUTHORIZED,
+                    "a sync needs the token: Authorization: Bearer TOKEN\n",
+                );
+                r.headers_mut().insert(
+                    hyper::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer"),
+                );
+                return r;
+            }
+            fetch();
+            text(StatusCode::ACCEPTED, "fetch enqueued\n")
         }
     }
 }

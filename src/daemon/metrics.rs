@@ -161,6 +161,8 @@ struct GenerationInfoLabels {
     generation: String,
     outcome: String,
     status: String,
+    /// The git commit the running generation came from ("" when read from a file).
+    commit: String,
 }
 
 /// Every generation outcome, so the outcome gauges of a project are all there (0 but one).
@@ -295,7 +297,7 @@ impl Metrics {
         );
         m.registry.register(
             "generation_info",
-            "The project's newest generation, its outcome and status, as labels (always 1)",
+            "The project's newest generation, its outcome and status, and the git commit running, as labels (always 1)",
             m.generation_info.clone(),
         );
         m.registry.register(
@@ -420,6 +422,11 @@ impl Metrics {
             generation: g.to_string(),
             outcome: report.outcome.clone().unwrap_or_default(),
             status: report.status.word().to_string(),
+            commit: report
+                .git
+                .as_ref()
+                .and_then(|g| g.deployed.clone())
+                .unwrap_or_default(),
         });
         if let Some(i) = &info {
             self.generation_info.get_or_create(i).set(1);
@@ -487,6 +494,7 @@ mod tests {
             schema_version: None,
             schema_revision: None,
             backup: None,
+            git: None,
         }
     }
 
@@ -646,7 +654,7 @@ mod tests {
             "berth_project_status{project=\"demo\",status=\"converged\"} 0",
             "berth_service_healthy{project=\"demo\",service=\"web\"} 1",
             "berth_service_healthy{project=\"demo\",service=\"db\"} 0",
-            "berth_generation_info{project=\"demo\",generation=\"3\",outcome=\"healthy\",status=\"degraded\"} 1",
+            "berth_generation_info{project=\"demo\",generation=\"3\",outcome=\"healthy\",status=\"degraded\",commit=\"\"} 1",
         ] {
             assert!(has(&text, line), "missing {line} in\n{text}");
         }

@@ -48,6 +48,8 @@ pub struct Settings {
     pub listen: Vec<Listen>,
     /// Reconcile at least this often, even with no trigger.
     pub resync: Duration,
+    /// The token `POST /api/v1/sync` must carry (with a git source).
+    pub sync_token: Option<String>,
 }
 
 /// Run until SIGTERM/SIGINT. Returns only after the current step finished and the lock
@@ -88,16 +90,35 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             }
         });
     }
-    let _watcher = {
-        let wake = wake.clone();
-        crate::triggers::watch_desired_state(
-            &settings.target.file,
-            Arc::new(move || wake(Reason::File)),
-        )
-        .map_err(|source| DaemonError::Watch {
-            path: settings.target.file.display().to_string(),
-            source,
-        })?
+    // The desired state's trigger: its file, or the git source's poller.
+    let _watcher = match &settings.target.git {
+        None => {
+            let wake = wake.clone();
+            Some(
+                crate::triggers::watch_desired_state(
+                    &settings.target.file,
+                    Arc::new(move || wake(Reason::File)),
+                )
+                .map_err(|source| DaemonError::Watch {
+                    path: settings.target.file.display().to_string(),
+                    source,
+                })?,
+            )
+        }
+        Some(git) => {
+            let wake = wake.clone();
+            tokio::spawn(crate::git::follow(
+                git.clone(),
+                Arc::new(move || wake(Reason::Git)),
+                shutdown.clone(),
+            ));
+            if let Some(token) = &settings.sync_token {
+                let git = git.clone();
+                shared.set_sync(token.clone(), Arc::new(move || git.sync.notify_one()));
+            }
+            tracing::info!(source = %git.describe(), poll = ?git.repo.source.poll, "following a git source");
+            None
+        }
     };
     let heartbeat = Heartbeat::default();
     tokio::spawn(systemd::watchdog(heartbeat.clone(), shutdown.clone()));
@@ -142,9 +163,14 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
             if let Some(project) = &project {
                 if daemon_lock.is_none() {
                     let mut lock = hold_daemon_lock(&settings.target, project, &shutdown).await;
-                    let file = std::path::absolute(&settings.target.file)
-                        .unwrap_or_else(|_| settings.target.file.clone());
-                    if let Err(e) = lock.set_serves(endpoint.clone(), file.display().to_string())
+                    let file = match &settings.target.git {
+                        Some(git) => format!("git {}", git.describe()),
+                        None => std::path::absolute(&settings.target.file)
+                            .unwrap_or_else(|_| settings.target.file.clone())
+                            .display()
+                            .to_string(),
+                    };
+                    if let Err(e) = lock.set_serves(endpoint.clone(), file)
                     {
                         tracing::warn!(error = %e, "cannot write where this daemon serves into its lock file");
                     }
@@ -455,10 +481,29 @@ async fn publish(
                     schema_version: None,
                     schema_revision: None,
                     backup: None,
+                    git: None,
                 },
             }
         }
     };
+    let mut report = report;
+    if let Some(git) = &target.git {
+        let mut g = report.git.take().unwrap_or_default();
+        g.source = git.describe();
+        if let Some(c) = git.latest() {
+            g.newest = Some(c.id);
+            g.newest_subject = Some(c.subject);
+        }
+        g.problem = git.problem();
+        if let Some(p) = &g.problem
+            && report.status == ProjectStatus::Converged
+        {
+            report.status = ProjectStatus::Degraded(format!(
+                "git: {p} (retrying; the deployed commit keeps running)"
+            ));
+        }
+        report.git = Some(g);
+    }
     systemd::status(&format!("project {}: {}", report.project, report.status));
     shared.publish(vec![report]);
 }

@@ -50,9 +50,20 @@ pub struct DesiredState {
     /// before anything changes. Not part of a generation's record.
     #[serde(skip)]
     pub preflight: Preflight,
+    /// Where it came from when read from a git commit (`berth run --git`): recorded on the
+    /// generation; not part of the resolved desired state.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
     /// The `[migrations]` block, when there is one (DESIGN.md semantic 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<Migrations>,
+}
+
+/// The git commit a desired state was read from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Origin {
+    pub commit: String,
+    pub subject: String,
 }
 
 /// What `depends_on` names to wait for the database migrations instead of a service.
@@ -184,6 +195,44 @@ impl At {
 pub struct Selection {
     pub profiles: Vec<String>,
     pub exclude: Vec<String>,
+    /// Set when the desired state is read from a git commit's tree (`berth run --git`).
+    pub overlay: Option<Overlay>,
+}
+
+/// Where the relative paths of a desired state read from a git commit's tree land: a path
+/// the commit holds stays in its tree (`config/prometheus.yml`); one it does not (`.env`,
+/// `data/`) is taken from the host directory that stands for the repository's root, at
+/// the same place. A path that leaves the repository leaves the host directory the same
+/// way.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overlay {
+    /// The commit's tree on disk.
+    pub tree: PathBuf,
+    /// The host directory standing for the repository's root.
+    pub host: PathBuf,
+}
+
+impl Overlay {
+    /// `p` (absolute, normalized) as the overlay resolves it.
+    pub fn place(&self, p: &std::path::Path) -> PathBuf {
+        use std::path::Component;
+        if p.starts_with(&self.tree) && p.exists() {
+            return p.to_path_buf();
+        }
+        // `p` relative to the tree, lexically (`..` where it leaves it), then from the
+        // host directory.
+        let tree: Vec<Component> = self.tree.components().collect();
+        let path: Vec<Component> = p.components().collect();
+        let common = tree.iter().zip(&path).take_while(|(a, b)| a == b).count();
+        let mut out = self.host.clone();
+        for _ in common..tree.len() {
+            out.pop();
+        }
+        for c in &path[common..] {
+            out.push(c.as_os_str());
+        }
+        out
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

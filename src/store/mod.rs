@@ -148,6 +148,11 @@ pub struct Generation {
     /// With a migration job instead of sqlx migrations: the revision (Alembic's) its step
     /// found or left. A revert runs the job's downgrade to its target's value.
     pub schema_revision: Option<String>,
+    /// The git commit it came from (id, subject); None when read from a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_subject: Option<String>,
 }
 
 impl Generation {
@@ -169,6 +174,8 @@ pub struct NewGeneration<'a> {
     pub source: &'a str,
     pub spec_json: &'a str,
     pub images: &'a serde_json::Value,
+    /// The git commit (id, subject) it came from, when it did.
+    pub commit: Option<(&'a str, &'a str)>,
 }
 
 /// Something that happened to a generation after it began (a repair, an interruption).
@@ -265,8 +272,8 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO generations (project, kind, started_ms, source_hash, resolved_hash, source, spec_json, images_json, outcome)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'progressing') RETURNING id",
+            "INSERT INTO generations (project, kind, started_ms, source_hash, resolved_hash, source, spec_json, images_json, outcome, commit_id, commit_subject)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'progressing', ?, ?) RETURNING id",
         )
         .bind(g.project)
         .bind(g.kind.as_str())
@@ -276,6 +283,8 @@ impl Store {
         .bind(g.source)
         .bind(g.spec_json)
         .bind(g.images.to_string())
+        .bind(g.commit.map(|c| c.0))
+        .bind(g.commit.map(|c| c.1))
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.get(0);
@@ -517,7 +526,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -545,6 +554,8 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
         schema_version: r.get(14),
         backup: r.get(15),
         schema_revision: r.get(16),
+        commit: r.get(17),
+        commit_subject: r.get(18),
     }
 }
 
@@ -579,6 +590,7 @@ mod tests {
             source: "f",
             spec_json: "{}",
             images: &serde_json::Value::Null,
+            commit: None,
         };
         let a = store.begin(new("h1"), None).await.unwrap();
         let b = store.begin(new("h2"), Some(a)).await.unwrap();

@@ -9,7 +9,6 @@ use std::time::Duration;
 use toml::Spanned;
 
 use super::Source;
-use super::parse::normalize;
 use super::preflight::check_database_url;
 use super::raw::{RawMigrations, S};
 use super::resolve::Resolver;
@@ -110,9 +109,9 @@ impl Resolver<'_> {
         let backup_dir = match &raw.backup_dir {
             Some(v) => self
                 .string(src, v)
-                .map(|rel| normalize(&src.dir.join(rel)))
+                .map(|rel| self.locate(src, rel))
                 .unwrap_or_default(),
-            None => normalize(&src.dir.join("data/backups")),
+            None => self.locate(src, "data/backups"),
         };
         let retention = match &raw.retention {
             Some(v) => match self.string(src, v).map(|t| parse_retention(&t)) {
@@ -149,7 +148,7 @@ impl Resolver<'_> {
             let Some(rel) = self.string(src, v) else {
                 continue;
             };
-            let path = normalize(&src.dir.join(&rel));
+            let path = self.locate(src, &rel);
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             match name {
                 None => self.err(
@@ -267,7 +266,7 @@ impl Resolver<'_> {
         v: &S,
     ) -> Option<(PathBuf, String, Option<crate::spec::MigrationJob>)> {
         let rel = self.string(src, v)?;
-        let path = normalize(&src.dir.join(&rel));
+        let path = self.locate(src, &rel);
         if !path.is_dir() {
             let why = match std::fs::metadata(&path) {
                 Ok(_) => "is not a directory".to_string(),
@@ -482,7 +481,12 @@ source = "schema"
         let file = dir.path().join("berth.toml");
         std::fs::write(&file, format!("{STACK}snapshot = [\"data/chroma\"]\n")).unwrap();
         let m = reload(&dir).migrations.unwrap();
-        assert_eq!(m.snapshot, vec![normalize(&dir.path().join("data/chroma"))]);
+        assert_eq!(
+            m.snapshot,
+            vec![crate::spec::load::parse::normalize(
+                &dir.path().join("data/chroma")
+            )]
+        );
 
         std::fs::write(
             &file,

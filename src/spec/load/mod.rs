@@ -114,6 +114,7 @@ pub fn load_with_env(
         env_file_keys: Default::default(),
         diags: Diagnostics::default(),
         failed_values: BTreeSet::new(),
+        overlay: selection.overlay.clone(),
     };
     let state = ctx.resolve(
         &sources,

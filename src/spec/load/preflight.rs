@@ -4,7 +4,7 @@
 
 use toml::Spanned;
 
-use super::parse::{normalize, parse_size, parse_version};
+use super::parse::{parse_size, parse_version};
 use super::raw::RawPreflight;
 use super::resolve::Resolver;
 use super::{Source, at};
@@ -200,7 +200,7 @@ impl Resolver<'_> {
                 }
             };
             out.data_dirs.push(DataDir {
-                path: normalize(&src.dir.join(&rel)),
+                path: self.locate(src, &rel),
                 mode,
                 owner,
                 at: at(src, path.span()),

@@ -29,9 +29,25 @@ pub(super) struct Resolver<'a> {
     /// Spans of values whose interpolation failed: that error is reported, and checks of
     /// the (meaningless) remaining value are not.
     pub(super) failed_values: BTreeSet<(PathBuf, usize)>,
+    /// Set when reading from a git commit's tree: see [`crate::spec::Overlay`].
+    pub(super) overlay: Option<crate::spec::Overlay>,
 }
 
 impl Resolver<'_> {
+    /// A path of the desired state, relative to the file that names it, made absolute
+    /// (and placed by the overlay when reading from a git commit).
+    pub(super) fn locate(&self, src: &Source, rel: impl AsRef<std::path::Path>) -> PathBuf {
+        self.placed(super::parse::normalize(&src.dir.join(rel)))
+    }
+
+    /// An absolute, normalized path as the overlay places it (unchanged without one).
+    pub(super) fn placed(&self, p: PathBuf) -> PathBuf {
+        match &self.overlay {
+            Some(o) => o.place(&p),
+            None => p,
+        }
+    }
+
     pub(super) fn err(&mut self, src: &Source, span: Range<usize>, msg: impl Into<String>) {
         if self.failed_values.contains(&(src.path.clone(), span.start)) {
             return;
@@ -70,7 +86,7 @@ impl Resolver<'_> {
         };
         let praw = praw.get_ref();
         if let Some(env_file) = &praw.env_file {
-            let path = psrc.dir.join(env_file.get_ref());
+            let path = self.locate(psrc, env_file.get_ref());
             if let Some(vars) = self.read_env_file(psrc, env_file, &path, false) {
                 self.env_file_vars = vars;
             }
@@ -333,6 +349,7 @@ impl Resolver<'_> {
             secret_values: self.secret_values.iter().cloned().collect(),
             env_file_keys: std::mem::take(&mut self.env_file_keys),
             preflight,
+            origin: None,
             migrations,
         })
     }
