@@ -144,6 +144,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(p: &Project, url: &str, extra: &[&str]) -> Daemon {
+        Daemon::start_env(p, url, &[], extra)
+    }
+
+    fn start_env(p: &Project, url: &str, env: &[(&str, &str)], extra: &[&str]) -> Daemon {
         let port = free_port();
         let log = p.dir.path().join("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
@@ -155,6 +159,7 @@ impl Daemon {
             .args(extra)
             .env("BERTH_STATE", p.state())
             .env("BERTH_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .stdin(Stdio::null())
@@ -393,4 +398,326 @@ fn an_invalid_commit_is_refused_naming_it_and_a_force_push_is_followed() {
     let h = history(&p);
     assert_eq!(h[0]["commit"], a.as_str(), "old generations keep their ids");
     assert_eq!(h.last().unwrap()["commit"], f.as_str());
+}
+
+/// `tests/support/git-http-server.py`: `git http-backend` behind a server that wants a
+/// token, on 127.0.0.1.
+struct HttpRemote {
+    child: Child,
+    port: u16,
+}
+
+impl HttpRemote {
+    /// Over TLS with `tls` (certificate, key).
+    fn start(root: &Path, token: &str, tls: Option<(&Path, &Path)>) -> HttpRemote {
+        let port = free_port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/git-http-server.py");
+        let mut cmd = Command::new("python3");
+        cmd.arg(script).arg(root).arg(port.to_string()).arg(token);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let child = cmd.stdin(Stdio::null()).spawn().unwrap();
+        wait_for("the git http server", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        HttpRemote { child, port }
+    }
+}
+
+impl Drop for HttpRemote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_token() {
+    const FETCH_TOKEN: &str = "fetch-SECRET-0815-zz";
+    const SYNC_TOKEN: &str = "sync-SECRET-4711-yy";
+    let p = Project::new("git-sync");
+    host_dir(&p);
+    let remote = Remote::new(&p);
+    let a = remote.push(&stack("1", false), "v1\n", "web v1");
+    // A certificate for 127.0.0.1, trusted by git through GIT_SSL_CAINFO.
+    let cert = p.dir.path().join("cert.pem");
+    let key = p.dir.path().join("key.pem");
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = HttpRemote::start(p.dir.path(), FETCH_TOKEN, Some((&cert, &key)));
+    let url = format!("https://127.0.0.1:{}/remote.git", server.port);
+    // The premise: the server refuses a fetch without the token.
+    let refused = Command::new("git")
+        .args(["ls-remote", &url])
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSL_CAINFO", &cert)
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && (why.contains("401") || why.contains("could not read Username")),
+        "the server served without a token: {why}"
+    );
+
+    let tokens = p.dir.path().join("tokens");
+    std::fs::create_dir_all(&tokens).unwrap();
+    std::fs::write(tokens.join("fetch"), format!("{FETCH_TOKEN}\n")).unwrap();
+    std::fs::write(tokens.join("sync"), format!("{SYNC_TOKEN}\n")).unwrap();
+    // Polling once an hour: only the start and the sync endpoint fetch.
+    let d = Daemon::start_env(
+        &p,
+        &url,
+        &[("GIT_SSL_CAINFO", cert.to_str().unwrap())],
+        &[
+            "--poll",
+            "1h",
+            "--token-file",
+            tokens.join("fetch").to_str().unwrap(),
+            "--sync-token-file",
+            tokens.join("sync").to_str().unwrap(),
+        ],
+    );
+    wait_for(
+        "commit A deployed over http",
+        Duration::from_secs(60),
+        || deployed(&d, &a),
+    );
+
+    let b = remote.push(&stack("2", false), "v2\n", "web v2");
+    assert_eq!(d.request("POST", "/api/v1/sync", None).0, 401);
+    assert_eq!(d.request("POST", "/api/v1/sync", Some("wrong")).0, 401);
+    assert_eq!(d.request("POST", "/api/v1/sync", Some(FETCH_TOKEN)).0, 401);
+    assert_eq!(d.request("GET", "/api/v1/sync", Some(SYNC_TOKEN)).0, 405);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        d.status()["git"]["newest"],
+        a.as_str(),
+        "a refused sync fetched"
+    );
+
+    let asked = Instant::now();
+    let (code, body) = d.request("POST", "/api/v1/sync", Some(SYNC_TOKEN));
+    assert_eq!(code, 202, "{body}");
+    wait_for("commit B seen", Duration::from_secs(10), || {
+        d.status()["git"]["newest"] == b.as_str()
+    });
+    eprintln!("sync → commit seen in {:?}", asked.elapsed());
+    wait_for("commit B deployed", Duration::from_secs(60), || {
+        deployed(&d, &b)
+    });
+    assert!(web_env(&p).contains("VERSION=2"));
+
+    // A remote that cannot be reached: status says so, the deployed commit runs on.
+    drop(server);
+    assert_eq!(d.request("POST", "/api/v1/sync", Some(SYNC_TOKEN)).0, 202);
+    wait_for(
+        "the fetch failure in status",
+        Duration::from_secs(20),
+        || d.status()["git"]["problem"].is_string(),
+    );
+    let s = d.status();
+    assert!(
+        s["status"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("degraded")
+            || s.to_string().contains("degraded"),
+        "{s}"
+    );
+    assert_eq!(s["git"]["deployed"], b.as_str());
+    assert!(web_env(&p).contains("VERSION=2"));
+
+    // The tokens never show: not in the log, the status, the history.
+    let shown = [
+        d.log(),
+        d.request("GET", "/api/v1/status", None).1,
+        d.request("GET", "/metrics", None).1,
+        p.berth(&["status"]).stdout,
+        p.berth(&["history", "--json"]).stdout,
+    ];
+    for text in &shown {
+        assert!(
+            !text.contains(FETCH_TOKEN) && !text.contains(SYNC_TOKEN),
+            "a token leaked: {text}"
+        );
+    }
+}
+
+/// An `sshd` of our own on 127.0.0.1 (no system service), which lets in one key and
+/// runs git's upload-pack for it.
+struct SshRemote {
+    child: Child,
+    port: u16,
+    host_key_pub: String,
+}
+
+impl SshRemote {
+    fn start(dir: &Path, client_pub: &Path) -> SshRemote {
+        let port = free_port();
+        let host_key = dir.join("ssh_host_ed25519_key");
+        keygen(&host_key);
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {}\n",
+                host_key.display(),
+                client_pub.display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        // sshd wants its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new(SSHD)
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("sshd to listen", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        let host_key_pub = std::fs::read_to_string(host_key.with_extension("pub")).unwrap();
+        SshRemote {
+            child,
+            port,
+            host_key_pub,
+        }
+    }
+}
+
+impl Drop for SshRemote {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const SSHD: &str = "/usr/sbin/sshd";
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
+    // The premises: an sshd to run, and root (sshd's privilege separation, and the login).
+    assert!(
+        Path::new(SSHD).exists(),
+        "{SSHD} is missing: apt-get install openssh-server (or run .ci/run)"
+    );
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "this test runs sshd, which needs root"
+    );
+    let p = Project::new("git-ssh");
+    host_dir(&p);
+    let remote = Remote::new(&p);
+    let a = remote.push(&stack("1", false), "v1\n", "web v1");
+    let ssh = p.dir.path().join("ssh");
+    std::fs::create_dir_all(&ssh).unwrap();
+    let client = ssh.join("id_ed25519");
+    keygen(&client);
+    let server = SshRemote::start(&ssh, &client.with_extension("pub"));
+    let url = format!(
+        "ssh://root@127.0.0.1:{}{}",
+        server.port,
+        remote.bare.display()
+    );
+
+    // A known_hosts that does not know this server: refused, and status says so.
+    let wrong = ssh.join("known_hosts.wrong");
+    let other = ssh.join("other_key");
+    keygen(&other);
+    let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    std::fs::write(&wrong, format!("[127.0.0.1]:{} {other_pub}", server.port)).unwrap();
+    {
+        let d = Daemon::start(
+            &p,
+            &url,
+            &[
+                "--poll",
+                "1h",
+                "--ssh-key",
+                client.to_str().unwrap(),
+                "--known-hosts",
+                wrong.to_str().unwrap(),
+            ],
+        );
+        wait_for(
+            "the refused host key in status",
+            Duration::from_secs(30),
+            || {
+                // No desired state was ever read, so no project to report on: the
+                // log (and the systemd STATUS line) say why.
+                d.log().contains("Host key verification failed")
+            },
+        );
+        assert!(p.id("web").is_none(), "deployed from an unverified host");
+    }
+
+    let known = ssh.join("known_hosts");
+    std::fs::write(
+        &known,
+        format!("[127.0.0.1]:{} {}", server.port, server.host_key_pub),
+    )
+    .unwrap();
+    let d = Daemon::start(
+        &p,
+        &url,
+        &[
+            "--poll",
+            "300ms",
+            "--ssh-key",
+            client.to_str().unwrap(),
+            "--known-hosts",
+            known.to_str().unwrap(),
+        ],
+    );
+    wait_for(
+        "commit A deployed over ssh",
+        Duration::from_secs(60),
+        || deployed(&d, &a),
+    );
+    let b = remote.push(&stack("2", false), "v2\n", "web v2");
+    wait_for(
+        "commit B deployed over ssh",
+        Duration::from_secs(60),
+        || deployed(&d, &b),
+    );
+    assert!(web_env(&p).contains("VERSION=2"));
 }

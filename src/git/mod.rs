@@ -205,12 +205,13 @@ impl Repo {
             .map_err(GitError::Spawn)?;
         if !out.status.success() {
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let message = stderr
+            // The end of what git (and ssh) said: ssh's banners are left out.
+            let lines: Vec<&str> = stderr
                 .lines()
                 .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .collect::<Vec<_>>()
-                .join("; ");
+                .filter(|l| !l.is_empty() && !l.starts_with('@'))
+                .collect();
+            let message = lines[lines.len().saturating_sub(4)..].join("; ");
             return Err(GitError::Failed {
                 what: what.to_string(),
                 message: crate::redact::registered_text(&hide_userinfo(&message)),
