@@ -40,6 +40,15 @@ impl Resolver<'_> {
         self.placed(super::parse::normalize(&src.dir.join(rel)))
     }
 
+    /// As [`Resolver::locate`], but as the file names it (`dir/rel`, not normalized) when
+    /// there is no overlay: messages then show the path the way it was written.
+    pub(super) fn locate_raw(&self, src: &Source, rel: impl AsRef<std::path::Path>) -> PathBuf {
+        match &self.overlay {
+            Some(_) => self.locate(src, rel),
+            None => src.dir.join(rel),
+        }
+    }
+
     /// An absolute, normalized path as the overlay places it (unchanged without one).
     pub(super) fn placed(&self, p: PathBuf) -> PathBuf {
         match &self.overlay {
@@ -86,7 +95,7 @@ impl Resolver<'_> {
         };
         let praw = praw.get_ref();
         if let Some(env_file) = &praw.env_file {
-            let path = self.locate(psrc, env_file.get_ref());
+            let path = self.locate_raw(psrc, env_file.get_ref());
             if let Some(vars) = self.read_env_file(psrc, env_file, &path, false) {
                 self.env_file_vars = vars;
             }

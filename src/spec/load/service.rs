@@ -50,7 +50,7 @@ impl Resolver<'_> {
         let build = raw.build.as_ref().map(|b| {
             let br = b.get_ref();
             let context = self.string(src, &br.context).unwrap_or_default();
-            let context = self.locate(src, context);
+            let context = self.locate_raw(src, context);
             if !context.is_dir() {
                 self.err(
                     src,
@@ -81,7 +81,7 @@ impl Resolver<'_> {
 
         let mut environment = BTreeMap::new();
         if let Some(env_file) = &raw.env_file {
-            let path = self.locate(src, env_file.get_ref());
+            let path = self.locate_raw(src, env_file.get_ref());
             if let Some(vars) = self.read_env_file(src, env_file, &path, true) {
                 // Key names only, kept in the generation so a redactor rebuilt from the
                 // store still knows which values came from the file.
