@@ -13,7 +13,9 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use futures::FutureExt;
 use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
 use crate::gate::{GateOutcome, effective_probe, gate};
@@ -355,55 +357,153 @@ async fn execute_steps<R: Runtime>(
             .map_err(Failure::of)?;
     }
 
-    for level in desired.levels() {
-        if let Some(signal) = how.shutdown.signal() {
-            return Err(Failure::Interrupted(signal));
-        }
-        let results = join_all(level.iter().map(|name| {
-            let s = &desired.services[name];
-            converge_service(rt, desired, plan, s, &networks, how)
-        }))
-        .await;
-        let mut failure = None;
-        for (name, r) in level.iter().zip(results) {
-            let t = match r {
-                Ok(t) => t,
-                Err((f, t)) => {
-                    // A stop, then an engine gone, outranks a gate failure it may have
-                    // caused (see `Failure::rank`).
-                    if failure
-                        .as_ref()
-                        .is_none_or(|g: &Failure| f.rank() > g.rank())
-                    {
-                        failure = Some(f);
-                    }
-                    t
-                }
-            };
-            timings.insert(name.clone(), t);
-        }
-        if let Some(f) = failure {
-            // Dependents of a failed service are never started.
-            return Err(f);
-        }
-        // Migrations are a node of the DAG (semantic 5): they run once the database's
-        // level passed its gates, before the next level, which holds whatever depends on
-        // `migrations`.
-        if let Some(m) = &desired.migrations
-            && level.contains(&m.service)
-            && how.store.is_some()
-        {
+    // Every service's converge, from its first action to the end of its stability
+    // window. Under the pipelined rollout (DESIGN.md semantic 4) the next level starts as
+    // soon as every service of this one passed its probe once, and the windows run on
+    // beside it; the generation is healthy only once every one of them has closed. Under
+    // `stability = "before-dependents"` a level waits for its windows to close first.
+    let strict = desired.rollout.stability == crate::spec::Stability::BeforeDependents;
+    let networks = &networks;
+    // When each service's container started: a converge that fails while others are
+    // still gating records those too (`cut_ms`), so history shows what overlapped.
+    let started = std::sync::Mutex::new(BTreeMap::new());
+    let started_at = &started;
+    let result = async {
+        let mut running: FuturesUnordered<ServiceRun<'_>> = FuturesUnordered::new();
+        for level in desired.levels() {
             if let Some(signal) = how.shutdown.signal() {
                 return Err(Failure::Interrupted(signal));
             }
-            let t0 = now_ms();
-            let r = migrations_step(rt, desired, m, how).await;
-            let end = json!({"action": "migrate", "begin_ms": t0, "end_ms": now_ms()});
-            timings.insert(MIGRATIONS_NODE.to_string(), end);
-            r?;
+            let mut waiting: std::collections::BTreeSet<String> = level.iter().cloned().collect();
+            let mut readies = FuturesUnordered::new();
+            for name in &level {
+                let s = &desired.services[name];
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                let ready = (!strict).then_some(tx);
+                running.push(Box::pin(async move {
+                    (
+                        s.name.clone(),
+                        converge_service(
+                            rt,
+                            desired,
+                            plan,
+                            s,
+                            networks,
+                            how,
+                            Gating { ready, started_at },
+                        )
+                        .await,
+                    )
+                }));
+                let name = name.clone();
+                readies.push(async move {
+                    // A closed channel (the converge ended, or never probes) is ready too:
+                    // its end arrives through `running`.
+                    let _ = rx.await;
+                    name
+                });
+            }
+            while !waiting.is_empty() {
+                tokio::select! {
+                    Some((name, r)) = running.next() => {
+                        waiting.remove(&name);
+                        finished(&mut running, timings, name, r)?;
+                    }
+                    Some(name) = readies.next(), if !strict => {
+                        waiting.remove(&name);
+                    }
+                }
+            }
+            // Migrations are a node of the DAG (semantic 5): they run once the database's
+            // level passed its probes, before the next level, which holds whatever depends on
+            // `migrations`.
+            if let Some(m) = &desired.migrations
+                && level.contains(&m.service)
+                && how.store.is_some()
+            {
+                if let Some(signal) = how.shutdown.signal() {
+                    return Err(Failure::Interrupted(signal));
+                }
+                let t0 = now_ms();
+                // The windows of the levels below go on meanwhile; one that fails ends the
+                // converge at once.
+                let step = migrations_step(rt, desired, m, how);
+                tokio::pin!(step);
+                let r = loop {
+                    tokio::select! {
+                        r = &mut step => break r,
+                        Some((name, r)) = running.next() => {
+                            finished(&mut running, timings, name, r)?;
+                        }
+                    }
+                };
+                let end = json!({"action": "migrate", "begin_ms": t0, "end_ms": now_ms()});
+                timings.insert(MIGRATIONS_NODE.to_string(), end);
+                r?;
+            }
+        }
+        // Every window must close without a failure or restart.
+        while let Some((name, r)) = running.next().await {
+            finished(&mut running, timings, name, r)?;
+        }
+        Ok(())
+    }
+    .await;
+    if result.is_err() {
+        let cut = now_ms();
+        for (name, ms) in started.into_inner().expect("started lock") {
+            timings
+                .entry(name)
+                .or_insert_with(|| json!({"started_ms": ms, "cut_ms": cut}));
         }
     }
-    Ok(())
+    result
+}
+
+/// What a service's converge tells the level loop: the moment its probe first passed
+/// (`ready`; None under `before-dependents`), and when its container started.
+struct Gating<'a> {
+    ready: Option<tokio::sync::oneshot::Sender<std::time::Duration>>,
+    started_at: &'a std::sync::Mutex<BTreeMap<String, i64>>,
+}
+
+/// One service's converge, to the end of its gate, named.
+type ServiceRun<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (String, Result<Timing, (Failure, Timing)>)> + Send + 'a>,
+>;
+
+/// Record a service's end. A failure ends the converge: the other converges still
+/// running are dropped (their gates stop); of the ones that ended at the same moment, a
+/// stop, then an engine gone, outranks a gate failure it may have caused (see
+/// [`Failure::rank`]).
+fn finished(
+    running: &mut FuturesUnordered<ServiceRun<'_>>,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+    name: String,
+    r: Result<Timing, (Failure, Timing)>,
+) -> Result<(), Failure> {
+    let (t, failure) = match r {
+        Ok(t) => (t, None),
+        Err((f, t)) => (t, Some(f)),
+    };
+    timings.insert(name, t);
+    let Some(mut failure) = failure else {
+        return Ok(());
+    };
+    while let Some(Some((other, r))) = running.next().now_or_never() {
+        match r {
+            Ok(t) => {
+                timings.insert(other, t);
+            }
+            Err((f, t)) => {
+                timings.insert(other, t);
+                if f.rank() > failure.rank() {
+                    failure = f;
+                }
+            }
+        }
+    }
+    Err(failure)
 }
 
 /// Apply the pending migrations on the database container, recording the schema version
@@ -678,7 +778,9 @@ async fn converge_service<R: Runtime>(
     s: &Service,
     networks: &Networks,
     how: &Execution<'_>,
+    gating: Gating<'_>,
 ) -> Result<Timing, (Failure, Timing)> {
+    let Gating { ready, started_at } = gating;
     let report = how.report;
     let step = plan
         .step(&s.name)
@@ -791,11 +893,15 @@ async fn converge_service<R: Runtime>(
         Action::Remove => unreachable!("removals are not per-service steps"),
     };
     let started_ms = now_ms();
+    started_at
+        .lock()
+        .expect("started lock")
+        .insert(s.name.clone(), started_ms);
     let probe = effective_probe(s, has_healthcheck);
     let (deadline, min_healthy) = desired.gate_timing(s);
     let started = Instant::now();
     let gated = tokio::select! {
-        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy) => g,
+        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready) => g,
         signal = how.shutdown.requested() => {
             report.service(&s.name, "stopped while gating");
             return Err((

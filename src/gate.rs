@@ -36,6 +36,10 @@ pub fn effective_probe(service: &Service, image_has_healthcheck: bool) -> Option
 }
 
 /// Gate one started container.
+///
+/// `ready`, when given, is told the moment the probe first passes (with the time since
+/// the start): a pipelined converge (DESIGN.md semantic 4) starts the dependents then,
+/// while this gate goes on to the end of the stability window.
 pub async fn gate<R: Runtime>(
     rt: &R,
     container_id: &str,
@@ -43,6 +47,7 @@ pub async fn gate<R: Runtime>(
     probe: Option<&Probe>,
     healthy_deadline: Duration,
     min_healthy_time: Duration,
+    mut ready: Option<tokio::sync::oneshot::Sender<Duration>>,
 ) -> GateOutcome {
     let interval = service
         .health
@@ -62,6 +67,7 @@ pub async fn gate<R: Runtime>(
     let mut healthy_since: Option<Instant> = None;
     let mut first_healthy: Option<Duration> = None;
     let mut last = ProbeResult::new(false, "not probed yet");
+    let mut fast = Duration::from_millis(25);
     let network = &service.networks[0];
     loop {
         match rt.inspect_container(container_id, network).await {
@@ -108,7 +114,10 @@ pub async fn gate<R: Runtime>(
         let now = Instant::now();
         if last.ok {
             let since = *healthy_since.get_or_insert(now);
-            first_healthy.get_or_insert(now - start);
+            let first = *first_healthy.get_or_insert(now - start);
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(first);
+            }
             if now - since >= min_healthy_time {
                 return GateOutcome::Passed {
                     after: first_healthy.unwrap_or_default(),
@@ -128,7 +137,17 @@ pub async fn gate<R: Runtime>(
                 ),
             };
         }
-        tokio::time::sleep(interval).await;
+        // Until the first pass, probe early and then less often (25 ms doubling up to the
+        // interval): a service that is ready fast is seen fast, one that is slow is not
+        // probed more often than asked.
+        let wait = if first_healthy.is_none() {
+            let w = interval.min(fast);
+            fast = fast.saturating_mul(2);
+            w
+        } else {
+            interval
+        };
+        tokio::time::sleep(wait).await;
     }
 }
 

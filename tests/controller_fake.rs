@@ -730,3 +730,124 @@ async fn an_engine_that_stops_answering_mid_converge_interrupts_it_without_a_ver
         ApplyOutcome::NoChanges
     );
 }
+
+/// Issue 12: DESIGN.md semantic 4's pipelined stability windows.
+const PIPELINE: &str = r#"
+[project]
+name = "fake"
+[rollout]
+healthy_deadline = "2s"
+min_healthy_time = "600ms"
+{stability}
+[services.db]
+image = "fixture:1"
+environment = { FIXTURE_READY_AFTER = "0.1"{db_env} }
+health = { probe = "tcp", port = 8080, interval = "20ms" }
+[services.app]
+image = "fixture:1"
+depends_on = ["db"]
+environment = { VERSION = "{version}" }
+health = { probe = "http", port = 8080, interval = "20ms" }
+"#;
+
+fn pipeline(stability: &str, db_env: &str, version: &str) -> String {
+    PIPELINE
+        .replace("{stability}", stability)
+        .replace("{db_env}", db_env)
+        .replace("{version}", version)
+}
+
+/// When `what` happened, since the first event.
+fn at(rt: &FakeRuntime, what: &str) -> std::time::Duration {
+    rt.timed_events()
+        .iter()
+        .find(|(_, e)| e == what)
+        .map(|(t, _)| *t)
+        .unwrap_or_else(|| panic!("{what} missing in {:?}", rt.events()))
+}
+
+#[tokio::test]
+async fn a_dependent_starts_once_its_dependency_probed_healthy_while_the_window_runs_on() {
+    let t = setup().await;
+    let d = desired(t.dir.path(), &pipeline("", "", "1"));
+    let began = std::time::Instant::now();
+    let out = apply(&t, &d, false).await.unwrap();
+    let took = began.elapsed();
+    assert!(matches!(out, ApplyOutcome::Converged { .. }), "{out:?}");
+    let db_healthy = at(&t.rt, "healthy db");
+    let app_created = at(&t.rt, "create app");
+    assert!(
+        app_created >= db_healthy,
+        "the app was created before db's probe passed"
+    );
+    assert!(
+        app_created < db_healthy + std::time::Duration::from_millis(400),
+        "the app waited for db's 600 ms window: db healthy at {db_healthy:?}, app created at {app_created:?}"
+    );
+    // Both windows closed before the generation was called healthy: the converge took at
+    // least the app's start plus its own window.
+    assert!(
+        took >= app_created + std::time::Duration::from_millis(600),
+        "{took:?}"
+    );
+}
+
+#[tokio::test]
+async fn before_dependents_makes_each_level_wait_for_the_window_below() {
+    let t = setup().await;
+    let d = desired(
+        t.dir.path(),
+        &pipeline("stability = \"before-dependents\"", "", "1"),
+    );
+    let out = apply(&t, &d, false).await.unwrap();
+    assert!(matches!(out, ApplyOutcome::Converged { .. }), "{out:?}");
+    let db_healthy = at(&t.rt, "healthy db");
+    let app_created = at(&t.rt, "create app");
+    assert!(
+        app_created >= db_healthy + std::time::Duration::from_millis(600),
+        "the app started inside db's window: db healthy at {db_healthy:?}, app created at {app_created:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_dependency_that_dies_inside_its_window_after_its_dependent_started_reverts_both() {
+    let t = setup().await;
+    let good = desired(t.dir.path(), &pipeline("", "", "1"));
+    assert!(matches!(
+        apply(&t, &good, false).await.unwrap(),
+        ApplyOutcome::Converged { .. }
+    ));
+    // db passes its probe at 0.1 s and exits at 0.4 s: inside its 600 ms window, after
+    // the app was created and started.
+    let bad = desired(
+        t.dir.path(),
+        &pipeline("", r#", FIXTURE_EXIT_AFTER = "0.4""#, "2"),
+    );
+    let out = apply(&t, &bad, false).await.unwrap();
+    match &out {
+        ApplyOutcome::RolledBack { reason, .. } => {
+            assert!(
+                reason.contains("\"db\"") && reason.contains("exited"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a revert, got {other:?}"),
+    }
+    let events = t.rt.events();
+    let second_db = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| *e == "create db")
+        .nth(1)
+        .map(|(i, _)| i)
+        .expect("db recreated by generation 2");
+    assert!(
+        events[second_db..].iter().any(|e| e == "create app"),
+        "the app of generation 2 never started inside db's window: {events:?}"
+    );
+    // Both are back on generation 1's spec.
+    let g = t.store.latest("fake").await.unwrap().unwrap();
+    assert_eq!(g.outcome, Outcome::RolledBack);
+    let names = t.rt.container_names();
+    assert!(names.iter().any(|n| n.ends_with("db")) && names.iter().any(|n| n.ends_with("app")));
+}

@@ -57,17 +57,22 @@ fn cold_apply_starts_each_dependent_after_its_dependency_is_healthy() {
             "{dependent} started at {started} before {dep} was ready at {ready}"
         );
     }
-    // berth's own record agrees: gate passed before the dependent began.
+    // berth's own record agrees: the probe passed before the dependent began (the
+    // stability window runs on beside it: DESIGN.md semantic 4), and every window closed
+    // before the generation was called healthy.
     let hist = p.berth(&["history", "--json"]);
     let gens: serde_json::Value = serde_json::from_str(&hist.stdout).unwrap();
     let t = &gens[0]["timings"];
     assert_eq!(gens[0]["outcome"], "healthy");
-    assert!(
-        t["db"]["gate_passed_ms"].as_i64().unwrap() <= t["cache"]["begin_ms"].as_i64().unwrap()
-    );
-    assert!(
-        t["cache"]["gate_passed_ms"].as_i64().unwrap() <= t["app"]["begin_ms"].as_i64().unwrap()
-    );
+    let ms = |s: &str, k: &str| t[s][k].as_i64().unwrap_or_else(|| panic!("{s}.{k} in {t}"));
+    assert!(ms("db", "healthy_ms") <= ms("cache", "begin_ms"), "{t}");
+    assert!(ms("cache", "healthy_ms") <= ms("app", "begin_ms"), "{t}");
+    for s in ["db", "cache", "app"] {
+        assert!(
+            ms(s, "gate_passed_ms") >= ms(s, "healthy_ms") + 500,
+            "{s}'s window did not run its 500 ms: {t}"
+        );
+    }
     // Ownership labels are on every container.
     for s in ["db", "cache", "app"] {
         assert_eq!(
@@ -239,4 +244,84 @@ fn a_stopped_container_is_started_again_without_recreating_it() {
     assert_eq!(p.berth(&["apply"]).code, 0);
     assert_eq!(p.id("app").unwrap(), id);
     assert_eq!(p.inspect("app", "{{.State.Running}}"), "true");
+}
+
+/// Issue 12: a dependency and its dependent, the dependency's window long.
+const WINDOW: &str = r#"
+[project]
+name = "{project}"
+
+[rollout]
+healthy_deadline = "30s"
+min_healthy_time = "3s"
+{stability}
+
+[services.db]
+image = "berth-fixture:test"
+environment = { ROLE = "db"{db_env} }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+
+[services.app]
+image = "berth-fixture:test"
+depends_on = ["db"]
+environment = { ROLE = "app", VERSION = "{version}" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms", min_healthy_time = "200ms" }
+"#;
+
+fn window(stability: &str, db_env: &str, version: &str) -> String {
+    WINDOW
+        .replace("{stability}", stability)
+        .replace("{db_env}", db_env)
+        .replace("{version}", version)
+}
+
+fn timings(p: &Project, generation: usize) -> serde_json::Value {
+    let hist = p.berth(&["history", "--json"]);
+    let gens: serde_json::Value = serde_json::from_str(&hist.stdout).unwrap();
+    gens[generation - 1]["timings"].clone()
+}
+
+#[test]
+fn a_dependency_that_exits_inside_its_window_after_its_dependent_started_reverts_both() {
+    let p = Project::new("window");
+    p.write(&window("", "", "1"));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    // The app started while db's 3 s window was still open.
+    let t = timings(&p, 1);
+    let ms = |s: &str, k: &str| t[s][k].as_i64().unwrap_or_else(|| panic!("{s}.{k} in {t}"));
+    assert!(ms("app", "begin_ms") < ms("db", "gate_passed_ms"), "{t}");
+
+    // db now exits 2 s after its start: inside its window, after the app started.
+    p.write(&window("", r#", FIXTURE_EXIT_AFTER = "2""#, "2"));
+    let run = p.berth(&["apply"]);
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "{all}");
+    assert!(all.contains(r#"service "db" failed its gate"#), "{all}");
+    let t = timings(&p, 2);
+    let ms = |s: &str, k: &str| t[s][k].as_i64().unwrap_or_else(|| panic!("{s}.{k} in {t}"));
+    assert!(
+        ms("app", "started_ms") < ms("db", "failed_ms"),
+        "the app had not started before db failed: {t}"
+    );
+    // Both went back to generation 1's spec.
+    let env = |s: &str| p.inspect(s, "{{range .Config.Env}}{{.}} {{end}}");
+    assert!(!env("db").contains("FIXTURE_EXIT_AFTER"), "{}", env("db"));
+    assert!(env("app").contains("VERSION=1"), "{}", env("app"));
+    assert_eq!(p.inspect("db", "{{.State.Running}}"), "true");
+}
+
+#[test]
+fn before_dependents_starts_the_dependent_only_after_the_window_closed() {
+    let p = Project::new("strict");
+    p.write(&window("stability = \"before-dependents\"", "", "1"));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let t = timings(&p, 1);
+    let ms = |s: &str, k: &str| t[s][k].as_i64().unwrap_or_else(|| panic!("{s}.{k} in {t}"));
+    assert!(
+        ms("db", "gate_passed_ms") >= ms("db", "healthy_ms") + 3000,
+        "{t}"
+    );
+    assert!(ms("app", "begin_ms") >= ms("db", "gate_passed_ms"), "{t}");
 }

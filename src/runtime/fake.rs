@@ -33,6 +33,20 @@ struct FakeContainer {
     started: Option<Instant>,
     ready_after: Duration,
     never_healthy: bool,
+    /// `FIXTURE_EXIT_AFTER`: the process exits this long after its start, with
+    /// `FIXTURE_EXIT_CODE` (1 unless set), as the real fixture does.
+    exit_after: Option<Duration>,
+    exit_code: i64,
+}
+
+impl FakeContainer {
+    /// Running, and not past its `FIXTURE_EXIT_AFTER`.
+    fn alive(&self) -> bool {
+        self.running
+            && self
+                .exit_after
+                .is_none_or(|d| self.started.is_none_or(|t| t.elapsed() < d))
+    }
 }
 
 #[derive(Default)]
@@ -113,6 +127,18 @@ impl FakeRuntime {
             .unwrap()
             .images
             .retain(|k, v| k != reference && v.id != reference);
+    }
+
+    /// Events so far, with when they happened (since the first one).
+    pub fn timed_events(&self) -> Vec<(Duration, String)> {
+        let s = self.state.lock().unwrap();
+        let Some(first) = s.events.first().map(|(t, _)| *t) else {
+            return Vec::new();
+        };
+        s.events
+            .iter()
+            .map(|(t, e)| (t.duration_since(first), e.clone()))
+            .collect()
     }
 
     /// Events so far, as "what" strings in order.
@@ -231,7 +257,7 @@ impl Runtime for FakeRuntime {
                 config_hash: c.labels.get(LABEL_CONFIG_HASH).cloned(),
                 generation: c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
                 image_id: c.image_id.clone(),
-                state: if c.running { "running" } else { "exited" }.into(),
+                state: if c.alive() { "running" } else { "exited" }.into(),
                 health: None,
                 published: vec![],
             })
@@ -369,6 +395,14 @@ impl Runtime for FakeRuntime {
                     .unwrap_or(0.0),
             ),
             never_healthy: env.get("FIXTURE_NEVER_HEALTHY").is_some_and(|v| v == "1"),
+            exit_after: env
+                .get("FIXTURE_EXIT_AFTER")
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs_f64),
+            exit_code: env
+                .get("FIXTURE_EXIT_CODE")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1),
         });
         s.events
             .push((Instant::now(), format!("create {}", service.name)));
@@ -437,8 +471,12 @@ impl Runtime for FakeRuntime {
             .ok_or_else(|| not_found(id))?;
         Ok(ContainerDetails {
             id: c.id.clone(),
-            running: c.running,
-            exit_code: 0,
+            running: c.alive(),
+            exit_code: if c.running && !c.alive() {
+                c.exit_code
+            } else {
+                0
+            },
             restart_count: 0,
             health: None,
             ip: Some("10.0.0.1".into()),
@@ -477,7 +515,7 @@ impl Runtime for FakeRuntime {
         let Some(c) = s.containers.iter().find(|c| c.id == target.id).cloned() else {
             return ProbeResult::new(false, "no such container");
         };
-        let ok = c.running
+        let ok = c.alive()
             && !c.never_healthy
             && c.started.is_some_and(|t| t.elapsed() >= c.ready_after);
         if ok {

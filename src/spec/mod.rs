@@ -273,6 +273,28 @@ pub struct Rollout {
     /// When a gate fails, put the whole stack back to the last good generation.
     #[serde(default = "yes")]
     pub auto_revert: bool,
+    /// When dependents may start (DESIGN.md semantic 4). Left out of the stored JSON at
+    /// its default, so older desired states keep their hashes.
+    #[serde(default, skip_serializing_if = "Stability::is_default")]
+    pub stability: Stability,
+}
+
+/// `[rollout] stability`: when a service's dependents may start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stability {
+    /// Once its probe passed; its `min_healthy_time` window runs on beside them, and the
+    /// generation is healthy only when every window closed without a failure or restart.
+    #[default]
+    Pipelined,
+    /// Only once its window closed (each level waits for the one below to be stable).
+    BeforeDependents,
+}
+
+impl Stability {
+    fn is_default(&self) -> bool {
+        *self == Stability::Pipelined
+    }
 }
 
 fn yes() -> bool {
@@ -286,6 +308,7 @@ impl Default for Rollout {
             min_healthy_time: Duration::from_secs(1),
             progress_deadline: Duration::from_secs(600),
             auto_revert: true,
+            stability: Stability::Pipelined,
         }
     }
 }

@@ -89,6 +89,7 @@ pub(super) struct RawRollout {
     pub(super) min_healthy_time: Option<S>,
     pub(super) progress_deadline: Option<S>,
     pub(super) auto_revert: Option<bool>,
+    pub(super) stability: Option<S>,
 }
 
 /// `command = "a b"` or `command = ["a", "b"]`. Deserialized by hand rather than with

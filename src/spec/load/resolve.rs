@@ -143,6 +143,22 @@ impl Resolver<'_> {
                 if let Some(a) = r.auto_revert {
                     rollout.auto_revert = a;
                 }
+                if let Some(v) = &r.stability {
+                    match self.string(src, v).as_deref() {
+                        Some("pipelined") => rollout.stability = crate::spec::Stability::Pipelined,
+                        Some("before-dependents") => {
+                            rollout.stability = crate::spec::Stability::BeforeDependents
+                        }
+                        Some(other) => self.err(
+                            src,
+                            v.span(),
+                            format!(
+                                "rollout.stability {other:?}: use \"pipelined\" (dependents start once the probe passed; the default) or \"before-dependents\" (they wait for min_healthy_time too)"
+                            ),
+                        ),
+                        None => {}
+                    }
+                }
             }
         }
 
