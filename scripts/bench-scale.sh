@@ -42,19 +42,33 @@ for n in $sizes; do
   t=$(now)
   "$berth" --state "$work/state-$n.db" apply -f "$f" >/dev/null
   berth_s[$n]=$(echo "$(now) - $t" | bc)
+  printf 'N=%s: berth %.2f s (1 s stability window)\n' "$n" "${berth_s[$n]}"
   docker ps -aq --filter "label=berth.project=benchscale$n" | xargs -r docker rm -f >/dev/null
 
   c="$work/compose-$n.yml"
   { echo "services:"; for i in $(seq 1 "$n"); do printf '  s%03d:\n    image: berth-fixture:healthcheck\n' "$i"; done; } >"$c"
   t=$(now)
   docker-compose -p "benchscalec$n" -f "$c" up -d >/dev/null 2>&1
-  while [ "$(docker ps --filter "label=com.docker.compose.project=benchscalec$n" --filter health=healthy -q | wc -l)" -lt "$n" ]; do sleep 0.1; done
+  # The engine's own healthchecks (every 1 s, 1 s timeout, 1 retry) can keep flapping
+  # under the load of many containers on a small machine: give up after 120 s.
+  healthy=0
+  while :; do
+    healthy=$(docker ps --filter "label=com.docker.compose.project=benchscalec$n" --filter health=healthy -q | wc -l)
+    [ "$healthy" -ge "$n" ] && break
+    if [ "$(echo "$(now) - $t > 120" | bc)" = 1 ]; then break; fi
+    sleep 0.1
+  done
   compose_s[$n]=$(echo "$(now) - $t" | bc)
   docker-compose -p "benchscalec$n" -f "$c" down >/dev/null 2>&1 || true
-  printf 'N=%s: berth %.2f s (1 s stability window), docker-compose %.2f s (until all healthy)\n' "$n" "${berth_s[$n]}" "${compose_s[$n]}"
+  if [ "$healthy" -ge "$n" ]; then
+    printf 'N=%s: docker-compose %.2f s (until all healthy)\n' "$n" "${compose_s[$n]}"
+  else
+    printf 'N=%s: docker-compose: only %s of %s healthy at the same time after 120 s (the engine'"'"'s healthchecks flap under this load)\n' "$n" "$healthy" "$n"
+    compose_s[$n]=0
+  fi
 done
 set -- $sizes
 if [ $# -ge 2 ]; then
-  printf 'growth %s/%s: berth %.2fx, docker-compose %.2fx\n' "$2" "$1" \
-    "$(echo "${berth_s[$2]} / ${berth_s[$1]}" | bc -l)" "$(echo "${compose_s[$2]} / ${compose_s[$1]}" | bc -l)"
+  printf 'growth %s/%s: berth %.2fx (issue 12 target: 2.2 or less)\n' "$2" "$1" \
+    "$(echo "${berth_s[$2]} / ${berth_s[$1]}" | bc -l)"
 fi
