@@ -206,12 +206,22 @@ pub fn require_images(images: &[&str], how: &str) {
 }
 
 /// A TCP port nothing listens on right now.
+/// A port nobody listens on now, and one this test process has not handed out before:
+/// the kernel may give the same free port to two binds in a row, and two services of one
+/// stack must not be given the same host port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("0.0.0.0:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn docker(args: &[&str]) -> Output {
