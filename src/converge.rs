@@ -704,7 +704,7 @@ async fn job_already_ran(
     revision: &str,
     current: i64,
 ) -> Result<bool, crate::store::StoreError> {
-    let upgraded = format!("exit 0 `{}`", job.upgrade.join(" "));
+    let upgraded = crate::migrate::job::JobRun::event_head(0, &job.upgrade.join(" "));
     for g in store.history(Some(&desired.project.name)).await? {
         if g.id == current || g.schema_revision.as_deref() != Some(revision) {
             continue;
@@ -737,10 +737,7 @@ async fn record_job(
     run: &crate::migrate::job::JobRun,
 ) -> Result<(), Failure> {
     if let Some(store) = how.store {
-        let text = desired.redactor().text(&format!(
-            "exit {} `{command}`\n{}",
-            run.exit_code, run.output
-        ));
+        let text = desired.redactor().text(&run.event_text(command));
         store
             .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
             .await

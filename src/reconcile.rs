@@ -759,7 +759,7 @@ async fn undo_job_schema<R: Runtime>(
                 Err(e) => e.to_string(),
                 Ok(run) => {
                     let after = mjob::revision(&url, &job.version_table).await;
-                    let text = format!("exit {} `{command}`\n{}", run.exit_code, run.output);
+                    let text = run.event_text(&command);
                     store
                         .add_event(
                             current.id,

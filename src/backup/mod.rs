@@ -676,6 +676,17 @@ pub async fn restore<R: Runtime>(
     })
 }
 
+async fn rename_database<R: Runtime>(
+    rt: &R,
+    container: &str,
+    db: &Database,
+    from: &str,
+    to: &str,
+) -> Result<(), Error> {
+    let sql = format!("ALTER DATABASE {} RENAME TO {}", ident(from), ident(to));
+    psql(rt, container, db, "postgres", &sql).await.map(|_| ())
+}
+
 async fn drop_database<R: Runtime>(rt: &R, container: &str, db: &Database, name: &str) {
     let _ = psql(
         rt,
@@ -802,50 +813,15 @@ async fn swap<R: Runtime>(
         if !terminated.is_ok_and(|out| out.trim().is_empty()) {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        renamed = psql(
-            rt,
-            container,
-            db,
-            "postgres",
-            &format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                ident(&db.name),
-                ident(before)
-            ),
-        )
-        .await
-        .map(|_| ());
+        renamed = rename_database(rt, container, db, &db.name, before).await;
         if renamed.is_ok() {
             break;
         }
     }
     renamed?;
-    let swapped = psql(
-        rt,
-        container,
-        db,
-        "postgres",
-        &format!(
-            "ALTER DATABASE {} RENAME TO {}",
-            ident(fresh),
-            ident(&db.name)
-        ),
-    )
-    .await;
-    if let Err(e) = swapped {
+    if let Err(e) = rename_database(rt, container, db, fresh, &db.name).await {
         // Put the old one back under its name rather than leave none.
-        let _ = psql(
-            rt,
-            container,
-            db,
-            "postgres",
-            &format!(
-                "ALTER DATABASE {} RENAME TO {}",
-                ident(before),
-                ident(&db.name)
-            ),
-        )
-        .await;
+        let _ = rename_database(rt, container, db, before, &db.name).await;
         return Err(e);
     }
     Ok(())

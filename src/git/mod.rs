@@ -294,27 +294,11 @@ impl Repo {
         let tar = self
             .run("archive", &["archive", "--format=tar", &commit.id])
             .await?;
-        let parent = self.dir.join("trees");
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| GitError::Io { path, source }
-        };
-        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let tmp = parent.join(format!(".{}-{}", commit.id, std::process::id()));
-        let _ = std::fs::remove_dir_all(&tmp);
-        tar::Archive::new(&tar[..]).unpack(&tmp).map_err(io(&tmp))?;
-        match std::fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(dest),
-            // Another berth wrote it meanwhile: the same content.
-            Err(_) if dest.is_dir() => {
-                let _ = std::fs::remove_dir_all(&tmp);
-                Ok(dest)
-            }
-            Err(e) => Err(GitError::Io {
-                path: dest,
-                source: e,
-            }),
-        }
+        let tar = &tar[..];
+        publish(&dest, |tmp| {
+            tar::Archive::new(tar).unpack(tmp).map_err(io(tmp))
+        })?;
+        Ok(dest)
     }
 
     /// The object id of `rel` (a path inside the repository) at `commit`; None when the
@@ -373,24 +357,45 @@ impl Repo {
     }
 }
 
-/// Copy a file or directory to `dest` through a temporary sibling, so a half copy never
-/// stands under the final name.
-fn copy_into(from: &Path, dest: &Path) -> Result<(), GitError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| GitError::Io { path, source }
-    };
-    let parent = dest.parent().expect("objects/<oid>/<name> has a parent");
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> GitError + '_ {
+    move |source| GitError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Write `dest` through a temporary sibling that `write` fills, then rename it into
+/// place, so a half-written copy never stands under the final name. A `dest` another
+/// berth put there meanwhile is the same content: kept.
+fn publish(dest: &Path, write: impl FnOnce(&Path) -> Result<(), GitError>) -> Result<(), GitError> {
+    let parent = dest.parent().expect("a published path has a parent");
     std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let tmp = parent.join(format!(".tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let _ = std::fs::remove_file(&tmp);
-    if from.is_dir() {
+    let name = dest.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = parent.join(format!(".{name}-{}", std::process::id()));
+    let clear = || {
+        let _ = std::fs::remove_dir_all(&tmp);
+        let _ = std::fs::remove_file(&tmp);
+    };
+    clear();
+    write(&tmp)?;
+    match std::fs::rename(&tmp, dest) {
+        Ok(()) => Ok(()),
+        Err(_) if dest.exists() => {
+            clear();
+            Ok(())
+        }
+        Err(e) => Err(io(dest)(e)),
+    }
+}
+
+/// Copy a file or directory to `dest` (through [`publish`]).
+fn copy_into(from: &Path, dest: &Path) -> Result<(), GitError> {
+    publish(dest, |tmp| {
+        if !from.is_dir() {
+            return std::fs::copy(from, tmp).map(|_| ()).map_err(io(tmp));
+        }
         for entry in walkdir::WalkDir::new(from) {
-            let entry = entry.map_err(|e| GitError::Io {
-                path: from.to_path_buf(),
-                source: e.into(),
-            })?;
+            let entry = entry.map_err(|e| io(from)(e.into()))?;
             let rel = entry.path().strip_prefix(from).expect("walked under it");
             let to = tmp.join(rel);
             if entry.file_type().is_dir() {
@@ -402,21 +407,8 @@ fn copy_into(from: &Path, dest: &Path) -> Result<(), GitError> {
                 std::fs::copy(entry.path(), &to).map_err(io(&to))?;
             }
         }
-    } else {
-        std::fs::copy(from, &tmp).map_err(io(&tmp))?;
-    }
-    match std::fs::rename(&tmp, dest) {
-        Ok(()) => Ok(()),
-        Err(_) if dest.exists() => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            let _ = std::fs::remove_file(&tmp);
-            Ok(())
-        }
-        Err(e) => Err(GitError::Io {
-            path: dest.to_path_buf(),
-            source: e,
-        }),
-    }
+        Ok(())
+    })
 }
 
 /// What the daemon knows of its git source between turns: the newest commit fetched and

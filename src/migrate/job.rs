@@ -36,6 +36,21 @@ pub struct JobRun {
 }
 
 impl JobRun {
+    /// How a run is kept as an event of its generation: the exit code, the command, then
+    /// its output. `exit 0 \`CMD\`` starts the text of a run that succeeded.
+    pub fn event_text(&self, command: &str) -> String {
+        format!(
+            "{}\n{}",
+            Self::event_head(self.exit_code, command),
+            self.output
+        )
+    }
+
+    /// The first line of [`JobRun::event_text`].
+    pub fn event_head(exit_code: i64, command: &str) -> String {
+        format!("exit {exit_code} `{command}`")
+    }
+
     /// The last `n` non-empty lines of the output, for a reason.
     pub fn last_lines(&self, n: usize) -> String {
         let lines: Vec<&str> = self
@@ -170,8 +185,8 @@ async fn clear_leftover<R: Runtime>(rt: &R, project: &str, name: &str) -> Result
 /// Why the recorded revision could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum RevisionError {
-    #[error("cannot connect to the database: {0}")]
-    Connect(#[source] sqlx::Error),
+    #[error(transparent)]
+    Connect(#[from] super::Error),
     #[error("cannot read the revision from {table}: {source}")]
     Read {
         table: String,
@@ -184,10 +199,7 @@ pub enum RevisionError {
 /// is absent or empty: nothing migrated yet). Several rows (Alembic branches) are joined
 /// with `+`, sorted.
 pub async fn revision(url: &str, table: &str) -> Result<String, RevisionError> {
-    let mut conn = super::connect(url).await.map_err(|e| match e {
-        super::Error::Connect(e) => RevisionError::Connect(e),
-        other => RevisionError::Connect(sqlx::Error::Protocol(other.to_string())),
-    })?;
+    let mut conn = super::connect(url).await?;
     let result = read_revision(&mut conn, table).await;
     let _ = conn.close().await;
     result
