@@ -4,9 +4,12 @@
 //!
 //! Order of work: owned containers nobody wants are removed; the project's networks are
 //! found (by label) or created; then each DAG level starts in parallel and a level begins
-//! only once every service below it passed its gate; the migrations step runs right after
-//! the database service's level (DESIGN.md semantic 5). A recreate creates the new container
-//! first (under a temporary name), so a bad spec fails before the old one is stopped.
+//! once every service below it passed its probe (pipelined; or closed its stability
+//! window, under `stability = "before-dependents"`), while the windows below run on; the
+//! migrations step runs right after the database service's level (DESIGN.md semantic 5).
+//! The containers of a level are created (not started) one level ahead, while the level
+//! below gates ([`prepare`]). A recreate creates the new container first (under a
+//! temporary name), so a bad spec fails before the old one is stopped.
 //! Volumes are never removed. A stop request ([`Shutdown`]) ends a converge at the next
 //! step boundary: a gate being waited on, or the start of the next level.
 
@@ -18,7 +21,7 @@ use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
 use serde_json::json;
 
-use crate::gate::{GateOutcome, effective_probe, gate};
+use crate::gate::{GateOutcome, Watch, effective_probe, gate};
 use crate::hash::config_hash;
 use crate::images::{Images, Pins, pinned_images};
 use crate::observe::Observed;
@@ -368,18 +371,38 @@ async fn execute_steps<R: Runtime>(
     // still gating records those too (`cut_ms`), so history shows what overlapped.
     let started = std::sync::Mutex::new(BTreeMap::new());
     let started_at = &started;
+    // Followed from before the first start, so no gate misses an event.
+    let watch = &Watch::start(rt, project);
+    let levels = desired.levels();
     let result = async {
         let mut running: FuturesUnordered<ServiceRun<'_>> = FuturesUnordered::new();
-        for level in desired.levels() {
+        // Containers are made one level ahead: level k+1's while level k starts and
+        // gates (see [`prepare`]).
+        let mut ahead: BTreeMap<String, Prep<'_>> = BTreeMap::new();
+        let mut driving: FuturesUnordered<NamedPrep<'_>> = FuturesUnordered::new();
+        for (index, level) in levels.iter().enumerate() {
             if let Some(signal) = how.shutdown.signal() {
                 return Err(Failure::Interrupted(signal));
             }
+            let next = levels.get(index + 1).map(Vec::as_slice).unwrap_or_default();
+            for name in level.iter().chain(next) {
+                if !ahead.contains_key(name) {
+                    let s = &desired.services[name];
+                    let made = prepare(rt, desired, plan, s, networks, how)
+                        .boxed()
+                        .shared();
+                    ahead.insert(name.clone(), made.clone());
+                    let name = name.clone();
+                    driving.push(Box::pin(async move { (name, made.await) }));
+                }
+            }
             let mut waiting: std::collections::BTreeSet<String> = level.iter().cloned().collect();
             let mut readies = FuturesUnordered::new();
-            for name in &level {
+            for name in level {
                 let s = &desired.services[name];
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 let ready = (!strict).then_some(tx);
+                let prepared = ahead.get(name).cloned();
                 running.push(Box::pin(async move {
                     (
                         s.name.clone(),
@@ -388,9 +411,13 @@ async fn execute_steps<R: Runtime>(
                             desired,
                             plan,
                             s,
-                            networks,
                             how,
-                            Gating { ready, started_at },
+                            Gating {
+                                ready,
+                                started_at,
+                                prepared,
+                                watch,
+                            },
                         )
                         .await,
                     )
@@ -411,6 +438,9 @@ async fn execute_steps<R: Runtime>(
                     }
                     Some(name) = readies.next(), if !strict => {
                         waiting.remove(&name);
+                    }
+                    Some((name, made)) = driving.next() => {
+                        made_ahead(&mut running, timings, name, made)?;
                     }
                 }
             }
@@ -434,6 +464,9 @@ async fn execute_steps<R: Runtime>(
                         r = &mut step => break r,
                         Some((name, r)) = running.next() => {
                             finished(&mut running, timings, name, r)?;
+                        }
+                        Some((name, made)) = driving.next() => {
+                            made_ahead(&mut running, timings, name, made)?;
                         }
                     }
                 };
@@ -465,12 +498,46 @@ async fn execute_steps<R: Runtime>(
 struct Gating<'a> {
     ready: Option<tokio::sync::oneshot::Sender<std::time::Duration>>,
     started_at: &'a std::sync::Mutex<BTreeMap<String, i64>>,
+    /// The container made ahead ([`prepare`]), for a create or recreate.
+    prepared: Option<Prep<'a>>,
+    /// The project's events, for gates that judge only what the engine shows.
+    watch: &'a Watch,
 }
 
 /// One service's converge, to the end of its gate, named.
 type ServiceRun<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = (String, Result<Timing, (Failure, Timing)>)> + Send + 'a>,
 >;
+
+/// A service's timings, with when its container was made when it was made ahead.
+fn with_created(mut t: Timing, created_ms: Option<i64>) -> Timing {
+    if let (Some(ms), Some(map)) = (created_ms, t.as_object_mut()) {
+        map.insert("created_ms".into(), json!(ms));
+    }
+    t
+}
+
+/// A [`prepare`] under way, named.
+type NamedPrep<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (String, Result<Prepared, Failure>)> + Send + 'a>,
+>;
+
+/// A container made ahead: a failure to make it fails the converge at once, though its
+/// level has not begun (its spec is bad whatever happens below).
+fn made_ahead(
+    running: &mut FuturesUnordered<ServiceRun<'_>>,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+    name: String,
+    made: Result<Prepared, Failure>,
+) -> Result<(), Failure> {
+    match made {
+        Ok(_) => Ok(()),
+        Err(f) => {
+            let t = json!({"action": "create", "failed_ms": now_ms()});
+            finished(running, timings, name, Err((f, t)))
+        }
+    }
+}
 
 /// Record a service's end. A failure ends the converge: the other converges still
 /// running are dropped (their gates stop); of the ones that ended at the same moment, a
@@ -768,16 +835,112 @@ async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure>
 
 type Timing = serde_json::Value;
 
-async fn converge_service<R: Runtime>(
+/// A service's container, made ahead of its start (DESIGN.md semantic 4, issue 12): its
+/// id and when it was made. None for a step that makes no container.
+type Prepared = Option<(String, i64)>;
+
+/// A [`prepare`] under way, shared by the level loop (which drives it while the level
+/// below gates) and the service's own converge (which starts what it made).
+type Prep<'a> = futures::future::Shared<
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Prepared, Failure>> + Send + 'a>>,
+>;
+
+/// Make a service's container ahead of its level: its named volumes, then the container,
+/// created and not started. A create makes it under its own name; a recreate makes the
+/// new one under a temporary name beside the old one, which goes on running until the
+/// service's level begins (so a bad spec fails before anything is stopped). Nothing
+/// listens or binds a port before its start. A converge that ends before the level
+/// leaves what was made for the next plan: a created container of this generation is
+/// started, a temporary copy is a stray and removed.
+async fn prepare<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     plan: &Plan,
     s: &Service,
     networks: &Networks,
     how: &Execution<'_>,
+) -> Result<Prepared, Failure> {
+    let step = plan
+        .step(&s.name)
+        .expect("every desired service has a step");
+    if !matches!(step.action, Action::Create | Action::Recreate) {
+        return Ok(None);
+    }
+    for v in &s.volumes {
+        if let Volume::Named { name, .. } = v {
+            rt.ensure_volume(name, &desired.project.name)
+                .await
+                .map_err(Failure::of)?;
+        }
+    }
+    let mut labels = s.labels.clone();
+    labels.insert(LABEL_PROJECT.into(), desired.project.name.clone());
+    labels.insert(LABEL_SERVICE.into(), s.name.clone());
+    labels.insert(LABEL_CONFIG_HASH.into(), config_hash(s));
+    labels.insert(LABEL_GENERATION.into(), how.generation.to_string());
+    // The image runs by ID: the generation pins exactly what was checked. Never by tag:
+    // a tag may point elsewhere by now.
+    let Some((image, _)) = how.images.get(&s.image) else {
+        return Err(Failure::Gate(format!(
+            "no image ID is known for service {:?} ({}); not running it by tag",
+            s.name, s.image
+        )));
+    };
+    if step.action == Action::Create {
+        let id = rt
+            .create_container(&s.container_name, s, image, &labels, networks)
+            .await
+            .map_err(Failure::of)?;
+        how.report.service(&s.name, "created");
+        return Ok(Some((id, now_ms())));
+    }
+    let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
+    let id = match rt
+        .create_container(&temp, s, image, &labels, networks)
+        .await
+    {
+        Ok(id) => id,
+        Err(e) if !e.is_unreachable() => {
+            // A berth killed mid-recreate can leave its temporary copy behind (the engine
+            // may even finish that create after berth died). It is this project's own,
+            // made for this very spec: remove it and create it again. Anything else
+            // holding the name is an error.
+            let held = rt.name_holders(std::slice::from_ref(&temp)).await;
+            let stale = held
+                .ok()
+                .and_then(|h| h.get(&temp).cloned())
+                .filter(|h| h.project.as_deref() == Some(desired.project.name.as_str()));
+            let Some(stale) = stale else {
+                return Err(Failure::of(e));
+            };
+            how.report.service(
+                &s.name,
+                "removing a temporary copy left by an interrupted recreate",
+            );
+            rt.remove_container(&stale.id).await.map_err(Failure::of)?;
+            rt.create_container(&temp, s, image, &labels, networks)
+                .await
+                .map_err(Failure::of)?
+        }
+        Err(e) => return Err(Failure::of(e)),
+    };
+    Ok(Some((id, now_ms())))
+}
+
+async fn converge_service<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    plan: &Plan,
+    s: &Service,
+    how: &Execution<'_>,
     gating: Gating<'_>,
 ) -> Result<Timing, (Failure, Timing)> {
-    let Gating { ready, started_at } = gating;
+    let Gating {
+        ready,
+        started_at,
+        prepared,
+        watch,
+    } = gating;
     let report = how.report;
     let step = plan
         .step(&s.name)
@@ -789,10 +952,9 @@ async fn converge_service<R: Runtime>(
             json!({"action": format!("{:?}", step.action).to_lowercase(), "failed_ms": now_ms()}),
         )
     };
-    let fail = |e: String| fail_with(Failure::Gate(e));
     let fail_rt = |e: RuntimeError| fail_with(Failure::of(e));
-    let image = how.images.get(&s.image).cloned();
-    let has_healthcheck = image.as_ref().is_some_and(|i| i.1);
+    let has_healthcheck = how.images.get(&s.image).is_some_and(|i| i.1);
+    let mut created_ms = None;
     let id = match step.action {
         Action::Noop if !how.gate_all => {
             return Ok(json!({"action": "noop"}));
@@ -815,56 +977,16 @@ async fn converge_service<R: Runtime>(
             id
         }
         Action::Create | Action::Recreate => {
-            for v in &s.volumes {
-                if let Volume::Named { name, .. } = v {
-                    rt.ensure_volume(name, &desired.project.name)
-                        .await
-                        .map_err(fail_rt)?;
-                }
-            }
-            let mut labels = s.labels.clone();
-            labels.insert(LABEL_PROJECT.into(), desired.project.name.clone());
-            labels.insert(LABEL_SERVICE.into(), s.name.clone());
-            labels.insert(LABEL_CONFIG_HASH.into(), config_hash(s));
-            labels.insert(LABEL_GENERATION.into(), how.generation.to_string());
-            // The image runs by ID: the generation pins exactly what was checked. Never
-            // by tag: a tag may point elsewhere by now.
-            let Some((image, _)) = image else {
-                return Err(fail(format!(
-                    "no image ID is known for service {:?} ({}); not running it by tag",
-                    s.name, s.image
-                )));
+            // Made ahead, while the level below was gating (see [`prepare`]).
+            let Some((id, at)) = prepared
+                .expect("a create has a prepared container")
+                .await
+                .map_err(fail_with)?
+            else {
+                unreachable!("a create or recreate prepares a container");
             };
-            let id = if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
-                let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
-                let id = match rt
-                    .create_container(&temp, s, &image, &labels, networks)
-                    .await
-                {
-                    Ok(id) => id,
-                    Err(e) if !e.is_unreachable() => {
-                        // A berth killed mid-recreate can leave its temporary copy behind
-                        // (the engine may even finish that create after berth died). It
-                        // is this project's own, made for this very spec: remove it and
-                        // create it again. Anything else holding the name is an error.
-                        let held = rt.name_holders(std::slice::from_ref(&temp)).await;
-                        let stale = held.ok().and_then(|h| h.get(&temp).cloned()).filter(|h| {
-                            h.project.as_deref() == Some(desired.project.name.as_str())
-                        });
-                        let Some(stale) = stale else {
-                            return Err(fail_rt(e));
-                        };
-                        report.service(
-                            &s.name,
-                            "removing a temporary copy left by an interrupted recreate",
-                        );
-                        rt.remove_container(&stale.id).await.map_err(fail_rt)?;
-                        rt.create_container(&temp, s, &image, &labels, networks)
-                            .await
-                            .map_err(fail_rt)?
-                    }
-                    Err(e) => return Err(fail_rt(e)),
-                };
+            created_ms = Some(at);
+            if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 // A paused container cannot take SIGTERM; removal kills it outright.
                 if old.state != "paused" {
                     rt.stop_container(&old.id).await.map_err(fail_rt)?;
@@ -874,15 +996,7 @@ async fn converge_service<R: Runtime>(
                     .await
                     .map_err(fail_rt)?;
                 report.service(&s.name, &format!("recreated ({})", step.reason));
-                id
-            } else {
-                let id = rt
-                    .create_container(&s.container_name, s, &image, &labels, networks)
-                    .await
-                    .map_err(fail_rt)?;
-                report.service(&s.name, "created");
-                id
-            };
+            }
             rt.start_container(&id).await.map_err(fail_rt)?;
             report.service(&s.name, "started");
             id
@@ -898,16 +1012,16 @@ async fn converge_service<R: Runtime>(
     let (deadline, min_healthy) = desired.gate_timing(s);
     let started = Instant::now();
     let gated = tokio::select! {
-        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready) => g,
+        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready, Some(watch)) => g,
         signal = how.shutdown.requested() => {
             report.service(&s.name, "stopped while gating");
             return Err((
                 Failure::Interrupted(signal),
-                json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}),
+                with_created(json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}), created_ms),
             ));
         }
     };
-    match gated {
+    let out = match gated {
         GateOutcome::Passed { after, probe } => {
             report.service(
                 &s.name,
@@ -945,5 +1059,9 @@ async fn converge_service<R: Runtime>(
                 }),
             ))
         }
+    };
+    match out {
+        Ok(t) => Ok(with_created(t, created_ms)),
+        Err((f, t)) => Err((f, with_created(t, created_ms))),
     }
 }

@@ -139,8 +139,8 @@ async fn each_level_starts_only_after_the_level_below_is_healthy() {
             .position(|x| x == e)
             .unwrap_or_else(|| panic!("{e} missing in {events:?}"))
     };
-    assert!(pos("healthy db") < pos("create cache"), "{events:?}");
-    assert!(pos("healthy cache") < pos("create app"), "{events:?}");
+    assert!(pos("healthy db") < pos("start cache"), "{events:?}");
+    assert!(pos("healthy cache") < pos("start app"), "{events:?}");
 }
 
 #[tokio::test]
@@ -272,9 +272,12 @@ async fn a_converge_stopped_in_a_gate_is_interrupted_and_the_next_one_resumes_it
         t.store.latest("fake").await.unwrap().unwrap().outcome,
         Outcome::Interrupted
     );
+    // The level above was made ahead (created, not started); nothing past the
+    // interrupted level starts.
     assert!(
-        !t.rt.container_names().contains(&"fake-cache".to_string()),
-        "nothing past the interrupted level starts"
+        !t.rt.events().iter().any(|e| e == "start cache"),
+        "nothing past the interrupted level starts: {:?}",
+        t.rt.events()
     );
     // The next converge finishes generation 1 itself: no new generation.
     assert_eq!(
@@ -775,19 +778,19 @@ async fn a_dependent_starts_once_its_dependency_probed_healthy_while_the_window_
     let took = began.elapsed();
     assert!(matches!(out, ApplyOutcome::Converged { .. }), "{out:?}");
     let db_healthy = at(&t.rt, "healthy db");
-    let app_created = at(&t.rt, "create app");
+    let app_started = at(&t.rt, "start app");
     assert!(
-        app_created >= db_healthy,
-        "the app was created before db's probe passed"
+        app_started >= db_healthy,
+        "the app started before db's probe passed"
     );
     assert!(
-        app_created < db_healthy + std::time::Duration::from_millis(400),
-        "the app waited for db's 600 ms window: db healthy at {db_healthy:?}, app created at {app_created:?}"
+        app_started < db_healthy + std::time::Duration::from_millis(400),
+        "the app waited for db's 600 ms window: db healthy at {db_healthy:?}, app started at {app_started:?}"
     );
     // Both windows closed before the generation was called healthy: the converge took at
     // least the app's start plus its own window.
     assert!(
-        took >= app_created + std::time::Duration::from_millis(600),
+        took >= app_started + std::time::Duration::from_millis(600),
         "{took:?}"
     );
 }
@@ -802,11 +805,70 @@ async fn before_dependents_makes_each_level_wait_for_the_window_below() {
     let out = apply(&t, &d, false).await.unwrap();
     assert!(matches!(out, ApplyOutcome::Converged { .. }), "{out:?}");
     let db_healthy = at(&t.rt, "healthy db");
-    let app_created = at(&t.rt, "create app");
+    let app_started = at(&t.rt, "start app");
     assert!(
-        app_created >= db_healthy + std::time::Duration::from_millis(600),
-        "the app started inside db's window: db healthy at {db_healthy:?}, app created at {app_created:?}"
+        app_started >= db_healthy + std::time::Duration::from_millis(600),
+        "the app started inside db's window: db healthy at {db_healthy:?}, app started at {app_started:?}"
     );
+}
+
+/// Issue 12, work ahead of the gate: the next level's containers are made (not started)
+/// while the level below starts and gates, under either stability setting.
+#[tokio::test]
+async fn the_next_levels_containers_are_created_while_the_level_below_gates() {
+    for stability in ["", "stability = \"before-dependents\""] {
+        let t = setup().await;
+        let d = desired(t.dir.path(), &pipeline(stability, "", "1"));
+        let out = apply(&t, &d, false).await.unwrap();
+        assert!(matches!(out, ApplyOutcome::Converged { .. }), "{out:?}");
+        let db_started = at(&t.rt, "start db");
+        let db_healthy = at(&t.rt, "healthy db");
+        let app_created = at(&t.rt, "create app");
+        let app_started = at(&t.rt, "start app");
+        // db is ready 100 ms after its start: the app was made before that.
+        assert!(
+            app_created < db_healthy,
+            "{stability}: the app was created only at {app_created:?}, after db's probe passed at {db_healthy:?} (db started at {db_started:?})"
+        );
+        assert!(
+            app_started >= db_healthy,
+            "{stability}: {:?}",
+            t.rt.events()
+        );
+    }
+}
+
+/// A container of the next level that cannot be made fails the converge at once, while
+/// the level below is still in its window, and the revert puts the stack back.
+#[tokio::test]
+async fn a_container_that_cannot_be_made_ahead_fails_the_converge_at_once() {
+    let t = setup().await;
+    let good = desired(t.dir.path(), &pipeline("", "", "1"));
+    assert!(matches!(
+        apply(&t, &good, false).await.unwrap(),
+        ApplyOutcome::Converged { .. }
+    ));
+    // Generation 2 changes both; the engine refuses the app's new container, and db's
+    // new one never passes its probe. A converge that waited for db's gate before making
+    // the app would fail on db's healthy_deadline instead.
+    let bad = desired(
+        t.dir.path(),
+        &pipeline("", r#", FIXTURE_NEVER_HEALTHY = "1""#, "2"),
+    );
+    t.rt.refuse_create("app");
+    let out = apply(&t, &bad, false).await.unwrap();
+    match &out {
+        ApplyOutcome::RolledBack { reason, .. } => assert!(
+            reason.contains("refused by the fake engine") && !reason.contains("healthy_deadline"),
+            "{reason}"
+        ),
+        other => panic!("expected a revert, got {other:?}"),
+    }
+    // Back on generation 1: the old app never stopped (its replacement was never made).
+    let g = t.store.latest("fake").await.unwrap().unwrap();
+    assert_eq!(g.outcome, Outcome::RolledBack);
+    let names = t.rt.container_names();
+    assert!(names.iter().any(|n| n.ends_with("db")) && names.iter().any(|n| n.ends_with("app")));
 }
 
 #[tokio::test]

@@ -204,8 +204,12 @@ fn a_service_that_never_gets_healthy_fails_apply_naming_it() {
     );
     assert!(run.stderr.contains("http :8080/health"), "{}", run.stderr);
     assert!(run.stderr.contains("503"), "{}", run.stderr);
-    // Its dependent was never started.
-    assert!(p.id("app").is_none(), "app must not have been created");
+    // Its dependent was made ahead (created) and never started.
+    assert_eq!(
+        p.inspect("app", "{{.State.Status}} {{.State.StartedAt}}"),
+        "created 0001-01-01T00:00:00Z",
+        "app must have been made ahead and never started"
+    );
     let hist = p.berth(&["history"]);
     assert!(hist.stdout.contains("failed"), "{}", hist.stdout);
 }

@@ -30,6 +30,84 @@ environment = { FIXTURE_READY_AFTER = "2" }
     assert_eq!(p.inspect("web", "{{.State.Health.Status}}"), "healthy");
 }
 
+/// Issue 12: a gate on the image's HEALTHCHECK follows the engine's events (health_status,
+/// die, start) instead of inspecting the container every probe interval.
+#[test]
+fn a_healthcheck_gate_follows_the_engines_events_instead_of_polling() {
+    let p = Project::new("imghcev");
+    p.write(
+        r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "30s"
+min_healthy_time = "3s"
+[services.web]
+image = "berth-fixture:healthcheck"
+environment = { FIXTURE_READY_AFTER = "1" }
+"#,
+    );
+    let run = p.berth_env(
+        &["apply"],
+        &[
+            ("BERTH_LOG", "berth::runtime=debug"),
+            ("BERTH_LOG_FORMAT", "json"),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.contains("(docker healthcheck)"),
+        "{}",
+        run.stdout
+    );
+    // The premise: the calls are counted in the log at all.
+    assert!(run.stderr.contains(r#""call":"events""#), "{}", run.stderr);
+    // About 4 s from start to the window's end. Polled every 250 ms (the default
+    // interval) that is 16 inspects or more; following events it is the first one, one
+    // per event (start, health_status), one at the window's end, and a fallback every 2 s.
+    let inspects = run.stderr.matches(r#""call":"inspect_container""#).count();
+    assert!(
+        (1..=8).contains(&inspects),
+        "{inspects} inspects of the container while gating"
+    );
+}
+
+/// A container gated on its HEALTHCHECK that exits inside its window fails the gate, seen
+/// from its `die` event.
+#[test]
+fn a_healthcheck_gated_container_that_exits_inside_its_window_fails_the_gate() {
+    let p = Project::new("imghcdie");
+    p.write(
+        r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "30s"
+min_healthy_time = "20s"
+[services.web]
+image = "berth-fixture:healthcheck"
+restart = "no"
+environment = { FIXTURE_READY_AFTER = "0.2", FIXTURE_HEALTHY_FOR = "3" }
+"#,
+    );
+    let began = std::time::Instant::now();
+    let run = p.berth(&["apply"]);
+    // A first apply has nothing to revert to: degraded, exit 4.
+    assert_eq!(run.code, 4, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("service \"web\" failed its gate: the container exited (code 1)"),
+        "{}",
+        run.stderr
+    );
+    // Seen when it happened, not at the end of the 20 s window.
+    assert!(
+        began.elapsed() < std::time::Duration::from_secs(15),
+        "{:?}",
+        began.elapsed()
+    );
+}
+
 #[test]
 fn an_image_that_cannot_be_had_stops_nothing_and_names_the_image() {
     let p = Project::new("noimg");

@@ -35,7 +35,17 @@ use crate::spec::{
 pub struct DockerRuntime {
     docker: Docker,
     http: reqwest::Client,
+    /// The bound on short engine calls under way at once (see [`ENGINE_CALLS`]).
+    calls: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// How many short engine calls (create, start, remove, rename, inspect a container, create
+/// a volume) berth has under way at once. A converge of 100 services otherwise asks the
+/// engine for 100 creates, then 100 starts, at the same moment; the engine serialises
+/// much of that work anyway, and its own healthchecks (an exec each) queue behind it. The
+/// calls that may take long by design (stop, exec, logs, pulls, builds, events) are not
+/// bounded. `BERTH_ENGINE_CALLS` sets it.
+pub const ENGINE_CALLS: usize = 8;
 
 fn api(context: impl Into<String>) -> impl FnOnce(BollardError) -> RuntimeError {
     let context = context.into();
@@ -100,13 +110,27 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(api("negotiating the Docker API version"))?;
+        let calls = std::env::var("BERTH_ENGINE_CALLS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(ENGINE_CALLS);
         Ok(DockerRuntime {
             docker,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .build()
                 .expect("http client builds"),
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(calls)),
         })
+    }
+
+    /// A place among the short engine calls under way ([`ENGINE_CALLS`]).
+    async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.calls
+            .acquire()
+            .await
+            .expect("the semaphore is never closed")
     }
 }
 
@@ -553,6 +577,7 @@ impl Runtime for DockerRuntime {
 
     async fn ensure_volume(&self, name: &str, project: &str) -> Result<(), RuntimeError> {
         call("create_volume");
+        let _slot = self.slot().await;
         // Creating an existing volume is a no-op in Docker; its data is untouched.
         let req = VolumeCreateRequest {
             name: Some(name.to_string()),
@@ -575,6 +600,7 @@ impl Runtime for DockerRuntime {
         networks: &Networks,
     ) -> Result<String, RuntimeError> {
         call("create_container");
+        let _slot = self.slot().await;
         // By ID: a name can be ambiguous when Docker holds several networks of it.
         let network_id = |n: &String| networks.get(n).cloned().unwrap_or_else(|| n.clone());
         let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
@@ -690,6 +716,7 @@ impl Runtime for DockerRuntime {
 
     async fn start_container(&self, id: &str) -> Result<(), RuntimeError> {
         call("start_container");
+        let _slot = self.slot().await;
         self.docker
             .start_container(id, None)
             .await
@@ -712,6 +739,7 @@ impl Runtime for DockerRuntime {
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         call("remove_container");
+        let _slot = self.slot().await;
         // v=false: anonymous volumes stay too. berth never deletes volume data.
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)
@@ -726,6 +754,7 @@ impl Runtime for DockerRuntime {
 
     async fn rename_container(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
         call("rename_container");
+        let _slot = self.slot().await;
         let opts = RenameContainerOptionsBuilder::default().name(name).build();
         self.docker
             .rename_container(id, opts)
@@ -739,6 +768,7 @@ impl Runtime for DockerRuntime {
         network: &str,
     ) -> Result<ContainerDetails, RuntimeError> {
         call("inspect_container");
+        let _slot = self.slot().await;
         let c = self
             .docker
             .inspect_container(id, None)
@@ -801,8 +831,16 @@ impl Runtime for DockerRuntime {
             ),
         ]
         .into();
+        // From now, by the engine's clock (the same host's): the engine replays what
+        // happened between this call and the stream's start, so a gate that subscribed
+        // before a container started sees all of its events.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let since = format!("{}.{:09}", since.as_secs(), since.subsec_nanos());
         let opts = bollard::query_parameters::EventsOptionsBuilder::default()
             .filters(&filters)
+            .since(&since)
             .build();
         // The stream borrows the client: a task owns both and forwards until either side
         // goes (the engine connection drops, or nobody listens any more).
@@ -810,12 +848,13 @@ impl Runtime for DockerRuntime {
             let mut stream = std::pin::pin!(docker.events(Some(opts)));
             while let Some(item) = stream.next().await {
                 let item = item
-                    .map(|e| super::ContainerEvent {
-                        service: e
-                            .actor
-                            .and_then(|a| a.attributes)
-                            .and_then(|a| a.get(LABEL_SERVICE).cloned()),
-                        action: e.action.unwrap_or_default(),
+                    .map(|e| {
+                        let actor = e.actor.unwrap_or_default();
+                        super::ContainerEvent {
+                            id: actor.id.unwrap_or_default(),
+                            service: actor.attributes.and_then(|a| a.get(LABEL_SERVICE).cloned()),
+                            action: e.action.unwrap_or_default(),
+                        }
                     })
                     .map_err(api("reading the engine's events"));
                 if tx.unbounded_send(item).is_err() {

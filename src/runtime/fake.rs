@@ -68,6 +68,8 @@ struct State {
     /// What every [`Runtime::exec_stream`] writes to its stdout, and the commands it ran.
     exec_stdout: Vec<u8>,
     execs: Vec<Vec<String>>,
+    /// Services whose containers the engine refuses to create.
+    refuse_create: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -108,6 +110,13 @@ impl FakeRuntime {
         if down {
             s.listeners.clear();
         }
+    }
+
+    /// Make the engine refuse to create containers of `service` (as it does a spec it
+    /// cannot run).
+    pub fn refuse_create(&self, service: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.refuse_create.insert(service.to_string());
     }
 
     /// Make every pull fail as an unreachable registry does.
@@ -175,13 +184,10 @@ impl FakeRuntime {
 
     /// Tell every event listener what happened to container `name`.
     fn tell(s: &mut State, name: &str, action: &str) {
-        let service = s
-            .containers
-            .iter()
-            .find(|c| c.name == name)
-            .and_then(|c| c.labels.get(LABEL_SERVICE).cloned());
+        let container = s.containers.iter().find(|c| c.name == name);
         let event = super::ContainerEvent {
-            service,
+            id: container.map(|c| c.id.clone()).unwrap_or_default(),
+            service: container.and_then(|c| c.labels.get(LABEL_SERVICE).cloned()),
             action: action.into(),
         };
         s.listeners
@@ -367,6 +373,12 @@ impl Runtime for FakeRuntime {
         _networks: &super::Networks,
     ) -> Result<String, RuntimeError> {
         let mut s = self.call("create_container")?;
+        if s.refuse_create.contains(&service.name) {
+            return Err(RuntimeError::Api {
+                context: format!("creating container {name}"),
+                message: "refused by the fake engine".into(),
+            });
+        }
         if s.containers.iter().any(|c| c.name == name) {
             return Err(RuntimeError::Api {
                 context: format!("creating container {name}"),

@@ -127,6 +127,8 @@ impl ProbeResult {
 /// Something the engine says happened to one of the project's containers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerEvent {
+    /// The container's ID.
+    pub id: String,
     /// The `berth.service` label of the container, when it has one.
     pub service: Option<String>,
     /// Docker's action word: die, stop, kill, destroy, oom, health_status: unhealthy...
@@ -134,6 +136,16 @@ pub struct ContainerEvent {
 }
 
 impl ContainerEvent {
+    /// Whether what the engine shows of the container (running, exit code, restarts,
+    /// health) may have changed: everything but the `exec_*` events a HEALTHCHECK makes
+    /// on every run, and creates, renames and the like.
+    pub fn changes_state(&self) -> bool {
+        matches!(
+            self.action.as_str(),
+            "start" | "die" | "stop" | "kill" | "destroy" | "oom" | "pause" | "unpause" | "restart"
+        ) || self.action.starts_with("health_status")
+    }
+
     /// Whether this may mean drift (a container stopped, gone, or unhealthy) or another
     /// hand at work (a start by `berth apply` or `docker start`), so the project must be
     /// looked at again. Creates and healthy reports are not worth a turn.
@@ -154,7 +166,8 @@ impl ContainerEvent {
     }
 }
 
-/// A stream of the project's container events; it ends when the engine connection drops.
+/// A stream of the project's container events (from the moment it is asked for: none
+/// that happened between the call and the engine's answer are lost); it ends when the engine connection drops.
 pub type Events = futures::channel::mpsc::UnboundedReceiver<Result<ContainerEvent, RuntimeError>>;
 
 /// A container that holds a name berth wants.
