@@ -348,11 +348,15 @@ async fn execute_steps<R: Runtime>(
         .collect();
     wanted.sort();
     wanted.dedup();
-    let mut networks = Networks::new();
-    for n in wanted {
-        let id = rt.ensure_network(n, project).await.map_err(Failure::of)?;
-        networks.insert(n.to_string(), id);
-    }
+    // Every network at once.
+    let networks: Networks =
+        futures::future::try_join_all(wanted.into_iter().map(|n| async move {
+            Ok::<_, RuntimeError>((n.to_string(), rt.ensure_network(n, project).await?))
+        }))
+        .await
+        .map_err(Failure::of)?
+        .into_iter()
+        .collect();
     if desired.services.is_empty() {
         // The last container went: so does the project's network (never a volume).
         rt.remove_project_networks(project)

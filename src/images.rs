@@ -240,8 +240,8 @@ pub async fn ensure_images<R: Runtime>(
 }
 
 pub async fn pinned_images<R: Runtime>(rt: &R, pins: &Pins) -> Result<Images, RuntimeError> {
-    let mut images = Images::new();
-    for (reference, id) in pins {
+    // Every pin at once: a revert is on the clock.
+    let found = futures::future::try_join_all(pins.iter().map(|(reference, id)| async move {
         let info = rt
             .inspect_image(id)
             .await?
@@ -249,9 +249,10 @@ pub async fn pinned_images<R: Runtime>(rt: &R, pins: &Pins) -> Result<Images, Ru
                 image: format!("{reference} (pinned {id})"),
                 message: "the pinned image is no longer present".into(),
             })?;
-        images.insert(reference.clone(), (info.id, info.has_healthcheck));
-    }
-    Ok(images)
+        Ok::<_, RuntimeError>((reference.clone(), (info.id, info.has_healthcheck)))
+    }))
+    .await?;
+    Ok(found.into_iter().collect())
 }
 
 #[cfg(test)]

@@ -18,12 +18,19 @@ pub struct Observed {
 }
 
 pub async fn observe<R: Runtime>(rt: &R, desired: &DesiredState) -> Result<Observed, RuntimeError> {
-    let containers = rt.list_project(&desired.project.name).await?;
-    let mut images = BTreeMap::new();
-    for s in desired.services.values() {
-        if !images.contains_key(&s.image) {
-            images.insert(s.image.clone(), rt.inspect_image(&s.image).await?);
-        }
-    }
-    Ok(Observed { containers, images })
+    let references: std::collections::BTreeSet<&str> = desired
+        .services
+        .values()
+        .map(|s| s.image.as_str())
+        .collect();
+    // The list and the image inspects at once: none depends on another.
+    let inspects = futures::future::try_join_all(references.into_iter().map(|r| async move {
+        Ok::<_, RuntimeError>((r.to_string(), rt.inspect_image(r).await?))
+    }));
+    let (containers, images) =
+        futures::future::try_join(rt.list_project(&desired.project.name), inspects).await?;
+    Ok(Observed {
+        containers,
+        images: images.into_iter().collect(),
+    })
 }
