@@ -10,11 +10,13 @@
 #      wall time (fresh state db, no containers, no network) versus the critical path =
 #      sum over the chain of (fixture ready ts - fixture start ts), from the containers'
 #      own `event=start` / `event=ready` log lines. Overhead = (wall - cp) / cp. 3 runs.
-#      The overhead is split, from Docker's and the fixture's timestamps, into
-#      "handoff" (previous service ready -> Docker's Created of the next container:
-#      probe detection + berth's own work; for db: berth launch -> db Created),
-#      "docker create+start" (Created -> fixture event=start) and "tail" (app ready ->
-#      berth exit).
+#      The overhead is split, from berth's call log, the generation's timings and the
+#      fixture's timestamps, into "handoff" (previous service ready -> the next start
+#      call: probe detection + berth's own work; for db: berth launch -> db start call,
+#      which includes db's create), "docker create" (each create call's duration; cache's
+#      and app's are made one level ahead, off the path), "docker start" (start call ->
+#      fixture event=start) and "tail" (app ready -> berth exit). The floor is, along the
+#      chain, each service's create call duration plus its start call -> fixture ready.
 #   2. No-op `apply` and `plan` on the converged three-tier stack: median wall of 10
 #      runs, berth's CPU (user+sys) and max RSS from /usr/bin/time, and the Docker API
 #      calls it logs (BERTH_LOG=berth::runtime=debug, stderr lines with `docker_api`).
@@ -288,31 +290,35 @@ for ((r = 1; r <= COLD_RUNS; r++)); do
   run_timed "$pre" "$BERTH" --state "$state" apply -f "$WORK/three-tier/berth.toml"
   check_rc "$pre" "three-tier cold apply (run $r)"
   end_ms=$(( T_START_MS + ${T_WALL%.*} ))
-  # Levels run one after another, so the i-th create/start call is the i-th tier's.
-  mapfile -t creates < <(call_times_ms "$pre.err" create_container)
+  # Levels start one after another, so the i-th start call is the i-th tier's. Creates
+  # run one level ahead (issue 12): each service's create call and its duration come from
+  # the generation's timings (create_ms: asked, created_ms: made).
   mapfile -t starts < <(call_times_ms "$pre.err" start_container)
-  [[ ${#creates[@]} == 3 && ${#starts[@]} == 3 ]] ||
-    die "expected 3 create_container and 3 start_container calls, got ${#creates[@]} and ${#starts[@]}"
+  [[ ${#starts[@]} == 3 ]] || die "expected 3 start_container calls, got ${#starts[@]}"
+  hist="$("$BERTH" --state "$state" history --json)"
   prev="$T_START_MS"
   cp=0 hand=0 cre=0 sta=0 detail="" i=0 floor=0
   for s in "${CHAIN[@]}"; do
     c="$P3-$s"
-    created="$(ts_ms "$(docker inspect -f '{{.Created}}' "$c")")"
+    read -r asked made < <(python3 -c '
+import json, sys
+t = json.load(sys.stdin)[0]["timings"][sys.argv[1]]
+print(t["create_ms"], t["created_ms"])' "$s" <<<"$hist") || die "no create_ms/created_ms for $s in history --json"
     started="$(ts_ms "$(docker inspect -f '{{.State.StartedAt}}' "$c")")"
     st="$(log_event_ms "$c" start)"
     rd="$(log_event_ms "$c" ready)"
     [[ -n "$st" && -n "$rd" ]] || die "no event=start/event=ready in the log of $c"
-    h=$(( creates[i] - prev ))     # berth: prev ready noticed (or launch) -> create call
-    k1=$(( starts[i] - creates[i] )) # docker create (+ berth until the start call)
+    h=$(( starts[i] - prev ))       # berth: prev ready noticed (or launch) -> start call
+    k1=$(( made - asked ))          # docker create (its call, made ahead but for db)
     k2=$(( st - starts[i] ))        # docker start -> fixture process runs
     k=$(( rd - st ))                # the service's own readiness: the critical path
     hand=$(( hand + h )); cre=$(( cre + k1 )); sta=$(( sta + k2 )); cp=$(( cp + k ))
     # The floor (issue 12): Docker's own create and start of the service, then its own
-    # start-to-ready, from Docker's Created to the fixture's ready; min_healthy_time is 0s
-    # here, so no window is added at the end.
-    floor=$(( floor + rd - created ))
-    detail+="$(printf '%-5s %-9s %4d | create call->start call %4d | start call->fixture start %4d (Docker Created %+d, StartedAt %+d) | start->ready %4d' \
-      "$s" "$([[ $i == 0 ]] && echo launch || echo handoff)" "$h" "$k1" "$k2" "$(( created - creates[i] ))" "$(( started - starts[i] ))" "$k")"$'\n'
+    # start-to-ready: the create call's duration plus start call -> fixture ready;
+    # min_healthy_time is 0s here, so no window is added at the end.
+    floor=$(( floor + k1 + rd - starts[i] ))
+    detail+="$(printf '%-5s %-9s %4d | create call %4d (asked %+d ms from launch) | start call->fixture start %4d (StartedAt %+d) | start->ready %4d' \
+      "$s" "$([[ $i == 0 ]] && echo launch || echo handoff)" "$h" "$k1" "$(( asked - T_START_MS ))" "$k2" "$(( started - starts[i] ))" "$k")"$'\n'
     prev="$rd"
     i=$(( i + 1 ))
   done
@@ -325,7 +331,7 @@ for ((r = 1; r <= COLD_RUNS; r++)); do
   C_HAND+=("$hand"); C_CREATE+=("$cre"); C_START+=("$sta"); C_TAIL+=("$tail_ms")
   printf '  run %d: apply %7.1f ms | critical path %d ms | overhead %6.1f ms = %5.1f %%\n' \
     "$r" "$T_WALL" "$cp" "$ovh" "$pct"
-  printf '         floor (Docker Created -> ready, along the chain) %d ms: apply / floor = %s\n' "$floor" "${C_FRATIO[-1]}"
+  printf '         floor (create call + start call -> ready, along the chain) %d ms: apply / floor = %s\n' "$floor" "${C_FRATIO[-1]}"
   printf '         overhead = berth launch+handoffs %d + docker create %d + docker start %d + tail (app ready -> exit) %d ms\n' \
     "$hand" "$cre" "$sta" "$tail_ms"
   printf '%s' "$detail" | sed '/^$/d; s/^/         /'
@@ -481,9 +487,10 @@ printf '   containers left untouched by the no-op runs: 3-tier %s, %d services %
 echo "$LINE"
 cat <<EOF
  notes: critical path = sum over db, cache, app of (fixture event=ready ts_ms - event=start ts_ms);
-        overhead = apply wall - critical path. launch+handoffs = berth launch -> db create call, and
-        previous tier's ready -> next create call (probe detection + berth); docker create = create
-        call -> start call; docker start = start call -> fixture event=start; tail = app ready -> exit.
+        overhead = apply wall - critical path. launch+handoffs = berth launch -> db start call, and
+        previous tier's ready -> next start call (probe detection + berth); docker create = the create
+        calls' durations (cache and app made ahead, off the path); docker start = start call -> fixture
+        event=start; tail = app ready -> exit.
         api calls = stderr lines containing docker_api under BERTH_LOG=$BERTH_LOG (bollard's API
         version negotiation at connect is not logged). cpu: getrusage of the child via bash 'times'
         (1 ms resolution, includes /usr/bin/time's own share) / /usr/bin/time %U+%S (10 ms resolution).

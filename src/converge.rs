@@ -513,10 +513,12 @@ type ServiceRun<'a> = std::pin::Pin<
     Box<dyn std::future::Future<Output = (String, Result<Timing, (Failure, Timing)>)> + Send + 'a>,
 >;
 
-/// A service's timings, with when its container was made when it was made ahead.
-fn with_created(mut t: Timing, created_ms: Option<i64>) -> Timing {
-    if let (Some(ms), Some(map)) = (created_ms, t.as_object_mut()) {
-        map.insert("created_ms".into(), json!(ms));
+/// A service's timings, with when its container was asked for (`create_ms`) and made
+/// (`created_ms`) when it was made ahead.
+fn with_created(mut t: Timing, made: Option<Made>) -> Timing {
+    if let (Some(m), Some(map)) = (made, t.as_object_mut()) {
+        map.insert("create_ms".into(), json!(m.asked_ms));
+        map.insert("created_ms".into(), json!(m.made_ms));
     }
     t
 }
@@ -840,8 +842,16 @@ async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure>
 type Timing = serde_json::Value;
 
 /// A service's container, made ahead of its start (DESIGN.md semantic 4, issue 12): its
-/// id and when it was made. None for a step that makes no container.
-type Prepared = Option<(String, i64)>;
+/// id, and when the create call began and returned. None for a step that makes no
+/// container.
+type Prepared = Option<(String, Made)>;
+
+/// When a container made ahead was asked for and made (ms since the epoch).
+#[derive(Debug, Clone, Copy)]
+struct Made {
+    asked_ms: i64,
+    made_ms: i64,
+}
 
 /// A [`prepare`] under way, shared by the level loop (which drives it while the level
 /// below gates) and the service's own converge (which starts what it made).
@@ -890,13 +900,23 @@ async fn prepare<R: Runtime>(
             s.name, s.image
         )));
     };
+    let asked_ms = now_ms();
+    let made = |id: String| {
+        Some((
+            id,
+            Made {
+                asked_ms,
+                made_ms: now_ms(),
+            },
+        ))
+    };
     if step.action == Action::Create {
         let id = rt
             .create_container(&s.container_name, s, image, &labels, networks)
             .await
             .map_err(Failure::of)?;
         how.report.service(&s.name, "created");
-        return Ok(Some((id, now_ms())));
+        return Ok(made(id));
     }
     let temp = format!("{}-berth-{}", s.container_name, &config_hash(s)[..8]);
     let id = match rt
@@ -928,7 +948,7 @@ async fn prepare<R: Runtime>(
         }
         Err(e) => return Err(Failure::of(e)),
     };
-    Ok(Some((id, now_ms())))
+    Ok(made(id))
 }
 
 async fn converge_service<R: Runtime>(
@@ -958,7 +978,7 @@ async fn converge_service<R: Runtime>(
     };
     let fail_rt = |e: RuntimeError| fail_with(Failure::of(e));
     let has_healthcheck = how.images.get(&s.image).is_some_and(|i| i.1);
-    let mut created_ms = None;
+    let mut made = None;
     let id = match step.action {
         Action::Noop if !how.gate_all => {
             return Ok(json!({"action": "noop"}));
@@ -989,7 +1009,7 @@ async fn converge_service<R: Runtime>(
             else {
                 unreachable!("a create or recreate prepares a container");
             };
-            created_ms = Some(at);
+            made = Some(at);
             if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 // A paused container cannot take SIGTERM; removal kills it outright.
                 if old.state != "paused" {
@@ -1021,7 +1041,7 @@ async fn converge_service<R: Runtime>(
             report.service(&s.name, "stopped while gating");
             return Err((
                 Failure::Interrupted(signal),
-                with_created(json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}), created_ms),
+                with_created(json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}), made),
             ));
         }
     };
@@ -1065,7 +1085,7 @@ async fn converge_service<R: Runtime>(
         }
     };
     match out {
-        Ok(t) => Ok(with_created(t, created_ms)),
-        Err((f, t)) => Err((f, with_created(t, created_ms))),
+        Ok(t) => Ok(with_created(t, made)),
+        Err((f, t)) => Err((f, with_created(t, made))),
     }
 }
