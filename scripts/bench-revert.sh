@@ -4,12 +4,13 @@
 # `app` a configuration that never becomes healthy; berth reverts. The figure is
 # (generation 2 finished, i.e. revert healthy) - (app's gate failure), from berth's own
 # history, over several runs. Not a test: timings are reported, never asserted.
+# Knobs: RUNS=3; BERTH=PATH runs another berth binary (an A/B against an older build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${RUNS:-3}
 cargo build --release -q --bin berth
 scripts/build-fixture.sh >/dev/null
-berth=$PWD/target/release/berth
+berth=${BERTH:-$PWD/target/release/berth}
 work=$(mktemp -d)
 project=bench-revert
 cleanup() {
