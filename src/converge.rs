@@ -435,7 +435,10 @@ async fn execute_steps<R: Runtime>(
                 });
             }
             while !waiting.is_empty() {
+                // Biased: the level's own starts and gates are polled before the creates
+                // made ahead, so they take their places among the engine calls first.
                 tokio::select! {
+                    biased;
                     Some((name, r)) = running.next() => {
                         waiting.remove(&name);
                         finished(&mut running, timings, name, r)?;
@@ -444,7 +447,7 @@ async fn execute_steps<R: Runtime>(
                         waiting.remove(&name);
                     }
                     Some((name, made)) = driving.next() => {
-                        made_ahead(&mut running, timings, name, made)?;
+                        made_ahead(&mut running, timings, plan, how, name, made)?;
                     }
                 }
             }
@@ -465,12 +468,13 @@ async fn execute_steps<R: Runtime>(
                 tokio::pin!(step);
                 let r = loop {
                     tokio::select! {
+                        biased;
                         r = &mut step => break r,
                         Some((name, r)) = running.next() => {
                             finished(&mut running, timings, name, r)?;
                         }
                         Some((name, made)) = driving.next() => {
-                            made_ahead(&mut running, timings, name, made)?;
+                            made_ahead(&mut running, timings, plan, how, name, made)?;
                         }
                     }
                 };
@@ -533,13 +537,20 @@ type NamedPrep<'a> = std::pin::Pin<
 fn made_ahead(
     running: &mut FuturesUnordered<ServiceRun<'_>>,
     timings: &mut serde_json::Map<String, serde_json::Value>,
+    plan: &Plan,
+    how: &Execution<'_>,
     name: String,
     made: Result<Prepared, Failure>,
 ) -> Result<(), Failure> {
     match made {
         Ok(_) => Ok(()),
         Err(f) => {
-            let t = json!({"action": "create", "failed_ms": now_ms()});
+            let action = plan
+                .step(&name)
+                .map(|s| format!("{:?}", s.action).to_lowercase())
+                .unwrap_or_default();
+            how.report.service(&name, &format!("{action} FAILED"));
+            let t = json!({"action": action, "failed_ms": now_ms()});
             finished(running, timings, name, Err((f, t)))
         }
     }

@@ -39,7 +39,14 @@ impl Watch {
         let task = tokio::spawn(async move {
             // An error or the end of the stream (the engine went away) ends the watch;
             // the gates go on at the fallback pace.
-            while let Some(Ok(event)) = events.next().await {
+            while let Some(event) = events.next().await {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the engine's event stream broke; gates ask the engine every 2 s instead");
+                        return;
+                    }
+                };
                 if !event.changes_state() {
                     continue;
                 }

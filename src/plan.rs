@@ -130,6 +130,14 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                     Action::Recreate,
                     "container is unhealthy by its HEALTHCHECK".into(),
                 ),
+                // Made ahead by a converge that ended before its level (DESIGN.md semantic 4,
+                // "work ahead of the gate"): a create cut short may have left it without
+                // all of its networks, which its config hash does not show. It never ran:
+                // made again, not started.
+                Some(c) if c.state == "created" => (
+                    Action::Recreate,
+                    "container was created but never started".into(),
+                ),
                 Some(c) if !c.running() => (Action::Start, format!("container is {}", c.state)),
                 Some(_) => (Action::Noop, String::new()),
             };
@@ -303,6 +311,29 @@ environment = { API_KEY = "s3cret" }
         );
         // Secrets never appear in a plan: values are not printed at all.
         assert!(!p.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn a_container_made_ahead_and_never_started_is_made_again() {
+        // A converge that ended before the level of a container it made ahead leaves it
+        // `created`; a create cut short may have left it without all its networks.
+        let d = desired(STACK);
+        let containers = vec![
+            container(&d, "db", "running", "sha256:aaa"),
+            container(&d, "cache", "created", "sha256:aaa"),
+            container(&d, "app", "exited", "sha256:aaa"),
+        ];
+        let p = plan(
+            &d,
+            &Observed {
+                containers,
+                images: images(&d, "sha256:aaa"),
+            },
+        );
+        assert_eq!(
+            p.to_string(),
+            "Plan for project \"shop\":\n  ~ cache  recreate  container was created but never started\n  > app    start     container is exited\n1 to recreate, 1 to start.\n"
+        );
     }
 
     #[test]

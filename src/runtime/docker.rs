@@ -846,7 +846,20 @@ impl Runtime for DockerRuntime {
         // goes (the engine connection drops, or nobody listens any more).
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(docker.events(Some(opts)));
-            while let Some(item) = stream.next().await {
+            // Nobody listening any more (a converge's watch ended): close the stream within a
+            // second, rather than at the project's next event.
+            let mut check = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                let item = tokio::select! {
+                    item = stream.next() => item,
+                    _ = check.tick() => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                };
+                let Some(item) = item else { return };
                 let item = item
                     .map(|e| {
                         let actor = e.actor.unwrap_or_default();
