@@ -390,7 +390,10 @@ async fn execute_steps<R: Runtime>(
             }
             let next = levels.get(index + 1).map(Vec::as_slice).unwrap_or_default();
             for name in level.iter().chain(next) {
-                if !ahead.contains_key(name) {
+                let makes = plan
+                    .step(name)
+                    .is_some_and(|st| matches!(st.action, Action::Create | Action::Recreate));
+                if makes && !ahead.contains_key(name) {
                     let s = &desired.services[name];
                     let made = prepare(rt, desired, plan, s, networks, how)
                         .boxed()
@@ -545,10 +548,7 @@ fn made_ahead(
     match made {
         Ok(_) => Ok(()),
         Err(f) => {
-            let action = plan
-                .step(&name)
-                .map(|s| format!("{:?}", s.action).to_lowercase())
-                .unwrap_or_default();
+            let action = plan.step(&name).map_or("", |s| s.action.word());
             how.report.service(&name, &format!("{action} FAILED"));
             let t = json!({"action": action, "failed_ms": now_ms()});
             finished(running, timings, name, Err((f, t)))
@@ -853,9 +853,8 @@ async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure>
 type Timing = serde_json::Value;
 
 /// A service's container, made ahead of its start (DESIGN.md semantic 4, issue 12): its
-/// id, and when the create call began and returned. None for a step that makes no
-/// container.
-type Prepared = Option<(String, Made)>;
+/// id, and when the create call began and returned.
+type Prepared = (String, Made);
 
 /// When a container made ahead was asked for and made (ms since the epoch).
 #[derive(Debug, Clone, Copy)]
@@ -875,8 +874,9 @@ type Prep<'a> = futures::future::Shared<
 /// new one under a temporary name beside the old one, which goes on running until the
 /// service's level begins (so a bad spec fails before anything is stopped). Nothing
 /// listens or binds a port before its start. A converge that ends before the level
-/// leaves what was made for the next plan: a created container of this generation is
-/// started, a temporary copy is a stray and removed.
+/// leaves what was made for the next plan: a container created and never started is
+/// made again (a create cut short may lack networks), a temporary copy is a stray and
+/// removed.
 async fn prepare<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
@@ -888,9 +888,6 @@ async fn prepare<R: Runtime>(
     let step = plan
         .step(&s.name)
         .expect("every desired service has a step");
-    if !matches!(step.action, Action::Create | Action::Recreate) {
-        return Ok(None);
-    }
     for v in &s.volumes {
         if let Volume::Named { name, .. } = v {
             rt.ensure_volume(name, &desired.project.name)
@@ -913,13 +910,13 @@ async fn prepare<R: Runtime>(
     };
     let asked_ms = now_ms();
     let made = |id: String| {
-        Some((
+        (
             id,
             Made {
                 asked_ms,
                 made_ms: now_ms(),
             },
-        ))
+        )
     };
     if step.action == Action::Create {
         let id = rt
@@ -984,7 +981,7 @@ async fn converge_service<R: Runtime>(
     let fail_with = |f: Failure| {
         (
             f,
-            json!({"action": format!("{:?}", step.action).to_lowercase(), "failed_ms": now_ms()}),
+            json!({"action": step.action.word(), "failed_ms": now_ms()}),
         )
     };
     let fail_rt = |e: RuntimeError| fail_with(Failure::of(e));
@@ -1013,13 +1010,10 @@ async fn converge_service<R: Runtime>(
         }
         Action::Create | Action::Recreate => {
             // Made ahead, while the level below was gating (see [`prepare`]).
-            let Some((id, at)) = prepared
-                .expect("a create has a prepared container")
+            let (id, at) = prepared
+                .expect("a create or recreate is made ahead")
                 .await
-                .map_err(fail_with)?
-            else {
-                unreachable!("a create or recreate prepares a container");
-            };
+                .map_err(fail_with)?;
             made = Some(at);
             if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 // A paused container cannot take SIGTERM; removal kills it outright.
@@ -1047,12 +1041,12 @@ async fn converge_service<R: Runtime>(
     let (deadline, min_healthy) = desired.gate_timing(s);
     let started = Instant::now();
     let gated = tokio::select! {
-        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready, Some(watch)) => g,
+        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready, watch) => g,
         signal = how.shutdown.requested() => {
             report.service(&s.name, "stopped while gating");
             return Err((
                 Failure::Interrupted(signal),
-                with_created(json!({"action": format!("{:?}", step.action).to_lowercase(), "begin_ms": t0, "started_ms": started_ms}), made),
+                with_created(json!({"action": step.action.word(), "begin_ms": t0, "started_ms": started_ms}), made),
             ));
         }
     };
@@ -1063,7 +1057,7 @@ async fn converge_service<R: Runtime>(
                 &format!("healthy in {:.1} s ({probe})", after.as_secs_f64()),
             );
             Ok(json!({
-                "action": format!("{:?}", step.action).to_lowercase(),
+                "action": step.action.word(),
                 "begin_ms": t0,
                 "started_ms": started_ms,
                 "healthy_ms": started_ms + after.as_millis() as i64,
@@ -1076,7 +1070,7 @@ async fn converge_service<R: Runtime>(
             Err((
                 Failure::Unreachable { context, message },
                 json!({
-                    "action": format!("{:?}", step.action).to_lowercase(),
+                    "action": step.action.word(),
                     "begin_ms": t0,
                     "started_ms": started_ms,
                 }),
@@ -1087,7 +1081,7 @@ async fn converge_service<R: Runtime>(
             Err((
                 Failure::Gate(reason),
                 json!({
-                    "action": format!("{:?}", step.action).to_lowercase(),
+                    "action": step.action.word(),
                     "begin_ms": t0,
                     "started_ms": started_ms,
                     "failed_ms": now_ms(),

@@ -111,8 +111,8 @@ pub fn effective_probe(service: &Service, image_has_healthcheck: bool) -> Option
 /// the start): a pipelined converge (DESIGN.md semantic 4) starts the dependents then,
 /// while this gate goes on to the end of the stability window.
 ///
-/// With a `watch`, a gate on the image's HEALTHCHECK or on "running" waits for the
-/// container's events instead of polling (see [`Watch`]).
+/// A gate on the image's HEALTHCHECK or on "running" waits for the container's events
+/// in `watch` instead of polling (see [`Watch`]).
 #[allow(clippy::too_many_arguments)]
 pub async fn gate<R: Runtime>(
     rt: &R,
@@ -122,12 +122,10 @@ pub async fn gate<R: Runtime>(
     healthy_deadline: Duration,
     min_healthy_time: Duration,
     mut ready: Option<tokio::sync::oneshot::Sender<Duration>>,
-    watch: Option<&Watch>,
+    watch: &Watch,
 ) -> GateOutcome {
     // Told before the first inspect, so no change after it goes unseen.
-    let events = watch
-        .filter(|_| matches!(probe, None | Some(Probe::Docker)))
-        .map(|w| w.follow(container_id));
+    let events = matches!(probe, None | Some(Probe::Docker)).then(|| watch.follow(container_id));
     let interval = service
         .health
         .as_ref()
@@ -216,9 +214,6 @@ pub async fn gate<R: Runtime>(
                 ),
             };
         }
-        // Until the first pass, probe early and then less often (25 ms doubling up to the
-        // interval): a service that is ready fast is seen fast, one that is slow is not
-        // probed more often than asked.
         if let Some(events) = &events {
             // Only an event changes what inspect shows: wait for one, for the window's
             // end, for the deadline, or for the fallback, whichever comes first.
@@ -233,6 +228,9 @@ pub async fn gate<R: Runtime>(
             }
             continue;
         }
+        // Until the first pass, probe early and then less often (25 ms doubling up to the
+        // interval): a service that is ready fast is seen fast, one that is slow is not
+        // probed more often than asked.
         let wait = if first_healthy.is_none() {
             let w = interval.min(fast);
             fast = fast.saturating_mul(2);

@@ -25,6 +25,19 @@ pub enum Action {
     Noop,
 }
 
+impl Action {
+    /// The action's word, as `berth plan` prints it and history's timings record it.
+    pub fn word(&self) -> &'static str {
+        match self {
+            Action::Create => "create",
+            Action::Recreate => "recreate",
+            Action::Start => "start",
+            Action::Remove => "remove",
+            Action::Noop => "noop",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Step {
     pub service: String,
@@ -174,13 +187,14 @@ impl fmt::Display for Plan {
             .unwrap_or(0);
         let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
         for s in &self.steps {
-            let (sigil, word) = match s.action {
-                Action::Create => ('+', "create"),
-                Action::Recreate => ('~', "recreate"),
-                Action::Start => ('>', "start"),
-                Action::Remove => ('-', "remove"),
+            let sigil = match s.action {
+                Action::Create => '+',
+                Action::Recreate => '~',
+                Action::Start => '>',
+                Action::Remove => '-',
                 Action::Noop => continue,
             };
+            let word = s.action.word();
             *counts.entry(word).or_default() += 1;
             writeln!(
                 f,
