@@ -1,4 +1,4 @@
-//! The command line: the contract other tools and scripts rely on (DESIGN.md).
+//! The command line: the contract other tools and scripts rely on (docs/design.md "Command line").
 //!
 //! Exit codes: 0 converged; 1 runtime error; 2 invalid desired state (nothing changed);
 //! 3 gate failed and rolled back; 4 gate failed and the rollback failed too (degraded);

@@ -1,4 +1,4 @@
-//! Converge: carry a plan out against the runtime (DESIGN.md semantics 2-4). This is the
+//! Converge: carry a plan out against the runtime (docs/design.md §§2-4). This is the
 //! executor; what to converge to, and what to do when it fails, is decided by
 //! [`crate::reconcile`].
 //!
@@ -6,7 +6,7 @@
 //! found (by label) or created; then each DAG level starts in parallel and a level begins
 //! once every service below it passed its probe (pipelined; or closed its stability
 //! window, under `stability = "before-dependents"`), while the windows below run on; the
-//! migrations step runs right after the database service's level (DESIGN.md semantic 5).
+//! migrations step runs right after the database service's level (docs/design.md §5).
 //! The containers of a level are created (not started) one level ahead, while the level
 //! below gates ([`prepare`]). A recreate creates the new container first (under a
 //! temporary name), so a bad spec fails before the old one is stopped.
@@ -365,7 +365,7 @@ async fn execute_steps<R: Runtime>(
     }
 
     // Every service's converge, from its first action to the end of its stability
-    // window. Under the pipelined rollout (DESIGN.md semantic 4) the next level starts as
+    // window. Under the pipelined rollout (docs/design.md §4) the next level starts as
     // soon as every service of this one passed its probe once, and the windows run on
     // beside it; the generation is healthy only once every one of them has closed. Under
     // `stability = "before-dependents"` a level waits for its windows to close first.
@@ -852,7 +852,7 @@ async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure>
 
 type Timing = serde_json::Value;
 
-/// A service's container, made ahead of its start (DESIGN.md semantic 4, issue 12): its
+/// A service's container, made ahead of its start (docs/design.md §4, issue 12): its
 /// id, and when the create call began and returned.
 type Prepared = (String, Made);
 

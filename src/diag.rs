@@ -1,7 +1,7 @@
 //! Diagnostics: an error in the desired state, located as `FILE:LINE:COL: message`.
 //!
 //! Every rejection of bad input goes through [`Diagnostic`], so the CLI prints one
-//! format and exits 2 for all of them (DESIGN.md semantic 9).
+//! format and exits 2 for all of them (docs/design.md §10).
 
 use std::fmt;
 use std::ops::Range;

@@ -1,4 +1,4 @@
-//! The health gate (DESIGN.md "gate"): a started container must pass its probe within
+//! The health gate (docs/design.md "Concepts: gate"): a started container must pass its probe within
 //! `healthy_deadline` and then keep passing, without exiting or restarting, for
 //! `min_healthy_time`. A container that passes one probe and then crashes fails.
 
@@ -108,7 +108,7 @@ pub fn effective_probe(service: &Service, image_has_healthcheck: bool) -> Option
 /// Gate one started container.
 ///
 /// `ready`, when given, is told the moment the probe first passes (with the time since
-/// the start): a pipelined converge (DESIGN.md semantic 4) starts the dependents then,
+/// the start): a pipelined converge (docs/design.md §4) starts the dependents then,
 /// while this gate goes on to the end of the stability window.
 ///
 /// A gate on the image's HEALTHCHECK or on "running" waits for the container's events

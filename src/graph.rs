@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Group nodes into levels (DESIGN.md semantic 4). Returns the cycle, as a path that
+/// Group nodes into levels (docs/design.md §4). Returns the cycle, as a path that
 /// starts and ends at the same node, when there is one. Edges to unknown nodes are ignored
 /// (validation reports them separately).
 pub fn levels<'a>(

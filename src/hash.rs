@@ -1,4 +1,4 @@
-//! The `berth.config-hash` label (DESIGN.md semantic 3).
+//! The `berth.config-hash` label (docs/design.md §3).
 //!
 //! SHA-256 over the fields that change the container. `depends_on`, `profiles`, `health`
 //! and `build` are left out: they change how berth orders and gates a service, not the

@@ -3,7 +3,7 @@
 //! A person (or a git push) edits a desired-state TOML file; berth diffs it against the
 //! containers that are actually there and converges: creates, recreates, starts and
 //! removes containers in dependency order, each dependent only after its dependencies
-//! passed their health gates. See `DESIGN.md` for the semantics.
+//! passed their health gates. See `docs/design.md` for the semantics.
 //!
 //! # Layout
 //!

@@ -1,4 +1,4 @@
-//! One converge at a time per project (DESIGN.md semantic 9).
+//! One converge at a time per project (docs/design.md §9).
 //!
 //! The lock is an advisory `flock` on `<state dir>/locks/<project>.lock`, beside the state
 //! store. The kernel drops it when its holder dies, however it dies (`kill -9`, OOM, a

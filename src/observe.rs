@@ -1,4 +1,4 @@
-//! Observed state: what Docker says, read in one pass (DESIGN.md "observed state").
+//! Observed state: what Docker says, read in one pass (docs/design.md "Concepts: observed state").
 //!
 //! One list call for the project's containers, filtered by the `berth.project` label, and
 //! one image inspect per distinct desired image. No per-container inspect: the list call

@@ -1,4 +1,4 @@
-//! The plan: a pure function of desired and observed state (DESIGN.md "plan").
+//! The plan: a pure function of desired and observed state (docs/design.md "Concepts: plan").
 //!
 //! No I/O happens here, so every decision is tested by comparing printed text.
 
@@ -143,7 +143,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                     Action::Recreate,
                     "container is unhealthy by its HEALTHCHECK".into(),
                 ),
-                // Made ahead by a converge that ended before its level (DESIGN.md semantic 4,
+                // Made ahead by a converge that ended before its level (docs/design.md §4,
                 // "work ahead of the gate"): a create cut short may have left it without
                 // all of its networks, which its config hash does not show. It never ran:
                 // made again, not started.

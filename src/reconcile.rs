@@ -1,7 +1,7 @@
 //! The reconcile: controller policy over the executor in [`crate::converge`].
 //!
 //! [`reconcile`] is what `berth apply` runs and what the daemon will run on every trigger.
-//! It is level-triggered (DESIGN.md semantic 1): it is not told why it runs, it reads the
+//! It is level-triggered (docs/design.md §1): it is not told why it runs, it reads the
 //! store and the engine afresh, and it decides, in this order:
 //!
 //! 1. **An unfinished generation** (its converge was killed or stopped; the caller holds

@@ -1,4 +1,4 @@
-//! Secrets stay secret (DESIGN.md semantic 11).
+//! Secrets stay secret (docs/design.md §11).
 //!
 //! Two rules: values that came from env files are replaced wherever they occur, and the
 //! value of any variable whose name looks like a secret is never shown.

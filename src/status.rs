@@ -1,4 +1,4 @@
-//! Honest status (DESIGN.md semantic 7): the one place that decides whether a project is
+//! Honest status (docs/design.md §7): the one place that decides whether a project is
 //! `converged`, `progressing`, `interrupted`, `rolled-back`, `degraded`, `blocked` or
 //! `down`. The CLI calls it (and the daemon, metrics and the systemd STATUS line will), so
 //! exit codes and every report say the same thing.
@@ -17,7 +17,7 @@ use crate::runtime::Runtime;
 use crate::spec::DesiredState;
 use crate::store::{Generation, Outcome, Store};
 
-/// Exit codes (DESIGN.md "Command line").
+/// Exit codes (docs/design.md "Exit codes").
 pub mod exit {
     /// Converged (or nothing to do).
     pub const OK: i32 = 0;

@@ -1,6 +1,6 @@
 //! What wakes the daemon: the desired state changing on disk, and the engine's events
-//! for the project's containers. Triggers only *ask* for a reconcile (DESIGN.md semantic
-//! 1): they call `wake`, and the reconcile reads everything afresh; it is never told why.
+//! for the project's containers. Triggers only *ask* for a reconcile (docs/design.md
+//! §1): they call `wake`, and the reconcile reads everything afresh; it is never told why.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! One turn of the daemon (`berth run`): read the desired state afresh and converge it,
 //! exactly as `berth apply` does, under the project's lock. The scheduler calls it on every
-//! trigger; it is never told why (DESIGN.md semantic 1).
+//! trigger; it is never told why (docs/design.md §1).
 //!
 //! What `apply` would refuse with an exit code, a turn records as the project's standing
 //! problem and goes on: an invalid desired state (its `FILE:LINE:COL` shown in status), a

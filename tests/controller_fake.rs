@@ -734,7 +734,7 @@ async fn an_engine_that_stops_answering_mid_converge_interrupts_it_without_a_ver
     );
 }
 
-/// Issue 12: DESIGN.md semantic 4's pipelined stability windows.
+/// Issue 12: docs/design.md §4's pipelined stability windows.
 const PIPELINE: &str = r#"
 [project]
 name = "fake"

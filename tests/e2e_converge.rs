@@ -58,7 +58,7 @@ fn cold_apply_starts_each_dependent_after_its_dependency_is_healthy() {
         );
     }
     // berth's own record agrees: the probe passed before the dependent began (the
-    // stability window runs on beside it: DESIGN.md semantic 4), and every window closed
+    // stability window runs on beside it: docs/design.md §4), and every window closed
     // before the generation was called healthy.
     let hist = p.berth(&["history", "--json"]);
     let gens: serde_json::Value = serde_json::from_str(&hist.stdout).unwrap();

@@ -1,5 +1,5 @@
 //! End-to-end: a converge that is killed, raced or stopped still tells the truth
-//! (DESIGN.md semantics 7 and 9), against the real Docker engine.
+//! (docs/design.md §§7 and 9), against the real Docker engine.
 //!
 //! - kill trials: `kill -9` at random moments of a converge, then a plain `apply`;
 //! - the exact case of a kill inside the gate of a never-healthy service;

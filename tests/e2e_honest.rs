@@ -1,5 +1,5 @@
 //! End-to-end: status that tells the truth, `berth down`, the refusal to remove every
-//! service, and errors that say what is wrong once (DESIGN.md semantics 7 and 9).
+//! service, and errors that say what is wrong once (docs/design.md §§7, 9 and 10).
 
 mod common;
 

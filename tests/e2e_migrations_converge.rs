@@ -1,4 +1,4 @@
-//! Migrations as a gated node of `berth apply`'s converge (issue 10, DESIGN.md semantics 5
+//! Migrations as a gated node of `berth apply`'s converge (issue 10, docs/design.md §§5
 //! and 6), against the stack's real PostgreSQL image and the test fixture:
 //!
 //! - the repository's `migrations/` run once the database passed its gate and before the

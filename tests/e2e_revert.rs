@@ -1,5 +1,5 @@
 //! End-to-end: a failed gate puts the whole stack back to the last good generation
-//! (DESIGN.md semantics 6 and 7), against the real Docker engine.
+//! (docs/design.md §§6 and 7), against the real Docker engine.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! End-to-end: secrets stay secret (DESIGN.md semantic 11). A service with a literal
+//! End-to-end: secrets stay secret (docs/design.md §11). A service with a literal
 //! secret-looking variable and a value from its env file is applied with debug logging;
 //! neither value may show up in anything berth prints, and the stored generation must not
 //! keep a list of secrets in clear.

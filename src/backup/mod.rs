@@ -1,4 +1,4 @@
-//! Backups of the migrations' database (DESIGN.md semantic 5; issue 10, item 4): `berth
+//! Backups of the migrations' database (docs/design.md §5; issue 10, item 4): `berth
 //! backup` and `berth restore FILE`, and what a converge (or its revert) calls before and
 //! after migrating.
 //!

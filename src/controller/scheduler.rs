@@ -3,7 +3,7 @@
 //! Every trigger (the desired-state file, a Docker event, a person over the API or by
 //! SIGHUP) only calls [`Queue::enqueue`]: "reconcile the project". The [`Reason`] labels
 //! the tracing span and nothing else; the reconcile is not told why it runs, it reads
-//! everything afresh (DESIGN.md semantic 1, kube-runtime's `ReconcileReason`).
+//! everything afresh (docs/design.md §1, kube-runtime's `ReconcileReason`).
 //!
 //! [`Scheduler::run`] is the one loop that reconciles:
 //!

@@ -1,4 +1,4 @@
-//! Database migrations (DESIGN.md semantic 5): a directory of sqlx migrations applied to,
+//! Database migrations (docs/design.md §5): a directory of sqlx migrations applied to,
 //! or undone on, a PostgreSQL database.
 //!
 //! Every call works on a **dedicated** connection that it closes whatever the outcome.

@@ -1,4 +1,4 @@
-//! The migrations step of a converge (DESIGN.md semantic 5) and the schema half of a
+//! The migrations step of a converge (docs/design.md §5) and the schema half of a
 //! revert (semantic 6), on top of [`super::apply`] / [`super::undo_to`].
 //!
 //! berth runs on the host; the `[migrations]` URL names the database as the containers

@@ -2,7 +2,7 @@
 //!
 //! [`load`] reads one TOML file or a directory of `*.toml` files (name order), interpolates
 //! `${VAR}` from the process environment and the project env file, and checks everything
-//! DESIGN.md semantic 9 asks for. What comes out is a [`DesiredState`] in which every value
+//! docs/design.md §10 asks for. What comes out is a [`DesiredState`] in which every value
 //! is final: the planner and the converger never see raw TOML.
 
 pub mod duration;
@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use load::{load, load_with_env, parse_size, parse_version};
 
-/// Label keys berth puts on what it creates (DESIGN.md semantic 2).
+/// Label keys berth puts on what it creates (docs/design.md §2).
 pub const LABEL_PROJECT: &str = "berth.project";
 pub const LABEL_SERVICE: &str = "berth.service";
 pub const LABEL_CONFIG_HASH: &str = "berth.config-hash";
@@ -54,7 +54,7 @@ pub struct DesiredState {
     /// generation; not part of the resolved desired state.
     #[serde(skip)]
     pub origin: Option<Origin>,
-    /// The `[migrations]` block, when there is one (DESIGN.md semantic 5).
+    /// The `[migrations]` block, when there is one (docs/design.md §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<Migrations>,
 }
@@ -261,7 +261,7 @@ pub struct Project {
     pub network: String,
 }
 
-/// Gate timing defaults for the whole project (DESIGN.md "gate").
+/// Gate timing defaults for the whole project (docs/design.md "Concepts: gate").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Rollout {
     /// How long a started container may take to pass its probe.
@@ -273,7 +273,7 @@ pub struct Rollout {
     /// When a gate fails, put the whole stack back to the last good generation.
     #[serde(default = "yes")]
     pub auto_revert: bool,
-    /// When dependents may start (DESIGN.md semantic 4). Left out of the stored JSON at
+    /// When dependents may start (docs/design.md §4). Left out of the stored JSON at
     /// its default, so older desired states keep their hashes.
     #[serde(default, skip_serializing_if = "Stability::is_default")]
     pub stability: Stability,
@@ -485,7 +485,7 @@ impl DesiredState {
         .expect("validated desired state has no dependency cycle")
     }
 
-    /// What hides this desired state's secrets in printed text (DESIGN.md semantic 11).
+    /// What hides this desired state's secrets in printed text (docs/design.md §11).
     ///
     /// Works the same fresh from [`load`] and for a desired state read back from a
     /// generation's JSON: it derives the secrets from the spec itself (values of

@@ -1,4 +1,4 @@
-//! The state store: generations in SQLite through sqlx (DESIGN.md "generation").
+//! The state store: generations in SQLite through sqlx (docs/design.md "Concepts: generation").
 //!
 //! The default is an embedded SQLite file (`--state`, env `BERTH_STATE`). The store has
 //! its own schema migrations in `src/store/migrations`, applied on open. The file holds

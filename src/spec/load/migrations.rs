@@ -1,4 +1,4 @@
-//! The `[migrations]` block (DESIGN.md semantic 5): which service is the database, how to
+//! The `[migrations]` block (docs/design.md §5): which service is the database, how to
 //! reach it, and the directory of sqlx migrations, read once here so that a missing,
 //! unreadable or misnamed migration is an invalid desired state, not a failed deploy.
 

@@ -41,7 +41,7 @@ pub(super) struct RawPreflight {
     pub(super) data_dirs: BTreeMap<S, Spanned<toml::Value>>,
 }
 
-/// The database migrations (DESIGN.md semantic 5): see [`crate::spec::Migrations`].
+/// The database migrations (docs/design.md §5): see [`crate::spec::Migrations`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawMigrations {
