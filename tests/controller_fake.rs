@@ -895,16 +895,25 @@ async fn a_dependency_that_dies_inside_its_window_after_its_dependent_started_re
         }
         other => panic!("expected a revert, got {other:?}"),
     }
+    // Generation 2's db is the second one started; the revert makes and starts a third.
+    // The app was started between the two: by generation 2, while db was in its window
+    // (under `before-dependents` it would start only after that window, which db never
+    // finishes, so only the revert would start an app).
     let events = t.rt.events();
-    let second_db = events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| *e == "create db")
-        .nth(1)
-        .map(|(i, _)| i)
-        .expect("db recreated by generation 2");
+    let nth = |what: &str, n: usize| {
+        events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| *e == what)
+            .nth(n)
+            .map(|(i, _)| i)
+    };
+    let second_db = nth("start db", 1).expect("db started by generation 2");
+    let revert_db = nth("create db", 2).expect("db made again by the revert");
     assert!(
-        events[second_db..].iter().any(|e| e == "create app"),
+        events[second_db..revert_db]
+            .iter()
+            .any(|e| e == "start app"),
         "the app of generation 2 never started inside db's window: {events:?}"
     );
     // Both are back on generation 1's spec.
