@@ -311,7 +311,17 @@ fn a_kill_inside_the_gate_of_a_never_healthy_service_is_resumed_failed_and_rever
     let h = history(&p);
     assert_eq!(h.len(), 2, "resumed, not a new generation: {h:#?}");
     assert_eq!(h[1]["outcome"], "rolled-back");
-    assert!(!env_of(&p, "web").contains("FIXTURE_NEVER_HEALTHY"));
+    // web is back, running, on generation 1's spec (an absent web has no env at all).
+    assert!(
+        p.id("web").is_some(),
+        "web has no container after the revert"
+    );
+    assert_eq!(p.inspect("web", "{{.State.Status}}"), "running");
+    let env = env_of(&p, "web");
+    assert!(
+        env.contains("ROLE=web") && !env.contains("FIXTURE_NEVER_HEALTHY"),
+        "{env}"
+    );
     // And it stays poisoned.
     assert_eq!(p.berth(&["apply"]).code, 5);
 }
@@ -405,9 +415,13 @@ depends_on = ["slow"]
 "#,
     );
     let child = spawn(&p, &["apply"]);
-    wait_for("slow to start", Duration::from_secs(10), || {
-        p.inspect("slow", "{{.State.Status}}") == "running"
-    });
+    // slow is ready 4 s after its start, so its gate is still running when `after` (the
+    // level above, made ahead while slow gates) exists: the signal comes after both.
+    wait_for(
+        "slow to start and after to be made",
+        Duration::from_secs(10),
+        || p.inspect("slow", "{{.State.Status}}") == "running" && p.id("after").is_some(),
+    );
     signal(&child, libc::SIGTERM);
     let run = finish(child);
     assert_eq!(run.code, 128 + libc::SIGTERM, "{}", run.stderr);
@@ -417,14 +431,16 @@ depends_on = ["slow"]
     // Nothing past the step it stopped at was started (the level above was made ahead,
     // not started), and nothing running was stopped.
     assert_eq!(p.inspect("slow", "{{.State.Status}}"), "running");
-    // The level above is made ahead: the signal may come before or after its create.
-    if p.id("after").is_some() {
-        assert_eq!(
-            p.inspect("after", "{{.State.Status}} {{.State.StartedAt}}"),
-            "created 0001-01-01T00:00:00Z",
-            "after must not have started"
-        );
-    }
+    // The level above was made ahead before the signal, and never started.
+    assert!(
+        p.id("after").is_some(),
+        "after's container made ahead is gone"
+    );
+    assert_eq!(
+        p.inspect("after", "{{.State.Status}} {{.State.StartedAt}}"),
+        "created 0001-01-01T00:00:00Z",
+        "after must not have started"
+    );
     let status = p.berth(&["status"]);
     assert_eq!(status.code, 1);
     assert!(status.stdout.contains("interrupted"), "{}", status.stdout);
