@@ -1,4 +1,4 @@
-//! The health gate (docs/design.md "Concepts: gate"): a started container must pass its probe within
+//! The health gate (DESIGN.md "gate"): a started container must pass its probe within
 //! `healthy_deadline` and then keep passing, without exiting or restarting, for
 //! `min_healthy_time`. A container that passes one probe and then crashes fails.
 
@@ -108,7 +108,7 @@ pub fn effective_probe(service: &Service, image_has_healthcheck: bool) -> Option
 /// Gate one started container.
 ///
 /// `ready`, when given, is told the moment the probe first passes (with the time since
-/// the start): a pipelined converge (docs/design.md §4) starts the dependents then,
+/// the start): a pipelined converge (DESIGN.md semantic 4) starts the dependents then,
 /// while this gate goes on to the end of the stability window.
 ///
 /// A gate on the image's HEALTHCHECK or on "running" waits for the container's events
@@ -124,8 +124,12 @@ pub async fn gate<R: Runtime>(
     mut ready: Option<tokio::sync::oneshot::Sender<Duration>>,
     watch: &Watch,
 ) -> GateOutcome {
-    // Told before the first inspect, so no change after it goes unseen.
-    let events = matches!(probe, None | Some(Probe::Docker)).then(|| watch.follow(container_id));
+    // Told before the first inspect, so no change after it goes unseen. Every gate
+    // follows its container's events: one on an image's HEALTHCHECK or on "running" has
+    // nothing else to wait for, and one on berth's own probe is woken by a `die` or
+    // `destroy` at once instead of at its next probe (issue 18).
+    let events = watch.follow(container_id);
+    let engine_judged = matches!(probe, None | Some(Probe::Docker));
     let interval = service
         .health
         .as_ref()
@@ -145,47 +149,64 @@ pub async fn gate<R: Runtime>(
     let mut first_healthy: Option<Duration> = None;
     let mut last = ProbeResult::new(false, "not probed yet");
     let mut fast = Duration::from_millis(25);
+    // When berth's own probe is next due (it is not run again on an event's wake-up).
+    let mut probe_due = start;
     let network = &service.networks[0];
     loop {
         match rt.inspect_container(container_id, network).await {
             Err(crate::runtime::RuntimeError::Unreachable { context, message }) => {
                 return GateOutcome::Unreachable { context, message };
             }
+            // Removed (by hand, or by anything else): nothing is left to become healthy.
+            Err(crate::runtime::RuntimeError::Gone { .. }) => {
+                return over(service, "was removed", start, &probe_name, &last);
+            }
             Err(e) => last = ProbeResult::new(false, e.to_string()),
             Ok(c) => {
                 let base = *first_restarts.get_or_insert(c.restart_count);
-                // A restart, or an exit that no restart policy will undo, fails at once.
-                let died = if c.restart_count > base {
-                    Some("restarted (last exit code")
-                } else if !c.running
-                    && (service.restart == "no" || c.exit_code != 0 && first_healthy.is_some())
-                {
-                    Some("exited (code")
-                } else {
-                    None
-                };
-                if let Some(what) = died {
-                    return GateOutcome::Failed {
-                        reason: format!(
-                            "service {:?} failed its gate: the container {what} {}) {} after start; probe {probe_name}, last result: {}",
-                            service.name,
-                            c.exit_code,
-                            secs(start.elapsed()),
-                            last.detail
-                        ),
-                    };
+                // A restart fails at once. So does an exit the engine will not undo
+                // (no restart policy, a policy that does not cover this exit, or a kill,
+                // which cancels the policy): the engine has said the container is over,
+                // and there is no deadline left worth waiting out, before or after the
+                // first pass.
+                if c.restart_count > base || c.restarting {
+                    return over(
+                        service,
+                        &format!("restarted (last exit {})", exit_words(&c)),
+                        start,
+                        &probe_name,
+                        &last,
+                    );
                 }
-                last = if !c.running {
-                    ProbeResult::new(
-                        false,
-                        format!("container not running (exit code {})", c.exit_code),
-                    )
-                } else {
-                    match probe {
+                if !c.running {
+                    return over(
+                        service,
+                        &format!("exited ({})", exit_words(&c)),
+                        start,
+                        &probe_name,
+                        &last,
+                    );
+                }
+                let now = Instant::now();
+                // A window ends on a probe of its own, not on the last one before it.
+                let window_over = healthy_since.is_some_and(|t| now >= t + min_healthy_time);
+                if engine_judged || now >= probe_due || window_over {
+                    last = match probe {
                         Some(p) => rt.probe(&c, p, timeout).await,
                         None => ProbeResult::new(true, "container running"),
-                    }
-                };
+                    };
+                    // Until the first pass, probe early and then less often (25 ms
+                    // doubling up to the interval): a service that is ready fast is seen
+                    // fast, one that is slow is not probed more often than asked.
+                    let wait = if last.ok || first_healthy.is_some() {
+                        interval
+                    } else {
+                        let w = interval.min(fast);
+                        fast = fast.saturating_mul(2);
+                        w
+                    };
+                    probe_due = now + wait;
+                }
             }
         }
         let now = Instant::now();
@@ -214,31 +235,49 @@ pub async fn gate<R: Runtime>(
                 ),
             };
         }
-        if let Some(events) = &events {
-            // Only an event changes what inspect shows: wait for one, for the window's
-            // end, for the deadline, or for the fallback, whichever comes first.
-            let until = match healthy_since {
-                Some(since) => since + min_healthy_time,
-                None => (start + healthy_deadline).max(now),
-            }
-            .min(now + EVENT_FALLBACK);
-            tokio::select! {
-                () = events.notified() => {}
-                () = tokio::time::sleep_until(until.into()) => {}
-            }
-            continue;
-        }
-        // Until the first pass, probe early and then less often (25 ms doubling up to the
-        // interval): a service that is ready fast is seen fast, one that is slow is not
-        // probed more often than asked.
-        let wait = if first_healthy.is_none() {
-            let w = interval.min(fast);
-            fast = fast.saturating_mul(2);
-            w
-        } else {
-            interval
+        // Wait for the container's next event, the window's end, the deadline, or the
+        // next probe, whichever comes first. A gate the engine judges has no probe of its
+        // own: only an event changes what inspect shows, so it waits at most the fallback.
+        let window_end = match healthy_since {
+            Some(since) => since + min_healthy_time,
+            None => (start + healthy_deadline).max(now),
         };
-        tokio::time::sleep(wait).await;
+        let until = if engine_judged {
+            window_end.min(now + EVENT_FALLBACK)
+        } else {
+            window_end.min(probe_due)
+        };
+        tokio::select! {
+            () = events.notified() => {}
+            () = tokio::time::sleep_until(until.into()) => {}
+        }
+    }
+}
+
+/// The container is over: say how, how soon after the start, and what the probe last saw.
+fn over(
+    service: &Service,
+    what: &str,
+    start: Instant,
+    probe_name: &str,
+    last: &ProbeResult,
+) -> GateOutcome {
+    GateOutcome::Failed {
+        reason: format!(
+            "service {:?} failed its gate: the container {what} {} after start; probe {probe_name}, last result: {}",
+            service.name,
+            secs(start.elapsed()),
+            last.detail
+        ),
+    }
+}
+
+/// "code 137, OOM killed": how the container's last run ended.
+fn exit_words(c: &crate::runtime::ContainerDetails) -> String {
+    if c.oom_killed {
+        format!("code {}, OOM killed", c.exit_code)
+    } else {
+        format!("code {}", c.exit_code)
     }
 }
 

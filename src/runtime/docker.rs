@@ -769,11 +769,14 @@ impl Runtime for DockerRuntime {
     ) -> Result<ContainerDetails, RuntimeError> {
         call("inspect_container");
         let _slot = self.slot().await;
-        let c = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(api(format!("inspecting container {}", short(id))))?;
+        let c = self.docker.inspect_container(id, None).await.map_err(|e| {
+            let context = format!("inspecting container {}", short(id));
+            if is_not_found(&e) {
+                RuntimeError::Gone { context }
+            } else {
+                api(context)(e)
+            }
+        })?;
         let state = c.state.unwrap_or_default();
         let ip = c
             .network_settings
@@ -783,7 +786,9 @@ impl Runtime for DockerRuntime {
         Ok(ContainerDetails {
             id: c.id.unwrap_or_default(),
             running: state.running.unwrap_or(false),
+            restarting: state.restarting.unwrap_or(false),
             exit_code: state.exit_code.unwrap_or(0),
+            oom_killed: state.oom_killed.unwrap_or(false),
             restart_count: c.restart_count.unwrap_or(0),
             health: state
                 .health

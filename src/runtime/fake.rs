@@ -37,6 +37,8 @@ struct FakeContainer {
     /// `FIXTURE_EXIT_CODE` (1 unless set), as the real fixture does.
     exit_after: Option<Duration>,
     exit_code: i64,
+    /// Killed by hand ([`FakeRuntime::kill_by_hand`]): the exit code and the OOM flag.
+    killed: Option<(i64, bool)>,
 }
 
 impl FakeContainer {
@@ -175,6 +177,17 @@ impl FakeRuntime {
         Self::tell(&mut s, name, "die");
     }
 
+    /// Kill a container behind berth's back, as `docker kill` (or the OOM killer, with
+    /// `oom`) would: it exits with `exit_code` and no restart policy brings it back.
+    pub fn kill_by_hand(&self, name: &str, exit_code: i64, oom: bool) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(c) = s.containers.iter_mut().find(|c| c.name == name) {
+            c.running = false;
+            c.killed = Some((exit_code, oom));
+        }
+        Self::tell(&mut s, name, "die");
+    }
+
     /// Remove a container behind berth's back, as `docker rm -f` by hand would.
     pub fn remove_by_hand(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
@@ -236,9 +249,8 @@ impl FakeRuntime {
 }
 
 fn not_found(what: &str) -> RuntimeError {
-    RuntimeError::Api {
+    RuntimeError::Gone {
         context: what.into(),
-        message: "no such container".into(),
     }
 }
 
@@ -415,6 +427,7 @@ impl Runtime for FakeRuntime {
                 .get("FIXTURE_EXIT_CODE")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
+            killed: None,
         });
         s.events
             .push((Instant::now(), format!("create {}", service.name)));
@@ -429,6 +442,7 @@ impl Runtime for FakeRuntime {
             .find(|c| c.id == id)
             .ok_or_else(|| not_found(id))?;
         c.running = true;
+        c.killed = None;
         c.started = Some(Instant::now());
         let what = format!(
             "start {}",
@@ -481,14 +495,19 @@ impl Runtime for FakeRuntime {
             .iter()
             .find(|c| c.id == id)
             .ok_or_else(|| not_found(id))?;
+        // Exited by itself (FIXTURE_EXIT_AFTER). The fake has no restart policies: what
+        // exits stays exited, whatever the service's `restart`.
+        let exited_by_itself = c.running && !c.alive();
         Ok(ContainerDetails {
             id: c.id.clone(),
             running: c.alive(),
-            exit_code: if c.running && !c.alive() {
-                c.exit_code
-            } else {
-                0
+            restarting: false,
+            exit_code: match c.killed {
+                Some((code, _)) => code,
+                None if exited_by_itself => c.exit_code,
+                None => 0,
             },
+            oom_killed: c.killed.is_some_and(|(_, oom)| oom),
             restart_count: 0,
             health: None,
             ip: Some("10.0.0.1".into()),

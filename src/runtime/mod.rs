@@ -27,6 +27,10 @@ pub enum RuntimeError {
     /// interrupts is resumed once the engine answers again, never reverted.
     #[error("{context}: the engine did not answer: {message}")]
     Unreachable { context: String, message: String },
+    /// The engine answered that the container is not there (removed, by hand or by
+    /// `--rm`): a gate on it fails at once.
+    #[error("{context}: no such container")]
+    Gone { context: String },
 }
 
 impl RuntimeError {
@@ -67,7 +71,12 @@ impl ContainerSummary {
 pub struct ContainerDetails {
     pub id: String,
     pub running: bool,
+    /// The engine is about to start it again under its restart policy (its `die` event
+    /// comes after this is set, with `restart_count` already raised).
+    pub restarting: bool,
     pub exit_code: i64,
+    /// The kernel's OOM killer ended its last run.
+    pub oom_killed: bool,
     pub restart_count: i64,
     pub health: Option<String>,
     /// The container's address on the project network, used by tcp/http probes.
