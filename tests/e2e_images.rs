@@ -73,10 +73,20 @@ environment = { FIXTURE_READY_AFTER = "1" }
 }
 
 /// A container gated on its HEALTHCHECK that exits inside its window fails the gate, seen
-/// from its `die` event.
+/// from its `die` event, not from the look the gate takes anyway every 2 s (gate.rs's
+/// `EVENT_FALLBACK`) when no event comes.
 #[test]
 fn a_healthcheck_gated_container_that_exits_inside_its_window_fails_the_gate() {
+    /// gate.rs's `EVENT_FALLBACK`: a gate that follows events looks again this long after
+    /// its previous look when nothing woke it sooner.
+    const FALLBACK_MS: i64 = 2000;
     let p = Project::new("imghcdie");
+    // The image's HEALTHCHECK runs 1 s after the start, then 1 s after each check ends:
+    // the gate hears `health_status: healthy` about 1.05 s in, and without an event it
+    // would look again 2 s after that. The fixture exits 1.5 s after its start (ready at
+    // 0.2 s, healthy for 1.3 s): inside its 20 s window, about 0.5 s from the checks
+    // before and after it (a check that meets the exit reports `unhealthy`, an event of
+    // its own) and 1.5 s before the fallback's look.
     p.write(
         r#"
 [project]
@@ -87,24 +97,73 @@ min_healthy_time = "20s"
 [services.web]
 image = "berth-fixture:healthcheck"
 restart = "no"
-environment = { FIXTURE_READY_AFTER = "0.2", FIXTURE_HEALTHY_FOR = "3" }
+environment = { FIXTURE_READY_AFTER = "0.2", FIXTURE_HEALTHY_FOR = "1.3" }
 "#,
     );
-    let began = std::time::Instant::now();
-    let run = p.berth(&["apply"]);
+    let run = p.berth_env(
+        &["apply"],
+        &[
+            ("BERTH_LOG", "berth::runtime=debug"),
+            ("BERTH_LOG_FORMAT", "json"),
+        ],
+    );
     // A first apply has nothing to revert to: degraded, exit 4.
     assert_eq!(run.code, 4, "{}", run.stderr);
     assert!(
         run.stderr
-            .contains("service \"web\" failed its gate: the container exited (code 1)"),
+            .contains("service \"web\" failed its gate: the container exited (code 1"),
         "{}",
         run.stderr
     );
-    // Seen when it happened, not at the end of the 20 s window.
+    // When it exited (the fixture's own log) and when the gate failed (the generation's
+    // timings), both in unix ms of this host's clock.
+    let exited_ms = p
+        .fixture_event_ms("web", "exit")
+        .expect("the fixture logged its exit");
+    let history: serde_json::Value =
+        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap();
+    let failed_ms = history[0]["timings"]["web"]["failed_ms"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no failed_ms in {history}"));
+    // Every look the gate took is one inspect of the container (the only container of the
+    // converge), logged as the call begins. After its last look before the exit, a gate
+    // that no event wakes looks again only once that look is over and a whole 2 s have
+    // passed, and only that look could see the exit: the failure would come 2 s or more
+    // after the last look before the exit. Sooner, it was an event after that look that
+    // told of the exit, and the only event a container has after its exit is its `die`.
+    let looks: Vec<i64> = run
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["call"] == "inspect_container")
+        .map(|v| {
+            let at: jiff::Timestamp = v["timestamp"].as_str().unwrap().parse().unwrap();
+            at.as_millisecond()
+        })
+        .collect();
+    let last_before = looks
+        .iter()
+        .copied()
+        .filter(|&t| t < exited_ms)
+        .max()
+        .unwrap_or_else(|| panic!("no look before the exit at {exited_ms}: {looks:?}"));
+    eprintln!(
+        "looks at {:?} ms from the exit; the gate failed {} ms after it",
+        looks.iter().map(|t| t - exited_ms).collect::<Vec<_>>(),
+        failed_ms - exited_ms
+    );
     assert!(
-        began.elapsed() < std::time::Duration::from_secs(15),
-        "{:?}",
-        began.elapsed()
+        failed_ms - last_before < FALLBACK_MS,
+        "the gate failed {} ms after its last look before the exit: the fallback's look saw it",
+        failed_ms - last_before
+    );
+    // And the failure followed the exit at once. (The event comes within milliseconds;
+    // 1 s leaves room for a loaded machine. This bound alone proves nothing, a fallback
+    // look may land that soon after an exit too: the gap between the looks above does.)
+    assert!(
+        failed_ms - exited_ms < 1000,
+        "the gate failed {} ms after the exit",
+        failed_ms - exited_ms
     );
 }
 
