@@ -548,19 +548,28 @@ fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_t
     assert_eq!(s["git"]["deployed"], b.as_str());
     assert!(web_env(&p).contains("VERSION=2"));
 
-    // The tokens never show: not in the log, the status, the history.
+    // The tokens never show: not in the log, the status, the history. Nor does the
+    // fetch token as git sends it, in the `Authorization: Basic` header's base64.
+    let basic = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{FETCH_TOKEN}"))
+    };
+    let secrets = [FETCH_TOKEN, SYNC_TOKEN, basic.as_str()];
+    let status = p.berth(&["status"]);
+    let history = p.berth(&["history", "--json"]);
     let shown = [
         d.log(),
         d.request("GET", "/api/v1/status", None).1,
         d.request("GET", "/metrics", None).1,
-        p.berth(&["status"]).stdout,
-        p.berth(&["history", "--json"]).stdout,
+        status.stdout,
+        status.stderr,
+        history.stdout,
+        history.stderr,
     ];
     for text in &shown {
-        assert!(
-            !text.contains(FETCH_TOKEN) && !text.contains(SYNC_TOKEN),
-            "a token leaked: {text}"
-        );
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
     }
 }
 
@@ -659,13 +668,19 @@ fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
         remote.bare.display()
     );
 
-    // A known_hosts that does not know this server: refused, and status says so.
-    let wrong = ssh.join("known_hosts.wrong");
+    // Two known_hosts that do not vouch for this server, both refused: one where the
+    // host is absent (ssh's `accept-new` would take its key and deploy) and one where it
+    // is listed with another key.
     let other = ssh.join("other_key");
     keygen(&other);
     let other_pub = std::fs::read_to_string(other.with_extension("pub")).unwrap();
+    let absent = ssh.join("known_hosts.absent");
+    let other_port = free_port();
+    std::fs::write(&absent, format!("[127.0.0.1]:{other_port} {other_pub}")).unwrap();
+    let wrong = ssh.join("known_hosts.wrong");
     std::fs::write(&wrong, format!("[127.0.0.1]:{} {other_pub}", server.port)).unwrap();
-    {
+    for (case, file) in [("absent", &absent), ("changed key", &wrong)] {
+        let before = std::fs::read_to_string(file).unwrap();
         let d = Daemon::start(
             &p,
             &url,
@@ -675,11 +690,11 @@ fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
                 "--ssh-key",
                 client.to_str().unwrap(),
                 "--known-hosts",
-                wrong.to_str().unwrap(),
+                file.to_str().unwrap(),
             ],
         );
         wait_for(
-            "the refused host key in status",
+            &format!("the refused host key ({case}) in the log"),
             Duration::from_secs(30),
             || {
                 // No desired state was ever read, so no project to report on: the
@@ -687,7 +702,15 @@ fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
                 d.log().contains("Host key verification failed")
             },
         );
-        assert!(p.id("web").is_none(), "deployed from an unverified host");
+        assert!(
+            p.id("web").is_none(),
+            "deployed from an unverified host ({case})"
+        );
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap(),
+            before,
+            "known_hosts was written ({case})"
+        );
     }
 
     let known = ssh.join("known_hosts");

@@ -19,8 +19,9 @@
 //!
 //! Credentials come from files and go to git through its environment, never its command
 //! line: an SSH key and `known_hosts` through `GIT_SSH_COMMAND`, a token as an HTTP
-//! `Authorization` header through `GIT_CONFIG_*`. The token is registered as a secret, so
-//! no log line, status or history shows it; user info in a URL is hidden the same way.
+//! `Authorization` header through `GIT_CONFIG_*`. The token, and the header's base64 of
+//! it, are registered as secrets, so no log line, status or history shows them; user info
+//! in a URL is hidden the same way.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -133,6 +134,8 @@ impl Repo {
     pub fn register_secrets(&self) -> Result<(), GitError> {
         let mut secrets = Vec::new();
         if let Some(t) = self.token()? {
+            // The header git sends carries it encoded: that form is as secret.
+            secrets.push(basic_auth(&t));
             secrets.push(t);
         }
         if let Ok(u) = url::Url::parse(&self.source.url)
@@ -179,9 +182,7 @@ impl Repo {
             cmd.env("GIT_SSH_COMMAND", ssh);
         }
         if let Some(token) = self.token()? {
-            use base64::Engine;
-            let basic =
-                base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"));
+            let basic = basic_auth(&token);
             cmd.env("GIT_CONFIG_COUNT", "1")
                 .env("GIT_CONFIG_KEY_0", "http.extraHeader")
                 .env(
@@ -513,6 +514,12 @@ pub async fn follow(
     }
 }
 
+/// The credentials of HTTP basic auth for `token`: base64 of `x-access-token:TOKEN`.
+fn basic_auth(token: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(format!("x-access-token:{token}"))
+}
+
 fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
@@ -574,6 +581,38 @@ mod tests {
         assert!(
             !hide_userinfo("fatal: unable to access 'https://bot:s3cret@git.example/x/':")
                 .contains("s3cret")
+        );
+    }
+
+    #[test]
+    fn the_token_and_its_basic_auth_header_value_are_registered_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "tok-REGISTER-test-1234\n").unwrap();
+        let repo = Repo::new(
+            GitSource {
+                url: "https://git.example/team/stack.git".into(),
+                reference: Reference::Branch("main".into()),
+                path: "desired-state".into(),
+                poll: Duration::from_secs(60),
+                ssh_key: None,
+                known_hosts: None,
+                token_file: Some(file),
+            },
+            dir.path(),
+        );
+        repo.register_secrets().unwrap();
+        let header = basic_auth("tok-REGISTER-test-1234");
+        assert_eq!(
+            header,
+            "eC1hY2Nlc3MtdG9rZW46dG9rLVJFR0lTVEVSLXRlc3QtMTIzNA=="
+        );
+        let shown = crate::redact::registered_text(&format!(
+            "Authorization: Basic {header} for tok-REGISTER-test-1234"
+        ));
+        assert!(
+            !shown.contains(&header) && !shown.contains("tok-REGISTER-test-1234"),
+            "{shown}"
         );
     }
 
