@@ -1,10 +1,11 @@
 //! End-to-end: `contrib/systemd/berth.service` under a real systemd. systemd runs as PID 1
 //! in a Debian container (`berth-systemd:test`, images/systemd) with the engine's socket
 //! and the berth binary mounted in, and the unit installed as shipped: `systemctl start`
-//! returns once berth said READY=1, `StatusText` says what `berth status` says, a loop made
-//! to hang is killed by the watchdog and restarted, and the restarted berth finishes the
-//! job, `journalctl -u berth` holds the logs, and `systemctl stop` leaves every container
-//! running.
+//! returns once berth said READY=1, `StatusText` says what `berth status` says, a turn
+//! that hangs on an engine call that never answers stops the loop's beats once it is older
+//! than its limit, so the watchdog kills berth and systemd restarts it, and the restarted
+//! berth finishes the job, `journalctl -u berth` holds the logs, and `systemctl stop`
+//! leaves every container running.
 //!
 //! The container shares the host's network: berth probes a service's container at its
 //! address on the project's bridge network, which the host reaches and a container on
@@ -13,7 +14,12 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
 use std::process::Output;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Project, docker, free_port, text};
@@ -161,6 +167,119 @@ impl Drop for Machine {
     }
 }
 
+/// A unix-socket proxy between berth (in the systemd container, through the project's
+/// directory) and the engine, which forwards every connection both ways, and can be told
+/// to swallow the next container list: that request never reaches the engine, so berth's
+/// call waits for an answer that does not come, and nothing on that connection is
+/// forwarded again.
+struct EngineProxy {
+    path: PathBuf,
+    /// Set: swallow the next `GET .../containers/json`; cleared when one is swallowed.
+    hang_next_list: Arc<AtomicBool>,
+    /// A container list was swallowed.
+    swallowed: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EngineProxy {
+    fn start(path: PathBuf) -> EngineProxy {
+        let upstream: PathBuf = std::env::var("DOCKER_HOST")
+            .ok()
+            .and_then(|h| h.strip_prefix("unix://").map(Into::into))
+            .unwrap_or_else(|| "/var/run/docker.sock".into());
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (hang_next_list, swallowed, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (hang, gone, halt) = (hang_next_list.clone(), swallowed.clone(), stop.clone());
+        let acceptor = std::thread::spawn(move || {
+            while !halt.load(Ordering::SeqCst) {
+                let client = match listener.accept() {
+                    Ok((c, _)) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_millis(10));
+                        continue;
+                    }
+                };
+                client.set_nonblocking(false).unwrap();
+                let Ok(engine) = UnixStream::connect(&upstream) else {
+                    continue;
+                };
+                let (mut answers, mut to_client) =
+                    (engine.try_clone().unwrap(), client.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut answers, &mut to_client);
+                    let _ = to_client.shutdown(std::net::Shutdown::Write);
+                });
+                let (hang, gone) = (hang.clone(), gone.clone());
+                std::thread::spawn(move || forward_requests(client, engine, &hang, &gone));
+            }
+        });
+        EngineProxy {
+            path,
+            hang_next_list,
+            swallowed,
+            stop,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    /// The socket as the systemd container sees it: the project's directory is /srv/berth.
+    fn docker_host_in_machine(&self) -> String {
+        format!(
+            "unix:///srv/berth/{}",
+            self.path.file_name().unwrap().to_str().unwrap()
+        )
+    }
+}
+
+/// Copy berth's requests to the engine; once `hang` is set, the first container list and
+/// everything after it on its connection are dropped.
+fn forward_requests(
+    mut from: UnixStream,
+    mut to: UnixStream,
+    hang: &AtomicBool,
+    gone: &AtomicBool,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut swallowing = false;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let chunk = &buf[..n];
+        let first_line = chunk.split(|b| *b == b'\n').next().unwrap_or_default();
+        let is_list = first_line.starts_with(b"GET ")
+            && first_line
+                .windows(b"/containers/json".len())
+                .any(|w| w == b"/containers/json");
+        if !swallowing && is_list && hang.swap(false, Ordering::SeqCst) {
+            swallowing = true;
+            gone.store(true, Ordering::SeqCst);
+        }
+        if !swallowing && to.write_all(chunk).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Write);
+}
+
+impl Drop for EngineProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
@@ -234,6 +353,8 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     // The unit's paths: `-f /srv/berth/desired-state`, a directory of *.toml files.
     std::fs::create_dir(p.dir.path().join("desired-state")).unwrap();
     edit(&p, ONE);
+    // Made before the machine, so it is dropped after it (no berth left to see it go).
+    let proxy = EngineProxy::start(p.dir.path().join("engine.sock"));
     let m = Machine::boot(&p);
 
     // The unit as shipped. Its paths hold in the container (/usr/local/bin/berth,
@@ -308,22 +429,34 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
         m.journal()
     );
 
-    // The watchdog: a short WatchdogSec, and a loop that stops beating 2 s after its start
-    // (BERTH_TEST_HANG_AFTER_S, read from a file the test removes at once, so only the
-    // first process hangs and the one systemd restarts is healthy).
+    // The watchdog's rule: a turn older than its limit stops the loop's beats, so no
+    // WATCHDOG=1 is sent and systemd kills and restarts berth. A short WatchdogSec, a 5 s
+    // turn limit (BERTH_TURN_LIMIT), and berth's engine reached through the proxy. The
+    // proxy swallows the next container list, and the edit's turn makes one: that turn
+    // waits for an answer that never comes. (The engine call itself would give up after
+    // 60 s and the turn would end without a kill; the limit and the watchdog act first.)
     m.write(
         "/etc/systemd/system/berth.service.d/watchdog.conf",
-        "[Service]\nWatchdogSec=5s\nEnvironmentFile=-/srv/berth/hang.env\n\
-         # The watchdog kills with SIGABRT: no core file of the test's binary.\nLimitCORE=0\n",
+        &format!(
+            "[Service]\nWatchdogSec=5s\nEnvironment=BERTH_TURN_LIMIT=5s\n\
+             Environment=DOCKER_HOST={}\n\
+             # The watchdog kills with SIGABRT: no core file of the test's binary.\nLimitCORE=0\n",
+            proxy.docker_host_in_machine()
+        ),
     );
-    std::fs::write(p.dir.path().join("hang.env"), "BERTH_TEST_HANG_AFTER_S=2\n").unwrap();
     m.ok("systemctl daemon-reload");
     m.ok("systemctl start berth");
-    std::fs::remove_file(p.dir.path().join("hang.env")).unwrap();
     let hung_pid = m.show("MainPID");
+    proxy.hang_next_list.store(true, Ordering::SeqCst);
+    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    wait_for(
+        "a turn to make the container list the proxy swallows",
+        Duration::from_secs(30),
+        || proxy.swallowed.load(Ordering::SeqCst),
+    );
     wait_for(
         "the watchdog to kill the hung berth and systemd to restart it",
-        Duration::from_secs(60),
+        Duration::from_secs(50),
         || {
             m.show("NRestarts").parse::<u32>().unwrap_or(0) >= 1
                 && m.show("ActiveState") == "active"
@@ -331,14 +464,18 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
         },
     );
     let journal = m.journal();
-    assert!(journal.contains("Watchdog timeout"), "{journal}");
+    assert!(
+        journal.contains("a turn has run longer than its limit"),
+        "{journal}"
+    );
     assert!(
         journal.contains("has not beaten for a whole watchdog period"),
         "{journal}"
     );
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
 
-    // The restarted berth does the job: an edit converges as generation 2.
-    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    // The restarted berth does the job: the edit the hung turn was making converges as
+    // generation 2.
     wait_for(
         "the restarted berth to converge the edit",
         Duration::from_secs(60),

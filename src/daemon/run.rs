@@ -312,6 +312,7 @@ async fn host_gateway(rt: &DockerRuntime, shutdown: &Shutdown) -> std::net::IpAd
 
 /// How long one turn may run before the loop counts as hung: the longest converge berth
 /// allows (a 10 min progress_deadline by default, a revert after it) and some room.
+/// `BERTH_TURN_LIMIT` (a duration such as `30s`) sets it.
 const TURN_LIMIT: Duration = Duration::from_secs(25 * 60);
 
 async fn pulse(
@@ -319,28 +320,33 @@ async fn pulse(
     turn_started: Arc<Mutex<Option<Instant>>>,
     shutdown: Shutdown,
 ) {
-    // BERTH_TEST_HANG_AFTER_S: a test-only switch that makes the loop look hung after so
-    // many seconds, so the watchdog path can be proved under a real systemd.
-    let hang_after = std::env::var("BERTH_TEST_HANG_AFTER_S")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .map(Duration::from_secs);
-    let born = Instant::now();
+    let limit = match std::env::var("BERTH_TURN_LIMIT") {
+        Ok(v) => crate::spec::duration::parse(&v).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "BERTH_TURN_LIMIT ignored");
+            TURN_LIMIT
+        }),
+        Err(_) => TURN_LIMIT,
+    };
+    // The turn (by its start) already said to be over its limit.
+    let mut told: Option<Instant> = None;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = shutdown.requested() => return,
         }
-        if hang_after.is_some_and(|h| born.elapsed() > h) {
-            continue;
-        }
-        let busy_for = turn_started
-            .lock()
-            .expect("pulse lock")
-            .map(|t| t.elapsed());
-        if busy_for.is_none_or(|b| b < TURN_LIMIT) {
-            heartbeat.beat();
+        let started = *turn_started.lock().expect("pulse lock");
+        match started {
+            Some(t) if t.elapsed() >= limit => {
+                if told != Some(t) {
+                    told = Some(t);
+                    tracing::error!(
+                        limit = %crate::spec::duration::format(limit),
+                        "a turn has run longer than its limit; the reconcile loop counts as hung and stops beating"
+                    );
+                }
+            }
+            _ => heartbeat.beat(),
         }
     }
 }
