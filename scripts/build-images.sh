@@ -7,11 +7,13 @@
 #   berth-redis:7          images/redis
 #   berth-prometheus:2     images/prometheus
 #   berth-chroma:latest    images/chroma   (pip install chromadb from PyPI)
+# and, only for the tests (`--test`, or named; scripts/test-setup.sh builds them):
 #   berth-systemd:test     images/systemd  (systemd as PID 1, for tests/e2e_systemd.rs)
 #   berth-alembic:test     images/alembic  (Alembic from Debian, with tests/alembic: a migration job)
 #
-# Usage: scripts/build-images.sh [base|postgres|redis|prometheus|chroma|systemd|alembic ...]
-#   No arguments = everything. Naming a service image implies `base`.
+# Usage: scripts/build-images.sh [--test] [base|postgres|redis|prometheus|chroma|systemd|alembic ...]
+#   No arguments = the base and the four images of the Local Assistant stack;
+#   --test = the two test images (and the base). Naming a service image implies `base`.
 #   Idempotent: an existing base image is kept; service images are rebuilt
 #   with the classic builder's layer cache (a no-op when nothing changed).
 # Env:
@@ -29,7 +31,9 @@ declare -A service_tag=(
   [systemd]="berth-systemd:test"
   [alembic]="berth-alembic:test"
 )
-all_services=(postgres redis prometheus chroma systemd alembic)
+stack_services=(postgres redis prometheus chroma)
+test_services=(systemd alembic)
+all_services=("${stack_services[@]}" "${test_services[@]}")
 tmp=""
 
 log() { printf '==> %s\n' "$*" >&2; }
@@ -152,8 +156,11 @@ build_service() {
   log "built $tag in $((SECONDS - start))s"
 }
 
-targets=("$@")
-((${#targets[@]})) || targets=(base "${all_services[@]}")
+targets=()
+for a in "$@"; do
+  if [[ "$a" == --test ]]; then targets+=(base "${test_services[@]}"); else targets+=("$a"); fi
+done
+((${#targets[@]})) || targets=(base "${stack_services[@]}")
 for t in "${targets[@]}"; do
   [[ "$t" == base || -n "${service_tag[$t]:-}" ]] || die "unknown image '$t' (expected: base ${all_services[*]})"
 done
