@@ -6,7 +6,9 @@
 //! found (by label) or created; then each DAG level starts in parallel and a level begins
 //! once every service below it passed its probe (pipelined; or closed its stability
 //! window, under `stability = "before-dependents"`), while the windows below run on; the
-//! migrations step runs right after the database service's level (docs/design.md §5).
+//! migrations step begins right after the database service's level and runs beside the
+//! levels above, and only a level holding a dependent of `migrations` waits for it
+//! (docs/design.md §5).
 //! The containers of a level are created (not started) one level ahead, while the level
 //! below gates ([`prepare`]). A recreate creates the new container first (under a
 //! temporary name), so a bad spec fails before the old one is stopped.
@@ -378,15 +380,40 @@ async fn execute_steps<R: Runtime>(
     // Followed from before the first start, so no gate misses an event.
     let watch = &Watch::start(rt, project);
     let levels = desired.levels();
+    // When the migrations step began, while it runs: a converge that fails meanwhile
+    // records it as cut short.
+    let migrating_since = std::sync::Mutex::new(None);
     let result = async {
         let mut running: FuturesUnordered<ServiceRun<'_>> = FuturesUnordered::new();
         // Containers are made one level ahead: level k+1's while level k starts and
         // gates (see [`prepare`]).
         let mut ahead: BTreeMap<String, Prep<'_>> = BTreeMap::new();
         let mut driving: FuturesUnordered<NamedPrep<'_>> = FuturesUnordered::new();
+        // The migrations step once it has begun, until it ends (see below).
+        let mut migrating: Option<Migrating<'_>> = None;
         for (index, level) in levels.iter().enumerate() {
             if let Some(signal) = how.shutdown.signal() {
                 return Err(Failure::Interrupted(signal));
+            }
+            // A level that holds a dependent of `migrations` begins once the step is
+            // done; the windows below and the creates made ahead go on meanwhile.
+            let needs_schema = level.iter().any(|n| {
+                desired.services[n]
+                    .depends_on
+                    .iter()
+                    .any(|d| d == MIGRATIONS_NODE)
+            });
+            if needs_schema {
+                await_migrations(
+                    &mut migrating,
+                    &mut running,
+                    &mut driving,
+                    timings,
+                    plan,
+                    how,
+                    &migrating_since,
+                )
+                .await?;
             }
             let next = levels.get(index + 1).map(Vec::as_slice).unwrap_or_default();
             for name in level.iter().chain(next) {
@@ -449,14 +476,19 @@ async fn execute_steps<R: Runtime>(
                     Some(name) = readies.next(), if !strict => {
                         waiting.remove(&name);
                     }
+                    r = step_of(&mut migrating) => {
+                        migrated(&mut migrating, timings, &migrating_since, r)?;
+                    }
                     Some((name, made)) = driving.next() => {
                         made_ahead(&mut running, timings, plan, how, name, made)?;
                     }
                 }
             }
-            // Migrations are a node of the DAG (semantic 5): they run once the database's
-            // level passed its probes, before the next level, which holds whatever depends on
-            // `migrations`.
+            // Migrations are a node of the DAG (docs/design.md §5): they begin once the
+            // database's level passed its probes, and run beside the levels above. Only a
+            // level that holds a dependent of `migrations` waits for them (above); a
+            // service that does not depend on them does not wait for the schema it does
+            // not use, and the converge ends only once they are done.
             if let Some(m) = &desired.migrations
                 && level.contains(&m.service)
                 && how.store.is_some()
@@ -464,28 +496,20 @@ async fn execute_steps<R: Runtime>(
                 if let Some(signal) = how.shutdown.signal() {
                     return Err(Failure::Interrupted(signal));
                 }
-                let t0 = now_ms();
-                // The windows of the levels below go on meanwhile; one that fails ends the
-                // converge at once.
-                let step = migrations_step(rt, desired, m, how);
-                tokio::pin!(step);
-                let r = loop {
-                    tokio::select! {
-                        biased;
-                        r = &mut step => break r,
-                        Some((name, r)) = running.next() => {
-                            finished(&mut running, timings, name, r)?;
-                        }
-                        Some((name, made)) = driving.next() => {
-                            made_ahead(&mut running, timings, plan, how, name, made)?;
-                        }
-                    }
-                };
-                let end = json!({"action": "migrate", "begin_ms": t0, "end_ms": now_ms()});
-                timings.insert(MIGRATIONS_NODE.to_string(), end);
-                r?;
+                *migrating_since.lock().expect("migrations lock") = Some(now_ms());
+                migrating = Some(Box::pin(migrations_step(rt, desired, m, how)));
             }
         }
+        await_migrations(
+            &mut migrating,
+            &mut running,
+            &mut driving,
+            timings,
+            plan,
+            how,
+            &migrating_since,
+        )
+        .await?;
         // Every window must close without a failure or restart.
         while let Some((name, r)) = running.next().await {
             finished(&mut running, timings, name, r)?;
@@ -500,8 +524,68 @@ async fn execute_steps<R: Runtime>(
                 .entry(name)
                 .or_insert_with(|| json!({"started_ms": ms, "cut_ms": cut}));
         }
+        if let Some(t0) = migrating_since.into_inner().expect("migrations lock") {
+            timings
+                .entry(MIGRATIONS_NODE.to_string())
+                .or_insert_with(|| json!({"action": "migrate", "begin_ms": t0, "cut_ms": cut}));
+        }
     }
     result
+}
+
+/// The migrations step under way. Not `Send`: sqlx's connection futures cannot be proven
+/// `Send` in a generic context (its `Acquire` bound is higher-ranked), and the converge
+/// held this step across awaits before it was boxed too.
+type Migrating<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + 'a>>;
+
+/// The migrations step's end, if it is under way; never, if not.
+async fn step_of(migrating: &mut Option<Migrating<'_>>) -> Result<(), Failure> {
+    match migrating.as_mut() {
+        Some(step) => step.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The migrations step ended: recorded (begin, end), and no longer under way. Its failure
+/// ends the converge, like a gate's.
+fn migrated(
+    migrating: &mut Option<Migrating<'_>>,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+    since: &std::sync::Mutex<Option<i64>>,
+    r: Result<(), Failure>,
+) -> Result<(), Failure> {
+    *migrating = None;
+    let begin = since
+        .lock()
+        .expect("migrations lock")
+        .take()
+        .unwrap_or_default();
+    let end = json!({"action": "migrate", "begin_ms": begin, "end_ms": now_ms()});
+    timings.insert(MIGRATIONS_NODE.to_string(), end);
+    r
+}
+
+/// Wait for the migrations step under way (if any) to end. The windows of the levels
+/// below and the creates made ahead go on meanwhile; one that fails ends the converge at
+/// once.
+async fn await_migrations<'a>(
+    migrating: &mut Option<Migrating<'a>>,
+    running: &mut FuturesUnordered<ServiceRun<'a>>,
+    driving: &mut FuturesUnordered<NamedPrep<'a>>,
+    timings: &mut serde_json::Map<String, serde_json::Value>,
+    plan: &Plan,
+    how: &Execution<'_>,
+    since: &std::sync::Mutex<Option<i64>>,
+) -> Result<(), Failure> {
+    while migrating.is_some() {
+        tokio::select! {
+            biased;
+            r = step_of(migrating) => migrated(migrating, timings, since, r)?,
+            Some((name, r)) = running.next() => finished(running, timings, name, r)?,
+            Some((name, made)) = driving.next() => made_ahead(running, timings, plan, how, name, made)?,
+        }
+    }
+    Ok(())
 }
 
 /// What a service's converge tells the level loop: the moment its probe first passed

@@ -202,6 +202,51 @@ fn first_generation(p: &Project, backup: bool) {
     assert!(run.stdout.contains("schema 3"), "{}", run.stdout);
 }
 
+/// A level without a dependent of `migrations` does not wait for the step: `side` depends
+/// on the database only, and its level begins once the database passed its probe, while
+/// the migrations run; the app (`migrations` and `side`) begins only after they ended, and
+/// the generation is finished only once they are done. (Before, every level above the
+/// database's waited for the step.)
+#[test]
+fn a_level_without_a_dependent_of_migrations_begins_while_they_run() {
+    let p = project("mstep-beside");
+    let side = "[services.side]\nimage = \"berth-fixture:test\"\ndepends_on = [\"postgres\"]\nhealth = { probe = \"http\", port = 8080, path = \"/health\", interval = \"100ms\" }\n\n[migrations]";
+    let stack = stack("1", false)
+        .replace(
+            "depends_on = [\"migrations\"]",
+            "depends_on = [\"migrations\", \"side\"]",
+        )
+        .replace("[migrations]", side);
+    p.write(&stack);
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert_eq!(schema_version(&p), "3");
+    let h = history(&p);
+    let t = &h[0]["timings"];
+    let ms = |svc: &str, key: &str| {
+        t[svc][key]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {svc}.{key} in {t}"))
+    };
+    assert!(
+        ms("side", "begin_ms") < ms("migrations", "end_ms"),
+        "side waited for the migrations it does not depend on: {t}"
+    );
+    assert!(
+        ms("postgres", "healthy_ms") <= ms("migrations", "begin_ms"),
+        "the migrations began before the database passed its probe: {t}"
+    );
+    assert!(
+        ms("app", "begin_ms") >= ms("migrations", "end_ms"),
+        "the app began before the migrations it depends on ended: {t}"
+    );
+    assert!(
+        h[0]["finished_ms"].as_i64().unwrap() >= ms("migrations", "end_ms"),
+        "the generation finished before its migrations: {}",
+        h[0]
+    );
+}
+
 #[test]
 fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     let p = project("mstep-revert");
