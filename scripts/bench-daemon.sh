@@ -12,8 +12,17 @@
 #      -> healthy again: the first moment /api/v1/status says converged with one more
 #      repair (polled every 50 ms).
 #   2. an edit of the desired state (atomic rename, 3 times; prometheus gets a new
-#      environment value) -> the converge starting: from just before the rename to the
-#      engine's first event for the project after it; and -> converged again.
+#      environment value, so a new config hash and a new generation) -> the converge
+#      starting: from just before the rename to berth's own first engine call of the new
+#      generation that acts on a container (`create_container`, `stop_container`,
+#      `remove_container` or `start_container` in its debug log, same clock: here the
+#      create of the new prometheus, made ahead), cross-checked by the engine's `create`
+#      event of the container labelled with the new generation and a config hash not
+#      seen before the edit. Not any project event: the images' own HEALTHCHECK execs
+#      (exec_create/exec_start/exec_die) pass the project's label filter all the time.
+#      Also shown: the reconcile's first engine call of any kind after the edit (the
+#      pre-flight's, before the plan: what precedes it is the file watcher's debounce);
+#      and edit -> converged again.
 #   3. the idle daemon over one minute with the stack converged: resident memory
 #      (VmRSS, and the peak VmHWM) and CPU (utime+stime from /proc over 60 s).
 #
@@ -67,15 +76,18 @@ export CHROMA_HOST_PORT="$(free_port)" PROMETHEUS_HOST_PORT="$(free_port)"
 PORT="$(free_port)"
 API="http://127.0.0.1:$PORT/api/v1/status"
 
+# One line per event: time, action, container name, its berth.generation and
+# berth.config-hash labels (the engine sends a container's labels with each event).
 docker events --filter type=container --filter "label=berth.project=$P" \
-  --format '{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}' >"$TMP/events" &
+  --format '{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}} g={{index .Actor.Attributes "berth.generation"}} h={{index .Actor.Attributes "berth.config-hash"}}' >"$TMP/events" &
 EVENTS_PID=$!
 
 BERTH_LOG="${BERTH_LOG:-info,berth::runtime=debug}" "$BERTH" --state "$TMP/state.db" run -f "$FILE" --exclude grafana \
   --listen "127.0.0.1:$PORT" --log-format json >"$TMP/daemon.log" 2>&1 &
 DAEMON_PID=$!
 
-# berth's first engine call of one of the given kinds after a time (ns), from its JSON log.
+# berth's first engine call of one of the given kinds after a time (ns), from its JSON
+# log, as "NS CALL"; with the kind "any", its first engine call of any kind.
 first_call_after() { # ns call...
   python3 - "$TMP/daemon.log" "$@" <<'PY'
 import json, sys, datetime
@@ -84,14 +96,15 @@ for line in open(log):
     if not line.startswith("{"):
         continue
     l = json.loads(line)
-    if l.get("fields", {}).get("call") not in calls:
+    call = l.get("fields", {}).get("call")
+    if call is None or ("any" not in calls and call not in calls):
         continue
     ts = l["timestamp"].rstrip("Z")
     whole, _, frac = ts.partition(".")
     t = datetime.datetime.fromisoformat(whole).replace(tzinfo=datetime.timezone.utc)
     ns = int(t.timestamp()) * 10**9 + int((frac + "000000000")[:9])
     if ns > after:
-        print(ns)
+        print(ns, call)
         break
 PY
 }
@@ -126,24 +139,36 @@ for i in 1 2 3; do
   sleep 0.5
   die=$(awk -v s="$since" -v n="$P-redis" '$1 >= s && $2 == "die" && $3 == n {print $1; exit}' "$TMP/events")
   act=$(first_call_after "$die" start_container create_container remove_container)
+  act=${act%% *}
   started=$(awk -v d="$die" -v n="$P-redis" '$1 > d && $2 == "start" && $3 == n {print $1; exit}' "$TMP/events")
   echo "  run $i: die -> berth's repair call $(ms "$act - $die") ms, -> engine's start event $(ms "$started - $die") ms; kill -> converged again $(ms "$t_healthy - $t_kill") ms"
   sleep 2
 done
 
 echo
-echo "2. desired-state edit (atomic rename) -> converge starting (first engine event) / converged"
+echo "2. desired-state edit (atomic rename) -> converge start (berth's first engine call of the new generation that acts on a container) / converged"
 for i in 1 2 3; do
+  gen=$((i + 1))
   sed "s|^image = \"berth-prometheus:2\"|image = \"berth-prometheus:2\"\nenvironment = { BENCH_EDIT = \"$i\" }|" \
     "$REPO_ROOT/desired-state/local-assistant.toml" >"$TMP/desired-state/.edit.tmp"
   grep -q "BENCH_EDIT = \"$i\"" "$TMP/desired-state/.edit.tmp"
   t_edit=$(now_ns)
   mv "$TMP/desired-state/.edit.tmp" "$FILE"
-  wait_until "the edit to converge" 120 bash -c "curl -s --max-time 2 '$API' | grep -q '\"generation\": $((i + 1)),' && curl -s --max-time 2 '$API' | grep -q '\"status\": \"converged\"'"
+  wait_until "the edit to converge" 120 bash -c "curl -s --max-time 2 '$API' | grep -q '\"generation\": $gen,' && curl -s --max-time 2 '$API' | grep -q '\"status\": \"converged\"'"
   t_done=$(now_ns)
   sleep 0.5
-  first=$(awk -v s="$t_edit" '$1 > s {print $1; exit}' "$TMP/events")
-  echo "  run $i: edit -> converge start $(ms "$first - $t_edit") ms; edit -> converged $(ms "$t_done - $t_edit") ms"
+  any=$(first_call_after "$t_edit" any)
+  any_call=${any#* } any=${any%% *}
+  act=$(first_call_after "$t_edit" create_container stop_container remove_container start_container)
+  act_call=${act#* } act=${act%% *}
+  # The engine's create of the new generation's container, with a config hash not seen
+  # on any event before the edit.
+  created=$(awk -v s="$t_edit" -v g="g=$gen" '
+    $1 <= s { for (f = 4; f <= NF; f++) if ($f ~ /^h=./) seen[$f] = 1; next }
+    $2 == "create" && $4 == g && !($5 in seen) { print $1; exit }' "$TMP/events")
+  [ -n "$act" ] && [ -n "$created" ] && [ -n "$any" ] || {
+    echo "  run $i: could not find berth's calls or the create event (any='$any' act='$act' create='$created')" >&2; exit 1; }
+  echo "  run $i: edit -> converge start (berth's $act_call) $(ms "$act - $t_edit") ms, -> the engine's create event of generation $gen $(ms "$created - $t_edit") ms; edit -> the reconcile's first engine call ($any_call) $(ms "$any - $t_edit") ms; edit -> converged $(ms "$t_done - $t_edit") ms"
   sleep 2
 done
 
