@@ -31,27 +31,41 @@ environment = {{ FIXTURE_READY_AFTER = "120" }}
     )
 }
 
-/// Apply `health`'s project, do `act` to the container 3.3 s after berth started it, and
-/// return how the converge ended and how long after `act` it did.
-async fn apply_and(
-    health: &str,
-    window: &str,
-    act: impl Fn(&FakeRuntime) + Send + 'static,
-) -> (ApplyOutcome, Duration, Vec<String>) {
+/// One apply of `text` on `rt`, with a store and lock of its own.
+async fn converge(text: &str, rt: &FakeRuntime) -> ApplyOutcome {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("berth.toml");
-    std::fs::write(&file, toml(health, window)).unwrap();
+    std::fs::write(&file, text).unwrap();
     let d = berth::spec::load_with_env(&file, &Default::default(), &HashMap::new()).unwrap();
-    let rt = std::sync::Arc::new(FakeRuntime::new());
-    rt.add_image("fixture:1", "sha256:one");
     let state = dir.path().join("state.db");
     let store = Store::open(&state).await.unwrap();
     let never = Shutdown::never();
     let mut lock = berth::lock::acquire(&state, "dies", "apply", false, &never, |_| {})
         .await
         .unwrap();
+    reconcile(
+        rt,
+        &store,
+        &d,
+        &mut lock,
+        Options::default(),
+        &Reporter::quiet(),
+        &never,
+    )
+    .await
+    .unwrap()
+}
 
-    // The hand that kills: waits for berth's start, lets one probe fail, then acts.
+/// Apply `health`'s project, do `act` to the container 3.3 s after berth started it, and
+/// return how the converge ended, how long after `act` it did, and the fake's events.
+async fn apply_and(
+    health: &str,
+    window: &str,
+    act: impl Fn(&FakeRuntime) + Send + 'static,
+) -> (ApplyOutcome, Duration, Vec<String>) {
+    let rt = std::sync::Arc::new(FakeRuntime::new());
+    rt.add_image("fixture:1", "sha256:one");
+    // The hand that kills: waits for berth's start, lets the probes fall behind, then acts.
     let hand = {
         let rt = rt.clone();
         tokio::spawn(async move {
@@ -67,17 +81,7 @@ async fn apply_and(
             Instant::now()
         })
     };
-    let out = reconcile(
-        &*rt,
-        &store,
-        &d,
-        &mut lock,
-        Options::default(),
-        &Reporter::quiet(),
-        &never,
-    )
-    .await
-    .unwrap();
+    let out = converge(&toml(health, window), &rt).await;
     let ended = Instant::now();
     let acted = hand.await.unwrap();
     (out, ended.duration_since(acted), rt.events())
@@ -170,38 +174,15 @@ async fn a_container_removed_while_gated_fails_the_gate_at_once() {
 async fn without_a_death_the_same_gate_waits_for_its_deadline() {
     // The premise the tests above lean on: nothing but the death ends these gates early.
     // A 1 s deadline instead of 60 s keeps it short.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("berth.toml");
-    std::fs::write(
-        &file,
-        toml(
-            r#"health = { probe = "tcp", port = 8080, interval = "10s" }"#,
-            "0s",
-        )
-        .replace(r#"healthy_deadline = "60s""#, r#"healthy_deadline = "1s""#),
-    )
-    .unwrap();
-    let d = berth::spec::load_with_env(&file, &Default::default(), &HashMap::new()).unwrap();
     let rt = FakeRuntime::new();
     rt.add_image("fixture:1", "sha256:one");
-    let state = dir.path().join("state.db");
-    let store = Store::open(&state).await.unwrap();
-    let never = Shutdown::never();
-    let mut lock = berth::lock::acquire(&state, "dies", "apply", false, &never, |_| {})
-        .await
-        .unwrap();
-    let began = Instant::now();
-    let out = reconcile(
-        &rt,
-        &store,
-        &d,
-        &mut lock,
-        Options::default(),
-        &Reporter::quiet(),
-        &never,
+    let text = toml(
+        r#"health = { probe = "tcp", port = 8080, interval = "10s" }"#,
+        "0s",
     )
-    .await
-    .unwrap();
+    .replace(r#"healthy_deadline = "60s""#, r#"healthy_deadline = "1s""#);
+    let began = Instant::now();
+    let out = converge(&text, &rt).await;
     assert!(reason(&out).contains("healthy_deadline 1s"), "{out:?}");
     assert!(began.elapsed() >= Duration::from_secs(1));
 }

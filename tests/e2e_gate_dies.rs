@@ -24,6 +24,27 @@ const KILL_AT: Duration = Duration::from_millis(3300);
 /// deadline. Measured here well under it (see the test's stderr).
 const WITHIN: Duration = Duration::from_secs(2);
 
+/// `berth apply` of the project, running on while the test acts.
+fn apply_in_background(p: &Project) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["apply"])
+        .env("BERTH_STATE", p.state())
+        .env("BERTH_FILE", p.file())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Everything berth printed.
+fn said(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 struct Case {
     kind: &'static str,
     image: &'static str,
@@ -74,14 +95,7 @@ image = "{}"
 "#,
         case.image, case.extra
     ));
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["apply"])
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = apply_in_background(&p);
     // Wait for the engine to run it (the container is created ahead, then started).
     let began = Instant::now();
     let started = loop {
@@ -108,11 +122,7 @@ image = "{}"
     let killed = Instant::now();
     let out = child.wait_with_output().unwrap();
     let after = killed.elapsed();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let output = said(&out);
     eprintln!(
         "{}: berth ended {:.2} s after the kill\n{output}",
         case.kind,
@@ -171,14 +181,7 @@ environment = { FIXTURE_READY_AFTER = "120" }
 health = { probe = "http", port = 8080, path = "/health", interval = "10s" }
 "#,
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["apply"])
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = apply_in_background(&p);
     let began = Instant::now();
     while p.inspect("web", "{{.State.Running}}") != "true" {
         assert!(began.elapsed() < Duration::from_secs(30), "never started");
@@ -190,11 +193,7 @@ health = { probe = "http", port = 8080, path = "/health", interval = "10s" }
     let removed = Instant::now();
     let out = child.wait_with_output().unwrap();
     let after = removed.elapsed();
-    let output = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let output = said(&out);
     eprintln!(
         "berth ended {:.2} s after the removal\n{output}",
         after.as_secs_f64()
