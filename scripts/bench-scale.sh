@@ -87,10 +87,7 @@ binfo="$berth (built $(date -u -r "$berth" +%FT%TZ), sha256 $(sha256sum "$berth"
 cp "$berth" "$work/berth"
 berth=$work/berth
 
-now() { local t=$EPOCHREALTIME; echo "${t/./}"; }   # unix microseconds
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-spread() { printf '%s\n' "$@" | sort -g | awk 'NR == 1 { lo = $1 } { hi = $1 } END { printf "%.2f-%.2f", lo, hi }'; }
+. scripts/bench-lib.sh   # now, secs, median, spread
 
 wait_flag=""
 ! docker-compose up --help 2>/dev/null | grep -q -- '--wait' || wait_flag=--wait

@@ -229,8 +229,7 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------------------
 
 now_us() { local t="$EPOCHREALTIME"; echo "${t/./}"; }
-secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", (b - a) / 1e6 }'; }
-median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) printf "%.2f", a[(NR + 1) / 2]; else printf "%.2f", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+. "$REPO_ROOT/scripts/bench-lib.sh"   # now, secs, median, spread
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
 # Docker RFC 3339 timestamp -> unix microseconds.
