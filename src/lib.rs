@@ -38,7 +38,8 @@
 //! - [`controller`]: what `berth run` adds around the reconcile: triggers only enqueue,
 //!   one loop reconciles at a time with resync and backoff, and a crash-loop policy holds
 //!   the repair of a service that keeps dying.
-//! - [`redact`]: secrets never reach output.
+//! - [`redact`]: secrets never reach output; [`text`]: a container's text is one
+//!   bounded line before it reaches a terminal, the journal or the notify socket.
 //! - [`report`]: progress lines for `apply`.
 //! - [`triggers`]: what wakes the daemon: the desired state's file changing, the engine's
 //!   events for the project's containers.
@@ -78,5 +79,6 @@ pub mod spec;
 pub mod status;
 pub mod store;
 pub mod systemd;
+pub mod text;
 pub mod triggers;
 pub mod turn;

@@ -59,7 +59,7 @@ async fn run(http: &reqwest::Client, ip: &str, probe: &Probe, timeout: Duration)
             if expect_json.is_empty() {
                 return ProbeResult::new(true, format!("GET {url}: {status}"));
             }
-            let body = match r.bytes().await {
+            let body = match read_bounded(r, HTTP_BODY_MAX).await {
                 Ok(b) => b,
                 Err(e) => return fail(format!("GET {url}: {status}, reading body: {e}")),
             };
@@ -158,6 +158,22 @@ async fn run(http: &reqwest::Client, ip: &str, probe: &Probe, timeout: Duration)
         }
         Probe::Exec { .. } | Probe::Docker => fail(format!("{probe}: not a network probe")),
     }
+}
+
+/// How much of an HTTP probe's body is read: a health answer is small, and a container
+/// that streams without end must not fill berth's memory (`docs/design.md` §12).
+const HTTP_BODY_MAX: usize = 1024 * 1024;
+
+/// The body of `r`, or an error once it passes `max` bytes.
+async fn read_bounded(mut r: reqwest::Response, max: usize) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = r.chunk().await.map_err(|e| error_chain(&e))? {
+        if body.len() + chunk.len() > max {
+            return Err(format!("the body is larger than {} KiB", max / 1024));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// `None` when `body` is a JSON object with every expected field equal; else why not.

@@ -23,9 +23,16 @@ pub fn ready() {
     send(&[NotifyState::Ready]);
 }
 
-/// One line for `systemctl status` and `systemctl show -p StatusText`.
+/// How long a `STATUS=` line may be: what `systemctl status` shows on one line, with room.
+const STATUS_CHARS: usize = 400;
+
+/// One line for `systemctl status` and `systemctl show -p StatusText`. The text may hold
+/// a container's words (a probe's output, a database error): it is made one bounded line
+/// here, at the socket, so no newline in it can add a `WATCHDOG=`, `MAINPID=` or any
+/// other assignment to the datagram (`docs/design.md` §12).
 pub fn status(text: &str) {
-    send(&[NotifyState::Status(text)]);
+    let line = crate::text::one_line(text, STATUS_CHARS);
+    send(&[NotifyState::Status(&line)]);
 }
 
 /// The service is stopping (SIGTERM): the current step finishes first.

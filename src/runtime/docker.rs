@@ -803,9 +803,12 @@ impl Runtime for DockerRuntime {
     async fn container_logs(&self, id: &str) -> Result<String, RuntimeError> {
         use bollard::container::LogOutput;
         call("logs");
+        // Only the end is asked for: a job's log history is the container's, as long as
+        // it made it, and is never read whole (docs/design.md §12).
         let opts = bollard::query_parameters::LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
+            .tail("200")
             .build();
         let mut stream = std::pin::pin!(self.docker.logs(id, Some(opts)));
         let mut tail = String::new();
@@ -826,7 +829,7 @@ impl Runtime for DockerRuntime {
 
     fn events(&self, project: &str) -> super::Events {
         call("events");
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (mut tx, rx) = futures::channel::mpsc::channel(super::EVENTS_BUFFERED);
         let docker = self.docker.clone();
         let filters: HashMap<String, Vec<String>> = [
             ("type".to_string(), vec!["container".to_string()]),
@@ -875,7 +878,9 @@ impl Runtime for DockerRuntime {
                         }
                     })
                     .map_err(api("reading the engine's events"));
-                if tx.unbounded_send(item).is_err() {
+                // Waits while the reader is EVENTS_BUFFERED behind: the engine's stream
+                // holds the rest.
+                if futures::SinkExt::send(&mut tx, item).await.is_err() {
                     return;
                 }
             }

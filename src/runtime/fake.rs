@@ -65,13 +65,14 @@ struct State {
     events: Vec<(Instant, String)>,
     calls: BTreeMap<&'static str, usize>,
     /// Who listens to [`Runtime::events`]: told of changes made "by hand".
-    listeners:
-        Vec<futures::channel::mpsc::UnboundedSender<Result<super::ContainerEvent, RuntimeError>>>,
+    listeners: Vec<futures::channel::mpsc::Sender<Result<super::ContainerEvent, RuntimeError>>>,
     /// What every [`Runtime::exec_stream`] writes to its stdout, and the commands it ran.
     exec_stdout: Vec<u8>,
     execs: Vec<Vec<String>>,
     /// Services whose containers the engine refuses to create.
     refuse_create: std::collections::BTreeSet<String>,
+    /// Services whose create panics: a stand-in for a bug berth's input finds.
+    panic_on_create: std::collections::BTreeSet<String>,
 }
 
 #[derive(Default)]
@@ -119,6 +120,14 @@ impl FakeRuntime {
     pub fn refuse_create(&self, service: &str) {
         let mut s = self.state.lock().unwrap();
         s.refuse_create.insert(service.to_string());
+    }
+
+    /// Make a create of `service` panic (None: stop), as a bug in berth would: the
+    /// daemon's turn must catch it (docs/design.md §12).
+    pub fn panic_on_create(&self, service: Option<&str>) {
+        let mut s = self.state.lock().unwrap();
+        s.panic_on_create.clear();
+        s.panic_on_create.extend(service.map(str::to_string));
     }
 
     /// Make every pull fail as an unreachable registry does.
@@ -204,7 +213,12 @@ impl FakeRuntime {
             action: action.into(),
         };
         s.listeners
-            .retain(|l| l.unbounded_send(Ok(event.clone())).is_ok());
+            .retain_mut(|l| match l.try_send(Ok(event.clone())) {
+                Ok(()) => true,
+                // A listener that fell EVENTS_BUFFERED behind misses this one, as a real
+                // engine's reader would wait; one that left is dropped.
+                Err(e) => !e.is_disconnected(),
+            });
     }
 
     /// Names of the containers there are now, any state.
@@ -213,6 +227,19 @@ impl FakeRuntime {
         let mut names: Vec<String> = s.containers.iter().map(|c| c.name.clone()).collect();
         names.sort();
         names
+    }
+
+    /// IDs of the containers that run now, sorted.
+    pub fn running_ids(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap();
+        let mut ids: Vec<String> = s
+            .containers
+            .iter()
+            .filter(|c| c.alive())
+            .map(|c| c.id.clone())
+            .collect();
+        ids.sort();
+        ids
     }
 
     /// The image ID the container of `name` runs, if it exists.
@@ -385,6 +412,10 @@ impl Runtime for FakeRuntime {
         _networks: &super::Networks,
     ) -> Result<String, RuntimeError> {
         let mut s = self.call("create_container")?;
+        if s.panic_on_create.contains(&service.name) {
+            drop(s);
+            panic!("the fake engine panics creating {name}");
+        }
         if s.refuse_create.contains(&service.name) {
             return Err(RuntimeError::Api {
                 context: format!("creating container {name}"),
@@ -525,7 +556,7 @@ impl Runtime for FakeRuntime {
     }
 
     fn events(&self, _project: &str) -> super::Events {
-        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let (tx, rx) = futures::channel::mpsc::channel(super::EVENTS_BUFFERED);
         let mut s = self.state.lock().unwrap();
         // A stream asked of an engine that is gone ends at once.
         if !s.engine_down {

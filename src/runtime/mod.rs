@@ -108,6 +108,9 @@ pub struct PullProgress {
     pub bytes_total: u64,
 }
 
+/// How many characters of a probe's detail are kept.
+pub const PROBE_DETAIL_CHARS: usize = 500;
+
 /// The outcome of one probe: passed or not, with what was seen, for reasons and logs.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ProbeResult {
@@ -119,10 +122,12 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// `detail` may hold a container's words (an exec probe's output, a database's error
+    /// text): it is kept as one bounded line (`docs/design.md` §12).
     pub fn new(ok: bool, detail: impl Into<String>) -> Self {
         ProbeResult {
             ok,
-            detail: detail.into(),
+            detail: crate::text::one_line(&detail.into(), PROBE_DETAIL_CHARS),
             facts: Vec::new(),
         }
     }
@@ -177,7 +182,12 @@ impl ContainerEvent {
 
 /// A stream of the project's container events (from the moment it is asked for: none
 /// that happened between the call and the engine's answer are lost); it ends when the engine connection drops.
-pub type Events = futures::channel::mpsc::UnboundedReceiver<Result<ContainerEvent, RuntimeError>>;
+/// Bounded ([`EVENTS_BUFFERED`]): a container that restarts in a tight loop makes the
+/// engine's stream wait for the reader, never berth's memory grow (`docs/design.md` §12).
+pub type Events = futures::channel::mpsc::Receiver<Result<ContainerEvent, RuntimeError>>;
+
+/// How many events may wait for their reader.
+pub const EVENTS_BUFFERED: usize = 1024;
 
 /// A container that holds a name berth wants.
 #[derive(Debug, Clone, PartialEq)]

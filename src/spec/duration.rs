@@ -54,8 +54,18 @@ pub fn parse(text: &str) -> Result<Duration, String> {
             .and_then(|d| total.checked_add(d))
             .ok_or_else(|| format!("duration {text:?} is too large"))?;
     }
+    if total > MAX {
+        return Err(format!(
+            "duration {text:?} is longer than a year, the most berth accepts (write e.g. \"8760h\")"
+        ));
+    }
     Ok(total)
 }
+
+/// The longest duration a desired state may hold: one year. Every accepted value is then
+/// safe downstream (`Instant + d`, `Duration * n`, millisecond counts in i64) instead of
+/// validating and then overflowing in a gate (`docs/design.md` §12).
+pub const MAX: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Format a duration the way [`parse`] reads it back, for plans and status.
 pub fn format(d: Duration) -> String {

@@ -93,11 +93,13 @@ pub(super) fn parse_pull_policy(text: &str) -> Result<PullPolicy, String> {
 }
 
 pub(super) fn valid_container_name(s: &str) -> bool {
-    s.len() >= 2
+    // ASCII is checked first: the prefix below is cut by bytes, and a cut inside a
+    // multi-byte character would panic (a crash loop under systemd, `docs/design.md` §12).
+    s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && s.len() >= 2
         && s.len() <= 128
-        && valid_name(&s[..s.len().min(63)])
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+        && s.get(..s.len().min(63)).is_some_and(valid_name)
 }
 
 pub(super) fn valid_project_name(s: &str) -> bool {
