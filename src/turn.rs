@@ -115,9 +115,21 @@ pub struct Memory {
     /// Services whose drift repair is held (they keep dying): set by the daemon's
     /// crash-loop policy before each turn.
     pub hold: std::collections::BTreeSet<String>,
+    /// The resolved hash of the desired state this turn converges (for [`turn`]'s
+    /// record of a panic).
+    attempting: Option<String>,
+    /// A desired state whose turn panicked, and the problem shown: not converged again.
+    panicked: Option<(String, String)>,
 }
 
 /// One turn. Errors (the engine, the store) are for the scheduler to back off on.
+///
+/// A panic inside the turn (a bug berth's input found) is caught here, not left to kill
+/// the process: under `Restart=on-failure` the same file would be read again before
+/// anything is recorded, a crash loop. It becomes the project's standing problem,
+/// `blocked (internal error: …)`, and the desired state that caused it is not converged
+/// again until it changes; the last good generation keeps running and its drift is
+/// repaired (`docs/design.md` §12).
 pub async fn turn<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -126,6 +138,72 @@ pub async fn turn<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<TurnOutcome, TurnError> {
+    use futures::FutureExt;
+    use std::panic::AssertUnwindSafe;
+    let caught = AssertUnwindSafe(turn_inner(rt, store, target, memory, report, shutdown))
+        .catch_unwind()
+        .await;
+    let panic = match caught {
+        Ok(result) => return result,
+        Err(panic) => panic,
+    };
+    // A lock held while it unwound is poisoned: what it guards is still whole (every
+    // writer replaces a field at once), so the daemon goes on with it.
+    memory.clear_poison();
+    let problem = format!(
+        "internal error: {}",
+        crate::text::one_line(&panic_message(&*panic), 400)
+    );
+    tracing::error!(%problem, "a turn panicked; the running generation is kept");
+    {
+        let mut m = memory.lock().expect("memory lock");
+        m.panicked = m.attempting.take().map(|hash| (hash, problem.clone()));
+    }
+    // The repair of the last good generation may meet the same bug: caught as well.
+    match AssertUnwindSafe(keep(
+        rt,
+        store,
+        target,
+        memory,
+        report,
+        shutdown,
+        problem.clone(),
+    ))
+    .catch_unwind()
+    .await
+    {
+        Ok(kept) => kept,
+        Err(_) => {
+            memory.clear_poison();
+            memory.lock().expect("memory lock").problem = Some(problem.clone());
+            Ok(TurnOutcome::Kept {
+                problem,
+                repair: None,
+            })
+        }
+    }
+}
+
+/// What a panic said (its payload is a `&str` or a `String` when it came from `panic!`).
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "a panic without a message".into()
+    }
+}
+
+async fn turn_inner<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    target: &Target,
+    memory: &Mutex<Memory>,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<TurnOutcome, TurnError> {
+    memory.lock().expect("memory lock").attempting = None;
     let loaded = read_desired(target).await;
     let desired = match loaded {
         Ok(d) => d,
@@ -146,11 +224,22 @@ pub async fn turn<R: Runtime>(
     crate::redact::register(&desired.redactor());
     let project = desired.project.name.clone();
     let hash = resolved_hash(&desired);
-    let preflight_due = {
+    let (preflight_due, panicked) = {
         let mut m = memory.lock().expect("memory lock");
         m.project = Some(project.clone());
-        m.preflighted.as_deref() != Some(hash.as_str())
+        m.attempting = Some(hash.clone());
+        let panicked = m
+            .panicked
+            .as_ref()
+            .filter(|(h, _)| *h == hash)
+            .map(|(_, p)| p.clone());
+        (m.preflighted.as_deref() != Some(hash.as_str()), panicked)
     };
+    if let Some(problem) = panicked {
+        // This desired state panicked a turn: keep the running generation until it
+        // changes (or the daemon restarts with a fixed berth).
+        return keep(rt, store, target, memory, report, shutdown, problem).await;
+    }
     let mut lock = acquire(target, &project, shutdown).await?;
     // (Under the lock: a `down` running now has ended by here.)
     // A project taken down on purpose stays down: the daemon does not undo `berth down`
