@@ -50,7 +50,9 @@ impl Reporter {
         if self.quiet {
             return;
         }
-        let message = self.redactor.text(message);
+        // A service's message may quote its container (a probe's output, an exit
+        // message): one line, no escape sequence reaches the terminal (§12).
+        let message = crate::text::one_line(&self.redactor.text(message), 1000);
         match &self.live {
             None => plain(&format!("{service}: {message}")),
             Some(live) => {
@@ -77,7 +79,15 @@ impl Reporter {
         if self.quiet {
             return;
         }
-        let text = self.redactor.text(text);
+        // Lines berth composes may span several; each is cleaned of control characters
+        // (escape sequences a container's words could carry).
+        let text = self
+            .redactor
+            .text(text)
+            .split('\n')
+            .map(crate::text::escaped)
+            .collect::<Vec<_>>()
+            .join("\n");
         match &self.live {
             None => plain(&text),
             Some(live) => {

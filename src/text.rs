@@ -45,6 +45,25 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
     out
 }
 
+/// `text` with every control character escaped as [`one_line`] does, but neither
+/// trimmed nor cut: for a line berth composes around a container's words, whose
+/// indentation is its own.
+pub fn escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                out.push_str(&format!("\\u{{{:x}}}", c as u32))
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// The last `max_bytes` of `bytes` as text (lossy UTF-8, starting at a character
 /// boundary): what berth keeps of a stream a container writes, such as a job's log.
 pub fn tail_lossy(bytes: &[u8], max_bytes: usize) -> String {
@@ -68,8 +87,8 @@ mod tests {
     #[test]
     fn control_characters_are_escaped() {
         assert_eq!(
-            one_line("a\u{1b}[2Jb\u{7f}\u{85}", 100),
-            "a\\u{1b}[2Jb\\u{7f}\\u{85}"
+            one_line("a\u{1b}[2Jb\u{7f}\u{85}c", 100),
+            "a\\u{1b}[2Jb\\u{7f}\\u{85}c"
         );
         assert_eq!(one_line("a\u{2028}b\rc\td", 100), "a\\u{2028}b\\rc\\td");
     }
@@ -83,6 +102,11 @@ mod tests {
         assert_eq!(s, "abcdefgh");
         let s = one_line("abcdefg\nh", 8);
         assert_eq!(s, "abcdefg…");
+    }
+
+    #[test]
+    fn escaped_keeps_indentation_and_length() {
+        assert_eq!(escaped("  a\u{1b}[1m b  "), "  a\\u{1b}[1m b  ");
     }
 
     #[test]
