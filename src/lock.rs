@@ -1,18 +1,24 @@
 //! One converge at a time per project (docs/design.md §9).
 //!
-//! The lock is an advisory `flock` on `<state dir>/locks/<project>.lock`, beside the state
-//! store. The kernel drops it when its holder dies, however it dies (`kill -9`, OOM, a
-//! power cut before the next boot), so a dead holder can never leave it stuck: the next
-//! converge simply gets it and finishes what the dead one left (see
-//! [`crate::reconcile`]). While it is held, the file says who holds it (pid, host, since,
-//! which command and generation), so a waiting process can tell the person why it waits.
+//! The lock is an advisory `flock` on the directory `<state dir>/locks/<project>/`, beside
+//! the state store. The kernel drops it when its holder dies, however it dies (`kill -9`,
+//! OOM, a power cut before the next boot), so a dead holder can never leave it stuck: the
+//! next converge simply gets it and finishes what the dead one left (see
+//! [`crate::reconcile`]). While it is held, `holder.json` in it says who holds it (pid,
+//! host, since, which command and generation), so a waiting process can tell the person
+//! why it waits.
+//!
+//! A directory, not a file: a lock file deleted while held (by hand, by a tidy-up) would
+//! be created afresh by the next taker, who would lock the new file and converge beside
+//! the holder of the old one. A directory cannot be deleted by `rm`, nor by `rmdir` while
+//! it holds the note; deleting the note loses only the holder's name.
 //!
 //! Readers (`status`, `history`) never take the lock; they ask [`is_held`] to tell a
 //! generation that is `progressing` under a live holder from one whose holder died.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::io::{Read, Seek, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,7 +86,8 @@ impl std::fmt::Display for Holder {
 /// A held project lock. Dropping it releases the lock (so does the process dying).
 #[derive(Debug)]
 pub struct ProjectLock {
-    file: File,
+    /// The locked directory, open: closing it releases the lock.
+    _dir: File,
     path: PathBuf,
     holder: Holder,
 }
@@ -91,30 +98,34 @@ pub fn daemon_lock_name(project: &str) -> String {
     format!("{project}.daemon")
 }
 
+/// The directory locked for `project` (its holder note inside, [`HOLDER_NOTE`]).
 pub fn lock_path(state: &Path, project: &str) -> PathBuf {
     let dir = state
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    dir.join("locks").join(format!("{project}.lock"))
+    dir.join("locks").join(project)
 }
 
+/// The file in a lock's directory that names its holder.
+pub const HOLDER_NOTE: &str = "holder.json";
+
+/// The lock's directory, open (and made when missing: only its holder writes in it).
 fn open(path: &Path) -> Result<File, LockError> {
     let io = |source| LockError::Io {
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
+    match std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+    {
+        Ok(()) => {}
+        Err(e) if path.is_dir() => drop(e),
+        Err(e) => return Err(io(e)),
     }
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .open(path)
-        .map_err(io)
+    File::open(path).map_err(io)
 }
 
 fn hostname() -> String {
@@ -123,12 +134,13 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown host".into())
 }
 
-/// What the lock file says about its holder (stale when nobody holds the lock).
-fn read_holder(file: &mut File) -> Holder {
-    let mut text = String::new();
-    let _ = file.rewind();
-    let _ = file.read_to_string(&mut text);
-    serde_json::from_str(&text).unwrap_or_default()
+/// What the holder note says (stale when nobody holds the lock; empty when it was never
+/// written or was deleted).
+fn read_holder(dir: &Path) -> Holder {
+    std::fs::read_to_string(dir.join(HOLDER_NOTE))
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or_default()
 }
 
 /// How often a waiting process tries again. Short enough that a no-op `apply` queued
@@ -147,16 +159,19 @@ pub async fn acquire(
     waiting: impl FnOnce(&Holder) + Send,
 ) -> Result<ProjectLock, LockError> {
     let path = lock_path(state, project);
-    let mut file = open(&path)?;
+    let mut dir = open(&path)?;
     let mut waiting = Some(waiting);
     // Readers probe the lock by taking it for an instant (see `is_held`): even without
     // waiting, a taker tries for a moment before it calls the lock busy.
     let patience = std::time::Instant::now() + Duration::from_millis(300);
     loop {
-        match file.try_lock() {
-            Ok(()) => break,
+        match dir.try_lock() {
+            // The directory locked is still the one at the path: one removed and made
+            // afresh between the open and the lock is opened again.
+            Ok(()) if same_file(&dir, &path) => break,
+            Ok(()) => dir = open(&path)?,
             Err(TryLockError::WouldBlock) => {
-                let holder = read_holder(&mut file);
+                let holder = read_holder(&path);
                 if !wait && std::time::Instant::now() < patience {
                     tokio::time::sleep(Duration::from_millis(20)).await;
                     continue;
@@ -181,7 +196,7 @@ pub async fn acquire(
         }
     }
     let mut lock = ProjectLock {
-        file,
+        _dir: dir,
         path,
         holder: Holder {
             pid: std::process::id(),
@@ -197,18 +212,28 @@ pub async fn acquire(
     Ok(lock)
 }
 
+/// Whether `file` (open) is what `path` names now.
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
 /// Whether some process holds the project's lock right now. Takes and drops it at once
 /// when it is free, so it is for readers that must tell a live converge from a dead one.
 pub fn is_held(state: &Path, project: &str) -> Result<Option<Holder>, LockError> {
     let path = lock_path(state, project);
-    if !path.exists() {
-        return Ok(None);
-    }
-    let mut file = open(&path)?;
+    let dir = match File::open(&path) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(LockError::Io { path, source }),
+    };
     // Shared: two readers probing at once do not see each other as a converge.
-    match file.try_lock_shared() {
+    match dir.try_lock_shared() {
         Ok(()) => Ok(None),
-        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&mut file))),
+        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&path))),
         Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
     }
 }
@@ -216,7 +241,9 @@ pub fn is_held(state: &Path, project: &str) -> Result<Option<Holder>, LockError>
 impl Drop for ProjectLock {
     fn drop(&mut self) {
         // Say nothing once released: a later waiter must not name a holder that left.
-        let _ = self.file.set_len(0);
+        // The note stays, empty, so the directory is never empty for `rmdir`. (The
+        // directory is closed, so unlocked, only after this.)
+        let _ = self.write_note("");
     }
 }
 
@@ -238,15 +265,32 @@ impl ProjectLock {
         &self.holder
     }
 
+    /// Write the holder note whole: a temporary file renamed over it, so a reader never
+    /// sees half of it (and a deleted note comes back with the next write).
     fn write(&mut self) -> Result<(), LockError> {
         let text = serde_json::to_string(&self.holder).expect("holder serializes");
+        self.write_note(&text)
+    }
+
+    fn write_note(&self, text: &str) -> Result<(), LockError> {
+        let note = self.path.join(HOLDER_NOTE);
+        let tmp = self
+            .path
+            .join(format!(".{HOLDER_NOTE}.{}", std::process::id()));
         let io = |source| LockError::Io {
-            path: self.path.clone(),
+            path: note.clone(),
             source,
         };
-        self.file.set_len(0).map_err(io)?;
-        self.file.rewind().map_err(io)?;
-        self.file.write_all(text.as_bytes()).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(io)?;
+        file.write_all(text.as_bytes()).map_err(io)?;
+        drop(file);
+        std::fs::rename(&tmp, &note).map_err(io)?;
         Ok(())
     }
 }
@@ -296,5 +340,34 @@ mod tests {
         assert_eq!(second.holder().generation, None);
         drop(second);
         assert!(is_held(&state, "p").unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn deleting_what_can_be_deleted_of_a_held_lock_does_not_free_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        let never = Shutdown::never();
+        let first = acquire(&state, "p", "apply", false, &never, |_| {})
+            .await
+            .unwrap();
+        let path = lock_path(&state, "p");
+        // `rm` of the lock refuses a directory, `rmdir` one that holds the note.
+        assert!(std::fs::remove_file(&path).is_err());
+        assert!(std::fs::remove_dir(&path).is_err());
+        // The note can go: only the holder's name is lost.
+        std::fs::remove_file(path.join(HOLDER_NOTE)).unwrap();
+        let err = acquire(&state, "p", "apply", false, &never, |_| {})
+            .await
+            .unwrap_err();
+        let LockError::Busy { holder, .. } = &err else {
+            panic!("expected Busy, got {err}");
+        };
+        assert_eq!(holder.pid, 0, "{err}");
+        assert!(is_held(&state, "p").unwrap().is_some());
+        drop(first);
+        assert!(is_held(&state, "p").unwrap().is_none());
+        acquire(&state, "p", "apply", false, &never, |_| {})
+            .await
+            .unwrap();
     }
 }

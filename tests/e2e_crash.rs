@@ -383,7 +383,7 @@ health = { probe = "tcp", port = 8080, interval = "100ms" }
             .replace("\"1\"", "\"2\""),
     );
     let holder = spawn(&p, &["apply"]);
-    let lock = p.dir.path().join("locks").join(format!("{}.lock", p.name));
+    let lock = p.dir.path().join("locks").join(&p.name).join("holder.json");
     wait_for("the lock to be taken", Duration::from_secs(10), || {
         std::fs::read_to_string(&lock)
             .is_ok_and(|t| t.contains(&format!("\"pid\":{}", holder.id())))
