@@ -114,6 +114,15 @@ pub struct GitArgs {
     /// A file holding a token for https remotes (never logged).
     #[arg(long, requires = "url")]
     pub token_file: Option<PathBuf>,
+    /// A host path a commit may name beyond its tree and --host-dir (repeatable): a bind
+    /// source, env file, build context, data, backup or snapshot directory at or under
+    /// it, matched by whole path components once symlinks are resolved.
+    #[arg(long = "allow-host-path", value_name = "PATH", requires = "url")]
+    pub allow_host_path: Vec<PathBuf>,
+    /// A variable of berth's own environment that `${...}` in a commit may read
+    /// (repeatable); otherwise a commit reads only the project env file.
+    #[arg(long = "pass-env", value_name = "NAME", requires = "url")]
+    pub pass_env: Vec<String>,
     /// A file holding the token `POST /api/v1/sync` must carry (`Authorization: Bearer
     /// TOKEN`): a git host's webhook fetches at once. Without it the endpoint answers 404.
     #[arg(long, requires = "url")]
@@ -735,6 +744,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                     file: args.file,
                     state: state_path,
                     git: follow,
+                    grants: spec::Grants::new(&git.allow_host_path, &git.pass_env)?,
                 },
                 listen,
                 resync,

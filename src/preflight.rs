@@ -223,14 +223,26 @@ pub fn create_missing(dirs: &[DataDir]) -> std::io::Result<Vec<String>> {
             .mode(dir.mode)
             .create(&dir.path)
             .map_err(|e| with_path(e, &dir.path))?;
+        // The mode and owner go to the directory opened without following a symlink
+        // (O_NOFOLLOW): one put in its place since would carry them, as root, to
+        // whatever it names (docs/design.md §12).
+        let opened = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+                .open(&dir.path)
+                .map_err(|e| with_path(e, &dir.path))?
+        };
         // The umask may have taken bits away.
-        std::fs::set_permissions(&dir.path, std::fs::Permissions::from_mode(dir.mode))
+        opened
+            .set_permissions(std::fs::Permissions::from_mode(dir.mode))
             .map_err(|e| with_path(e, &dir.path))?;
         let mut line = format!("created {} (mode {:o})", dir.path.display(), dir.mode);
         if let Some((uid, gid)) = dir.owner
             && rustix::process::geteuid().is_root()
         {
-            std::os::unix::fs::chown(&dir.path, Some(uid), Some(gid))
+            std::os::unix::fs::fchown(&opened, Some(uid), Some(gid))
                 .map_err(|e| with_path(e, &dir.path))?;
             line.push_str(&format!(", owner {uid}:{gid}"));
         }

@@ -31,6 +31,9 @@ pub struct Target {
     /// A git source instead of `file` (`berth run --git`): the newest commit fetched is
     /// deployed.
     pub git: Option<std::sync::Arc<crate::git::Follow>>,
+    /// What the operator lets a commit reach beyond its tree and the host directory
+    /// (`--allow-host-path`, `--pass-env`; docs/design.md §12).
+    pub grants: spec::Grants,
 }
 
 /// A desired state read, or why it cannot be used (what status shows).
@@ -56,6 +59,7 @@ async fn read_desired(target: &Target) -> Result<DesiredState, String> {
         overlay: Some(spec::Overlay {
             tree: tree.clone(),
             host: git.host_dir.clone(),
+            grants: target.grants.clone(),
         }),
         ..target.selection.clone()
     };

@@ -337,9 +337,22 @@ impl Repo {
         {
             paths.push(&mut m.source);
         }
+        let real_tree = crate::spec::trust::resolve(tree).map_err(io(tree))?;
         for p in paths {
-            let Ok(rel) = p.strip_prefix(tree).map(Path::to_path_buf) else {
+            if !p.starts_with(tree) {
                 continue;
+            }
+            // Where it really is: a symlink to elsewhere in the tree is resolved, so the
+            // copy is of the file it names, addressed by that file's object id (not the
+            // link's, which stays the same when the file changes). One that leaves the
+            // tree was refused by the loader (docs/design.md §12), or taken to where it
+            // lands; should one turn up here all the same, berth copies no host file.
+            let real = crate::spec::trust::resolve(p).map_err(io(p))?;
+            let Ok(rel) = real.strip_prefix(&real_tree).map(Path::to_path_buf) else {
+                return Err(io(p)(std::io::Error::other(format!(
+                    "resolves to {}, outside the commit's tree",
+                    real.display()
+                ))));
             };
             let Some(oid) = self.object_id(commit, &rel).await else {
                 continue;
@@ -350,7 +363,7 @@ impl Repo {
                 .unwrap_or_else(|| "root".into());
             let dest = self.dir.join("objects").join(&oid).join(&name);
             if !dest.exists() {
-                copy_into(p, &dest)?;
+                copy_into(&real, &dest)?;
             }
             *p = dest;
         }
@@ -389,13 +402,21 @@ fn publish(dest: &Path, write: impl FnOnce(&Path) -> Result<(), GitError>) -> Re
     }
 }
 
-/// Copy a file or directory to `dest` (through [`publish`]).
+/// Copy a file or directory to `dest` (through [`publish`]). Symlinks are never followed:
+/// `from` itself must not be one (it is resolved first), and those inside a directory are
+/// copied as symlinks.
 fn copy_into(from: &Path, dest: &Path) -> Result<(), GitError> {
+    let meta = std::fs::symlink_metadata(from).map_err(io(from))?;
+    if meta.file_type().is_symlink() {
+        return Err(io(from)(std::io::Error::other(
+            "is a symlink: berth copies only what it resolves to",
+        )));
+    }
     publish(dest, |tmp| {
-        if !from.is_dir() {
+        if !meta.is_dir() {
             return std::fs::copy(from, tmp).map(|_| ()).map_err(io(tmp));
         }
-        for entry in walkdir::WalkDir::new(from) {
+        for entry in walkdir::WalkDir::new(from).follow_links(false) {
             let entry = entry.map_err(|e| io(from)(e.into()))?;
             let rel = entry.path().strip_prefix(from).expect("walked under it");
             let to = tmp.join(rel);

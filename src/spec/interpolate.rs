@@ -11,6 +11,9 @@
 pub struct InterpolateError {
     pub offset: usize,
     pub message: String,
+    /// The variable, when the error is only that it has no value (`${VAR}` with `VAR`
+    /// unset): the caller may know better why (a commit is not passed `VAR`).
+    pub unset: Option<String>,
 }
 
 /// Replace every `${...}` in `input` using `lookup`.
@@ -41,12 +44,10 @@ pub fn interpolate(
                     .ok_or(InterpolateError {
                         offset: start,
                         message: "unterminated ${ in value (missing `}`)".into(),
+                        unset: None,
                     })?;
                 let body = &input[i + 2..close];
-                out.push_str(&expand(body, lookup).map_err(|message| InterpolateError {
-                    offset: start,
-                    message,
-                })?);
+                out.push_str(&expand(body, lookup).map_err(|e| e.at(start))?);
                 i = close + 1;
             }
             _ => {
@@ -58,21 +59,46 @@ pub fn interpolate(
     Ok(out)
 }
 
-fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// Why one `${...}` has no value.
+enum ExpandError {
+    /// The variable is not set.
+    Unset(String),
+    Other(String),
+}
+use ExpandError::{Other, Unset};
+
+impl ExpandError {
+    fn at(self, offset: usize) -> InterpolateError {
+        match self {
+            Unset(name) => InterpolateError {
+                offset,
+                message: format!(
+                    "${{{name}}} has no value: set {name} in the environment or the env file"
+                ),
+                unset: Some(name),
+            },
+            Other(message) => InterpolateError {
+                offset,
+                message,
+                unset: None,
+            },
+        }
+    }
+}
+
+fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, ExpandError> {
     let name_end = body
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
         .unwrap_or(body.len());
     let name = &body[..name_end];
     let op = &body[name_end..];
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err(format!("bad variable name in ${{{body}}}"));
+        return Err(Other(format!("bad variable name in ${{{body}}}")));
     }
     let value = lookup(name);
     let set_nonempty = value.as_deref().is_some_and(|v| !v.is_empty());
     if op.is_empty() {
-        return value.ok_or_else(|| {
-            format!("${{{name}}} has no value: set {name} in the environment or the env file")
-        });
+        return value.ok_or_else(|| Unset(name.to_string()));
     }
     if let Some(default) = op.strip_prefix(":-") {
         return Ok(if set_nonempty {
@@ -88,13 +114,13 @@ fn expand(body: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String,
         return if set_nonempty {
             Ok(value.unwrap())
         } else {
-            Err(format!("${{{name}}} is required: {message}"))
+            Err(Other(format!("${{{name}}} is required: {message}")))
         };
     }
     if let Some(message) = op.strip_prefix('?') {
-        return value.ok_or_else(|| format!("${{{name}}} is required: {message}"));
+        return value.ok_or_else(|| Other(format!("${{{name}}} is required: {message}")));
     }
-    Err(format!("unsupported interpolation ${{{body}}}"))
+    Err(Other(format!("unsupported interpolation ${{{body}}}")))
 }
 
 #[cfg(test)]
@@ -128,8 +154,10 @@ mod tests {
             "{}",
             err.message
         );
+        assert_eq!(err.unset.as_deref(), Some("NOPE"));
         let err = interpolate("${EMPTY:?must be set}", &env).unwrap_err();
         assert!(err.message.contains("must be set"));
+        assert_eq!(err.unset, None);
         assert!(interpolate("${UNCLOSED", &env).is_err());
     }
 }

@@ -3,11 +3,13 @@
 //! [`load`] reads one TOML file or a directory of `*.toml` files (name order), interpolates
 //! `${VAR}` from the process environment and the project env file, and checks everything
 //! docs/design.md §10 asks for. What comes out is a [`DesiredState`] in which every value
-//! is final: the planner and the converger never see raw TOML.
+//! is final: the planner and the converger never see raw TOML. A desired state read from a
+//! git commit is confined to what a commit may reach ([`trust`], docs/design.md §12).
 
 pub mod duration;
 pub mod interpolate;
 mod load;
+pub mod trust;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -16,6 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::{load, load_with_env, parse_size, parse_version};
+pub use trust::Grants;
 
 /// Label keys berth puts on what it creates (docs/design.md §2).
 pub const LABEL_PROJECT: &str = "berth.project";
@@ -203,13 +206,17 @@ pub struct Selection {
 /// the commit holds stays in its tree (`config/prometheus.yml`); one it does not (`.env`,
 /// `data/`) is taken from the host directory that stands for the repository's root, at
 /// the same place. A path that leaves the repository leaves the host directory the same
-/// way.
+/// way. An absolute path stays as written. Where any of them may land is then checked
+/// against the tree, the host directory and the operator's grants ([`Overlay::confine`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Overlay {
     /// The commit's tree on disk.
     pub tree: PathBuf,
     /// The host directory standing for the repository's root.
     pub host: PathBuf,
+    /// What the operator lets a commit reach beyond both (`--allow-host-path`,
+    /// `--pass-env`).
+    pub grants: Grants,
 }
 
 impl Overlay {

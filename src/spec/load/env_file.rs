@@ -11,7 +11,8 @@ use crate::diag::Diagnostic;
 
 impl Resolver<'_> {
     /// Read a `KEY=VALUE` env file. It must exist and be private to its owner: it holds
-    /// secrets, and a file that group or others can read has already leaked them.
+    /// secrets, and a file that group or others can read has already leaked them. A
+    /// commit may name only one it may reach (docs/design.md §12).
     pub(super) fn read_env_file(
         &mut self,
         src: &Source,
@@ -20,6 +21,9 @@ impl Resolver<'_> {
         all_secret: bool,
     ) -> Option<HashMap<String, String>> {
         use std::os::unix::fs::PermissionsExt;
+        let path = &self
+            .confine(src, at.span(), "env file", path.to_path_buf())?
+            .path;
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) => {

@@ -110,8 +110,15 @@ impl Resolver<'_> {
             Some(v) => self
                 .string(src, v)
                 .map(|rel| self.locate(src, rel))
+                .and_then(|p| self.confine(src, v.span(), "backup_dir", p))
+                .map(|c| c.path)
                 .unwrap_or_default(),
-            None => self.locate(src, "data/backups"),
+            None => {
+                let p = self.locate(src, "data/backups");
+                self.confine(src, m.span(), "backup_dir (default data/backups)", p)
+                    .map(|c| c.path)
+                    .unwrap_or_default()
+            }
         };
         let retention = match &raw.retention {
             Some(v) => match self.string(src, v).map(|t| parse_retention(&t)) {
@@ -148,7 +155,13 @@ impl Resolver<'_> {
             let Some(rel) = self.string(src, v) else {
                 continue;
             };
-            let path = self.locate(src, &rel);
+            let located = self.locate(src, &rel);
+            let Some(path) = self
+                .confine(src, v.span(), "snapshot directory", located)
+                .map(|c| c.path)
+            else {
+                continue;
+            };
             let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
             match name {
                 None => self.err(
@@ -266,7 +279,10 @@ impl Resolver<'_> {
         v: &S,
     ) -> Option<(PathBuf, String, Option<crate::spec::MigrationJob>)> {
         let rel = self.string(src, v)?;
-        let path = self.locate(src, &rel);
+        let located = self.locate(src, &rel);
+        let path = self
+            .confine(src, v.span(), "migrations source", located)?
+            .path;
         if !path.is_dir() {
             let why = match std::fs::metadata(&path) {
                 Ok(_) => "is not a directory".to_string(),

@@ -43,8 +43,37 @@ struct Source {
 
 /// Load and validate the desired state at `path` with the process environment.
 pub fn load(path: &Path, selection: &Selection) -> Result<DesiredState, Diagnostics> {
-    let env: HashMap<String, String> = std::env::vars().collect();
-    load_with_env(path, selection, &env)
+    load_with_env(path, selection, &process_env())
+}
+
+/// The process environment as interpolation reads it. A variable whose name or value is
+/// not UTF-8 cannot be named by `${...}` nor set in a container from here: it is left
+/// out, with one warning per variable for the life of the process (`std::env::vars`
+/// would panic on it, and a panic under systemd is a crash loop).
+fn process_env() -> HashMap<String, String> {
+    static WARNED: std::sync::Mutex<BTreeSet<String>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut env = HashMap::new();
+    for (name, value) in std::env::vars_os() {
+        match (name.into_string(), value.into_string()) {
+            (Ok(name), Ok(value)) => {
+                env.insert(name, value);
+            }
+            (name, _) => {
+                let name = match name {
+                    Ok(n) => n,
+                    Err(n) => n.to_string_lossy().into_owned(),
+                };
+                let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+                if warned.insert(name.clone()) {
+                    tracing::warn!(
+                        variable = %name.escape_debug(),
+                        "an environment variable is not UTF-8: interpolation ignores it"
+                    );
+                }
+            }
+        }
+    }
+    env
 }
 
 /// As [`load`], with an explicit environment (tests use this).

@@ -199,8 +199,14 @@ impl Resolver<'_> {
                     continue;
                 }
             };
+            // berth creates, chmods and chowns it as root: the path as resolved, never
+            // through a symlink again.
+            let located = self.locate(src, &rel);
+            let Some(checked) = self.confine(src, path.span(), "data directory", located) else {
+                continue;
+            };
             out.data_dirs.push(DataDir {
-                path: self.locate(src, &rel),
+                path: checked.resolved,
                 mode,
                 owner,
                 at: at(src, path.span()),

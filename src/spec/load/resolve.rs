@@ -35,9 +35,41 @@ pub(super) struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// A path of the desired state, relative to the file that names it, made absolute
-    /// (and placed by the overlay when reading from a git commit).
+    /// (and placed by the overlay when reading from a git commit; an absolute path stays
+    /// as written).
     pub(super) fn locate(&self, src: &Source, rel: impl AsRef<std::path::Path>) -> PathBuf {
-        self.placed(super::parse::normalize(&src.dir.join(rel)))
+        let p = super::parse::normalize(&src.dir.join(&rel));
+        if rel.as_ref().is_absolute() {
+            p
+        } else {
+            self.placed(p)
+        }
+    }
+
+    /// A path the desired state names as `what` ("bind source"), written at `span`: when
+    /// it comes from a git commit, checked against what a commit may reach
+    /// ([`crate::spec::Overlay::confine`]). The path to use, or None after reporting
+    /// why not.
+    pub(super) fn confine(
+        &mut self,
+        src: &Source,
+        span: Range<usize>,
+        what: &str,
+        p: PathBuf,
+    ) -> Option<crate::spec::trust::Confined> {
+        let Some(overlay) = &self.overlay else {
+            return Some(crate::spec::trust::Confined {
+                resolved: p.clone(),
+                path: p,
+            });
+        };
+        match overlay.confine(what, &p) {
+            Ok(c) => Some(c),
+            Err(why) => {
+                self.err(src, span, why);
+                None
+            }
+        }
     }
 
     /// As [`Resolver::locate`], but as the file names it (`dir/rel`, not normalized) when
@@ -397,11 +429,40 @@ impl Resolver<'_> {
         }
     }
 
+    /// A variable's value for interpolation: berth's environment, then the project env
+    /// file. A commit sees of berth's environment only what the operator passes it.
     pub(super) fn lookup(&self, name: &str) -> Option<String> {
-        self.env
-            .get(name)
+        let passed = match &self.overlay {
+            Some(o) => o.grants.pass_env.contains(name),
+            None => true,
+        };
+        passed
+            .then(|| self.env.get(name))
+            .flatten()
             .or_else(|| self.env_file_vars.get(name))
             .cloned()
+    }
+
+    /// Why `${name}` has no value in a commit's desired state, when the operator did
+    /// not pass it: interpolation there never reads berth's whole environment.
+    fn not_passed(&self, name: &str) -> Option<String> {
+        let o = self.overlay.as_ref()?;
+        if o.grants.pass_env.contains(name) {
+            return None;
+        }
+        let passed = if o.grants.pass_env.is_empty() {
+            "none".to_string()
+        } else {
+            o.grants
+                .pass_env
+                .iter()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Some(format!(
+            "${{{name}}} is not passed to the commit: a desired state read from git reads only the project env file and the variables the operator names with --pass-env (passed: {passed}); set {name} in the env file, or the operator can pass it with --pass-env {name}"
+        ))
     }
 
     /// Interpolate one string value, reporting a missing variable where it is written.
@@ -426,7 +487,12 @@ impl Resolver<'_> {
                     .nth(nth)
                     .map(|(i, _)| s.span().start + i)
                     .unwrap_or(s.span().start + 1);
-                self.err(src, at..at, e.message);
+                let message = e
+                    .unset
+                    .as_deref()
+                    .and_then(|name| self.not_passed(name))
+                    .unwrap_or(e.message);
+                self.err(src, at..at, message);
                 self.failed_values
                     .insert((src.path.clone(), s.span().start));
                 None

@@ -50,14 +50,21 @@ impl Resolver<'_> {
         let build = raw.build.as_ref().map(|b| {
             let br = b.get_ref();
             let context = self.string(src, &br.context).unwrap_or_default();
-            let context = self.locate_raw(src, context);
-            if !context.is_dir() {
-                self.err(
-                    src,
-                    br.context.span(),
-                    format!("build context {} is not a directory", context.display()),
-                );
-            }
+            let located = self.locate_raw(src, context);
+            let context =
+                match self.confine(src, br.context.span(), "build context", located.clone()) {
+                    Some(c) => {
+                        if !c.path.is_dir() {
+                            self.err(
+                                src,
+                                br.context.span(),
+                                format!("build context {} is not a directory", c.path.display()),
+                            );
+                        }
+                        c.path
+                    }
+                    None => located,
+                };
             let args = br
                 .args
                 .iter()
@@ -125,11 +132,22 @@ impl Resolver<'_> {
                     source,
                     target,
                     read_only,
-                }) => volumes.push(crate::spec::Volume::Bind {
-                    source: self.placed(source),
-                    target,
-                    read_only,
-                }),
+                }) => {
+                    // An absolute source (or `~/`) names a host path as written; a
+                    // relative one is placed by the overlay.
+                    let source = if text.starts_with(['/', '~']) {
+                        source
+                    } else {
+                        self.placed(source)
+                    };
+                    if let Some(c) = self.confine(src, v.span(), "bind source", source) {
+                        volumes.push(crate::spec::Volume::Bind {
+                            source: c.path,
+                            target,
+                            read_only,
+                        });
+                    }
+                }
                 Ok(vol) => volumes.push(vol),
                 Err(msg) => self.err(src, v.span(), msg),
             }
