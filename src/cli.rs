@@ -123,10 +123,6 @@ pub struct GitArgs {
     /// (repeatable); otherwise a commit reads only the project env file.
     #[arg(long = "pass-env", value_name = "NAME", requires = "url")]
     pub pass_env: Vec<String>,
-    /// A file holding the token `POST /api/v1/sync` must carry (`Authorization: Bearer
-    /// TOKEN`): a git host's webhook fetches at once. Without it the endpoint answers 404.
-    #[arg(long, requires = "url")]
-    pub sync_token_file: Option<PathBuf>,
 }
 
 impl GitArgs {
@@ -248,6 +244,13 @@ pub enum Command {
         /// Reconcile at least this often, even when nothing triggered it.
         #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
         resync: std::time::Duration,
+        /// A file holding the API token (never logged): requests that change something
+        /// carry it as `Authorization: Bearer TOKEN`. POST /api/v1/sync (a git host's
+        /// webhook: fetch now) needs it on every listener, POST /api/v1/reconcile on a
+        /// listener that is not loopback, such as host-gateway:PORT; without it those
+        /// serve only the read-only routes. `--sync-token-file` is the same flag.
+        #[arg(long, alias = "sync-token-file", value_name = "PATH")]
+        api_token_file: Option<PathBuf>,
         #[command(flatten)]
         git: Box<GitArgs>,
     },
@@ -709,6 +712,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             args,
             listen,
             resync,
+            api_token_file,
             git,
         } => {
             let state_dir = std::path::absolute(&state_path)?
@@ -726,7 +730,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 }
                 None => None,
             };
-            let sync_token = match &git.sync_token_file {
+            let api_token = match &api_token_file {
                 Some(path) => {
                     let token = std::fs::read_to_string(path)
                         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
@@ -748,7 +752,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 },
                 listen,
                 resync,
-                sync_token,
+                api_token,
             })
             .await?;
             Ok(EXIT_OK)

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth::controller::scheduler::API_INTERVAL;
 use berth::controller::{Backoff, BackoffPolicy, Config, Queue, Reason, Stats, channel};
 use berth::shutdown::{Shutdown, Trigger};
 use tokio::sync::watch;
@@ -101,6 +102,7 @@ fn config(seed: u64) -> Config {
     Config {
         resync: RESYNC,
         backoff: seeded(seed),
+        ..Config::default()
     }
 }
 
@@ -428,4 +430,96 @@ async fn the_engine_coming_back_cuts_a_backoff_short() {
     stop.fire(libc::SIGTERM);
     task.await.unwrap();
     follower.await.unwrap();
+}
+
+/// Seconds after `origin` of every reconcile's start.
+fn starts_after(fake: &Fake, origin: Instant) -> Vec<f64> {
+    fake.starts()
+        .iter()
+        .map(|t| (*t - origin).as_secs_f64())
+        .collect()
+}
+
+/// Anyone who reaches the endpoint can call `POST /api/v1/reconcile` in a loop: each call
+/// used to end the backoff at once. Now API requests cut it short once per interval
+/// (30 s); the requests between are held and served by the run at the interval's end,
+/// while SIGHUP (root's) still cuts it at once.
+#[tokio::test(start_paused = true)]
+async fn api_requests_cut_a_backoff_short_at_most_once_per_interval() {
+    assert_eq!(API_INTERVAL, 30 * SECOND);
+    // Every delay long, so no retry falls inside the test: any run is a request's.
+    let policy = BackoffPolicy {
+        base: 600 * SECOND,
+        factor: 1,
+        cap: 600 * SECOND,
+    };
+    let seed = (0..)
+        .find(|s| {
+            let mut b = Backoff::with_rng(policy, fastrand::Rng::with_seed(*s));
+            (0..6).all(|_| b.fail() > 200 * SECOND)
+        })
+        .unwrap();
+    let fake = Fake::with_work(Duration::ZERO);
+    fake.fail(true);
+    let origin = Instant::now();
+    let mut l = start(
+        &fake,
+        Config {
+            resync: RESYNC,
+            backoff: Backoff::with_rng(policy, fastrand::Rng::with_seed(seed)),
+            ..Config::default()
+        },
+    );
+    ended(&mut l, 1).await;
+    assert!(l.stats.borrow().backoff.unwrap() > 200 * SECOND);
+
+    // A request every second for a minute.
+    for _ in 0..60 {
+        advance(SECOND).await;
+        l.queue.enqueue(Reason::Api);
+        settle().await;
+    }
+    advance(SECOND).await;
+    settle().await;
+    // The first cut at once (1 s), the next at the end of its interval (31 s, 61 s).
+    assert_eq!(starts_after(&fake, origin), [0.0, 1.0, 31.0, 61.0]);
+
+    // SIGHUP is not limited: it cuts the backoff at once, inside the interval.
+    advance(5 * SECOND).await;
+    l.queue.enqueue(Reason::Signal);
+    settle().await;
+    assert_eq!(starts_after(&fake, origin), [0.0, 1.0, 31.0, 61.0, 66.0]);
+    l.stop.fire(libc::SIGTERM);
+    l.task.await.unwrap();
+}
+
+/// While healthy an API request reconciles at once, and with `pull_policy = "always"`
+/// each such run pulls: a flood of requests gets one early run per interval, and the
+/// other triggers are not held by it.
+#[tokio::test(start_paused = true)]
+async fn api_requests_start_at_most_one_early_run_per_interval_and_hold_no_other_trigger() {
+    let fake = Fake::with_work(Duration::ZERO);
+    let origin = Instant::now();
+    let mut l = start(&fake, config(1));
+    ended(&mut l, 1).await;
+    // A request every 500 ms for 70 s; the file changes at 10 s.
+    for i in 1..=140 {
+        advance(SECOND / 2).await;
+        l.queue.enqueue(Reason::Api);
+        if i == 20 {
+            l.queue.enqueue(Reason::File);
+        }
+        settle().await;
+    }
+    // The start; the first request at once (0.5 s); the file change at once (10 s), which
+    // also serves the requests held then; then one per interval after the first.
+    assert_eq!(
+        starts_after(&fake, origin),
+        [0.0, 0.5, 10.0, 30.5, 60.5],
+        "{} runs",
+        fake.runs()
+    );
+    assert_eq!(l.stats.borrow().failed, 0);
+    l.stop.fire(libc::SIGTERM);
+    l.task.await.unwrap();
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use berth::daemon::http::{Shared, serve};
+use berth::daemon::http::{Limits, Scope, Shared, serve};
 use berth::daemon::metrics::{Metrics, ReconcileResult};
 use berth::shutdown::{Shutdown, Trigger};
 use berth::status::{ProjectStatus, Report, ServiceStatus};
@@ -21,18 +21,24 @@ struct Endpoint {
 }
 
 async fn start() -> Endpoint {
+    start_with(Scope::Loopback, Limits::default()).await
+}
+
+/// An endpoint whose listener counts as `scope`, with `limits`.
+async fn start_with(scope: Scope, limits: Limits) -> Endpoint {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let enqueued = Arc::new(AtomicUsize::new(0));
     let counted = enqueued.clone();
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(Shared::with_limits(
         Metrics::new(),
         Arc::new(move || {
             counted.fetch_add(1, Ordering::SeqCst);
         }),
+        limits,
     ));
     let (stop, shutdown) = Shutdown::new();
-    let server = tokio::spawn(serve(listener, shared.clone(), shutdown));
+    let server = tokio::spawn(serve(listener, scope, shared.clone(), shutdown));
     Endpoint {
         base,
         shared,
@@ -203,4 +209,260 @@ async fn the_server_stops_accepting_when_shutdown_fires_without_waiting_on_idle_
         reqwest::Client::new().get(&url).send().await.is_err(),
         "nothing listens any more"
     );
+}
+
+// --- A listener is untrusted (docs/design.md §12) -------------------------------------
+
+/// Limits small enough to reach in a test; timeouts long unless a test shortens one.
+fn small(max_connections: usize) -> Limits {
+    Limits {
+        max_connections,
+        header_timeout: Duration::from_secs(60),
+        idle_timeout: Duration::from_secs(60),
+        body_timeout: Duration::from_secs(60),
+        max_body: 1024,
+    }
+}
+
+async fn post(url: &str, token: Option<&str>) -> reqwest::Response {
+    let mut r = reqwest::Client::new().post(url);
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    r.send().await.unwrap()
+}
+
+impl Endpoint {
+    fn addr(&self) -> String {
+        self.base.trim_start_matches("http://").to_string()
+    }
+
+    /// A raw connection that has sent `bytes`.
+    async fn raw(&self, bytes: &[u8]) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(self.addr()).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        s
+    }
+}
+
+/// Read until the server closes (or `limit`): what it sent, and whether it closed.
+async fn read_until_closed(s: &mut tokio::net::TcpStream, limit: Duration) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(limit, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (String::from_utf8_lossy(&got).into_owned(), closed)
+}
+
+/// Whether the server has closed this connection (a read finds EOF or a reset at once).
+async fn closed_by_server(s: &mut tokio::net::TcpStream) -> bool {
+    read_until_closed(s, Duration::from_millis(200)).await.1
+}
+
+#[tokio::test]
+async fn on_an_exposed_listener_changes_need_the_token_and_the_read_only_routes_answer() {
+    let e = start_with(Scope::Exposed, Limits::default()).await;
+    e.shared.publish(vec![report()]);
+    let reconcile = format!("{}/api/v1/reconcile", e.base);
+
+    // No token configured: read-only.
+    let r = post(&reconcile, None).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["www-authenticate"], "Bearer");
+    assert!(r.text().await.unwrap().contains("--api-token-file"));
+    assert_eq!(post(&reconcile, Some("anything")).await.status(), 401);
+    for path in ["/healthz", "/metrics", "/api/v1/status"] {
+        assert_eq!(
+            get(&format!("{}{path}", e.base)).await.status(),
+            200,
+            "{path}"
+        );
+    }
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 0);
+
+    // With a token: only a request that carries it.
+    e.shared.set_token("s3cret-token".into());
+    assert_eq!(post(&reconcile, None).await.status(), 401);
+    assert_eq!(post(&reconcile, Some("s3cret-toke")).await.status(), 401);
+    assert_eq!(post(&reconcile, Some("s3cret-tokenX")).await.status(), 401);
+    let r = reqwest::Client::new()
+        .post(&reconcile)
+        .header("authorization", "Basic s3cret-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 0);
+    assert_eq!(post(&reconcile, Some("s3cret-token")).await.status(), 202);
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn on_loopback_a_reconcile_is_open_and_a_sync_needs_the_token() {
+    let e = start().await;
+    let sync = format!("{}/api/v1/sync", e.base);
+    // No git source, or no token: no sync here.
+    assert_eq!(post(&sync, Some("t")).await.status(), 404);
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let counted = fetches.clone();
+    e.shared.set_sync(Arc::new(move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    }));
+    assert_eq!(post(&sync, Some("t")).await.status(), 404);
+    e.shared.set_token("t0ken".into());
+    assert_eq!(post(&sync, None).await.status(), 401);
+    assert_eq!(post(&sync, Some("t0ke")).await.status(), 401);
+    assert_eq!(fetches.load(Ordering::SeqCst), 0);
+    assert_eq!(post(&sync, Some("t0ken")).await.status(), 202);
+    assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    // The reconcile needs no token here, with one configured or not.
+    let reconcile = format!("{}/api/v1/reconcile", e.base);
+    assert_eq!(post(&reconcile, None).await.status(), 202);
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 1);
+}
+
+/// Idle and slow-header connections fill the endpoint to its cap: /healthz still answers
+/// at once, each newcomer closing the oldest connection that never sent a request, and a
+/// client that has been answered keeps its connection.
+#[tokio::test]
+async fn at_the_cap_idle_and_slow_header_connections_make_room_and_healthz_answers() {
+    let e = start_with(Scope::Loopback, small(8)).await;
+    // A client answered once, keeping its connection.
+    let mut kept = e.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 256];
+        let n = kept.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    let mut idle = Vec::new();
+    for _ in 0..20 {
+        idle.push(e.raw(b"").await);
+    }
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        slow.push(e.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").await);
+    }
+    let started = std::time::Instant::now();
+    let r = get(&format!("{}/healthz", e.base)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        e.shared.open_connections() <= 8,
+        "{}",
+        e.shared.open_connections()
+    );
+    // The oldest idle ones were closed for the newcomers; the answered client was not.
+    let mut closed = 0;
+    for s in idle.iter_mut().chain(slow.iter_mut()) {
+        closed += usize::from(closed_by_server(s).await);
+    }
+    assert!(closed >= 40 - 7, "{closed} of 40 closed");
+    assert!(closed_by_server(&mut idle[0]).await);
+    use tokio::io::AsyncWriteExt;
+    kept.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (said, _) = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said:?}");
+}
+
+#[tokio::test]
+async fn a_slow_header_and_an_idle_keep_alive_are_closed_after_the_header_timeout() {
+    let limits = Limits {
+        header_timeout: Duration::from_millis(300),
+        ..small(8)
+    };
+    let e = start_with(Scope::Loopback, limits).await;
+    let started = std::time::Instant::now();
+    let mut slow = e.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let mut kept = e.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let (said, closed) = read_until_closed(&mut slow, Duration::from_secs(5)).await;
+    assert!(closed, "a slow head is closed");
+    // hyper answers a head that timed out with 408 before it closes.
+    assert!(
+        said.is_empty() || said.starts_with("HTTP/1.1 408"),
+        "{said:?}"
+    );
+    let (said, closed) = read_until_closed(&mut kept, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 200"), "{said:?}");
+    assert!(closed, "an idle keep-alive connection is closed");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_connection_that_moves_no_byte_is_closed_after_the_idle_timeout() {
+    let limits = Limits {
+        idle_timeout: Duration::from_millis(300),
+        ..small(8)
+    };
+    let e = start_with(Scope::Loopback, limits).await;
+    let started = std::time::Instant::now();
+    let mut s = e.raw(b"").await;
+    assert!(read_until_closed(&mut s, Duration::from_secs(5)).await.1);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(e.shared.open_connections(), 0);
+}
+
+#[tokio::test]
+async fn a_body_too_long_or_too_slow_is_refused_and_nothing_is_done() {
+    let limits = Limits {
+        body_timeout: Duration::from_millis(300),
+        ..small(8)
+    };
+    let e = start_with(Scope::Loopback, limits).await;
+    let head = |extra: &str| {
+        format!("POST /api/v1/reconcile HTTP/1.1\r\nHost: x\r\n{extra}\r\n").into_bytes()
+    };
+    // Announced too long: refused before a byte of it is read.
+    let mut s = e.raw(&head("Content-Length: 2048\r\n")).await;
+    let (said, closed) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 413"), "{said:?}");
+    assert!(closed);
+    // Chunked, growing past the bound.
+    let mut s = e.raw(&head("Transfer-Encoding: chunked\r\n")).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        for _ in 0..3 {
+            s.write_all(b"200\r\n").await.unwrap();
+            s.write_all(&[b'x'; 0x200]).await.unwrap();
+            s.write_all(b"\r\n").await.unwrap();
+        }
+    }
+    let (said, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 413"), "{said:?}");
+    // Announced, then never sent.
+    let mut s = e.raw(&head("Content-Length: 100\r\n")).await;
+    {
+        use tokio::io::AsyncWriteExt;
+        s.write_all(b"0123456789").await.unwrap();
+    }
+    let (said, _) = read_until_closed(&mut s, Duration::from_secs(5)).await;
+    assert!(said.starts_with("HTTP/1.1 408"), "{said:?}");
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 0);
+    // A small body (a webhook's JSON) is read and thrown away.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/reconcile", e.base))
+        .body(vec![b'{'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(e.enqueued.load(Ordering::SeqCst), 1);
 }

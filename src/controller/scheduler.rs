@@ -14,6 +14,11 @@
 //!   comes first; starting counts as a resync, since nothing has been observed yet;
 //! - after an error it backs off ([`Backoff`]); requests during a backoff wait for it to
 //!   end (see [`Reason::cuts_backoff`]), and a success resets it;
+//! - API requests start at most one reconcile ahead of schedule per
+//!   [`Config::api_interval`] (30 s): one that arrives sooner is held, and served by the
+//!   next run, which starts when the interval ends at the latest. However many requests a
+//!   client sends, it cannot cut a backoff short, or make a `pull_policy = "always"`
+//!   service pull, more than once per interval;
 //! - it stops when the [`Shutdown`] fires, after the running reconcile has returned (the
 //!   reconcile watches the same `Shutdown` and stops at its next step boundary).
 
@@ -75,7 +80,8 @@ impl Reason {
     /// reconciling on each of them would hammer the engine the backoff is there to spare.
     /// The request is not lost: the retry at the end of the backoff serves it. A person
     /// who fixed the cause and will not wait sends SIGHUP (`systemctl reload berth`) or
-    /// calls the API.
+    /// calls the API. The API's cuts are rate-limited ([`Config::api_interval`]): anyone
+    /// who reaches the endpoint can call it, in a loop.
     pub fn cuts_backoff(self) -> bool {
         matches!(self, Reason::Signal | Reason::Api | Reason::Reconnected)
     }
@@ -127,13 +133,25 @@ pub struct Config {
     pub resync: Duration,
     /// Delays after failed reconciles.
     pub backoff: Backoff,
+    /// At most one reconcile ahead of schedule per this interval is started by
+    /// [`Reason::Api`] requests (the daemon's `POST /api/v1/reconcile`): each such run may
+    /// cut a backoff short and, with `pull_policy = "always"`, pulls. A request sooner is
+    /// held, never lost: the next run serves it, and it starts when the interval ends if
+    /// nothing starts one before.
+    pub api_interval: Duration,
 }
+
+/// [`Config::api_interval`] unless told otherwise: a person who asks twice waits at most
+/// this long for the second run, and a client that asks in a loop gets one run (one pull)
+/// per 30 s, a tenth of the resync's pace at most.
+pub const API_INTERVAL: Duration = Duration::from_secs(30);
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             resync: Duration::from_secs(5 * 60),
             backoff: Backoff::default(),
+            api_interval: API_INTERVAL,
         }
     }
 }
@@ -187,8 +205,9 @@ pub fn channel(config: Config) -> (Queue, Scheduler) {
 /// Why the loop stopped waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Wake {
-    /// A request (one that may end the current wait).
-    Requested,
+    /// A request (one that may end the current wait). `by_api`: only an API request
+    /// could end it, so this run is the API's early run of its interval.
+    Requested { by_api: bool },
     /// The resync period or the backoff ran out.
     Due,
 }
@@ -218,12 +237,18 @@ impl Scheduler {
         let Config {
             resync,
             mut backoff,
+            api_interval,
         } = config;
         // Starting is a resync: nothing has been observed yet.
         let mut due = Instant::now();
         let mut due_reason = Reason::Resync;
         let mut backing_off = false;
-        while let Some(wake) = wait(&shared, due, backing_off, &shutdown).await {
+        // When API requests may start a run ahead of schedule again.
+        let mut api_open_at: Option<Instant> = None;
+        while let Some(wake) = wait(&shared, due, backing_off, api_open_at, &shutdown).await {
+            if wake == (Wake::Requested { by_api: true }) {
+                api_open_at = Some(Instant::now() + api_interval);
+            }
             let mut reasons = std::mem::take(
                 &mut *shared
                     .pending
@@ -284,28 +309,78 @@ async fn wait(
     shared: &Shared,
     due: Instant,
     backing_off: bool,
+    api_open_at: Option<Instant>,
     shutdown: &Shutdown,
 ) -> Option<Wake> {
     let timer = tokio::time::sleep_until(due);
     tokio::pin!(timer);
     loop {
+        // A stop wins over any request already pending.
+        if shutdown.signal().is_some() {
+            return None;
+        }
+        // An API request held by its interval ends the wait when the interval does.
+        let held_api = {
+            let pending = shared
+                .pending
+                .lock()
+                .expect("the pending set is never poisoned");
+            match starts_now(&pending, backing_off, api_open_at, Instant::now()) {
+                Starts::Now { by_api } => return Some(Wake::Requested { by_api }),
+                Starts::ApiAt(at) => Some(at),
+                Starts::Not => None,
+            }
+        };
+        let api_timer = async {
+            match held_api {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             // A stop wins over anything due at the same moment.
             biased;
             _ = shutdown.requested() => return None,
-            _ = shared.wake.notified() => {
-                let pending = shared.pending.lock().expect("the pending set is never poisoned");
-                // A permit left by a request an earlier run already took.
-                if pending.is_empty() {
-                    continue;
-                }
-                // Held for the retry at the end of the backoff (see `Reason::cuts_backoff`).
-                if backing_off && !pending.iter().any(|r| r.cuts_backoff()) {
-                    continue;
-                }
-                return Some(Wake::Requested);
-            }
+            // A request: look at the pending set again. (A permit left by a request an
+            // earlier run already took finds it empty and waits on.)
+            _ = shared.wake.notified() => {}
             _ = &mut timer => return Some(Wake::Due),
+            _ = api_timer => {}
         }
+    }
+}
+
+/// What the pending requests allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Starts {
+    /// A run now; `by_api` when only an API request allows it.
+    Now { by_api: bool },
+    /// Only an API request is pending that may start a run, at this moment (its interval
+    /// is not over).
+    ApiAt(Instant),
+    /// Nothing that may end this wait.
+    Not,
+}
+
+fn starts_now(
+    pending: &BTreeSet<Reason>,
+    backing_off: bool,
+    api_open_at: Option<Instant>,
+    now: Instant,
+) -> Starts {
+    // During a backoff only the reasons that cut it short may start a run (see
+    // `Reason::cuts_backoff`); the others are held for the retry at its end.
+    let other = pending
+        .iter()
+        .any(|r| *r != Reason::Api && (!backing_off || r.cuts_backoff()));
+    if other {
+        return Starts::Now { by_api: false };
+    }
+    if !pending.contains(&Reason::Api) {
+        return Starts::Not;
+    }
+    match api_open_at {
+        Some(at) if at > now => Starts::ApiAt(at),
+        _ => Starts::Now { by_api: true },
     }
 }

@@ -1,5 +1,6 @@
 //! The daemon's local HTTP endpoint (issue 9, item 6): what Prometheus scrapes, what
-//! `berth status` asks when a daemon runs, and how `berth apply` hands it a reconcile.
+//! `berth status` asks when a daemon runs, and how a person or a git host's webhook asks
+//! for a reconcile or a fetch.
 //!
 //! | route                     | answer                                                   |
 //! |---------------------------|----------------------------------------------------------|
@@ -7,32 +8,46 @@
 //! | `GET /readyz`             | 200 once the engine and the desired state were observed, 503 before |
 //! | `GET /metrics`            | the Prometheus text ([`super::metrics`])                 |
 //! | `GET /api/v1/status`      | the JSON of `berth status --json`                        |
-//! | `POST /api/v1/reconcile`  | 202: a reconcile is enqueued (never run here)            |
-//! | `POST /api/v1/sync`       | with a git source and `--sync-token-file`: 202, a fetch now; 401 without the token (`Authorization: Bearer TOKEN`); 404 otherwise |
+//! | `POST /api/v1/reconcile`  | 202: a reconcile is enqueued (never run here); on a listener that is not loopback only with the API token, 401 without |
+//! | `POST /api/v1/sync`       | with a git source and `--api-token-file`: 202, a fetch now; 401 without the token; 404 otherwise |
 //!
-//! Anything else is 404; a known path with another method is 405 with `Allow`.
+//! Anything else is 404; a known path with another method is 405 with `Allow`. The token
+//! goes as `Authorization: Bearer TOKEN`.
+//!
+//! A listener is untrusted (docs/design.md §12). One on loopback ([`Scope::Loopback`],
+//! the default [`DEFAULT_LISTEN`]) is reached only from this host, and a reconcile there
+//! needs no token. Anything else ([`Scope::Exposed`]: `host-gateway:PORT`, which every
+//! container reaches, a wildcard, another interface) serves only the read-only routes
+//! unless `berth run --api-token-file` gave a token, and then changes only for requests
+//! that carry it. Whoever reaches a listener gets bounded resources ([`Limits`]): a cap
+//! on connections that evicts rather than refuses, header, idle and body timeouts, and a
+//! bounded body. However often a reconcile is asked for, the scheduler starts at most one
+//! ahead of schedule per 30 s for the API
+//! ([`crate::controller::scheduler::API_INTERVAL`]).
 //!
 //! Plain hyper 1 with hyper-util rather than axum: bollard already compiles them, and five
 //! fixed routes are one `match`, with no router, extractors or tower layers to learn.
-//!
-//! It listens on loopback by default ([`DEFAULT_LISTEN`]): it has no authentication, and
-//! `POST /api/v1/reconcile` must not be open to the network.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::metrics::{self, Metrics};
 use crate::shutdown::Shutdown;
@@ -75,9 +90,80 @@ impl std::fmt::Display for Listen {
     }
 }
 
-/// A client that sends no complete request head within this is dropped, so idle or
-/// half-open connections cannot pile up in a long-running daemon.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+impl Listen {
+    /// Who can reach this listener, which decides what it may change.
+    pub fn scope(&self) -> Scope {
+        match self {
+            Listen::Addr(a) if a.ip().is_loopback() => Scope::Loopback,
+            // Containers reach host-gateway whatever its address; a wildcard or another
+            // interface is reached from beyond this host.
+            _ => Scope::Exposed,
+        }
+    }
+}
+
+/// Who can reach a listener (docs/design.md §12, "a listener is untrusted").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Bound to a loopback address: only this host's processes reach it, and
+    /// `POST /api/v1/reconcile` is open to them, as it always was.
+    Loopback,
+    /// host-gateway (every container), a wildcard or another interface: the routes that
+    /// change something need the API token here; without one it serves only the
+    /// read-only routes.
+    Exposed,
+}
+
+/// How much one client may hold of the endpoint. Every bound is per process, shared by
+/// all listeners, because the file descriptors they spend are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Open connections at most. At the cap a new connection is still taken: the one that
+    /// can best spare its place is closed for it (the oldest of those that never sent a
+    /// complete request, else the one quiet the longest), so idle or slow-header
+    /// connections can fill the endpoint but never lock `/healthz` out of it.
+    pub max_connections: usize,
+    /// A request head must be complete within this from when the connection starts
+    /// waiting for it: its accept, or the end of the previous answer. So it also bounds a
+    /// keep-alive connection's idle time between requests (hyper's header-read timer).
+    pub header_timeout: Duration,
+    /// A connection that moves no byte either way for this long is closed, whatever it is
+    /// doing: a client that stopped reading its answer, say.
+    pub idle_timeout: Duration,
+    /// A request body (read only on the routes that act, and thrown away: none takes
+    /// one, but a git host's webhook sends its JSON) must arrive within this: 408.
+    pub body_timeout: Duration,
+    /// ... and be at most this long: 413.
+    pub max_body: u64,
+}
+
+/// [`Limits::max_connections`] is a quarter of the file-descriptor limit, within these:
+/// the other three quarters stay for the engine, git, the store and the probes, whatever
+/// the endpoint's clients do. Under the unit's `LimitNOFILE=4096` it is 512.
+const MIN_CONNECTIONS: usize = 16;
+const MAX_CONNECTIONS: usize = 512;
+
+impl Limits {
+    /// The limits for a process that may open `nofile` file descriptors.
+    pub fn for_fd_limit(nofile: u64) -> Limits {
+        let quarter = usize::try_from(nofile / 4).unwrap_or(usize::MAX);
+        Limits {
+            max_connections: quarter.clamp(MIN_CONNECTIONS, MAX_CONNECTIONS),
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(10),
+            max_body: 1024 * 1024,
+        }
+    }
+}
+
+impl Default for Limits {
+    /// For this process's file-descriptor limit (`RLIMIT_NOFILE`, its soft value).
+    fn default() -> Limits {
+        let nofile = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        Limits::for_fd_limit(nofile.unwrap_or(u64::MAX))
+    }
+}
 
 /// How long a stop waits for requests already being answered before dropping them.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,8 +188,9 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
         .map_err(|source| HttpError::Bind { addr, source })
 }
 
-/// Asks the daemon for a reconcile. It only enqueues (the scheduler collapses duplicates),
-/// so it is cheap and never blocks the request.
+/// Asks the daemon for a reconcile. It only enqueues (the scheduler collapses duplicates,
+/// and starts at most one early run per interval for the API), so it is cheap and never
+/// blocks the request.
 pub type Enqueue = Arc<dyn Fn() + Send + Sync>;
 
 /// What the daemon loop publishes and the endpoint reads.
@@ -117,32 +204,68 @@ pub struct Shared {
     ready: AtomicBool,
     /// Called by `POST /api/v1/reconcile`.
     enqueue: Enqueue,
-    /// `POST /api/v1/sync`: the token it must carry, and the fetch it asks for.
-    sync: RwLock<Option<(String, Enqueue)>>,
+    /// The operator's API token (`--api-token-file`): what a request that changes
+    /// something must carry on an exposed listener, and `POST /api/v1/sync` anywhere.
+    token: RwLock<Option<String>>,
+    /// `POST /api/v1/sync`: the fetch it asks for, with a git source.
+    sync: RwLock<Option<Enqueue>>,
+    limits: Limits,
+    /// Every open connection of every listener.
+    connections: Connections,
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
             .field("ready", &self.is_ready())
+            .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
 }
 
 impl Shared {
+    /// With the [`Limits`] of this process's file-descriptor limit.
     pub fn new(metrics: Metrics, enqueue: Enqueue) -> Shared {
+        Shared::with_limits(metrics, enqueue, Limits::default())
+    }
+
+    pub fn with_limits(metrics: Metrics, enqueue: Enqueue, limits: Limits) -> Shared {
         Shared {
             reports: RwLock::new(Vec::new()),
             metrics,
             ready: AtomicBool::new(false),
             enqueue,
+            token: RwLock::new(None),
             sync: RwLock::new(None),
+            connections: Connections::new(limits.max_connections),
+            limits,
         }
     }
 
-    /// Open `POST /api/v1/sync`, for requests that carry `token`.
-    pub fn set_sync(&self, token: String, fetch: Enqueue) {
-        *self.sync.write().expect("sync lock") = Some((token, fetch));
+    /// The API token: exposed listeners take requests that change something when they
+    /// carry it (`Authorization: Bearer TOKEN`).
+    pub fn set_token(&self, token: String) {
+        *self.token.write().expect("token lock") = Some(token);
+    }
+
+    /// Open `POST /api/v1/sync` (for requests that carry the API token): `fetch` asks the
+    /// git source for a fetch now.
+    pub fn set_sync(&self, fetch: Enqueue) {
+        *self.sync.write().expect("sync lock") = Some(fetch);
+    }
+
+    /// Whether an API token was set.
+    pub fn has_token(&self) -> bool {
+        self.token.read().expect("token lock").is_some()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Connections open now, on every listener.
+    pub fn open_connections(&self) -> usize {
+        self.connections.len()
     }
 
     /// The metrics, for the daemon loop to record into.
@@ -182,17 +305,191 @@ impl Shared {
     }
 }
 
+/// One open connection, as the registry and its own task see it.
+#[derive(Debug)]
+struct Conn {
+    id: u64,
+    accepted: Instant,
+    /// Milliseconds after `accepted` of the last byte read or written.
+    last_io_ms: AtomicU64,
+    /// A complete request head has arrived on it.
+    requested: AtomicBool,
+    /// Told to close, to make room for a newer connection.
+    evict: Notify,
+}
+
+impl Conn {
+    fn touch(&self) {
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_io_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last_io(&self) -> Instant {
+        self.accepted + Duration::from_millis(self.last_io_ms.load(Ordering::Relaxed))
+    }
+
+    /// Which connection goes first at the cap: one that never sent a complete request
+    /// (idle, or a slow head) before one that did, then the oldest of those, by its
+    /// accept or its last byte.
+    fn eviction_order(&self) -> (bool, Instant) {
+        match self.requested.load(Ordering::Relaxed) {
+            false => (false, self.accepted),
+            true => (true, self.last_io()),
+        }
+    }
+}
+
+/// The open connections of every listener, bounded by [`Limits::max_connections`].
+#[derive(Debug)]
+struct Connections {
+    max: usize,
+    open: Mutex<Vec<Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl Connections {
+    fn new(max: usize) -> Connections {
+        Connections {
+            max: max.max(1),
+            open: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.open.lock().expect("connections lock").len()
+    }
+
+    /// Register a new connection. At the cap, another is told to close first: the new
+    /// one is always taken, so a client that fills the endpoint cannot keep others out.
+    /// Returns the connection and whether one was evicted for it.
+    fn admit(&self) -> (Arc<Conn>, bool) {
+        let conn = Arc::new(Conn {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            accepted: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            requested: AtomicBool::new(false),
+            evict: Notify::new(),
+        });
+        let mut open = self.open.lock().expect("connections lock");
+        let evicted = open.len() >= self.max && Connections::evict_from(&mut open);
+        open.push(conn.clone());
+        (conn, evicted)
+    }
+
+    /// Close the connection that can best spare its place (out of file descriptors).
+    fn evict_one(&self) -> bool {
+        Connections::evict_from(&mut self.open.lock().expect("connections lock"))
+    }
+
+    fn evict_from(open: &mut Vec<Arc<Conn>>) -> bool {
+        let Some(i) = open
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, c)| c.eviction_order())
+            .map(|(i, _)| i)
+        else {
+            return false;
+        };
+        let victim = open.swap_remove(i);
+        // A permit if its task is not waiting right now: it closes at its next look.
+        victim.evict.notify_one();
+        true
+    }
+
+    fn remove(&self, id: u64) {
+        self.open
+            .lock()
+            .expect("connections lock")
+            .retain(|c| c.id != id);
+    }
+}
+
+/// A connection's socket, noting when a byte last moved (for the idle timeout and the
+/// eviction order).
+struct Tracked {
+    stream: TcpStream,
+    conn: Arc<Conn>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.conn.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.conn.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Out of file descriptors, for the process (EMFILE) or the system (ENFILE).
+fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// Serve the endpoint on `listener` until `shutdown` fires: then stop accepting, let the
 /// requests being answered finish (for at most `DRAIN_TIMEOUT`, 5 s) and return. Errors of
-/// one connection or one `accept` are logged; they never end the server.
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdown) {
+/// one connection or one `accept` are logged; they never end the server. `scope` says who
+/// reaches the listener, which decides what it may change.
+pub async fn serve(listener: TcpListener, scope: Scope, shared: Arc<Shared>, shutdown: Shutdown) {
     let connections = GracefulShutdown::new();
     let stop = shutdown.requested();
     tokio::pin!(stop);
+    let limits = shared.limits;
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
+                // Another connection gives up its descriptor for the one waiting (which
+                // may be /healthz); a client cannot starve the endpoint by holding them.
+                Err(e) if out_of_fds(&e) && shared.connections.evict_one() => {
+                    tracing::warn!(error = %e, "the HTTP endpoint is out of file descriptors; closed a connection to take a new one");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "the HTTP endpoint could not accept a connection");
                     tokio::time::sleep(ACCEPT_RETRY).await;
@@ -201,18 +498,57 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, shutdown: Shutdow
             },
             _ = &mut stop => break,
         };
-        let shared = shared.clone();
-        let service = service_fn(move |req| answer(shared.clone(), req));
+        let (conn, evicted) = shared.connections.admit();
+        let service = {
+            let (shared, conn) = (shared.clone(), conn.clone());
+            service_fn(move |req| {
+                conn.requested.store(true, Ordering::Relaxed);
+                answer(shared.clone(), scope, req)
+            })
+        };
+        let io = TokioIo::new(Tracked {
+            stream,
+            conn: conn.clone(),
+        });
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(limits.header_timeout)
+            .serve_connection(io, service);
         let connection = connections.watch(connection);
+        let shared = shared.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+            // Boxed, so that it can be dropped (closing its socket) before the
+            // registry forgets it.
+            let mut connection = Box::pin(connection);
+            loop {
+                tokio::select! {
+                    done = &mut connection => {
+                        if let Err(e) = done {
+                            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = conn.evict.notified() => {
+                        tracing::debug!(%peer, "HTTP connection closed to make room for a newer one");
+                        break;
+                    }
+                    _ = tokio::time::sleep_until(conn.last_io() + limits.idle_timeout) => {
+                        if conn.last_io().elapsed() >= limits.idle_timeout {
+                            tracing::debug!(%peer, "HTTP connection closed: no byte moved for {:?}", limits.idle_timeout);
+                            break;
+                        }
+                    }
+                }
             }
+            // Dropping the connection closes its socket.
+            drop(connection);
+            shared.connections.remove(conn.id);
         });
+        if evicted {
+            // Let the evicted connection's task close its socket before the next accept
+            // takes another descriptor.
+            tokio::task::yield_now().await;
+        }
     }
     drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, connections.shutdown())
@@ -263,21 +599,102 @@ impl Route {
     }
 }
 
+/// What a request asks that changes something, once it may go ahead.
+enum Act {
+    Reconcile,
+    Sync(Enqueue),
+}
+
+/// A response, or something to do once the request's body has arrived.
+enum Decision {
+    Answer(Response<Full<Bytes>>),
+    Act(Act),
+}
+
 async fn answer(
     shared: Arc<Shared>,
+    scope: Scope,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let auth = req
-        .headers()
+    let (head, body) = req.into_parts();
+    let auth = head
+        .headers
         .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    Ok(respond(
-        &shared,
-        req.method(),
-        req.uri().path(),
-        auth.as_deref(),
-    ))
+        .and_then(|v| v.to_str().ok());
+    // A refusal is decided by the request line and headers alone, before any body is
+    // read; hyper then closes a connection whose body was left unread.
+    let act = match decide(&shared, scope, &head.method, head.uri.path(), auth) {
+        Decision::Answer(r) => return Ok(r),
+        Decision::Act(act) => act,
+    };
+    // A request counts once it has arrived whole: its body is read, within bounds, and
+    // thrown away.
+    if let Err(refused) = drain(body, &shared.limits).await {
+        return Ok(refused);
+    }
+    Ok(match act {
+        Act::Reconcile => {
+            (shared.enqueue)();
+            text(StatusCode::ACCEPTED, "reconcile enqueued\n")
+        }
+        Act::Sync(fetch) => {
+            fetch();
+            text(StatusCode::ACCEPTED, "fetch enqueued\n")
+        }
+    })
+}
+
+/// Read and discard a request body, within [`Limits::body_timeout`] and
+/// [`Limits::max_body`]; a response that closes the connection when it is not.
+async fn drain(mut body: Incoming, limits: &Limits) -> Result<(), Response<Full<Bytes>>> {
+    let too_long = || {
+        closing(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "a request body may be {} at most; nothing was done\n",
+                crate::preflight::human(limits.max_body)
+            ),
+        ))
+    };
+    // A Content-Length over the bound is refused before a byte of it is read.
+    if body.size_hint().lower() > limits.max_body {
+        return Err(too_long());
+    }
+    let read = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| {
+                closing(text(
+                    StatusCode::BAD_REQUEST,
+                    format!("the request body could not be read: {e}; nothing was done\n"),
+                ))
+            })?;
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len() as u64);
+                if seen > limits.max_body {
+                    return Err(too_long());
+                }
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(limits.body_timeout, read).await {
+        Ok(read) => read,
+        Err(_) => Err(closing(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the request body did not arrive within {:?}; nothing was done\n",
+                limits.body_timeout
+            ),
+        ))),
+    }
+}
+
+/// `Connection: close`: the rest of an unread body must not be taken for a request.
+fn closing(mut r: Response<Full<Bytes>>) -> Response<Full<Bytes>> {
+    r.headers_mut()
+        .insert(hyper::header::CONNECTION, HeaderValue::from_static("close"));
+    r
 }
 
 /// Equal, in a time that does not depend on where they differ.
@@ -289,16 +706,36 @@ fn same_token(a: &str, b: &str) -> bool {
             == 0
 }
 
-/// The whole endpoint as a function of the request line. The body of a request is never
-/// read: no route takes one.
-fn respond(
+/// 401, with the challenge.
+fn unauthorized(message: impl Into<String>) -> Response<Full<Bytes>> {
+    let mut r = text(StatusCode::UNAUTHORIZED, message);
+    r.headers_mut().insert(
+        hyper::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer"),
+    );
+    r
+}
+
+/// The endpoint as a function of the request line and the `Authorization` header: the
+/// answer, or what to do once the body has arrived.
+///
+/// - the read-only routes answer on every listener;
+/// - `POST /api/v1/reconcile` is open on loopback; on an exposed listener it needs the
+///   API token, and without one configured there it is always 401;
+/// - `POST /api/v1/sync` needs the token everywhere (a git host's webhook calls it), and
+///   is 404 without a git source or a token.
+fn decide(
     shared: &Shared,
+    scope: Scope,
     method: &Method,
     path: &str,
     authorization: Option<&str>,
-) -> Response<Full<Bytes>> {
+) -> Decision {
     let Some(route) = Route::of(path) else {
-        return text(StatusCode::NOT_FOUND, format!("no such path: {path}\n"));
+        return Decision::Answer(text(
+            StatusCode::NOT_FOUND,
+            format!("no such path: {path}\n"),
+        ));
     };
     if *method != route.method() {
         let mut r = text(
@@ -306,9 +743,16 @@ fn respond(
             format!("{path} takes {}\n", route.method()),
         );
         r.headers_mut().insert(ALLOW, route.allow());
-        return r;
+        return Decision::Answer(r);
     }
-    match route {
+    let token = shared.token.read().expect("token lock").clone();
+    let given = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    let carries_token = token
+        .as_deref()
+        .is_some_and(|t| given.is_some_and(|g| same_token(g, t)));
+    Decision::Answer(match route {
         Route::Healthz => text(StatusCode::OK, "ok\n"),
         Route::Readyz if shared.is_ready() => text(StatusCode::OK, "ready\n"),
         Route::Readyz => text(
@@ -327,34 +771,31 @@ fn respond(
                 format!("the status could not be written as JSON: {e}\n"),
             ),
         },
-        Route::Reconcile => {
-            (shared.enqueue)();
-            text(StatusCode::ACCEPTED, "reconcile enqueued\n")
+        Route::Reconcile if scope == Scope::Loopback || carries_token => {
+            return Decision::Act(Act::Reconcile);
         }
+        Route::Reconcile if token.is_none() => unauthorized(
+            "this listener is not loopback: it serves only the read-only routes, since \
+             berth run has no --api-token-file\n",
+        ),
+        Route::Reconcile => unauthorized(
+            "this listener is not loopback: a reconcile needs the API token \
+             (Authorization: Bearer TOKEN)\n",
+        ),
         Route::Sync => {
             let sync = shared.sync.read().expect("sync lock").clone();
-            let Some((token, fetch)) = sync else {
-                return text(
+            match sync {
+                Some(fetch) if carries_token => return Decision::Act(Act::Sync(fetch)),
+                Some(_) if token.is_some() => {
+                    unauthorized("a sync needs the API token: Authorization: Bearer TOKEN\n")
+                }
+                _ => text(
                     StatusCode::NOT_FOUND,
-                    "no sync here: berth run has no git source, or no --sync-token-file\n",
-                );
-            };
-            let given = authorization.and_then(|a| a.strip_prefix("Bearer "));
-            if !given.is_some_and(|g| same_token(g.trim(), &token)) {
-                let mut r = text(
-                    StatusCode::UNAUTHORIZED,
-                    "a sync needs the token: Authorization: Bearer TOKEN\n",
-                );
-                r.headers_mut().insert(
-                    hyper::header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer"),
-                );
-                return r;
+                    "no sync here: berth run has no git source, or no --api-token-file\n",
+                ),
             }
-            fetch();
-            text(StatusCode::ACCEPTED, "fetch enqueued\n")
         }
-    }
+    })
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
@@ -367,4 +808,69 @@ fn body(status: StatusCode, content_type: &'static str, body: String) -> Respons
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_loopback_address_is_a_loopback_listener() {
+        let scope = |s: &str| s.parse::<Listen>().unwrap().scope();
+        assert_eq!(scope("127.0.0.1:9464"), Scope::Loopback);
+        assert_eq!(scope("[::1]:9464"), Scope::Loopback);
+        assert_eq!(scope("0.0.0.0:9464"), Scope::Exposed);
+        assert_eq!(scope("[::]:9464"), Scope::Exposed);
+        assert_eq!(scope("172.17.0.1:9464"), Scope::Exposed);
+        // Whatever address the engine gives it: every container reaches it.
+        assert_eq!(scope("host-gateway:9464"), Scope::Exposed);
+    }
+
+    #[test]
+    fn the_connection_cap_is_a_quarter_of_the_fd_limit_within_bounds() {
+        assert_eq!(Limits::for_fd_limit(512).max_connections, 128);
+        assert_eq!(Limits::for_fd_limit(4096).max_connections, 512);
+        assert_eq!(Limits::for_fd_limit(1 << 20).max_connections, 512);
+        assert_eq!(Limits::for_fd_limit(u64::MAX).max_connections, 512);
+        assert_eq!(Limits::for_fd_limit(20).max_connections, 16);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_oldest_connection_without_a_request_makes_room() {
+        let c = Connections::new(3);
+        let (first, evicted) = c.admit();
+        assert!(!evicted);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (second, _) = c.admit();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let (third, _) = c.admit();
+        // The first has been answered; the second and third never sent a request.
+        first.requested.store(true, Ordering::Relaxed);
+        let (fourth, evicted) = c.admit();
+        assert!(evicted);
+        assert_eq!(c.len(), 3);
+        let open: Vec<u64> = c.open.lock().unwrap().iter().map(|c| c.id).collect();
+        assert!(!open.contains(&second.id), "{open:?}");
+        assert!(open.contains(&first.id) && open.contains(&third.id));
+        // Told, even though nobody waits yet: a permit.
+        tokio::time::timeout(Duration::from_millis(1), second.evict.notified())
+            .await
+            .expect("the evicted connection is told to close");
+        // With only answered connections left, the one quiet the longest goes.
+        third.requested.store(true, Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        third.touch();
+        c.remove(fourth.id);
+        assert!(c.evict_one());
+        let open: Vec<u64> = c.open.lock().unwrap().iter().map(|c| c.id).collect();
+        assert_eq!(open, vec![third.id]);
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same_token("s3cret", "s3cret"));
+        assert!(!same_token("s3cret", "s3cre"));
+        assert!(!same_token("s3cret", "s3creT"));
+        assert!(!same_token("", "x"));
+    }
 }

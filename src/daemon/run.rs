@@ -48,8 +48,10 @@ pub struct Settings {
     pub listen: Vec<Listen>,
     /// Reconcile at least this often, even with no trigger.
     pub resync: Duration,
-    /// The token `POST /api/v1/sync` must carry (with a git source).
-    pub sync_token: Option<String>,
+    /// The operator's API token (`--api-token-file`): what `POST /api/v1/sync` (with a
+    /// git source) must carry, and `POST /api/v1/reconcile` on a listener that is not
+    /// loopback.
+    pub api_token: Option<String>,
 }
 
 /// Run until SIGTERM/SIGINT. Returns only after the current step finished and the lock
@@ -69,12 +71,15 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         let wake = wake.clone();
         Arc::new(move || wake(Reason::Api))
     }));
+    if let Some(token) = &settings.api_token {
+        shared.set_token(token.clone());
+    }
     // Plain addresses are bound at once (a port in use ends the daemon before it does
     // anything); host-gateway ones once the engine told us its address.
     let mut endpoint = None;
     for listen in &settings.listen {
         if let Listen::Addr(addr) = listen {
-            serve_on(*addr, &shared, &shutdown).await?;
+            serve_on(*addr, listen.scope(), &shared, &shutdown).await?;
             endpoint.get_or_insert(*addr);
         }
     }
@@ -112,9 +117,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 Arc::new(move || wake(Reason::Git)),
                 shutdown.clone(),
             ));
-            if let Some(token) = &settings.sync_token {
+            if settings.api_token.is_some() {
                 let git = git.clone();
-                shared.set_sync(token.clone(), Arc::new(move || git.sync.notify_one()));
+                shared.set_sync(Arc::new(move || git.sync.notify_one()));
             }
             tracing::info!(source = %git.describe(), poll = ?git.repo.source.poll, "following a git source");
             None
@@ -137,7 +142,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         if let Listen::HostGateway(port) = listen {
             let ip = host_gateway(&rt, &shutdown).await;
             let addr = SocketAddr::new(ip, *port);
-            serve_on(addr, &shared, &shutdown).await?;
+            serve_on(addr, listen.scope(), &shared, &shutdown).await?;
             endpoint.get_or_insert(addr);
         }
     }
@@ -269,12 +274,29 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
 
 async fn serve_on(
     addr: SocketAddr,
+    scope: http::Scope,
     shared: &Arc<Shared>,
     shutdown: &Shutdown,
 ) -> Result<(), DaemonError> {
     let listener = http::bind(addr).await?;
-    tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
-    tracing::info!(listen = %addr, "serving /healthz, /readyz, /metrics, /api/v1/status");
+    tokio::spawn(http::serve(
+        listener,
+        scope,
+        shared.clone(),
+        shutdown.clone(),
+    ));
+    let limits = shared.limits();
+    match scope {
+        http::Scope::Loopback => {
+            tracing::info!(listen = %addr, max_connections = limits.max_connections, "serving /healthz, /readyz, /metrics, /api/v1/status; POST /api/v1/reconcile")
+        }
+        http::Scope::Exposed if shared.has_token() => {
+            tracing::info!(listen = %addr, max_connections = limits.max_connections, "serving /healthz, /readyz, /metrics, /api/v1/status; POST /api/v1/reconcile with the API token")
+        }
+        http::Scope::Exposed => {
+            tracing::info!(listen = %addr, max_connections = limits.max_connections, "serving /healthz, /readyz, /metrics, /api/v1/status; read-only: this listener is not loopback and there is no --api-token-file")
+        }
+    }
     Ok(())
 }
 
