@@ -7,10 +7,16 @@
 //!
 //! - the Docker engine answers and is at least `docker_min_version` (and API 1.41, the
 //!   oldest berth speaks);
-//! - every published host port is free, or held by this project's own container;
+//! - every published host port is free, or held by this project's own container. Read
+//!   from the kernel's socket tables (`/proc/net/tcp`, `tcp6`, `udp`, `udp6`), never by
+//!   binding it: Docker binds it, not berth, so the check needs no privilege for a port
+//!   below 1024 (the systemd unit grants berth none);
 //! - every `data_dirs` entry is a directory with its mode, or is missing (then it is
 //!   created, but only once every check has passed: a failed pre-flight changes nothing);
-//! - `min_free_disk` is free on the filesystem that holds the data.
+//! - `min_free_disk` is free on the filesystem that holds the data;
+//! - a data directory berth must create, and the backup directory, are on a writable
+//!   filesystem: under the systemd unit's `ProtectSystem=strict` only the unit's
+//!   `ReadWritePaths=` are, and the error says so ([`read_only_hint`]).
 //!
 //! Each failure is one [`Diagnostic`] at the line that asked for the check.
 
@@ -109,18 +115,16 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 continue;
             }
             let ip = hp.host_ip.as_deref().unwrap_or("0.0.0.0");
-            if let Err(e) = try_bind(ip, hp.port, &hp.protocol) {
-                bad += 1;
-                let why = if e.kind() == std::io::ErrorKind::AddrInUse {
-                    "is already in use on this host".to_string()
-                } else {
-                    format!("cannot be bound on this host: {e}")
-                };
-                diags.push(hp.at.diag(format!(
-                    "preflight: host port {ip}:{}/{} (service {:?}) {why}",
-                    hp.port, hp.protocol, hp.service
-                )));
-            }
+            let why = match port_holder(ip, hp.port, &hp.protocol) {
+                Ok(None) => continue,
+                Ok(Some(holder)) => format!("is already in use on this host ({holder})"),
+                Err(e) => format!("cannot be checked: {e}"),
+            };
+            bad += 1;
+            diags.push(hp.at.diag(format!(
+                "preflight: host port {ip}:{}/{} (service {:?}) {why}",
+                hp.port, hp.protocol, hp.service
+            )));
         }
         if bad == 0 {
             passed.lines.push(format!(
@@ -156,7 +160,16 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                passed.missing_dirs.push(dir.clone())
+                match read_only_problem(&dir.path) {
+                    Some(problem) => {
+                        dir_errors += 1;
+                        diags.push(dir.at.diag(format!(
+                            "preflight: data directory {} is missing and {problem}",
+                            dir.path.display()
+                        )));
+                    }
+                    None => passed.missing_dirs.push(dir.clone()),
+                }
             }
             Err(e) => {
                 dir_errors += 1;
@@ -172,6 +185,16 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
             "data directories: {} in place with their modes, {} to create",
             pf.data_dirs.len() - passed.missing_dirs.len(),
             passed.missing_dirs.len()
+        ));
+    }
+
+    // The backups berth writes before migrations.
+    if let Some(m) = d.migrations.as_ref().filter(|m| m.backup)
+        && let Some(problem) = read_only_problem(&m.backup_dir)
+    {
+        diags.push(Diagnostic::file(
+            &first_file,
+            format!("preflight: backup_dir {} {problem}", m.backup_dir.display()),
         ));
     }
 
@@ -252,16 +275,107 @@ pub fn create_missing(dirs: &[DataDir]) -> std::io::Result<Vec<String>> {
 }
 
 fn with_path(e: std::io::Error, p: &Path) -> std::io::Error {
-    std::io::Error::new(e.kind(), format!("{}: {e}", p.display()))
+    let hint = read_only_hint(&e, p).unwrap_or_default();
+    std::io::Error::new(e.kind(), format!("{}: {e}{hint}", p.display()))
 }
 
-fn try_bind(ip: &str, port: u16, protocol: &str) -> std::io::Result<()> {
-    let addr = format!("{ip}:{port}");
-    if protocol == "udp" {
-        std::net::UdpSocket::bind(&addr).map(drop)
+/// What to add to an error about writing `path` when it is a read-only filesystem
+/// (EROFS). Under the systemd unit that is `ProtectSystem=strict`, which leaves only the
+/// unit's `ReadWritePaths=` writable, and the hint names the setting: a data or backup
+/// directory elsewhere would otherwise fail with a bare "Read-only file system".
+pub fn read_only_hint(e: &std::io::Error, path: &Path) -> Option<String> {
+    (e.raw_os_error() == Some(libc::EROFS)).then(|| read_only_why(path))
+}
+
+fn read_only_why(path: &Path) -> String {
+    // systemd sets INVOCATION_ID for every unit it starts.
+    if std::env::var_os("INVOCATION_ID").is_some() {
+        format!(
+            "; {} is read-only under the unit's ProtectSystem=strict: add it to \
+             ReadWritePaths= (systemctl edit berth)",
+            path.display()
+        )
     } else {
-        std::net::TcpListener::bind(&addr).map(drop)
+        format!("; {} is on a read-only filesystem", path.display())
     }
+}
+
+/// The problem with writing into `dir` (or creating it), when the filesystem that would
+/// hold it is mounted read-only: read from the mount flags, changing nothing.
+pub fn read_only_problem(dir: &Path) -> Option<String> {
+    let existing = nearest_existing(dir);
+    let st = rustix::fs::statvfs(&existing).ok()?;
+    st.f_flag
+        .contains(rustix::fs::StatVfsMountFlags::RDONLY)
+        .then(|| format!("cannot be written{}", read_only_why(dir)))
+}
+
+/// Who holds `ip:port` for `protocol` on this host, or None when it is free: a TCP
+/// listener, or any UDP socket bound to the port, on that address or a wildcard (or any
+/// address, when `ip` is a wildcard). Read from the kernel's socket tables of berth's
+/// network namespace (the host's: the unit keeps it). Two small fixed-format files; a
+/// crate would bring more than it saves.
+fn port_holder(ip: &str, port: u16, protocol: &str) -> std::io::Result<Option<String>> {
+    let want: std::net::IpAddr = ip
+        .parse()
+        .map_err(|_| std::io::Error::other(format!("{ip:?} is not an IP address")))?;
+    let (tables, listening_only) = match protocol {
+        "udp" => (["/proc/net/udp", "/proc/net/udp6"], false),
+        _ => (["/proc/net/tcp", "/proc/net/tcp6"], true),
+    };
+    for table in tables {
+        let text = match std::fs::read_to_string(table) {
+            Ok(t) => t,
+            // No IPv6 on this host.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("{table}: {e}"))),
+        };
+        for (addr, state) in text.lines().skip(1).filter_map(socket_entry) {
+            // TCP_LISTEN: a connected socket on the port (a client's, or an accepted
+            // connection) does not stop Docker's listener.
+            if listening_only && state != 0x0A {
+                continue;
+            }
+            if addr.port() == port && clashes(want, addr.ip()) {
+                let kind = if listening_only {
+                    "a listener"
+                } else {
+                    "a socket"
+                };
+                return Ok(Some(format!("{kind} on {addr} holds it")));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// Whether binding `want` would clash with a socket bound to `held` on the same port.
+fn clashes(want: std::net::IpAddr, held: std::net::IpAddr) -> bool {
+    let canonical = |ip: std::net::IpAddr| ip.to_canonical();
+    let (want, held) = (canonical(want), canonical(held));
+    want.is_unspecified() || held.is_unspecified() || want == held
+}
+
+/// The local address and state of one line of `/proc/net/{tcp,udp}{,6}`:
+/// `sl local_address rem_address st ...`, the address as hex words in the kernel's byte
+/// order (`0100007F:1F90` is 127.0.0.1:8080).
+fn socket_entry(line: &str) -> Option<(std::net::SocketAddr, u8)> {
+    let mut fields = line.split_whitespace();
+    let local = fields.nth(1)?;
+    let state = u8::from_str_radix(fields.nth(1)?, 16).ok()?;
+    let (ip, port) = local.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let mut bytes = Vec::with_capacity(16);
+    for word in ip.as_bytes().chunks(8) {
+        let word = u32::from_str_radix(std::str::from_utf8(word).ok()?, 16).ok()?;
+        bytes.extend_from_slice(&word.to_ne_bytes());
+    }
+    let ip: std::net::IpAddr = match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok()?.into(),
+        16 => <[u8; 16]>::try_from(bytes).ok()?.into(),
+        _ => return None,
+    };
+    Some((std::net::SocketAddr::new(ip, port), state))
 }
 
 fn nearest_existing(p: &Path) -> PathBuf {
@@ -300,12 +414,68 @@ mod tests {
     }
 
     #[test]
-    fn a_bound_port_is_reported_in_use() {
+    fn a_listening_port_is_found_in_the_kernels_tables_without_binding_it() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        let e = try_bind("127.0.0.1", port, "tcp").unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
-        drop(l);
-        try_bind("127.0.0.1", port, "tcp").unwrap();
+        let holder = port_holder("127.0.0.1", port, "tcp").unwrap();
+        assert_eq!(
+            holder.as_deref(),
+            Some(format!("a listener on 127.0.0.1:{port} holds it").as_str())
+        );
+        // A wildcard publish clashes with it; another address does not; UDP is another
+        // table.
+        assert!(port_holder("0.0.0.0", port, "tcp").unwrap().is_some());
+        assert!(port_holder("::", port, "tcp").unwrap().is_some());
+        assert_eq!(port_holder("127.0.0.2", port, "tcp").unwrap(), None);
+        assert_eq!(port_holder("127.0.0.1", port, "udp").unwrap(), None);
+        // A connection to it holds a socket on another port, not the listener's.
+        let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let client_port = c.local_addr().unwrap().port();
+        assert_eq!(port_holder("127.0.0.1", client_port, "tcp").unwrap(), None);
+        drop((c, l));
+        assert_eq!(port_holder("127.0.0.1", port, "tcp").unwrap(), None);
+    }
+
+    #[test]
+    fn a_bound_udp_socket_and_an_ipv6_wildcard_listener_hold_their_ports() {
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = u.local_addr().unwrap().port();
+        assert!(port_holder("0.0.0.0", port, "udp").unwrap().is_some());
+        assert_eq!(port_holder("0.0.0.0", port, "tcp").unwrap(), None);
+        // Premise: this host has IPv6 sockets.
+        let Ok(l) = std::net::TcpListener::bind("[::]:0") else {
+            return;
+        };
+        let port = l.local_addr().unwrap().port();
+        assert_eq!(
+            port_holder("0.0.0.0", port, "tcp").unwrap().as_deref(),
+            Some(format!("a listener on [::]:{port} holds it").as_str())
+        );
+        assert!(port_holder("10.1.2.3", port, "tcp").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_kernels_socket_lines_are_read_in_its_byte_order() {
+        let v4 = "   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0";
+        assert_eq!(
+            socket_entry(v4),
+            Some(("127.0.0.1:8080".parse().unwrap(), 0x0A))
+        );
+        let v6 = "   0: 00000000000000000000000001000000:0050 00000000000000000000000000000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1";
+        assert_eq!(socket_entry(v6), Some(("[::1]:80".parse().unwrap(), 0x0A)));
+        assert_eq!(socket_entry("  sl  local_address rem_address   st"), None);
+    }
+
+    #[test]
+    fn a_read_only_filesystem_is_named_with_the_unit_setting_to_change() {
+        let e = std::io::Error::from_raw_os_error(libc::EROFS);
+        let hint = read_only_hint(&e, Path::new("/data/chroma")).unwrap();
+        assert!(hint.contains("/data/chroma"), "{hint}");
+        let other = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(read_only_hint(&other, Path::new("/x")), None);
+        assert_eq!(
+            read_only_problem(&std::env::temp_dir().join("berth-x")),
+            None
+        );
     }
 }

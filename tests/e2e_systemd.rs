@@ -5,7 +5,10 @@
 //! that hangs on an engine call that never answers stops the loop's beats once it is older
 //! than its limit, so the watchdog kills berth and systemd restarts it, and the restarted
 //! berth finishes the job, `journalctl -u berth` holds the logs, and `systemctl stop`
-//! leaves every container running.
+//! leaves every container running. The unit's hardening costs no feature: berth runs
+//! with its `LimitNOFILE`, sees root's Docker config and nothing else of root's home,
+//! publishes a port below 1024 with no capability, and a data directory outside
+//! `ReadWritePaths=` is refused naming the setting.
 //!
 //! The container shares the host's network: berth probes a service's container at its
 //! address on the project's bridge network, which the host reaches and a container on
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use common::{Project, docker, free_port, text};
 
 const IMAGE: &str = "berth-systemd:test";
+const DOCKER_CONFIG: &str = "{\"auths\":{\"registry.example:5000\":{\"auth\":\"dTpw\"}}}\n";
 const UNIT: &str = include_str!("../contrib/systemd/berth.service");
 
 const ONE: &str = r#"
@@ -382,6 +386,10 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
          [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
     );
     m.ok("systemctl daemon-reload");
+    // Root's registry credentials, as `docker login` leaves them, and something else in
+    // root's home the unit must keep hidden.
+    m.write("/root/.docker/config.json", DOCKER_CONFIG);
+    m.write("/root/not-for-berth", "private\n");
 
     // `systemctl start` returns once berth said READY=1, which it says after its first
     // turn: by then the service is active, the stack is up and STATUS= was sent.
@@ -415,6 +423,8 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
         !journal.lines().any(stamped),
         "timestamps of berth's own in the journal:\n{journal}"
     );
+
+    unit_limits_and_views(&m, &p, &converged);
 
     // `systemctl stop`: berth exits 0 and no container is stopped.
     let id = p.id("web").unwrap();
@@ -475,19 +485,19 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     assert!(journal.contains("Watchdog timeout"), "{journal}");
 
     // The restarted berth does the job: the edit the hung turn was making converges as
-    // generation 2.
+    // generation 3 (the second was the low port's).
     wait_for(
         "the restarted berth to converge the edit",
         Duration::from_secs(60),
         || {
             p.inspect("web", "{{json .Config.Env}}")
                 .contains("VERSION=2")
-                && m.berth_status().contains("generation 2")
+                && m.berth_status().contains("generation 3")
         },
     );
     status_says(&m, &converged);
     assert!(
-        m.berth_status().contains("generation 2"),
+        m.berth_status().contains("generation 3"),
         "{}",
         m.berth_status()
     );
@@ -502,5 +512,84 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     assert!(
         !journal.contains('\x1b'),
         "colours in the journal:\n{journal}"
+    );
+}
+
+/// What the unit gives the running berth (issue 19): `LimitNOFILE`, the Docker config
+/// (`DOCKER_CONFIG`, the one directory of root's home it sees), a published port below
+/// 1024 with no capability to bind it, and a data directory outside `ReadWritePaths=`
+/// refused by the pre-flight naming the setting, while the running generation stays.
+fn unit_limits_and_views(m: &Machine, p: &Project, converged: &str) {
+    let pid = m.show("MainPID");
+    let limits = m.ok(&format!("cat /proc/{pid}/limits"));
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap_or_default();
+    assert_eq!(nofile.split_whitespace().nth(3), Some("4096"), "{nofile}");
+    let env = m.ok(&format!("tr '\\0' '\\n' < /proc/{pid}/environ"));
+    assert!(
+        env.lines().any(|l| l == "DOCKER_CONFIG=/root/.docker"),
+        "{env}"
+    );
+    // berth's own view of the files, through its mount namespace.
+    assert_eq!(
+        m.ok(&format!("cat /proc/{pid}/root/root/.docker/config.json")),
+        DOCKER_CONFIG
+    );
+    assert!(
+        !m.exec(&format!("test -e /proc/{pid}/root/root/not-for-berth"))
+            .status
+            .success(),
+        "the rest of root's home is hidden"
+    );
+
+    // A port below 1024, published on loopback: berth has no CAP_NET_BIND_SERVICE, and
+    // its pre-flight binds nothing.
+    let low = (900..1000)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below 1024 on 127.0.0.1");
+    let published = ONE.replace(
+        "environment = { VERSION = \"1\" }",
+        &format!("environment = {{ VERSION = \"1\" }}\nports = [\"127.0.0.1:{low}:8080\"]"),
+    );
+    // First with a data directory under ProtectSystem=strict's read-only /opt.
+    edit(
+        p,
+        &format!("{published}[preflight]\ndata_dirs = {{ \"/opt/berth-e2e-data\" = \"750\" }}\n"),
+    );
+    wait_for(
+        "the pre-flight to refuse /opt",
+        Duration::from_secs(30),
+        || m.show("StatusText").contains("/opt/berth-e2e-data"),
+    );
+    let said = m.show("StatusText");
+    assert!(
+        said.contains("read-only under the unit's ProtectSystem=strict")
+            && said.contains("ReadWritePaths="),
+        "{said}"
+    );
+    assert!(!said.contains("host port"), "the low port passes: {said}");
+    assert_eq!(
+        m.ok("test -e /opt/berth-e2e-data && echo made || echo absent")
+            .trim(),
+        "absent"
+    );
+    assert_all_running(p, "while the pre-flight refuses");
+    // Without it, the low port is published.
+    edit(p, &published);
+    wait_for(
+        "the low port to be published",
+        Duration::from_secs(30),
+        || {
+            p.inspect("web", "{{json .HostConfig.PortBindings}}")
+                .contains(&format!("\"HostPort\":\"{low}\""))
+                && m.show("StatusText") == converged
+        },
+    );
+    assert!(
+        m.berth_status().contains("generation 2"),
+        "{}",
+        m.berth_status()
     );
 }

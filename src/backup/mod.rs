@@ -81,7 +81,11 @@ pub enum Error {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io {
         path: path.to_path_buf(),
-        source,
+        // A backup directory the systemd unit left read-only says which setting to change.
+        source: match crate::preflight::read_only_hint(&source, path) {
+            Some(hint) => std::io::Error::new(source.kind(), format!("{source}{hint}")),
+            None => source,
+        },
     }
 }
 
