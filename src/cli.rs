@@ -87,8 +87,23 @@ impl FileArgs {
 pub struct GitArgs {
     /// The repository to deploy from: https://…, ssh://…, user@host:path, or a local
     /// path. The desired state is read from the fetched commit, never a working tree.
-    #[arg(long = "git", env = "BERTH_GIT", value_name = "URL")]
+    /// Credentials in it (https://TOKEN@host/…, https://user:password@host/…) are never
+    /// shown, but on the command line every user of the host sees them in `ps`: give such
+    /// a URL in BERTH_GIT or with --git-url-file.
+    // Its id is not `url`: `url` is the group of it and --git-url-file, which the
+    // other flags require.
+    #[arg(
+        long = "git",
+        id = "git_url",
+        group = "url",
+        env = "BERTH_GIT",
+        value_name = "URL"
+    )]
     pub url: Option<String>,
+    /// A file holding the repository's URL (instead of --git): credentials in it stay
+    /// out of the command line.
+    #[arg(long = "git-url-file", group = "url", value_name = "FILE")]
+    pub url_file: Option<PathBuf>,
     /// The branch to follow.
     #[arg(long, default_value = "main", requires = "url")]
     pub branch: String,
@@ -126,10 +141,33 @@ pub struct GitArgs {
 }
 
 impl GitArgs {
-    /// The source, when `--git` was given.
-    pub fn source(&self) -> Option<crate::git::GitSource> {
-        let url = self.url.clone()?;
-        Some(crate::git::GitSource {
+    /// The source, when `--git` or `--git-url-file` was given.
+    pub fn source(&self) -> anyhow::Result<Option<crate::git::GitSource>> {
+        let url = match (&self.url, &self.url_file) {
+            (_, Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("--git-url-file {}: {e}", file.display()))?;
+                let url = text.trim().to_string();
+                anyhow::ensure!(
+                    !url.is_empty() && !url.contains('\n'),
+                    "--git-url-file {}: expected one URL on one line",
+                    file.display()
+                );
+                url
+            }
+            (Some(url), None) => {
+                if crate::git::has_credentials(url)
+                    && std::env::args().any(|a| a.contains(url.as_str()))
+                {
+                    tracing::warn!(
+                        "the --git URL holds credentials, which every user of this host can read in `ps`; give it in BERTH_GIT or with --git-url-file"
+                    );
+                }
+                url.clone()
+            }
+            (None, None) => return Ok(None),
+        };
+        Ok(Some(crate::git::GitSource {
             url,
             reference: match &self.tag {
                 Some(t) => crate::git::Reference::Tag(t.clone()),
@@ -140,7 +178,7 @@ impl GitArgs {
             ssh_key: self.ssh_key.clone(),
             known_hosts: self.known_hosts.clone(),
             token_file: self.token_file.clone(),
-        })
+        }))
     }
 }
 
@@ -719,9 +757,9 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
                 .parent()
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
-            let follow = match git.source() {
+            let follow = match git.source()? {
                 Some(source) => {
-                    let repo = crate::git::Repo::new(source, &state_dir);
+                    let repo = crate::git::Repo::new(source, &state_dir)?;
                     repo.register_secrets()?;
                     Some(std::sync::Arc::new(crate::git::Follow::new(
                         repo,

@@ -259,6 +259,11 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
                 crashlooping,
             )
             .await;
+            // The git source's trees and objects no kept generation uses go, now that
+            // this turn's generation is recorded.
+            if let Some(git) = &settings.target.git {
+                git.prune(&store).await;
+            }
             if !ready && result.is_ok() {
                 ready = true;
                 shared.mark_ready();

@@ -477,6 +477,22 @@ impl Store {
         Ok(rows.into_iter().map(row_to_generation).collect())
     }
 
+    /// What a prune of the git source's copies must keep (`git::Follow::prune`): of
+    /// every project, its `newest` newest generations and its newest healthy one, oldest
+    /// first.
+    pub async fn kept_generations(&self, newest: i64) -> Result<Vec<Generation>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SELECT} WHERE id IN (
+                SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY project ORDER BY id DESC) AS n FROM generations) WHERE n <= ?1
+                UNION SELECT MAX(id) FROM generations WHERE outcome = 'healthy' GROUP BY project
+            ) ORDER BY id"
+        )))
+        .bind(newest)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(row_to_generation).collect())
+    }
+
     pub async fn projects(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT project FROM generations ORDER BY project")
             .fetch_all(&self.pool)

@@ -7,16 +7,25 @@ small HTTP server that wants a token, as a git host does.
 Serves the repositories under ROOT on 127.0.0.1:PORT, over TLS (https) when a
 certificate and its key are given. Every request must carry
 `Authorization: Basic base64("x-access-token:" + TOKEN)` (what berth's --token-file
-sends); anything else gets 401. Python's standard library only.
+sends), or `base64(TOKEN)` when TOKEN is a `user:password` pair itself; anything else
+gets 401. TOKEN `-` stands for the value of GIT_HTTP_SERVER_TOKEN in its environment
+(kept out of this server's own command line). With GIT_HTTP_SERVER_DELAY=SECONDS in its environment, each answer waits that
+long first (a slow remote: a fetch lasts long enough to look at it). Python's standard
+library only.
 """
 import base64
 import http.server
 import os
 import subprocess
 import sys
+import time
 
 ROOT, PORT, TOKEN = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-WANT = "Basic " + base64.b64encode(f"x-access-token:{TOKEN}".encode()).decode()
+if TOKEN == "-":
+    TOKEN = os.environ["GIT_HTTP_SERVER_TOKEN"]
+PAIR = TOKEN if ":" in TOKEN else f"x-access-token:{TOKEN}"
+WANT = "Basic " + base64.b64encode(PAIR.encode()).decode()
+DELAY = float(os.environ.get("GIT_HTTP_SERVER_DELAY") or 0)
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -29,6 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.backend()
 
     def backend(self):
+        time.sleep(DELAY)
         if self.headers.get("Authorization") != WANT:
             self.send_response(401)
             self.send_header("WWW-Authenticate", 'Basic realm="git"')
