@@ -796,7 +796,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
             Ok(EXIT_OK)
         }
         Command::Migrate { command } => migrate(command, &state_path).await,
-        Command::Backup(args) => backup(&args).await,
+        Command::Backup(args) => backup(&state_path, &args).await,
         Command::Restore {
             backup,
             args,
@@ -1317,8 +1317,8 @@ async fn migrate_job(
             );
             let run = crate::migrate::job::run(&rt, d, m, job, &image.id, &job.upgrade).await?;
             print!("{}", d.redactor().text(&run.output));
-            if run.exit_code != 0 {
-                eprintln!("berth: the migration job exited {}", run.exit_code);
+            if !run.succeeded() {
+                eprintln!("berth: the migration job {}", run.ended());
                 return Ok(EXIT_RUNTIME);
             }
             let after = crate::migrate::job::revision(url, &job.version_table).await?;
@@ -1328,15 +1328,17 @@ async fn migrate_job(
     }
 }
 
-/// `berth backup`: one backup now, its path and size.
-async fn backup(args: &FileArgs) -> anyhow::Result<i32> {
+/// `berth backup`: one backup now, its path and size. It is recorded in the state store
+/// (retention deletes only recorded backups); what retention could not do is a warning.
+async fn backup(state_path: &Path, args: &FileArgs) -> anyhow::Result<i32> {
     let d = match load_with_migrations(args) {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
     let m = d.migrations.as_ref().expect("checked above");
     let rt = connect().await?;
-    let taken = crate::backup::take(&rt, &d.project.name, m).await?;
+    let store = Store::open(state_path).await?;
+    let taken = crate::backup::take(&rt, Some(&store), &d.project.name, m).await?;
     println!(
         "backup: {} ({})",
         taken.path.display(),
@@ -1352,6 +1354,9 @@ async fn backup(args: &FileArgs) -> anyhow::Result<i32> {
     }
     for r in &taken.removed {
         println!("retention: removed {}", r.display());
+    }
+    for w in &taken.warnings {
+        eprintln!("berth: warning: {w}");
     }
     Ok(EXIT_OK)
 }
@@ -1376,7 +1381,9 @@ async fn restore(
             eprintln!("berth: {e}");
             eprintln!("berth: nothing was changed");
             return Ok(match e {
-                crate::backup::Error::NotADump { .. } => EXIT_INVALID,
+                crate::backup::Error::NotADump { .. } | crate::backup::Error::Unsafe { .. } => {
+                    EXIT_INVALID
+                }
                 _ => EXIT_RUNTIME,
             });
         }
@@ -1388,7 +1395,31 @@ async fn restore(
         Err(e) => return lock_failed(e),
     };
     let say = |line: &str| println!("restore: {line}");
-    let restored = crate::backup::restore(&rt, &d, file, &say).await;
+    // The operator's choice, whatever berth recorded: the restore says when the file is
+    // not one berth wrote, or changed since.
+    let recorded = match state_path.exists() {
+        true => {
+            let store = Store::open(state_path).await?;
+            let mut found = None;
+            for path in [
+                std::path::absolute(file).ok(),
+                std::fs::canonicalize(file).ok(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if found.is_none() {
+                    found = store.backup_record(&path.to_string_lossy()).await?;
+                }
+            }
+            found.map(|r| r.sha256)
+        }
+        false => None,
+    };
+    let trust = crate::backup::Trust::Operator {
+        recorded: recorded.as_deref(),
+    };
+    let restored = crate::backup::restore(&rt, &d, file, trust, &say).await;
     let message = match &restored {
         Ok(r) => format!(
             "restored {} into database {} ({} tables); the previous one is kept as {}",
@@ -1412,8 +1443,9 @@ async fn restore(
             println!("{message}");
             Ok(EXIT_OK)
         }
-        Err(crate::backup::Error::NotADump { .. }) => {
+        Err(crate::backup::Error::NotADump { .. } | crate::backup::Error::Unsafe { .. }) => {
             eprintln!("berth: {message}");
+            eprintln!("berth: nothing was changed");
             Ok(EXIT_INVALID)
         }
         Err(e) => Err(e.into()),

@@ -754,8 +754,10 @@ async fn migrations_step<R: Runtime>(
 }
 
 /// The backup a revert restores when a down migration is missing or fails: taken before
-/// anything is applied (with `backup = true`), and recorded on the generation. Failing to
-/// take it is a failed gate, with nothing applied.
+/// anything is applied (with `backup = true`), and recorded on the generation with its
+/// SHA-256 (the revert restores only that file). Failing to take it is a failed gate,
+/// with nothing applied; what retention could not do afterwards is said and kept as an
+/// event, never a failure.
 async fn backup_before<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
@@ -766,7 +768,7 @@ async fn backup_before<R: Runtime>(
     if !m.backup {
         return Ok(());
     }
-    let taken = match crate::backup::take(rt, &desired.project.name, m).await {
+    let taken = match crate::backup::take(rt, how.store, &desired.project.name, m).await {
         Ok(taken) => taken,
         Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
             return Err(Failure::of(e));
@@ -786,11 +788,20 @@ async fn backup_before<R: Runtime>(
             crate::preflight::human(taken.bytes)
         ),
     );
+    for warning in &taken.warnings {
+        how.report.service(MIGRATIONS_NODE, warning);
+    }
     if let Some(store) = how.store {
         store
-            .set_backup(how.generation, &taken.path.to_string_lossy())
+            .set_backup(how.generation, &taken.path.to_string_lossy(), &taken.sha256)
             .await
             .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+        for warning in &taken.warnings {
+            store
+                .add_event(how.generation, "retention", Some(MIGRATIONS_NODE), warning)
+                .await
+                .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+        }
     }
     Ok(())
 }
@@ -845,11 +856,11 @@ async fn job_step<R: Runtime>(
         .await
         .map_err(Failure::of)?;
     record_job(how, desired, &command, &run).await?;
-    if run.exit_code != 0 {
+    if !run.succeeded() {
         how.report.service(MIGRATIONS_NODE, "FAILED");
         return Err(Failure::Gate(desired.redactor().text(&format!(
-            "migrations job `{command}` exited {}: {}",
-            run.exit_code,
+            "migrations job `{command}` {}: {}",
+            run.ended(),
             run.last_lines(3)
         ))));
     }

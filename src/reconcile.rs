@@ -769,7 +769,7 @@ async fn undo_job_schema<R: Runtime>(
                         )
                         .await?;
                     match after {
-                        Ok(after) if run.exit_code == 0 && after == revision => {
+                        Ok(after) if run.succeeded() && after == revision => {
                             report.service(
                                 MIGRATIONS_NODE,
                                 &format!("downgraded; revision {revision}"),
@@ -777,11 +777,11 @@ async fn undo_job_schema<R: Runtime>(
                             return Ok(Ok(None));
                         }
                         Ok(after) => format!(
-                            "`{command}` exited {} and left revision {after}: {}",
-                            run.exit_code,
+                            "`{command}` {} and left revision {after}: {}",
+                            run.ended(),
                             run.last_lines(3)
                         ),
-                        Err(e) => format!("`{command}` exited {}: {e}", run.exit_code),
+                        Err(e) => format!("`{command}` {}: {e}", run.ended()),
                     }
                 }
             }
@@ -821,6 +821,11 @@ fn restore_by_hand(
 /// replaces is kept), and starts them again; the revert's converge then replaces them.
 /// `Ok(note)`: restored, `note` says from what. `Err(why)`: no backup, or the restore
 /// failed: the generation ends degraded, `why` naming the migration and the backup.
+///
+/// A backup file is data, never code (docs/design.md §12): only the file berth wrote is
+/// restored, by the SHA-256 it recorded then. A file that changed since, or one an older
+/// berth recorded without a hash, is not restored by the revert: the generation ends
+/// degraded, naming it, and a person decides (`berth restore FILE`).
 async fn restore_backup_instead<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -833,12 +838,22 @@ async fn restore_backup_instead<R: Runtime>(
     let Some(backup) = &current.backup else {
         return Ok(Err(restore_by_hand(current, target_version, error)));
     };
+    let Some(sha256) = &current.backup_sha256 else {
+        report.service(
+            crate::spec::MIGRATIONS_NODE,
+            &format!("not restoring {backup}: berth recorded no hash of it"),
+        );
+        return Ok(Err(format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; berth recorded no SHA-256 of the backup {backup} (an older berth took it), so the revert does not restore it by itself: check it, then restore it by hand (berth restore {backup})"
+        )));
+    };
     report.service(
         crate::spec::MIGRATIONS_NODE,
         &format!("restoring the backup {backup} ({error})"),
     );
     let say = |t: &str| report.service(crate::spec::MIGRATIONS_NODE, t);
-    match crate::backup::restore(rt, desired, std::path::Path::new(backup), &say).await {
+    let trust = crate::backup::Trust::Recorded(sha256);
+    match crate::backup::restore(rt, desired, std::path::Path::new(backup), trust, &say).await {
         // The data is back; a dependent that does not run again (the failed generation's
         // own, which may crash) is replaced by the revert's converge anyway.
         Ok(_) | Err(crate::backup::Error::NotRestarted { .. }) => {
@@ -860,6 +875,20 @@ async fn restore_backup_instead<R: Runtime>(
         }
         Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
             Err(ConvergeError::Runtime(e))
+        }
+        Err(changed @ crate::backup::Error::Changed { .. }) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "restore REFUSED");
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("not restoring {backup}: {changed}"),
+                )
+                .await?;
+            Ok(Err(format!(
+                "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; {changed}; restore one you trust by hand (berth restore FILE)"
+            )))
         }
         Err(restore_error) => {
             report.service(crate::spec::MIGRATIONS_NODE, "restore FAILED");

@@ -14,7 +14,9 @@
 //! - the job succeeds but the app's gate fails: `alembic downgrade def456` runs, the
 //!   schema is back, rows intact;
 //! - a revision whose downgrade fails: the backup taken before the upgrade is restored
-//!   and the data matches what it was before the deploy.
+//!   and the data matches what it was before the deploy;
+//! - a job that hangs past its `timeout` is killed: a gate failure, exit 3, reverted, no
+//!   job container left.
 //!
 //! Each test has its own project (whose guard removes its containers, network and
 //! volume) and its own derived image tags (removed by their guard).
@@ -480,4 +482,62 @@ fn berth_killed_while_the_alembic_job_runs_is_finished_by_the_next_run() {
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "healthy");
     assert_eq!(h[1]["schema_revision"], "ghi789");
+}
+
+#[test]
+fn a_migration_job_past_its_timeout_is_killed_and_the_generation_reverted() {
+    let (p, mut images) = project("alembic-timeout");
+    first_generation(&p);
+    // ghi789 hangs (30 s) before touching anything; the job may run 3 s.
+    let hang = images.with_third_revision(
+        &p,
+        "hang",
+        "    import time\n    time.sleep(30)\n    op.execute(\"CREATE TABLE e2e_hang (id int)\")",
+        "    op.execute(\"DROP TABLE e2e_hang\")",
+    );
+    let with_timeout = stack(&hang, "2", false).replace(
+        "downgrade = [\"alembic\", \"downgrade\", \"{revision}\"]\n",
+        "downgrade = [\"alembic\", \"downgrade\", \"{revision}\"]\ntimeout = \"3s\"\n",
+    );
+    assert!(
+        with_timeout.contains("timeout = \"3s\""),
+        "premise: the key is set"
+    );
+    p.write(&with_timeout);
+    let started = std::time::Instant::now();
+    let run = p.berth(&["apply"]);
+    let took = started.elapsed();
+    let all = format!("{}{}", run.stdout, run.stderr);
+    assert_eq!(run.code, 3, "a gate failure, reverted: {all}");
+    assert!(
+        all.contains("alembic upgrade head` was killed after its timeout (3s)"),
+        "the reason says the job was killed at its timeout: {all}"
+    );
+    // Killed, not waited for: the job would have slept 30 s.
+    assert!(
+        took < std::time::Duration::from_secs(28),
+        "berth waited for the job to end ({took:?})"
+    );
+    assert_no_job_container(&p);
+    assert!(!table_exists(&p, "e2e_hang"));
+    assert_eq!(revision(&p), "def456");
+    assert_rows_intact(&p);
+    let env = app_env(&p);
+    assert!(
+        env.contains("VERSION=1"),
+        "the app is not back on generation 1: {env}"
+    );
+    let h = history(&p);
+    assert_eq!(h.len(), 2);
+    assert_eq!(h[1]["outcome"], "rolled-back");
+    let jobs = job_events(&h[1]);
+    assert!(
+        jobs.len() == 1
+            && jobs[0].starts_with("was killed after its timeout (3s) `alembic upgrade head`"),
+        "the killed run is kept: {jobs:?}"
+    );
+    // Nothing is left to block the next deploy.
+    p.write(&stack(ALEMBIC, "3", false));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
 }

@@ -134,8 +134,10 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
         "INSERT INTO users (email) VALUES ('kept@example.org')",
     );
 
-    // An old backup of this project, another project's, and a failed backup: retention
-    // runs only after a success, and a failed dump leaves no file behind.
+    // A file named like an old backup of this project that berth never wrote, another
+    // project's, and a failed backup: a failed dump leaves no file behind, and retention
+    // deletes only backups berth recorded writing (tests/e2e_trust_backup.rs has one
+    // that is due).
     std::fs::create_dir_all(&backups).unwrap();
     let old = backups.join(format!("{}_20200101_000000.sql.gz", p.name));
     let foreign = backups.join("someone-else_20200101_000000.sql.gz");
@@ -172,7 +174,7 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
     std::fs::create_dir_all(chroma.join("seg")).unwrap();
     std::fs::write(chroma.join("seg/index.bin"), b"vectors-e2e").unwrap();
 
-    // A backup: private, complete, with the row; the old one goes only now.
+    // A backup: private, complete, with the row; the files berth did not write stay.
     let run = berth(&p, &["backup", "-f", f]);
     assert_eq!(run.code, 0, "backup: {}{}", run.stdout, run.stderr);
     let first = printed_path(&run);
@@ -190,9 +192,9 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
         dump.contains("kept@example.org"),
         "the row is not in the dump"
     );
-    assert!(!old.exists(), "retention kept the 40-day-old backup");
+    assert!(old.exists(), "retention removed a file berth did not write");
     assert!(foreign.exists(), "retention removed another project's file");
-    assert!(run.stdout.contains("retention: removed"), "{}", run.stdout);
+    assert!(!run.stdout.contains("retention: removed"), "{}", run.stdout);
     let archive = PathBuf::from(first.to_string_lossy().replace(".sql.gz", ".chroma.tar.gz"));
     assert!(
         run.stdout

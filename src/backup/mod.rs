@@ -4,21 +4,33 @@
 //!
 //! - [`take`]: `pg_dump` runs **inside the database container** (its client is the
 //!   server's own version) through the engine's exec; its output is streamed through gzip
-//!   into a temporary file (`O_EXCL`, mode 600) in the backup directory, fsynced, read back
-//!   to its end ([`check`]: gzip intact, pg_dump's closing line present), and only then
+//!   into a temporary file (`O_EXCL`, mode 600) in the backup directory, its SHA-256
+//!   taken as it is written, fsynced, read back to its end ([`check`]: gzip intact,
+//!   pg_dump's closing line present, nothing a restore would refuse), and only then
 //!   linked to its final name `<project>_YYYYMMDD_HHMMSS.sql.gz` (UTC). A link never
 //!   replaces a file: when the name is taken, the next second's name is used. A failed
-//!   dump leaves nothing under a final name. Retention ([`apply_retention`]) runs only
-//!   after that success, and never deletes the backup just taken.
+//!   dump leaves nothing under a final name. The file and its hash are recorded in the
+//!   state store. Retention ([`apply_retention`]) runs only after that success, deletes
+//!   only files the store says berth wrote (never one that merely matches the naming, nor
+//!   one changed since), never the backup just taken, and a file it cannot delete is a
+//!   warning, not a failed backup.
 //! - [`restore`]: checks the file's start (a foreign file is refused at once:
-//!   [`Error::NotADump`]), restores into a fresh database `<db>_restore_<ts>` with `psql
-//!   -v ON_ERROR_STOP=1` fed from the file *while checking the rest of it* (gzip intact to
-//!   its end, pg_dump's closing line; a cut-short file is refused and the fresh copy
-//!   dropped, nothing in use touched), checks that every table the dump defines is there,
-//!   and only then stops the running services that depend on the database (transitively;
-//!   `"migrations"` in `depends_on` counts), swaps (the old database is kept as
-//!   `<db>_before_restore_<ts>`: nothing is dropped), and starts the stopped containers
-//!   again, whatever happened. The file is read once.
+//!   [`Error::NotADump`]), then reads it whole once before anything is touched: a dump
+//!   holding a psql command or `COPY … PROGRAM` is refused at its line
+//!   ([`Error::Unsafe`], see [`guard`]: a backup is data, never code), and the automatic
+//!   revert refuses a file whose SHA-256 is not the one berth recorded
+//!   ([`Error::Changed`]). It then restores into a fresh database `<db>_restore_<ts>`
+//!   with `psql -v ON_ERROR_STOP=1` (restricted with `\restrict` where psql knows it)
+//!   fed from the file *while checking it again* (the same scan, gzip intact to its end,
+//!   pg_dump's closing line, the same hash: a file changed meanwhile is refused and the
+//!   fresh copy dropped, nothing in use touched), checks that every table the dump
+//!   defines is there, and only then stops the running services that depend on the
+//!   database (transitively; `"migrations"` in `depends_on` counts), swaps (the old
+//!   database is kept as `<db>_before_restore_<ts>`: nothing is dropped), and starts the
+//!   stopped containers again, whatever happened.
+//!
+//! The database is named to `pg_dump` and `psql` as `dbname='…'` (quoted), so a name
+//! holding `=` is a name, never a connection string.
 //!
 //! The database's password (from the `[migrations]` URL) goes to the exec's environment
 //! as `PGPASSWORD`, never into a command line or a message. The stack's image trusts
@@ -28,14 +40,19 @@ use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use flate2::Compression;
 use flate2::read::MultiGzDecoder;
 use flate2::write::GzEncoder;
 
+use sha2::{Digest, Sha256};
+
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::{DesiredState, Migrations};
+use crate::store::{BackupRecord, Store};
+
+pub mod guard;
 
 /// The line pg_dump writes last (before an optional `\unrestrict`): a dump without it was
 /// cut short.
@@ -63,6 +80,24 @@ pub enum Error {
     /// A file that is not a complete pg_dump: refused before anything is touched.
     #[error("{} is not a complete database dump: {why}", path.display())]
     NotADump { path: PathBuf, why: String },
+    /// A dump that would run something (docs/design.md §12): refused before anything is
+    /// touched.
+    #[error("{}:{line}: {why}; a backup is data: berth restores none that could run a command", path.display())]
+    Unsafe {
+        path: PathBuf,
+        line: u64,
+        why: String,
+    },
+    /// The automatic revert's backup is not the file berth wrote.
+    #[error("{} changed after berth wrote it (SHA-256 {found}, recorded {recorded}); it was not restored", path.display())]
+    Changed {
+        path: PathBuf,
+        recorded: String,
+        found: String,
+    },
+    /// The file changed between the check and the restore's own read of it.
+    #[error("{} changed while berth read it; nothing was restored", path.display())]
+    ChangedWhileRead { path: PathBuf },
     #[error("{what} in the database container failed (exit {code}): {}", stderr.trim())]
     Command {
         what: String,
@@ -146,11 +181,34 @@ impl Database {
             "-U",
             &self.user,
             "-d",
-            database,
+            &conninfo(database),
         ]
         .map(str::to_string)
         .to_vec()
     }
+
+    /// `pg_dump` of the database, in plain SQL.
+    fn pg_dump(&self) -> Vec<String> {
+        [
+            "pg_dump",
+            "--no-password",
+            "-U",
+            &self.user,
+            "-d",
+            &conninfo(&self.name),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+}
+
+/// `database` for `-d`: libpq reads a `-d` value holding `=` (or starting like a URI) as
+/// a connection string, so the name goes as one, quoted: `dbname='odd=name'`.
+fn conninfo(database: &str) -> String {
+    format!(
+        "dbname='{}'",
+        database.replace('\\', "\\\\").replace('\'', "\\'")
+    )
 }
 
 /// A new file in `dir` (mode 600, never an existing one) under a hidden temporary name
@@ -187,11 +245,16 @@ pub struct Taken {
     pub path: PathBuf,
     /// Its size on disk (compressed).
     pub bytes: u64,
+    /// SHA-256 of the file as written, hex: what a revert checks before restoring it.
+    pub sha256: String,
     /// The archives of the `snapshot` directories beside it,
     /// `<project>_<ts>.<dir name>.tar.gz`.
     pub snapshots: Vec<PathBuf>,
     /// Older backups that retention deleted afterwards.
     pub removed: Vec<PathBuf>,
+    /// What retention could not do (a file it could not delete, one that changed since
+    /// berth wrote it, a store it could not read): said, never a failed backup.
+    pub warnings: Vec<String>,
 }
 
 /// What [`check`] read in a dump.
@@ -201,6 +264,8 @@ pub struct DumpSummary {
     pub tables: BTreeSet<String>,
     /// Bytes of SQL once decompressed.
     pub sql_bytes: u64,
+    /// SHA-256 of the file (compressed, as on disk), hex.
+    pub sha256: String,
 }
 
 /// The ID of the database service's running container.
@@ -217,13 +282,20 @@ pub async fn database_container<R: Runtime>(
         .ok_or_else(|| Error::NotRunning(service.to_string()))
 }
 
-/// Take a backup of the migrations' database now, then apply retention (see the module
-/// doc). The database service's container must be running.
-pub async fn take<R: Runtime>(rt: &R, project: &str, m: &Migrations) -> Result<Taken, Error> {
+/// Take a backup of the migrations' database now, record it in `store`, then apply
+/// retention (see the module doc). The database service's container must be running.
+/// Without a store nothing is recorded, and retention deletes nothing.
+pub async fn take<R: Runtime>(
+    rt: &R,
+    store: Option<&Store>,
+    project: &str,
+    m: &Migrations,
+) -> Result<Taken, Error> {
     let db = Database::from_url(&m.url)?;
     let container = database_container(rt, project, &m.service).await?;
     take_from(
         rt,
+        store,
         &container,
         project,
         &db,
@@ -236,8 +308,10 @@ pub async fn take<R: Runtime>(rt: &R, project: &str, m: &Migrations) -> Result<T
 
 /// [`take`] from a known container into `dir`, archiving the `snapshot` directories
 /// beside the dump.
+#[allow(clippy::too_many_arguments)]
 pub async fn take_from<R: Runtime>(
     rt: &R,
+    store: Option<&Store>,
     container: &str,
     project: &str,
     db: &Database,
@@ -253,10 +327,12 @@ pub async fn take_from<R: Runtime>(
         &format!("{project}_{}", started.strftime("%Y%m%d_%H%M%S")),
     )?;
 
-    let mut gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
-    let command = ["pg_dump", "--no-password", "-U", &db.user, "-d", &db.name].map(str::to_string);
+    let mut gz = GzEncoder::new(
+        Hashing::new(std::io::BufWriter::new(file)),
+        Compression::default(),
+    );
     let done = rt
-        .exec_stream(container, &command, &db.env(), None, &mut gz)
+        .exec_stream(container, &db.pg_dump(), &db.env(), None, &mut gz)
         .await?;
     if done.exit_code != 0 {
         return Err(Error::Command {
@@ -265,13 +341,18 @@ pub async fn take_from<R: Runtime>(
             stderr: done.stderr_tail,
         });
     }
-    let file = gz
-        .finish()
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+    let (writer, sha256) = gz.finish().map_err(io(&temp))?.finish();
+    let file = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
         .map_err(io(&temp))?;
     file.sync_all().map_err(io(&temp))?;
     drop(file);
-    check(&temp).await?;
+    // What was written is what a restore would accept: a backup berth would refuse to
+    // restore is no backup.
+    if check(&temp).await?.sha256 != sha256 {
+        return Err(Error::ChangedWhileRead { path: temp });
+    }
 
     let path = link_unique(&temp, dir, project, started).await?;
     drop(temp_guard);
@@ -280,6 +361,7 @@ pub async fn take_from<R: Runtime>(
         let _ = d.sync_all();
     }
     let bytes = std::fs::metadata(&path).map_err(io(&path))?.len();
+    let mut written = vec![(path.clone(), sha256.clone(), bytes)];
     let mut snapshots = Vec::new();
     for source in snapshot {
         let (dump, source) = (path.clone(), source.clone());
@@ -289,23 +371,46 @@ pub async fn take_from<R: Runtime>(
                 path: PathBuf::new(),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        snapshots.push(archived);
+        snapshots.push(archived.0.clone());
+        written.push(archived);
     }
-    let mut keep = snapshots.clone();
-    keep.push(path.clone());
-    let removed = apply_retention(dir, project, retention, &keep)?;
+    let mut warnings = Vec::new();
+    if let Some(store) = store {
+        for (file, sha256, bytes) in &written {
+            let record = BackupRecord {
+                path: file.to_string_lossy().into_owned(),
+                project: project.to_string(),
+                sha256: sha256.clone(),
+                bytes: i64::try_from(*bytes).unwrap_or(i64::MAX),
+                written_ms: started.as_millisecond(),
+            };
+            if let Err(e) = store.record_backup(&record).await {
+                // The backup is good; only retention will not know to delete it.
+                warnings.push(format!("recording {}: {e}", file.display()));
+            }
+        }
+    }
+    let keep: Vec<PathBuf> = written.into_iter().map(|(p, _, _)| p).collect();
+    let (removed, retention_warnings) = match store {
+        Some(store) => apply_retention(store, project, retention, &keep).await,
+        None => (Vec::new(), Vec::new()),
+    };
+    warnings.extend(retention_warnings);
     Ok(Taken {
         path,
         bytes,
+        sha256,
         snapshots,
         removed,
+        warnings,
     })
 }
 
 /// Archive the directory `source` beside the dump `dump` as
 /// `<dump's stem>.<dir name>.tar.gz`, written like a dump: temporary file (`O_EXCL`, mode
-/// 600), fsynced, then linked to its name without replacing anything.
-fn archive(dump: &Path, source: &Path) -> Result<PathBuf, Error> {
+/// 600), fsynced, then linked to its name without replacing anything. Its path, SHA-256
+/// and size.
+fn archive(dump: &Path, source: &Path) -> Result<(PathBuf, String, u64), Error> {
     let dir = dump.parent().unwrap_or(Path::new("."));
     let stem = dump
         .file_name()
@@ -326,18 +431,73 @@ fn archive(dump: &Path, source: &Path) -> Result<PathBuf, Error> {
     }
     let path = dir.join(format!("{stem}.{name}.tar.gz"));
     let (file, temp, _guard) = partial_file(dir, &format!("{stem}.{name}"))?;
-    let gz = GzEncoder::new(std::io::BufWriter::new(file), Compression::default());
+    let gz = GzEncoder::new(
+        Hashing::new(std::io::BufWriter::new(file)),
+        Compression::default(),
+    );
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
     tar.append_dir_all(&name, source).map_err(io(source))?;
-    let file = tar
+    let (writer, sha256) = tar
         .into_inner()
         .and_then(|gz| gz.finish())
-        .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+        .map_err(io(&temp))?
+        .finish();
+    let file = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
         .map_err(io(&temp))?;
     file.sync_all().map_err(io(&temp))?;
+    let bytes = file.metadata().map_err(io(&temp))?.len();
     std::fs::hard_link(&temp, &path).map_err(io(&path))?;
-    Ok(path)
+    Ok((path, sha256, bytes))
+}
+
+/// A reader or writer that takes the SHA-256 of the bytes going through it.
+struct Hashing<T> {
+    inner: T,
+    hash: Sha256,
+}
+
+impl<T> Hashing<T> {
+    fn new(inner: T) -> Self {
+        Hashing {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    /// The inner reader or writer, and the hash (hex) of what went through.
+    fn finish(self) -> (T, String) {
+        (self.inner, format!("{:x}", self.hash.finalize()))
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<R: std::io::Read> std::io::Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// The SHA-256 (hex) of the file at `path`, read to its end.
+fn file_sha256(path: &Path) -> std::io::Result<String> {
+    let mut h = Hashing::new(std::fs::File::open(path)?);
+    std::io::copy(&mut h, &mut std::io::sink())?;
+    Ok(h.finish().1)
 }
 
 /// Removes a file when dropped, unless emptied.
@@ -354,27 +514,6 @@ impl Drop for RemoveOnDrop {
 /// The final name of a backup taken at `at`.
 pub fn backup_name(project: &str, at: jiff::Timestamp) -> String {
     format!("{project}_{}.sql.gz", at.strftime("%Y%m%d_%H%M%S"))
-}
-
-/// Whether `name` is one of `project`'s backups: `<project>_YYYYMMDD_HHMMSS.sql.gz`
-/// exactly, or a snapshot archive beside one (`<project>_YYYYMMDD_HHMMSS.<dir>.tar.gz`),
-/// so that project `a` never takes project `a_b`'s files for its own.
-pub fn is_backup_name(project: &str, name: &str) -> bool {
-    let Some(rest) = name.strip_prefix(project).and_then(|r| r.strip_prefix('_')) else {
-        return false;
-    };
-    let (Some(stamp), Some(tail)) = (rest.get(..15), rest.get(15..)) else {
-        return false;
-    };
-    let stamp_ok = stamp.bytes().enumerate().all(|(i, b)| match i {
-        8 => b == b'_',
-        _ => b.is_ascii_digit(),
-    });
-    let snapshot = tail
-        .strip_prefix('.')
-        .and_then(|t| t.strip_suffix(".tar.gz"))
-        .is_some_and(|dir| !dir.is_empty());
-    stamp_ok && (tail == ".sql.gz" || snapshot)
 }
 
 /// Hard-link `temp` to the backup's final name: a link never replaces an existing file.
@@ -410,40 +549,104 @@ async fn link_unique(
     })
 }
 
-/// Delete `project`'s backups (and snapshot archives) in `dir` last modified longer than
-/// `retention` ago, except `keep` (what was just taken). Call it only after a backup
-/// succeeded.
-pub fn apply_retention(
-    dir: &Path,
+/// Delete the backups (and snapshot archives) berth recorded writing for `project` in
+/// `store` longer than `retention` ago, except `keep` (what was just taken). Call it only
+/// after a backup succeeded. What it deleted, and warnings: a file it cannot delete stays
+/// recorded and is tried again next time; a file that is no longer the one berth wrote
+/// (another size or hash) is left alone and forgotten; a file already gone is forgotten.
+/// A file berth did not record is never looked at, whatever its name.
+pub async fn apply_retention(
+    store: &Store,
     project: &str,
     retention: Duration,
     keep: &[PathBuf],
-) -> Result<Vec<PathBuf>, Error> {
-    let now = SystemTime::now();
+) -> (Vec<PathBuf>, Vec<String>) {
     let mut removed = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let entry = entry.map_err(io(dir))?;
-        let path = entry.path();
-        let name = entry.file_name();
-        if keep.contains(&path) || !is_backup_name(project, &name.to_string_lossy()) {
+    let mut warnings = Vec::new();
+    let records = match store.backups(project).await {
+        Ok(records) => records,
+        Err(e) => return (removed, vec![format!("retention: {e}")]),
+    };
+    let now = jiff::Timestamp::now().as_millisecond();
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    for record in records {
+        let path = PathBuf::from(&record.path);
+        if keep.contains(&path) || now.saturating_sub(record.written_ms) <= retention_ms {
             continue;
         }
-        let modified = entry
-            .metadata()
-            .and_then(|m| m.modified())
-            .map_err(io(&path))?;
-        let age = now.duration_since(modified).unwrap_or_default();
-        if age > retention {
-            std::fs::remove_file(&path).map_err(io(&path))?;
-            removed.push(path);
+        let check = path.clone();
+        let expected = (record.sha256.clone(), record.bytes);
+        let verdict = tokio::task::spawn_blocking(move || retire(&check, &expected))
+            .await
+            .unwrap_or_else(|e| Retire::Kept(e.to_string()));
+        let forget = match verdict {
+            Retire::Removed => {
+                removed.push(path);
+                true
+            }
+            Retire::Gone => true,
+            Retire::Foreign(why) => {
+                warnings.push(format!(
+                    "retention: left {} alone: {why} since berth wrote it",
+                    path.display()
+                ));
+                true
+            }
+            Retire::Kept(why) => {
+                warnings.push(format!(
+                    "retention: could not delete {}: {why}",
+                    path.display()
+                ));
+                false
+            }
+        };
+        if forget && let Err(e) = store.forget_backup(&record.path).await {
+            warnings.push(format!("retention: {e}"));
         }
     }
     removed.sort();
-    Ok(removed)
+    (removed, warnings)
 }
 
-/// Read a backup to its end: gzip intact and pg_dump's closing line present. Anything
-/// else is [`Error::NotADump`].
+/// What retention did with one recorded file.
+enum Retire {
+    Removed,
+    /// Not there any more.
+    Gone,
+    /// Not the file berth wrote any more: why.
+    Foreign(String),
+    /// Could not delete it: why.
+    Kept(String),
+}
+
+/// Delete `path` if it is still the file berth wrote (`expected`: its SHA-256 and size).
+fn retire(path: &Path, expected: &(String, i64)) -> Retire {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Retire::Gone,
+        Err(e) => return Retire::Kept(e.to_string()),
+    };
+    if !meta.is_file() {
+        return Retire::Foreign("it is no longer a regular file".into());
+    }
+    if i64::try_from(meta.len()).ok() != Some(expected.1) {
+        return Retire::Foreign("its size changed".into());
+    }
+    match file_sha256(path) {
+        Ok(hash) if hash == expected.0 => {}
+        Ok(_) => return Retire::Foreign("its content changed".into()),
+        Err(e) => return Retire::Kept(e.to_string()),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Retire::Removed,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Retire::Gone,
+        Err(e) => Retire::Kept(e.to_string()),
+    }
+}
+
+/// Read a backup to its end: gzip intact, pg_dump's closing line present
+/// ([`Error::NotADump`] otherwise), nothing a restore refuses ([`Error::Unsafe`]); its
+/// tables and SHA-256.
 pub async fn check(path: &Path) -> Result<DumpSummary, Error> {
     let path = path.to_path_buf();
     tokio::task::spawn_blocking(move || check_blocking(&path))
@@ -455,26 +658,27 @@ pub async fn check(path: &Path) -> Result<DumpSummary, Error> {
 }
 
 fn check_blocking(path: &Path) -> Result<DumpSummary, Error> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut scan = Scan::new(BufReader::with_capacity(
-        256 * 1024,
-        MultiGzDecoder::new(file),
-    ));
+    let mut scan = open_dump(path, 256 * 1024)?;
     std::io::copy(&mut scan, &mut std::io::sink()).map_err(io(path))?;
-    scan.finish(path)
+    let mut summary = scan.finish(path)?;
+    summary.sha256 = scan.file_sha256().map_err(io(path))?;
+    Ok(summary)
 }
 
 /// The start of [`check`] alone: the file opens, decompresses, and its first line is
 /// pg_dump's. Refuses a foreign file at once; a truncated one passes (a restore finds
 /// that out as it reads, before anything is touched).
 pub fn check_start(path: &Path) -> Result<(), Error> {
-    let file = std::fs::File::open(path).map_err(io(path))?;
-    let mut scan = Scan::new(BufReader::with_capacity(
-        64 * 1024,
-        MultiGzDecoder::new(file),
-    ));
+    let mut scan = open_dump(path, 64 * 1024)?;
     let mut first = [0u8; 1];
     let _ = std::io::Read::read(&mut scan, &mut first).map_err(io(path))?;
+    if let Some((line, why)) = scan.refused.take() {
+        return Err(Error::Unsafe {
+            path: path.to_path_buf(),
+            line,
+            why,
+        });
+    }
     match scan.error.take() {
         Some(why) => Err(Error::NotADump {
             path: path.to_path_buf(),
@@ -488,11 +692,24 @@ pub fn check_start(path: &Path) -> Result<(), Error> {
     }
 }
 
-/// A reader of a dump's SQL that passes it through unchanged and checks it on the way:
-/// the first line is pg_dump's, the gzip is intact to its end, the closing line is there,
-/// and which tables it creates. A fault ends the stream early (the reader sees its end)
-/// and is kept for [`Scan::finish`], so a restore fed from it stops at the fault and is
-/// then refused.
+/// A dump file as [`Scan`] reads it: decompressed, its raw bytes hashed.
+type DumpReader = BufReader<MultiGzDecoder<Hashing<std::fs::File>>>;
+
+fn open_dump(path: &Path, capacity: usize) -> Result<Scan<DumpReader>, Error> {
+    let file = std::fs::File::open(path).map_err(io(path))?;
+    Ok(Scan::new(BufReader::with_capacity(
+        capacity,
+        MultiGzDecoder::new(Hashing::new(file)),
+    )))
+}
+
+/// A reader of a dump's SQL that passes it through and checks it on the way: the first
+/// line is pg_dump's, no line would run a command ([`guard`]), the gzip is intact to its
+/// end, the closing line is there, and which tables it creates. A fault ends the stream
+/// early, before the line at fault (the reader sees its end), and is kept for
+/// [`Scan::finish`], so a restore fed from it stops short of the fault and is then
+/// refused. Fed to psql ([`Scan::for_psql`]), pg_dump's own `\restrict` lines are left
+/// out and psql's input may start with a restriction of berth's own.
 struct Scan<R> {
     inner: R,
     line: Vec<u8>,
@@ -501,6 +718,12 @@ struct Scan<R> {
     first: bool,
     trailer: bool,
     error: Option<String>,
+    /// The line number and why the guard refused it.
+    refused: Option<(u64, String)>,
+    guard: guard::Guard,
+    line_no: u64,
+    /// Leave pg_dump's `\restrict` / `\unrestrict` lines out of what is read.
+    drop_restrict: bool,
     summary: DumpSummary,
 }
 
@@ -514,52 +737,92 @@ impl<R: BufRead> Scan<R> {
             first: true,
             trailer: false,
             error: None,
+            refused: None,
+            guard: guard::Guard::default(),
+            line_no: 0,
+            drop_restrict: false,
             summary: DumpSummary::default(),
         }
     }
 
-    /// Read the next line into `line`; false at the end or at a fault.
+    /// A scan whose output psql reads: `prelude` first (a `\restrict` of berth's own),
+    /// then the dump without pg_dump's own restrict lines.
+    fn for_psql(inner: R, prelude: Vec<u8>) -> Self {
+        let mut scan = Scan::new(inner);
+        scan.line = prelude;
+        scan.drop_restrict = true;
+        scan
+    }
+
+    /// Read the next line to pass on into `line`; false at the end or at a fault.
     fn next_line(&mut self) -> bool {
-        self.line.clear();
-        self.pos = 0;
-        match self.inner.read_until(b'\n', &mut self.line) {
-            Ok(0) => return false,
-            Ok(n) => self.summary.sql_bytes += n as u64,
-            Err(e) => {
-                self.error = Some(format!("gzip: {e}"));
+        loop {
+            self.line.clear();
+            self.pos = 0;
+            match self.inner.read_until(b'\n', &mut self.line) {
+                Ok(0) => return false,
+                Ok(n) => self.summary.sql_bytes += n as u64,
+                Err(e) => {
+                    self.error = Some(format!("gzip: {e}"));
+                    self.line.clear();
+                    return false;
+                }
+            }
+            self.line_no += 1;
+            let text = String::from_utf8_lossy(&self.line);
+            let text = text.trim_end();
+            if std::mem::take(&mut self.first)
+                && !text.starts_with("--")
+                && !text.starts_with("\\restrict")
+            {
+                self.error = Some("it does not start like pg_dump's SQL output".into());
                 self.line.clear();
                 return false;
             }
+            if text == TRAILER {
+                self.trailer = true;
+            } else if let Some(table) = created_table(text) {
+                self.summary.tables.insert(table);
+            }
+            match self.guard.line(&self.line) {
+                Ok(guard::Verdict::Restrict) if self.drop_restrict => continue,
+                Ok(_) => return true,
+                Err(why) => {
+                    self.refused = Some((self.line_no, why));
+                    self.line.clear();
+                    return false;
+                }
+            }
         }
-        let text = String::from_utf8_lossy(&self.line);
-        let text = text.trim_end();
-        if std::mem::take(&mut self.first)
-            && !text.starts_with("--")
-            && !text.starts_with("\\restrict")
-        {
-            self.error = Some("it does not start like pg_dump's SQL output".into());
-            self.line.clear();
-            return false;
-        }
-        if text == TRAILER {
-            self.trailer = true;
-        } else if let Some(table) = created_table(text) {
-            self.summary.tables.insert(table);
-        }
-        true
     }
 
-    /// What was read, or why it is not a complete dump.
-    fn finish(self, path: &Path) -> Result<DumpSummary, Error> {
-        let why = match self.error {
+    /// What was read, or why it is refused or not a complete dump.
+    fn finish(&mut self, path: &Path) -> Result<DumpSummary, Error> {
+        if let Some((line, why)) = self.refused.take() {
+            return Err(Error::Unsafe {
+                path: path.to_path_buf(),
+                line,
+                why,
+            });
+        }
+        let why = match self.error.take() {
             Some(why) => why,
             None if !self.trailer => format!("it does not end with {TRAILER:?} (cut short?)"),
-            None => return Ok(self.summary),
+            None => return Ok(std::mem::take(&mut self.summary)),
         };
         Err(Error::NotADump {
             path: path.to_path_buf(),
             why,
         })
+    }
+}
+
+impl Scan<DumpReader> {
+    /// The SHA-256 of the whole file: what was read of it, and the rest, read now.
+    fn file_sha256(self) -> std::io::Result<String> {
+        let mut raw = self.inner.into_inner().into_inner();
+        std::io::copy(&mut raw, &mut std::io::sink())?;
+        Ok(raw.finish().1)
     }
 }
 
@@ -616,28 +879,79 @@ pub struct Restored {
     pub tables: usize,
 }
 
+/// Which file a restore accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust<'a> {
+    /// The automatic revert: only the file berth wrote, by the SHA-256 it recorded.
+    Recorded(&'a str),
+    /// `berth restore FILE`: the operator's choice, whatever berth recorded (`recorded`:
+    /// the SHA-256 berth recorded writing at that path, if any, for what it says).
+    Operator { recorded: Option<&'a str> },
+}
+
 /// Restore `file` into the migrations' database (see the module doc). The caller holds
 /// the project's lock.
 ///
-/// The file is checked as it is read: its start before anything else (a foreign file is
-/// refused at once), the rest while it fills the fresh database, which is dropped when
-/// the file turns out cut short or damaged. Only a complete, verified copy stops the
-/// dependents for the swap: a refused file touches nothing in use.
+/// The file is checked before anything else: its start (a foreign file is refused at
+/// once), then the whole of it ([`check`]: a dump that would run a command is refused at
+/// its line, as is a revert's file that is not the one berth wrote), then again while it
+/// fills the fresh database, which is dropped when the file turns out cut short, damaged
+/// or changed. Only a complete, verified copy stops the dependents for the swap: a
+/// refused file touches nothing in use.
 pub async fn restore<R: Runtime>(
     rt: &R,
     d: &DesiredState,
     file: &Path,
+    trust: Trust<'_>,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<Restored, Error> {
     check_start(file)?;
     let m = d.migrations.as_ref().ok_or(Error::NoMigrations)?;
     let db = Database::from_url(&m.url)?;
     let project = &d.project.name;
+    say(&format!("checking {}", file.display()));
+    let checked = check(file).await?;
+    match trust {
+        Trust::Recorded(recorded) if recorded != checked.sha256 => {
+            return Err(Error::Changed {
+                path: file.to_path_buf(),
+                recorded: recorded.to_string(),
+                found: checked.sha256,
+            });
+        }
+        Trust::Recorded(_) => {}
+        Trust::Operator { recorded: None } => say(&format!(
+            "{} is not a backup berth recorded writing; restoring it as asked",
+            file.display()
+        )),
+        Trust::Operator {
+            recorded: Some(recorded),
+        } if recorded != checked.sha256 => say(&format!(
+            "{} changed after berth wrote it (SHA-256 {}, recorded {recorded}); restoring it as asked",
+            file.display(),
+            checked.sha256
+        )),
+        Trust::Operator { .. } => {}
+    }
     let container = database_container(rt, project, &m.service).await?;
     let ts = jiff::Timestamp::now().strftime("%Y%m%d_%H%M%S").to_string();
     let fresh = format!("{}_restore_{ts}", db.name);
     let before = format!("{}_before_restore_{ts}", db.name);
-    let summary = fill_fresh(rt, &container, &db, &fresh, file, say).await?;
+    let restrict = psql_restricts(rt, &container, &db).await;
+    if restrict {
+        say("psql runs under \\restrict: it refuses every backslash command");
+    }
+    let summary = fill_fresh(
+        rt,
+        &container,
+        &db,
+        &fresh,
+        file,
+        &checked.sha256,
+        restrict,
+        say,
+    )
+    .await?;
 
     let dependents = dependents(d, &m.service);
     let stop: Vec<(String, String)> = rt
@@ -702,15 +1016,58 @@ async fn drop_database<R: Runtime>(rt: &R, container: &str, db: &Database, name:
     .await;
 }
 
-/// Create `fresh` and fill it from the file, checking the file as it goes ([`Scan`]) and
-/// the tables afterwards; on any failure `fresh` is dropped (the database in use was not
-/// touched). What the file held.
+/// Whether the container's psql knows `\restrict` (13.22, 14.19, 15.14, 16.10, 17.6, 18
+/// and later): then psql itself refuses every backslash command after berth's own. An
+/// answer berth cannot read is a no: the scan alone guards.
+async fn psql_restricts<R: Runtime>(rt: &R, container: &str, db: &Database) -> bool {
+    let mut out = Vec::new();
+    let command = ["psql", "--version"].map(str::to_string);
+    match rt
+        .exec_stream(container, &command, &db.env(), None, &mut out)
+        .await
+    {
+        Ok(done) if done.exit_code == 0 => restricts(&String::from_utf8_lossy(&out)),
+        _ => false,
+    }
+}
+
+/// [`psql_restricts`] from `psql --version`'s answer: `psql (PostgreSQL) 15.20 (Debian …)`.
+fn restricts(version: &str) -> bool {
+    let Some(number) = version.split_whitespace().nth(2) else {
+        return false;
+    };
+    let mut parts = number.split('.');
+    let (Some(Ok(major)), Some(Ok(minor))) = (
+        parts.next().map(str::parse::<u32>),
+        parts.next().map(str::parse::<u32>),
+    ) else {
+        return false;
+    };
+    match major {
+        0..=12 => false,
+        13 => minor >= 22,
+        14 => minor >= 19,
+        15 => minor >= 14,
+        16 => minor >= 10,
+        17 => minor >= 6,
+        _ => true,
+    }
+}
+
+/// Create `fresh` and fill it from the file, checking the file as it goes ([`Scan`]: the
+/// same scan, and the same SHA-256 `sha256` as [`check`] found) and the tables
+/// afterwards; on any failure `fresh` is dropped (the database in use was not touched).
+/// With `restrict`, psql's input starts with `\restrict` and a key of berth's own. What
+/// the file held.
+#[allow(clippy::too_many_arguments)]
 async fn fill_fresh<R: Runtime>(
     rt: &R,
     container: &str,
     db: &Database,
     fresh: &str,
     file: &Path,
+    sha256: &str,
+    restrict: bool,
     say: &(dyn Fn(&str) + Sync),
 ) -> Result<DumpSummary, Error> {
     say(&format!("creating database {fresh}"));
@@ -725,8 +1082,16 @@ async fn fill_fresh<R: Runtime>(
 
     let filled = async {
         say(&format!("restoring {} into {fresh}", file.display()));
-        let f = std::fs::File::open(file).map_err(io(file))?;
-        let mut input = Scan::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(f)));
+        let prelude = if restrict {
+            let key: String = std::iter::repeat_with(fastrand::alphanumeric)
+                .take(32)
+                .collect();
+            format!("\\restrict {key}\n").into_bytes()
+        } else {
+            Vec::new()
+        };
+        let opened = open_dump(file, 256 * 1024)?;
+        let mut input = Scan::for_psql(opened.inner, prelude);
         let mut sink = std::io::sink();
         let done = rt
             .exec_stream(
@@ -737,8 +1102,13 @@ async fn fill_fresh<R: Runtime>(
                 &mut sink,
             )
             .await?;
-        // A cut-short or damaged file outranks what psql made of it.
+        // A cut-short, damaged or changed file outranks what psql made of it.
         let summary = input.finish(file)?;
+        if input.file_sha256().map_err(io(file))? != sha256 {
+            return Err(Error::ChangedWhileRead {
+                path: file.to_path_buf(),
+            });
+        }
         if done.exit_code != 0 {
             return Err(Error::Command {
                 what: "psql (restore)".into(),
@@ -977,6 +1347,46 @@ mod tests {
         assert!(text.as_bytes().starts_with(&out) && out.len() < text.len());
         assert!(matches!(scan.finish(&cut), Err(Error::NotADump { .. })));
 
+        // Fed to psql: berth's own restriction first, pg_dump's own restrict lines left
+        // out, the rest unchanged.
+        let mut scan = Scan::for_psql(
+            BufReader::new(MultiGzDecoder::new(std::fs::File::open(&path).unwrap())),
+            b"\\restrict k\n".to_vec(),
+        );
+        let mut out = String::new();
+        scan.read_to_string(&mut out).unwrap();
+        assert_eq!(
+            out,
+            format!("\\restrict k\n{}", text.replace("\\unrestrict abc\n", ""))
+        );
+        assert!(scan.finish(&path).is_ok());
+
+        // A command: what comes through stops before its line, which is named.
+        let holding = gz(
+            dir.path(),
+            "cmd.sql.gz",
+            &DUMP.replace(
+                "CREATE TABLE public.\"Odd\"",
+                "SELECT 1; \\! touch /tmp/x\nCREATE TABLE public.\"Odd\"",
+            ),
+        );
+        let mut scan = Scan::new(BufReader::new(MultiGzDecoder::new(
+            std::fs::File::open(&holding).unwrap(),
+        )));
+        let mut out = String::new();
+        scan.read_to_string(&mut out).unwrap();
+        assert!(out.ends_with(");\n") && !out.contains("touch"), "{out}");
+        match scan.finish(&holding) {
+            Err(e @ Error::Unsafe { line: 8, .. }) => {
+                let e = e.to_string();
+                assert!(
+                    e.starts_with(&format!("{}:8: ", holding.display())) && e.contains("`\\!`"),
+                    "{e}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+
         // The start alone: a foreign or empty file is refused, a cut one is not (yet).
         assert!(check_start(&path).is_ok());
         assert!(check_start(&cut).is_ok());
@@ -994,42 +1404,139 @@ mod tests {
     }
 
     #[test]
-    fn backup_names_belong_to_their_project_only() {
-        assert!(is_backup_name("a", "a_20260101_120000.sql.gz"));
-        assert!(!is_backup_name("a", "a_b_20260101_120000.sql.gz"));
-        assert!(!is_backup_name("a", "a_20260101_120000.sql.gz.tmp"));
-        assert!(!is_backup_name("a", ".a_20260101_120000.partial-1-2"));
-        assert!(!is_backup_name("a", "a_2026010x_120000.sql.gz"));
-        assert!(is_backup_name("a", "a_20260101_120000.chroma.tar.gz"));
-        assert!(!is_backup_name("a", "a_20260101_120000..tar.gz"));
-        assert!(!is_backup_name("a", "a_20260101_12000"));
+    fn a_backup_is_named_by_its_project_and_utc_time() {
         let at: jiff::Timestamp = "2026-12-04T21:05:09Z".parse().unwrap();
         assert_eq!(backup_name("p", at), "p_20261204_210509.sql.gz");
     }
 
-    #[test]
-    fn retention_deletes_old_backups_of_the_project_but_never_the_new_one() {
+    #[tokio::test]
+    async fn retention_deletes_only_old_files_berth_recorded_and_never_fails_on_one() {
         let dir = tempfile::tempdir().unwrap();
-        let old = SystemTime::now() - Duration::from_secs(40 * 24 * 3600);
-        let mk = |name: &str, at: SystemTime| {
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let day_ms = 24 * 3600 * 1000;
+        let now = jiff::Timestamp::now().as_millisecond();
+        let mk = |name: &str, body: &[u8]| {
             let p = dir.path().join(name);
-            std::fs::File::create(&p).unwrap().set_modified(at).unwrap();
+            std::fs::write(&p, body).unwrap();
             p
         };
-        let stale = mk("p_20200101_000000.sql.gz", old);
-        let stale_snapshot = mk("p_20200101_000000.chroma.tar.gz", old);
-        let kept_new = mk("p_20261204_000000.sql.gz", old);
-        let other = mk("q_20200101_000000.sql.gz", old);
-        let fresh = mk("p_20261203_000000.sql.gz", SystemTime::now());
-        let removed = apply_retention(
-            dir.path(),
-            "p",
-            Duration::from_secs(30 * 24 * 3600),
-            std::slice::from_ref(&kept_new),
-        )
-        .unwrap();
+        let record = |p: &Path, project: &str, age_days: i64| {
+            let body = std::fs::read(p).unwrap();
+            BackupRecord {
+                path: p.to_string_lossy().into_owned(),
+                project: project.into(),
+                sha256: format!("{:x}", Sha256::digest(&body)),
+                bytes: body.len() as i64,
+                written_ms: now - age_days * day_ms,
+            }
+        };
+        let stale = mk("p_20200101_000000.sql.gz", b"old dump");
+        let stale_snapshot = mk("p_20200101_000000.chroma.tar.gz", b"old archive");
+        let kept_new = mk("p_20261204_000000.sql.gz", b"just taken");
+        let fresh = mk("p_20261203_000000.sql.gz", b"yesterday's");
+        let other = mk("q_20200101_000000.sql.gz", b"q's");
+        let changed = mk("p_20200102_000000.sql.gz", b"berth wrote this");
+        // Files berth never wrote, named like its own, old: never looked at.
+        let foreign = mk("p_20190101_000000.sql.gz", b"someone else's");
+        let gone = dir.path().join("p_20200103_000000.sql.gz");
+        for (p, project, age) in [
+            (&stale, "p", 40),
+            (&stale_snapshot, "p", 40),
+            (&kept_new, "p", 40),
+            (&fresh, "p", 1),
+            (&other, "q", 40),
+            (&changed, "p", 40),
+        ] {
+            store.record_backup(&record(p, project, age)).await.unwrap();
+        }
+        let mut gone_record = record(&stale, "p", 40);
+        gone_record.path = gone.to_string_lossy().into_owned();
+        store.record_backup(&gone_record).await.unwrap();
+        std::fs::write(&changed, b"someone replaced it").unwrap();
+
+        let month = Duration::from_secs(30 * 24 * 3600);
+        let (removed, warnings) =
+            apply_retention(&store, "p", month, std::slice::from_ref(&kept_new)).await;
         assert_eq!(removed, vec![stale_snapshot, stale.clone()]);
-        assert!(!stale.exists() && kept_new.exists() && other.exists() && fresh.exists());
+        assert!(!stale.exists() && kept_new.exists() && fresh.exists() && other.exists());
+        assert!(foreign.exists() && changed.exists());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains(&changed.display().to_string()) && warnings[0].contains("changed"),
+            "{warnings:?}"
+        );
+        // What was deleted, changed or gone is forgotten; the rest is still recorded.
+        let left: Vec<String> = store
+            .backups("p")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| b.path)
+            .collect();
+        assert_eq!(
+            left,
+            [&kept_new, &fresh].map(|p| p.to_string_lossy().into_owned())
+        );
+
+        // One it cannot delete (immutable: even root cannot) is a warning, tried again
+        // next time; the others still go.
+        let stuck = mk("p_20200104_000000.sql.gz", b"stuck");
+        let after = mk("p_20200105_000000.sql.gz", b"after");
+        store.record_backup(&record(&stuck, "p", 40)).await.unwrap();
+        store.record_backup(&record(&after, "p", 40)).await.unwrap();
+        if !chattr(&stuck, "+i") {
+            eprintln!("chattr +i does not work here: the undeletable case is not tried");
+            return;
+        }
+        let (removed, warnings) = apply_retention(&store, "p", month, &[]).await;
+        chattr(&stuck, "-i");
+        assert_eq!(removed, vec![after, kept_new.clone()]);
+        assert!(stuck.exists());
+        assert!(
+            warnings.len() == 1 && warnings[0].contains("could not delete"),
+            "{warnings:?}"
+        );
+        let (removed, _) = apply_retention(&store, "p", month, &[]).await;
+        assert_eq!(removed, vec![stuck]);
+    }
+
+    /// `chattr FLAG path`; whether it worked.
+    fn chattr(path: &Path, flag: &str) -> bool {
+        std::process::Command::new("chattr")
+            .arg(flag)
+            .arg(path)
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    #[test]
+    fn a_database_name_is_never_a_connection_string() {
+        assert_eq!(conninfo("app"), "dbname='app'");
+        assert_eq!(conninfo("odd=name"), "dbname='odd=name'");
+        assert_eq!(conninfo("it's\\x"), "dbname='it\\'s\\\\x'");
+        let db = Database::from_url("postgresql://u@db/odd%3Dname").unwrap();
+        assert_eq!(db.name, "odd=name");
+        assert_eq!(
+            db.psql("odd=name_restore_1")[9],
+            "dbname='odd=name_restore_1'"
+        );
+    }
+
+    #[test]
+    fn psql_restricts_from_the_minor_releases_that_brought_it() {
+        for (version, yes) in [
+            ("psql (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)", true),
+            ("psql (PostgreSQL) 15.13", false),
+            ("psql (PostgreSQL) 15.14", true),
+            ("psql (PostgreSQL) 13.22", true),
+            ("psql (PostgreSQL) 12.22", false),
+            ("psql (PostgreSQL) 17.5", false),
+            ("psql (PostgreSQL) 18.1", true),
+            ("psql (PostgreSQL) 18beta1", false),
+            ("something else", false),
+        ] {
+            assert_eq!(restricts(version), yes, "{version}");
+        }
     }
 
     #[test]
@@ -1052,10 +1559,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::from_url("postgresql://u:pw@db/app").unwrap();
         let day = Duration::from_secs(24 * 3600);
-        let a = take_from(&rt, "c1", "p", &db, dir.path(), day, &[])
+        let store = Store::open(&dir.path().join("state/state.db"))
             .await
             .unwrap();
-        let b = take_from(&rt, "c1", "p", &db, dir.path(), day, &[])
+        let a = take_from(&rt, Some(&store), "c1", "p", &db, dir.path(), day, &[])
+            .await
+            .unwrap();
+        let b = take_from(&rt, Some(&store), "c1", "p", &db, dir.path(), day, &[])
             .await
             .unwrap();
         assert_ne!(a.path, b.path);
@@ -1065,13 +1575,38 @@ mod tests {
             assert!(check(&t.path).await.is_ok());
         }
         assert_eq!(rt.execs()[0][0], "pg_dump");
-        // Nothing but the two backups is left (no temporary file).
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // The database is named so that libpq never reads it as a connection string.
+        assert_eq!(rt.execs()[0][5], "dbname='app'");
+        // Nothing but the two backups (and the store) is left (no temporary file).
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        // Each is recorded with the hash of its bytes.
+        for t in [&a, &b] {
+            let r = store
+                .backup_record(&t.path.to_string_lossy())
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(r.sha256, t.sha256);
+            assert_eq!(r.sha256, file_sha256(&t.path).unwrap());
+            assert_eq!(r.bytes as u64, t.bytes);
+        }
 
         rt.set_exec_stdout(b"--\n-- half a dump\n");
-        let failed = take_from(&rt, "c1", "p", &db, dir.path(), day, &[]).await;
+        let failed = take_from(&rt, Some(&store), "c1", "p", &db, dir.path(), day, &[]).await;
         assert!(matches!(failed, Err(Error::NotADump { .. })), "{failed:?}");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+        // A dump berth would refuse to restore is no backup either.
+        let holding = DUMP.replace(
+            "CREATE TABLE public.users",
+            "SELECT 1; \\! id\nCREATE TABLE public.users",
+        );
+        rt.set_exec_stdout(holding.as_bytes());
+        let failed = take_from(&rt, Some(&store), "c1", "p", &db, dir.path(), day, &[]).await;
+        assert!(
+            matches!(failed, Err(Error::Unsafe { line: 5, .. })),
+            "{failed:?}"
+        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+        assert_eq!(store.backups("p").await.unwrap().len(), 2);
     }
 
     #[tokio::test]
@@ -1087,7 +1622,7 @@ mod tests {
         let out = dir.path().join("backups");
         let db = Database::from_url("postgresql://u@db/app").unwrap();
         let day = Duration::from_secs(24 * 3600);
-        let t = take_from(&rt, "c1", "p", &db, &out, day, &[chroma])
+        let t = take_from(&rt, None, "c1", "p", &db, &out, day, &[chroma])
             .await
             .unwrap();
         let stem = t.path.to_string_lossy().replace(".sql.gz", "");
@@ -1110,7 +1645,7 @@ mod tests {
         );
 
         let missing = dir.path().join("data/nothing");
-        let failed = take_from(&rt, "c1", "p", &db, &out, day, &[missing]).await;
+        let failed = take_from(&rt, None, "c1", "p", &db, &out, day, &[missing]).await;
         assert!(matches!(failed, Err(Error::Io { .. })), "{failed:?}");
     }
 

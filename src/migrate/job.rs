@@ -4,8 +4,14 @@
 //!
 //! - [`run`] creates the container (labelled with the project and `berth.job`, no
 //!   `berth.service`), starts it, waits for it to exit, keeps the end of its output and
-//!   removes it, whatever the outcome. A job container left behind by a berth killed
-//!   mid-job is waited for (it may be committing) and removed before a new one starts.
+//!   removes it, whatever the outcome. A job still running at its `timeout` (default
+//!   30m) is killed (removed by force) and the run fails: a hung job never blocks every
+//!   deploy after it. A job container left behind by a berth killed mid-job is waited
+//!   for (it may be committing; at most the job's timeout) and removed before a new one
+//!   starts.
+//! - What is kept of its output is bounded (the engine is asked for its last lines, of
+//!   which the last 64 KiB are kept), and it is the container's text: in a reason it is
+//!   one line, its control characters escaped ([`crate::text::one_line`]).
 //! - [`revision`] reads the revision the tool recorded (`alembic_version`) straight from
 //!   the database, so each generation records the revision it reached and a revert knows
 //!   where to go back to.
@@ -30,20 +36,40 @@ const POLL: Duration = Duration::from_millis(100);
 /// How a job ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRun {
+    /// Its exit code; -1 when it was killed at its timeout.
     pub exit_code: i64,
     /// The end of what it wrote (stdout and stderr).
     pub output: String,
+    /// Set when it ran past this timeout and was killed.
+    pub timed_out: Option<Duration>,
 }
 
 impl JobRun {
-    /// How a run is kept as an event of its generation: the exit code, the command, then
-    /// its output. `exit 0 \`CMD\`` starts the text of a run that succeeded.
+    /// Whether it ran to its end and exited 0.
+    pub fn succeeded(&self) -> bool {
+        self.exit_code == 0 && self.timed_out.is_none()
+    }
+
+    /// How it ended, for a reason: `exited 1`, or `was killed after its timeout (3s)`.
+    pub fn ended(&self) -> String {
+        match self.timed_out {
+            Some(t) => format!(
+                "was killed after its timeout ({})",
+                humantime::format_duration(t)
+            ),
+            None => format!("exited {}", self.exit_code),
+        }
+    }
+
+    /// How a run is kept as an event of its generation: the exit code (or the kill), the
+    /// command, then its output. `exit 0 \`CMD\`` starts the text of a run that
+    /// succeeded.
     pub fn event_text(&self, command: &str) -> String {
-        format!(
-            "{}\n{}",
-            Self::event_head(self.exit_code, command),
-            self.output
-        )
+        let head = match self.timed_out {
+            Some(_) => format!("{} `{command}`", self.ended()),
+            None => Self::event_head(self.exit_code, command),
+        };
+        format!("{head}\n{}", self.output)
     }
 
     /// The first line of [`JobRun::event_text`].
@@ -51,7 +77,9 @@ impl JobRun {
         format!("exit {exit_code} `{command}`")
     }
 
-    /// The last `n` non-empty lines of the output, for a reason.
+    /// The last `n` non-empty lines of the output, for a reason: the container's text, so
+    /// one line, control characters escaped, at most [`crate::text::REASON_CHARS`]
+    /// characters.
     pub fn last_lines(&self, n: usize) -> String {
         let lines: Vec<&str> = self
             .output
@@ -59,7 +87,10 @@ impl JobRun {
             .map(str::trim_end)
             .filter(|l| !l.is_empty())
             .collect();
-        lines[lines.len().saturating_sub(n)..].join(" | ")
+        crate::text::one_line(
+            &lines[lines.len().saturating_sub(n)..].join(" | "),
+            crate::text::REASON_CHARS,
+        )
     }
 }
 
@@ -78,8 +109,9 @@ pub fn downgrade_command(job: &MigrationJob, revision: &str) -> Option<Vec<Strin
 }
 
 /// Run `command` in a one-shot container of `image` (an ID, pinned) on the database
-/// service's network, to its end; the container is removed afterwards. `Err` only for
-/// the engine: a command that fails is an `Ok` with its exit code.
+/// service's network, to its end or the job's `timeout`, when it is killed; the
+/// container is removed afterwards. `Err` only for the engine: a command that fails or
+/// is killed is an `Ok` with its exit code or [`JobRun::timed_out`].
 pub async fn run<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
@@ -90,7 +122,7 @@ pub async fn run<R: Runtime>(
 ) -> Result<JobRun, RuntimeError> {
     let project = &desired.project.name;
     let name = container_name(project);
-    clear_leftover(rt, project, &name).await?;
+    clear_leftover(rt, project, &name, job.timeout).await?;
 
     let db = desired.services.get(&m.service);
     let network = db
@@ -121,12 +153,21 @@ pub async fn run<R: Runtime>(
         .await?;
     let outcome = async {
         rt.start_container(&id).await?;
-        let exit_code = wait(rt, &id, &network).await?;
+        let (exit_code, timed_out) =
+            match tokio::time::timeout(job.timeout, wait(rt, &id, &network)).await {
+                Ok(exited) => (exited?, None),
+                Err(_) => (-1, Some(job.timeout)),
+            };
         let output = rt.container_logs(&id).await?;
-        Ok::<JobRun, RuntimeError>(JobRun { exit_code, output })
+        Ok::<JobRun, RuntimeError>(JobRun {
+            exit_code,
+            output,
+            timed_out,
+        })
     }
     .await;
-    // Removed whatever happened; a removal the engine refuses is left to the next run.
+    // Removed whatever happened (by force: a job past its timeout is killed so); a
+    // removal the engine refuses is left to the next run.
     let removed = rt.remove_container(&id).await;
     let run = outcome?;
     removed?;
@@ -170,12 +211,19 @@ async fn wait<R: Runtime>(rt: &R, id: &str, network: &str) -> Result<i64, Runtim
 }
 
 /// A job container a killed berth left: waited for while it runs (it may be committing),
-/// then removed.
-async fn clear_leftover<R: Runtime>(rt: &R, project: &str, name: &str) -> Result<(), RuntimeError> {
+/// at most `timeout`, then removed (killed, if it still runs).
+async fn clear_leftover<R: Runtime>(
+    rt: &R,
+    project: &str,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), RuntimeError> {
     let containers = rt.list_project(project).await?;
     for c in containers.iter().filter(|c| c.name == name) {
-        if c.running() {
-            wait(rt, &c.id, "").await?;
+        if c.running()
+            && let Ok(waited) = tokio::time::timeout(timeout, wait(rt, &c.id, "")).await
+        {
+            waited?;
         }
         rt.remove_container(&c.id).await?;
     }
@@ -252,6 +300,7 @@ mod tests {
             ]),
             environment: BTreeMap::new(),
             version_table: "alembic_version".into(),
+            timeout: crate::spec::DEFAULT_JOB_TIMEOUT,
         };
         assert_eq!(
             downgrade_command(&job, "abc123").unwrap(),
@@ -269,10 +318,76 @@ mod tests {
         let run = JobRun {
             exit_code: 1,
             output: "INFO a\n\nINFO b\nsqlalchemy.exc.ProgrammingError: syntax error\n".into(),
+            timed_out: None,
         };
         assert_eq!(
             run.last_lines(2),
             "INFO b | sqlalchemy.exc.ProgrammingError: syntax error"
+        );
+        assert_eq!(run.ended(), "exited 1");
+        assert!(!run.succeeded());
+    }
+
+    #[test]
+    fn a_jobs_text_reaches_a_reason_as_one_bounded_line() {
+        let run = JobRun {
+            exit_code: -1,
+            output: format!("ok\nx\rSTATUS=\u{1b}[2Jbad\x07\n{}\n", "y".repeat(10_000)),
+            timed_out: Some(Duration::from_secs(3)),
+        };
+        let reason = run.last_lines(3);
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        assert!(
+            reason.contains("\\r") && reason.contains("\\u{1b}"),
+            "{reason:?}"
+        );
+        assert!(reason.chars().count() <= crate::text::REASON_CHARS + 1);
+        assert_eq!(run.ended(), "was killed after its timeout (3s)");
+        assert!(
+            run.event_text("sleep 60")
+                .starts_with("was killed after its timeout (3s) `sleep 60`\n")
+        );
+        assert!(!run.succeeded());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_past_its_timeout_is_killed_and_removed() {
+        use crate::runtime::fake::FakeRuntime;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            "[project]\nname = \"p\"\n[services.db]\nimage = \"postgres:15\"\n\
+             [migrations]\nservice = \"db\"\nurl = \"postgresql://u:p@db:5432/app\"\n\
+             [migrations.job]\nimage = \"m:1\"\ntimeout = \"3s\"\n",
+        )
+        .unwrap();
+        let d = crate::spec::load_with_env(
+            &file,
+            &crate::spec::Selection::default(),
+            &Default::default(),
+        )
+        .unwrap();
+        let m = d.migrations.as_ref().unwrap();
+        let job = m.job.as_ref().unwrap();
+        // The fake's containers run until stopped: this job never ends by itself.
+        let rt = FakeRuntime::new();
+        rt.add_image("m:1", "sha256:m1");
+        let started = tokio::time::Instant::now();
+        let run = run(&rt, &d, m, job, "sha256:m1", &job.upgrade)
+            .await
+            .unwrap();
+        assert_eq!(run.timed_out, Some(Duration::from_secs(3)));
+        assert!(!run.succeeded());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(3) && waited < Duration::from_secs(4),
+            "{waited:?}"
+        );
+        assert!(
+            !rt.container_names().contains(&container_name("p")),
+            "{:?}",
+            rt.container_names()
         );
     }
 }

@@ -140,6 +140,26 @@ pub struct MigrationJob {
     /// The table the tool records its revision in (`alembic_version`): berth reads it to
     /// record which revision each generation reached.
     pub version_table: String,
+    /// How long a run (upgrade or downgrade) may take: past it the container is killed
+    /// and the run fails (a gate failure for the upgrade), so a hung job never blocks the
+    /// deploys after it. Left out of the stored JSON at its default, so older desired
+    /// states keep their hashes.
+    #[serde(
+        default = "default_job_timeout",
+        skip_serializing_if = "is_default_job_timeout"
+    )]
+    pub timeout: Duration,
+}
+
+/// How long a migration job may run when `[migrations.job]` does not say.
+pub const DEFAULT_JOB_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+fn default_job_timeout() -> Duration {
+    DEFAULT_JOB_TIMEOUT
+}
+
+fn is_default_job_timeout(d: &Duration) -> bool {
+    *d == DEFAULT_JOB_TIMEOUT
 }
 
 impl MigrationJob {

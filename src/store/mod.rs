@@ -145,6 +145,10 @@ pub struct Generation {
     /// The database backup (its path) this generation's migrations step took before
     /// applying; a revert whose down migrations fail restores it. None: none was taken.
     pub backup: Option<String>,
+    /// The SHA-256 of `backup` as berth wrote it: the revert restores the file only while
+    /// it still has this hash. None: no backup, or one an older berth took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_sha256: Option<String>,
     /// With a migration job instead of sqlx migrations: the revision (Alembic's) its step
     /// found or left. A revert runs the job's downgrade to its target's value.
     pub schema_revision: Option<String>,
@@ -190,6 +194,28 @@ pub struct Event {
 
 pub struct Store {
     pool: SqlitePool,
+}
+
+/// A file berth wrote into a backup directory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupRecord {
+    /// Its path as written (the backup directory is absolute).
+    pub path: String,
+    pub project: String,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: String,
+    pub bytes: i64,
+    pub written_ms: i64,
+}
+
+fn row_to_backup(r: sqlx::sqlite::SqliteRow) -> BackupRecord {
+    BackupRecord {
+        path: r.get(0),
+        project: r.get(1),
+        sha256: r.get(2),
+        bytes: r.get(3),
+        written_ms: r.get(4),
+    }
 }
 
 /// Where the state lives when `--state` and `BERTH_STATE` say nothing.
@@ -377,11 +403,60 @@ impl Store {
         Ok(())
     }
 
-    /// Record the database backup a generation's migrations step took before applying.
-    pub async fn set_backup(&self, id: i64, path: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE generations SET backup = ? WHERE id = ?")
+    /// Record the database backup a generation's migrations step took before applying,
+    /// with the SHA-256 of the file as berth wrote it.
+    pub async fn set_backup(&self, id: i64, path: &str, sha256: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET backup = ?, backup_sha256 = ? WHERE id = ?")
             .bind(path)
+            .bind(sha256)
             .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a file berth wrote into a backup directory (a dump or a snapshot archive):
+    /// retention deletes only recorded files.
+    pub async fn record_backup(&self, b: &BackupRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO backups (path, project, sha256, bytes, written_ms) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&b.path)
+        .bind(&b.project)
+        .bind(&b.sha256)
+        .bind(b.bytes)
+        .bind(b.written_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The files berth recorded writing for `project`, oldest first.
+    pub async fn backups(&self, project: &str) -> Result<Vec<BackupRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT path, project, sha256, bytes, written_ms FROM backups WHERE project = ? ORDER BY written_ms, path",
+        )
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(row_to_backup).collect())
+    }
+
+    /// The record of the file at `path`, if berth wrote one there.
+    pub async fn backup_record(&self, path: &str) -> Result<Option<BackupRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT path, project, sha256, bytes, written_ms FROM backups WHERE path = ?",
+        )
+        .bind(path)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(row_to_backup))
+    }
+
+    /// Forget a recorded file (retention deleted it, or it is gone or no longer berth's).
+    pub async fn forget_backup(&self, path: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM backups WHERE path = ?")
+            .bind(path)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -542,7 +617,7 @@ impl Store {
     }
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject, backup_sha256 FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -572,6 +647,7 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
         schema_revision: r.get(16),
         commit: r.get(17),
         commit_subject: r.get(18),
+        backup_sha256: r.get(19),
     }
 }
 
@@ -625,10 +701,11 @@ mod tests {
         assert_eq!(first.schema_version, None);
         store.set_schema_version(b, 3).await.unwrap();
         assert_eq!(store.get("p", b).await.unwrap().unwrap().backup, None);
-        store.set_backup(b, "/b/p_1.sql.gz").await.unwrap();
+        store.set_backup(b, "/b/p_1.sql.gz", "ab12").await.unwrap();
+        let got = store.get("p", b).await.unwrap().unwrap();
         assert_eq!(
-            store.get("p", b).await.unwrap().unwrap().backup.as_deref(),
-            Some("/b/p_1.sql.gz")
+            (got.backup.as_deref(), got.backup_sha256.as_deref()),
+            (Some("/b/p_1.sql.gz"), Some("ab12"))
         );
         assert_eq!(
             store.get("p", b).await.unwrap().unwrap().schema_version,
@@ -639,5 +716,33 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[tokio::test]
+    async fn backup_records_are_kept_by_path_and_project() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let rec = |path: &str, project: &str, at| BackupRecord {
+            path: path.into(),
+            project: project.into(),
+            sha256: format!("h-{path}"),
+            bytes: 3,
+            written_ms: at,
+        };
+        store.record_backup(&rec("/b/p_2", "p", 2)).await.unwrap();
+        store.record_backup(&rec("/b/p_1", "p", 1)).await.unwrap();
+        store.record_backup(&rec("/b/q_1", "q", 1)).await.unwrap();
+        let paths = |v: Vec<BackupRecord>| v.into_iter().map(|b| b.path).collect::<Vec<_>>();
+        assert_eq!(
+            paths(store.backups("p").await.unwrap()),
+            ["/b/p_1", "/b/p_2"]
+        );
+        assert_eq!(
+            store.backup_record("/b/q_1").await.unwrap(),
+            Some(rec("/b/q_1", "q", 1))
+        );
+        store.forget_backup("/b/p_1").await.unwrap();
+        assert_eq!(paths(store.backups("p").await.unwrap()), ["/b/p_2"]);
+        assert_eq!(store.backup_record("/b/p_1").await.unwrap(), None);
     }
 }

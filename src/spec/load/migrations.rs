@@ -262,12 +262,22 @@ impl Resolver<'_> {
             }
             None => "alembic_version".into(),
         };
+        let timeout = match self.duration(src, &raw.timeout) {
+            Some(d) if d.is_zero() => {
+                let at = raw.timeout.as_ref().expect("given").span();
+                self.err(src, at, "migrations: job timeout must be above zero");
+                crate::spec::DEFAULT_JOB_TIMEOUT
+            }
+            Some(d) => d,
+            None => crate::spec::DEFAULT_JOB_TIMEOUT,
+        };
         Some(MigrationJob {
             image,
             upgrade,
             downgrade,
             environment,
             version_table,
+            timeout,
         })
     }
 
@@ -480,6 +490,31 @@ source = "schema"
         .unwrap_err()
         .to_string();
         assert!(e.contains("missing source"), "{e}");
+    }
+
+    #[test]
+    fn a_migration_jobs_timeout_is_a_duration_thirty_minutes_unless_said() {
+        let job = |extra: &str| with_job(extra).map(|d| d.migrations.unwrap().job.unwrap());
+        assert_eq!(
+            job("").unwrap().timeout,
+            std::time::Duration::from_secs(30 * 60)
+        );
+        assert_eq!(
+            job("timeout = \"3s\"\n").unwrap().timeout,
+            std::time::Duration::from_secs(3)
+        );
+        for (bad, why) in [
+            ("timeout = \"0s\"\n", "above zero"),
+            ("timeout = \"10\"\n", "unit"),
+            ("timeout = \"9000h\"\n", "longer than a year"),
+        ] {
+            let e = job(bad).unwrap_err();
+            assert!(e.contains("berth.toml:") && e.contains(why), "{bad}: {e}");
+        }
+        // At its default it stays out of the stored JSON (older desired states keep their
+        // hashes).
+        let stored = serde_json::to_value(job("").unwrap()).unwrap();
+        assert!(stored.get("timeout").is_none(), "{stored}");
     }
 
     #[test]

@@ -70,6 +70,7 @@ pub(super) struct RawJob {
     #[serde(default)]
     pub(super) environment: BTreeMap<String, Spanned<Scalar>>,
     pub(super) version_table: Option<S>,
+    pub(super) timeout: Option<S>,
 }
 
 #[derive(Deserialize)]
