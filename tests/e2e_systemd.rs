@@ -513,6 +513,51 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
         !journal.contains('\x1b'),
         "colours in the journal:\n{journal}"
     );
+
+    // A container's words cannot drive the notify socket (docs/design.md §12): an exec
+    // probe prints `x\nWATCHDOG=trigger\nMAINPID=1` and fails; with auto_revert off the
+    // reason, which quotes it, is what STATUS= says. systemd sees one line, and
+    // neither a watchdog trigger nor a new main PID: berth is not restarted.
+    m.ok("systemctl start berth");
+    let pid = m.show("MainPID");
+    let restarts = m.show("NRestarts");
+    edit(
+        &p,
+        &format!(
+            "{}\n[services.talker]\nimage = \"berth-fixture:test\"\n\
+             health = {{ probe = \"exec\", command = [\"/berth-fixture\", \"say\", {:?}, \"1\"], interval = \"200ms\", healthy_deadline = \"3s\", min_healthy_time = \"0s\" }}\n",
+            ONE.replace("[rollout]", "[rollout]\nauto_revert = false"),
+            "x\nWATCHDOG=trigger\nMAINPID=1"
+        ),
+    );
+    // The whole output is inside the one STATUS= value: the words after each newline
+    // are part of it, not assignments of their own. (systemd drops the backslash of an
+    // escape when it shows StatusText, `xnWATCHDOG=trigger…`; the datagram itself is
+    // checked in tests/e2e_notify_text.rs.)
+    wait_for(
+        "the failed gate's reason, with the probe's output, in StatusText",
+        Duration::from_secs(60),
+        || {
+            let t = m.show("StatusText");
+            t.contains("WATCHDOG=trigger") && t.contains("MAINPID=1")
+        },
+    );
+    let status_text = m.show("StatusText");
+    assert!(
+        status_text.starts_with(&format!("project {}: degraded", p.name)),
+        "{status_text}"
+    );
+    // A few watchdog periods (5 s here) pass: a WATCHDOG=trigger would have killed it.
+    std::thread::sleep(Duration::from_secs(12));
+    assert_eq!(
+        m.show("MainPID"),
+        pid,
+        "berth was restarted:\n{}",
+        m.journal()
+    );
+    assert_eq!(m.show("NRestarts"), restarts, "{}", m.journal());
+    assert_eq!(m.show("ActiveState"), "active");
+    m.ok("systemctl stop berth");
 }
 
 /// What the unit gives the running berth (issue 19): `LimitNOFILE`, the Docker config
