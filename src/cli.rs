@@ -280,7 +280,7 @@ pub enum Command {
         #[arg(long, default_value = crate::daemon::http::DEFAULT_LISTEN)]
         listen: Vec<crate::daemon::http::Listen>,
         /// Reconcile at least this often, even when nothing triggered it.
-        #[arg(long, default_value = "5m", value_parser = crate::spec::duration::parse)]
+        #[arg(long, default_value = "5m", value_parser = parse_resync)]
         resync: std::time::Duration,
         /// A file holding the API token (never logged): requests that change something
         /// carry it as `Authorization: Bearer TOKEN`. POST /api/v1/sync (a git host's
@@ -1450,4 +1450,14 @@ async fn restore(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `--resync`: a duration of at least a second (0 would reconcile without pause) and at
+/// most a year, as every duration berth accepts.
+fn parse_resync(text: &str) -> Result<std::time::Duration, String> {
+    let d = crate::spec::duration::parse(text)?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err(format!("--resync {text:?} is shorter than 1s"));
+    }
+    Ok(d)
 }

@@ -340,7 +340,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET outcome = 'reverting', reverted_to = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(to)
-            .bind(reason)
+            .bind(reason_line(reason))
             .bind(timings.to_string())
             .bind(id)
             .execute(&self.pool)
@@ -358,7 +358,7 @@ impl Store {
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(now_ms())
             .bind(outcome.as_str())
-            .bind(reason)
+            .bind(reason_line(reason))
             .bind(timings.to_string())
             .bind(id)
             .execute(&self.pool)
@@ -376,7 +376,7 @@ impl Store {
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ? WHERE id = ?")
             .bind(now_ms())
             .bind(outcome.as_str())
-            .bind(reason)
+            .bind(reason_line(reason))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -467,7 +467,7 @@ impl Store {
         sqlx::query("UPDATE generations SET outcome = 'rolled-back', finished_ms = ?, reverted_to = ?, reason = ? WHERE id = ?")
             .bind(now_ms())
             .bind(to)
-            .bind(reason)
+            .bind(reason_line(reason))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -615,6 +615,19 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// How long a stored reason may be.
+const REASON_CHARS: usize = 4000;
+
+/// A reason as it is stored: one bounded line. Parts of it are a container's words (a
+/// probe's output, a database's error text, a job's last log line) and it is shown by
+/// `berth status`, `berth history`, the HTTP status and the STATUS= line
+/// (`docs/design.md` §12).
+fn reason_line<'a>(reason: impl Into<Option<&'a str>>) -> Option<String> {
+    reason
+        .into()
+        .map(|r| crate::text::one_line(r, REASON_CHARS))
 }
 
 const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject, backup_sha256 FROM generations";
