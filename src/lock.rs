@@ -1,23 +1,29 @@
 //! One converge at a time per project (docs/design.md §9).
 //!
-//! The lock is an advisory `flock` on the directory `<state dir>/locks/<project>/`, beside
-//! the state store. The kernel drops it when its holder dies, however it dies (`kill -9`,
-//! OOM, a power cut before the next boot), so a dead holder can never leave it stuck: the
-//! next converge simply gets it and finishes what the dead one left (see
-//! [`crate::reconcile`]). While it is held, `holder.json` in it says who holds it (pid,
-//! host, since, which command and generation), so a waiting process can tell the person
-//! why it waits.
+//! The lock is an advisory, byte-range lock on **the state store itself** (`state.db`): an
+//! open-file-description lock (`F_OFD_SETLK`) on one byte far past SQLite's own lock
+//! bytes, the byte chosen by a hash of the project's name. The kernel drops it when its
+//! holder dies, however it dies (`kill -9`, OOM, a power cut before the next boot), so a
+//! dead holder can never leave it stuck: the next converge simply gets it and finishes
+//! what the dead one left (see [`crate::reconcile`]).
 //!
-//! A directory, not a file: a lock file deleted while held (by hand, by a tidy-up) would
-//! be created afresh by the next taker, who would lock the new file and converge beside
-//! the holder of the old one. A directory cannot be deleted by `rm`, nor by `rmdir` while
-//! it holds the note; deleting the note loses only the holder's name.
+//! Why the store and not a lock file: a lock file (or directory) deleted while held, by
+//! hand or by a tidy-up of "stale locks", would be created afresh by the next taker, who
+//! would lock the new one and converge beside the holder of the old (docs/design.md §12).
+//! The store is the one file no one deletes without deleting the project's state with
+//! it. Two projects whose names hash to the same byte (one chance in 2^40) would only
+//! wait for each other.
+//!
+//! While it is held, `locks/<project>/holder.json` beside the store says who holds it
+//! (pid, host, since, which command and generation), so a waiting process can tell the
+//! person why it waits. Deleting the note loses only the holder's name.
 //!
 //! Readers (`status`, `history`) never take the lock; they ask [`is_held`] to tell a
 //! generation that is `progressing` under a live holder from one whose holder died.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -86,19 +92,19 @@ impl std::fmt::Display for Holder {
 /// A held project lock. Dropping it releases the lock (so does the process dying).
 #[derive(Debug)]
 pub struct ProjectLock {
-    /// The locked directory, open: closing it releases the lock.
-    _dir: File,
+    /// The state store, open, with the project's byte locked: closing it releases it.
+    _store: File,
+    /// The directory of the holder note.
     path: PathBuf,
     holder: Holder,
 }
 
-/// Where a project's lock lives for a given state store.
 /// The name of the lock one `berth run` per project holds (beside the project's own).
 pub fn daemon_lock_name(project: &str) -> String {
     format!("{project}.daemon")
 }
 
-/// The directory locked for `project` (its holder note inside, [`HOLDER_NOTE`]).
+/// The directory of `project`'s holder note ([`HOLDER_NOTE`]), beside the store.
 pub fn lock_path(state: &Path, project: &str) -> PathBuf {
     let dir = state
         .parent()
@@ -110,22 +116,75 @@ pub fn lock_path(state: &Path, project: &str) -> PathBuf {
 /// The file in a lock's directory that names its holder.
 pub const HOLDER_NOTE: &str = "holder.json";
 
-/// The lock's directory, open (and made when missing: only its holder writes in it).
-fn open(path: &Path) -> Result<File, LockError> {
-    let io = |source| LockError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+/// Where the project bytes start: far past SQLite's lock bytes (at 1 GiB) and any real
+/// size of the store; a lock may lie past a file's end.
+const LOCK_BASE: i64 = 1 << 50;
+
+/// The byte of the store locked for `name`.
+fn lock_byte(name: &str) -> i64 {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    let mut n = [0u8; 8];
+    n[3..].copy_from_slice(&h[..5]);
+    LOCK_BASE + i64::from_be_bytes(n)
+}
+
+/// The state store, open for locking (created empty when missing: SQLite takes an empty
+/// file for a new database), and the directory of the holder note, made when missing.
+fn open(state: &Path, note_dir: &Path) -> Result<File, LockError> {
     match std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(path)
+        .create(note_dir)
     {
         Ok(()) => {}
-        Err(e) if path.is_dir() => drop(e),
-        Err(e) => return Err(io(e)),
+        Err(e) if note_dir.is_dir() => drop(e),
+        Err(source) => {
+            return Err(LockError::Io {
+                path: note_dir.to_path_buf(),
+                source,
+            });
+        }
     }
-    File::open(path).map_err(io)
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(state)
+        .map_err(|source| LockError::Io {
+            path: state.to_path_buf(),
+            source,
+        })
+}
+
+/// Try to lock `name`'s byte of the open store: exclusively (a converge) or shared (a
+/// reader's probe). `Ok(false)` when another open file description holds it.
+fn try_lock(store: &File, name: &str, exclusive: bool) -> std::io::Result<bool> {
+    let lock = libc::flock {
+        l_type: if exclusive {
+            libc::F_WRLCK
+        } else {
+            libc::F_RDLCK
+        } as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: lock_byte(name),
+        l_len: 1,
+        // Must be 0 for open-file-description locks.
+        l_pid: 0,
+    };
+    // SAFETY: fcntl with F_OFD_SETLK reads the flock struct it is given and nothing else;
+    // the descriptor is open for as long as `store` lives.
+    let r = unsafe { libc::fcntl(store.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
+    if r == 0 {
+        return Ok(true);
+    }
+    let e = std::io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
 }
 
 fn hostname() -> String {
@@ -159,18 +218,15 @@ pub async fn acquire(
     waiting: impl FnOnce(&Holder) + Send,
 ) -> Result<ProjectLock, LockError> {
     let path = lock_path(state, project);
-    let mut dir = open(&path)?;
+    let store = open(state, &path)?;
     let mut waiting = Some(waiting);
     // Readers probe the lock by taking it for an instant (see `is_held`): even without
     // waiting, a taker tries for a moment before it calls the lock busy.
     let patience = std::time::Instant::now() + Duration::from_millis(300);
     loop {
-        match dir.try_lock() {
-            // The directory locked is still the one at the path: one removed and made
-            // afresh between the open and the lock is opened again.
-            Ok(()) if same_file(&dir, &path) => break,
-            Ok(()) => dir = open(&path)?,
-            Err(TryLockError::WouldBlock) => {
+        match try_lock(&store, project, true) {
+            Ok(true) => break,
+            Ok(false) => {
                 let holder = read_holder(&path);
                 if !wait && std::time::Instant::now() < patience {
                     tokio::time::sleep(Duration::from_millis(20)).await;
@@ -192,11 +248,16 @@ pub async fn acquire(
                     }
                 }
             }
-            Err(TryLockError::Error(source)) => return Err(LockError::Io { path, source }),
+            Err(source) => {
+                return Err(LockError::Io {
+                    path: state.to_path_buf(),
+                    source,
+                });
+            }
         }
     }
     let mut lock = ProjectLock {
-        _dir: dir,
+        _store: store,
         path,
         holder: Holder {
             pid: std::process::id(),
@@ -212,37 +273,31 @@ pub async fn acquire(
     Ok(lock)
 }
 
-/// Whether `file` (open) is what `path` names now.
-fn same_file(file: &File, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (file.metadata(), std::fs::metadata(path)) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
-        _ => false,
-    }
-}
-
 /// Whether some process holds the project's lock right now. Takes and drops it at once
 /// when it is free, so it is for readers that must tell a live converge from a dead one.
 pub fn is_held(state: &Path, project: &str) -> Result<Option<Holder>, LockError> {
-    let path = lock_path(state, project);
-    let dir = match File::open(&path) {
-        Ok(dir) => dir,
+    let io = |source| LockError::Io {
+        path: state.to_path_buf(),
+        source,
+    };
+    // Read-only, never created: a reader changes nothing. A read lock needs no more.
+    let store = match File::open(state) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(LockError::Io { path, source }),
+        Err(source) => return Err(io(source)),
     };
     // Shared: two readers probing at once do not see each other as a converge.
-    match dir.try_lock_shared() {
-        Ok(()) => Ok(None),
-        Err(TryLockError::WouldBlock) => Ok(Some(read_holder(&path))),
-        Err(TryLockError::Error(source)) => Err(LockError::Io { path, source }),
+    match try_lock(&store, project, false) {
+        Ok(true) => Ok(None),
+        Ok(false) => Ok(Some(read_holder(&lock_path(state, project)))),
+        Err(source) => Err(io(source)),
     }
 }
 
 impl Drop for ProjectLock {
     fn drop(&mut self) {
         // Say nothing once released: a later waiter must not name a holder that left.
-        // The note stays, empty, so the directory is never empty for `rmdir`. (The
-        // directory is closed, so unlocked, only after this.)
+        // (The store is closed, so the byte unlocked, only after this.)
         let _ = self.write_note("");
     }
 }
@@ -343,31 +398,42 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deleting_what_can_be_deleted_of_a_held_lock_does_not_free_it() {
+    async fn deleting_every_lock_file_there_is_does_not_free_a_held_lock() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.db");
         let never = Shutdown::never();
         let first = acquire(&state, "p", "apply", false, &never, |_| {})
             .await
             .unwrap();
-        let path = lock_path(&state, "p");
-        // `rm` of the lock refuses a directory, `rmdir` one that holds the note.
-        assert!(std::fs::remove_file(&path).is_err());
-        assert!(std::fs::remove_dir(&path).is_err());
-        // The note can go: only the holder's name is lost.
-        std::fs::remove_file(path.join(HOLDER_NOTE)).unwrap();
+        // The tidy-up of "stale locks" at its most thorough: `rm -r locks/`.
+        std::fs::remove_dir_all(dir.path().join("locks")).unwrap();
         let err = acquire(&state, "p", "apply", false, &never, |_| {})
             .await
             .unwrap_err();
         let LockError::Busy { holder, .. } = &err else {
             panic!("expected Busy, got {err}");
         };
+        // Only the holder's name was lost with its note.
         assert_eq!(holder.pid, 0, "{err}");
         assert!(is_held(&state, "p").unwrap().is_some());
+        // The daemon's lock of the same project is another byte.
+        let daemon = acquire(&state, &daemon_lock_name("p"), "run", false, &never, |_| {})
+            .await
+            .unwrap();
         drop(first);
         assert!(is_held(&state, "p").unwrap().is_none());
+        assert!(is_held(&state, &daemon_lock_name("p")).unwrap().is_some());
         acquire(&state, "p", "apply", false, &never, |_| {})
             .await
             .unwrap();
+        drop(daemon);
+    }
+
+    #[test]
+    fn a_reader_creates_no_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.db");
+        assert!(is_held(&state, "p").unwrap().is_none());
+        assert!(!state.exists());
     }
 }

@@ -608,6 +608,15 @@ fn copy_into(from: &Path, dest: &Path) -> Result<(), GitError> {
                 std::fs::create_dir_all(&to).map_err(io(&to))?;
             } else if entry.file_type().is_symlink() {
                 let target = std::fs::read_link(entry.path()).map_err(io(entry.path()))?;
+                // The loader refused every other link already (spec::trust); checked
+                // again here, where a relative link that climbs out would start to mean
+                // a host path: berth itself reads the copy (migrations, .dockerignore).
+                if !crate::spec::trust::same_after_copy(&target) {
+                    return Err(io(entry.path())(std::io::Error::other(format!(
+                        "a symlink to {} in a directory of the commit: a relative link is copied only when it points down inside it",
+                        target.display()
+                    ))));
+                }
                 std::os::unix::fs::symlink(target, &to).map_err(io(&to))?;
             } else {
                 std::fs::copy(entry.path(), &to).map_err(io(&to))?;

@@ -127,6 +127,18 @@ pub struct Confined {
     pub resolved: PathBuf,
 }
 
+/// Whether a symlink's target means the same wherever the directory holding it is
+/// copied: an absolute path (judged by where it lands, as any path), or a relative one
+/// that only goes down, without `..`. A chain of downward links stays inside any
+/// directory that holds them all; one that climbs out lands somewhere else at the copy.
+pub fn same_after_copy(target: &Path) -> bool {
+    use std::path::Component;
+    target.is_absolute()
+        || target
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+}
+
 /// Where a commit may reach, resolved.
 struct Roots {
     tree: PathBuf,
@@ -197,6 +209,18 @@ impl Overlay {
             let link = p.join(rel);
             let target = std::fs::read_link(entry.path())
                 .map_err(|e| format!("{what} {}: {}: {e}", p.display(), link.display()))?;
+            // The directory is copied as it is (`objects/`, see crate::git): a relative
+            // link that climbs with `..` means something else at the copy's place, and
+            // the kernel (and berth, reading a migrations directory) follows it from
+            // there. Where it lands now proves nothing about where it lands then.
+            if !same_after_copy(&target) {
+                return Err(format!(
+                    "{what} {} holds the symlink {} -> {}: a directory of the commit is copied as it is, so a relative symlink in it must point down inside it (no `..`)",
+                    p.display(),
+                    link.display(),
+                    target.display(),
+                ));
+            }
             let resolved = resolve(entry.path())
                 .map_err(|e| format!("{what} {}: {}: {e}", p.display(), link.display()))?;
             if !roots.admit(&resolved) {
@@ -381,15 +405,17 @@ mod tests {
                 .confine("bind source", &w.p("tree/config"))
                 .is_ok()
         );
-        symlink("../../outside/secret", w.p("tree/config/shadow")).unwrap();
+        // An absolute link is judged by where it lands, here and at the copy alike.
+        symlink(w.p("outside/secret"), w.p("tree/config/shadow")).unwrap();
         let e = w
             .overlay
             .confine("build context", &w.p("tree/config"))
             .unwrap_err();
         assert!(
             e.contains(&format!(
-                "holds the symlink {} -> ../../outside/secret, which leaves the commit's tree",
-                w.p("tree/config/shadow").display()
+                "holds the symlink {} -> {}, which leaves the commit's tree",
+                w.p("tree/config/shadow").display(),
+                w.p("outside/secret").display()
             )),
             "{e}"
         );
@@ -401,6 +427,25 @@ mod tests {
             w.overlay
                 .confine("build context", &w.p("tree/config"))
                 .is_ok()
+        );
+        // A relative link that climbs with `..` means another place once the directory
+        // is copied to objects/: refused whatever it reaches now, granted or not.
+        symlink("../../outside/secret", w.p("tree/config/climber")).unwrap();
+        let e = w
+            .overlay
+            .confine("build context", &w.p("tree/config"))
+            .unwrap_err();
+        assert!(
+            e.contains("-> ../../outside/secret: a directory of the commit is copied as it is"),
+            "{e}"
+        );
+        std::fs::remove_file(w.p("tree/config/climber")).unwrap();
+        symlink("sub/../app.conf", w.p("tree/config/inside")).unwrap();
+        assert!(
+            w.overlay
+                .confine("bind source", &w.p("tree/config"))
+                .is_err(),
+            "even a climb that stays inside is refused: only downward links are copied"
         );
     }
 

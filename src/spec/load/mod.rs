@@ -84,7 +84,14 @@ pub fn load_with_env(
 ) -> Result<DesiredState, Diagnostics> {
     let extra_profiles = &selection.profiles;
     let mut diags = Diagnostics::default();
+    // From a commit: `--path` is checked before it is listed, each file before it is read.
+    if let Some(overlay) = &selection.overlay {
+        confine_files(overlay, &[path.to_path_buf()])?;
+    }
     let files = list_files(path).map_err(|d| Diagnostics(vec![d]))?;
+    if let Some(overlay) = &selection.overlay {
+        confine_files(overlay, &files)?;
+    }
     let mut hasher = Sha256::new();
     let mut sources = Vec::new();
     for file in &files {
@@ -164,6 +171,35 @@ fn at(src: &Source, span: Range<usize>) -> At {
         file: src.path.clone(),
         line,
         col,
+    }
+}
+
+/// A desired state read from a commit is the commit's own: `--path` and every `*.toml`
+/// file it lists must resolve (through every symlink) inside the commit's tree. A
+/// committed `desired-state/b.toml -> /etc/…` would otherwise have berth read a host file
+/// as TOML and show its keys in the diagnostics (docs/design.md §12).
+fn confine_files(overlay: &crate::spec::Overlay, files: &[PathBuf]) -> Result<(), Diagnostics> {
+    let resolve = crate::spec::trust::resolve;
+    let tree = resolve(&overlay.tree)
+        .map_err(|e| Diagnostics(vec![Diagnostic::file(&overlay.tree, e.to_string())]))?;
+    let mut diags = Vec::new();
+    for f in files {
+        match resolve(f) {
+            Ok(r) if r.starts_with(&tree) => {}
+            Ok(r) => diags.push(Diagnostic::file(
+                f,
+                format!(
+                    "the desired state resolves to {}, outside the commit's tree: it is read only from the commit",
+                    r.display()
+                ),
+            )),
+            Err(e) => diags.push(Diagnostic::file(f, format!("cannot resolve: {e}"))),
+        }
+    }
+    if diags.is_empty() {
+        Ok(())
+    } else {
+        Err(Diagnostics(diags))
     }
 }
 
