@@ -16,6 +16,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use common::backup::{gunzip, printed_path};
 use common::{Project, Run, free_port, require_images};
 
 const PG: &str = "berth-postgres:15";
@@ -84,24 +85,6 @@ fn emails(p: &Project) -> String {
         "assistant",
         "SELECT string_agg(email, ',' ORDER BY email) FROM users",
     )
-}
-
-/// The path `berth backup` printed (`backup: PATH (SIZE)`).
-fn printed_path(run: &Run) -> PathBuf {
-    let line = run
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("backup: "))
-        .unwrap_or_else(|| panic!("no backup line in {:?}", run.stdout));
-    PathBuf::from(line.rsplit_once(" (").unwrap().0)
-}
-
-fn gunzip(path: &Path) -> String {
-    let mut text = String::new();
-    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
-    text
 }
 
 /// The backups of the project in `dir`, by name.

@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use common::{Project, Run, docker, text};
@@ -53,25 +53,8 @@ fn stack(version: &str) -> String {
     STACK.replace("{version}", version)
 }
 
-/// `berth apply` started in the background, with the project's state and file.
-fn spawn(p: &Project, args: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(args)
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn finish(child: Child) -> Run {
-    let out = child.wait_with_output().unwrap();
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let run = Run::from(child.wait_with_output().unwrap());
     eprintln!(
         "$ berth (background)\n{}{}(exit {})",
         run.stdout, run.stderr, run.code
@@ -182,7 +165,7 @@ fn kill_9_at_random_moments_then_a_plain_apply_always_ends_converged_and_gated()
     for i in 1..=trials {
         let version = i.to_string();
         p.write(&stack(&version));
-        let child = spawn(&p, &["apply"]);
+        let child = p.spawn(&["apply"]);
         // A whole converge of this stack takes about 2-3 s here: kill anywhere in it.
         let after = rng.below(2500);
         std::thread::sleep(Duration::from_millis(after));
@@ -223,7 +206,7 @@ fn kill_9_during_a_failing_converge_or_its_revert_always_ends_rolled_back_and_po
             "ROLE = \"web\", FIXTURE_NEVER_HEALTHY = \"1\",",
         );
         p.write(&bad);
-        let child = spawn(&p, &["apply"]);
+        let child = p.spawn(&["apply"]);
         // The failing converge (web's 2 s deadline) and its revert take about 5 s here.
         let after = rng.below(5000);
         std::thread::sleep(Duration::from_millis(after));
@@ -269,7 +252,7 @@ fn a_kill_inside_the_gate_of_a_never_healthy_service_is_resumed_failed_and_rever
         "ROLE = \"web\",",
         "ROLE = \"web\", FIXTURE_NEVER_HEALTHY = \"1\",",
     ));
-    let child = spawn(&p, &["apply"]);
+    let child = p.spawn(&["apply"]);
     // web's new container exists and is running: its gate is being waited on.
     wait_for(
         "web's never-healthy container",
@@ -343,8 +326,8 @@ depends_on = ["a"]
 health = { probe = "tcp", port = 8080, interval = "100ms" }
 "#,
     );
-    let first = spawn(&p, &["apply"]);
-    let second = spawn(&p, &["apply"]);
+    let first = p.spawn(&["apply"]);
+    let second = p.spawn(&["apply"]);
     let (first, second) = (finish(first), finish(second));
     assert_eq!((first.code, second.code), (0, 0));
     let (winner, waiter) = if first.stdout.contains("Converged") {
@@ -382,7 +365,7 @@ health = { probe = "tcp", port = 8080, interval = "100ms" }
             .unwrap()
             .replace("\"1\"", "\"2\""),
     );
-    let holder = spawn(&p, &["apply"]);
+    let holder = p.spawn(&["apply"]);
     let lock = p.dir.path().join("locks").join(&p.name).join("holder.json");
     wait_for("the lock to be taken", Duration::from_secs(10), || {
         std::fs::read_to_string(&lock)
@@ -414,7 +397,7 @@ image = "berth-fixture:test"
 depends_on = ["slow"]
 "#,
     );
-    let child = spawn(&p, &["apply"]);
+    let child = p.spawn(&["apply"]);
     // slow is ready 4 s after its start, so its gate is still running when `after` (the
     // level above, made ahead while slow gates) exists: the signal comes after both.
     wait_for(

@@ -5,11 +5,10 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, free_port};
+use common::daemon::Daemon;
+use common::{Project, wait_for};
 
 const ONE: &str = r#"
 [project]
@@ -23,91 +22,14 @@ environment = { VERSION = "1" }
 health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 "#;
 
-struct Daemon {
-    child: Child,
-    port: u16,
-}
-
+/// This file's daemons: on the project's file, with `env`.
 impl Daemon {
     fn start(p: &Project) -> Daemon {
         Daemon::start_with(p, &[])
     }
 
     fn start_with(p: &Project, env: &[(&str, &str)]) -> Daemon {
-        let port = free_port();
-        let log = std::fs::File::create(p.dir.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_FILE", p.file())
-            .env("BERTH_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port };
-        wait_for("the daemon to be ready", Duration::from_secs(30), || {
-            d.get("/readyz").0 == 200
-        });
-        d
-    }
-
-    /// A GET on the daemon's endpoint: (status code, body); (0, "") when it does not answer.
-    fn get(&self, path: &str) -> (u16, String) {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (code, body.to_string())
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, body) = self.get("/api/v1/status");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0].clone()
-    }
-
-    /// SIGTERM, and the exit code.
-    fn stop(mut self) -> i32 {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                return s.code().unwrap_or(-1);
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(30),
-                "the daemon did not stop"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        Daemon::build(p).file().env(env).start()
     }
 }
 
@@ -433,18 +355,6 @@ impl EngineProxy {
     }
 }
 
-/// Prints the daemon's log when the test fails: what it did is gone with its temp dir.
-struct ShowLogOnFailure(std::path::PathBuf);
-
-impl Drop for ShowLogOnFailure {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
-            eprintln!("--- the daemon's log ---\n{log}--- end of the daemon's log ---");
-        }
-    }
-}
-
 impl Drop for EngineProxy {
     fn drop(&mut self) {
         self.cut();
@@ -455,7 +365,6 @@ impl Drop for EngineProxy {
 fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_back() {
     let p = Project::new("daemon-engine");
     p.write(ONE);
-    let _log = ShowLogOnFailure(p.dir.path().join("daemon.log"));
     let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
     let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
     wait_for("the first converge", Duration::from_secs(30), || {
@@ -532,7 +441,6 @@ fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_ba
 fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed_when_it_is_back() {
     let p = Project::new("daemon-engine-mid");
     p.write(ONE);
-    let _log = ShowLogOnFailure(p.dir.path().join("daemon.log"));
     let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
     let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
     wait_for("the first converge", Duration::from_secs(30), || {

@@ -14,12 +14,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, free_port};
+use common::daemon::Daemon;
+use common::git::{Remote, git};
+use common::{Project, free_port, wait_for};
 
 const STACK: &str = r#"
 [project]
@@ -48,181 +49,41 @@ fn stack(version: &str, never_healthy: bool) -> String {
         .replace("{extra}", extra)
 }
 
-/// A bare repository (the remote) and a clone the test commits in and pushes from.
-struct Remote {
-    bare: PathBuf,
-    work: PathBuf,
-    project: String,
-}
-
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.org")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
+/// This file's commits: the desired state and the config file it binds.
 impl Remote {
-    fn new(p: &Project) -> Remote {
-        let bare = p.dir.path().join("remote.git");
-        let work = p.dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        git(
-            p.dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        Remote {
-            bare,
-            work,
-            project: p.name.clone(),
-        }
-    }
-
     /// Commit the desired state (and the config file it binds) and push; the commit id.
     fn push(&self, toml: &str, conf: &str, subject: &str) -> String {
-        self.write(toml, conf);
+        self.write_stack(toml);
+        self.write("config/web.conf", conf);
         self.commit_and_push(subject, false)
     }
 
     /// As [`Remote::push`], forced (history rewritten).
     fn push_force(&self, toml: &str, conf: &str, subject: &str) -> String {
-        self.write(toml, conf);
+        self.write_stack(toml);
+        self.write("config/web.conf", conf);
         self.commit_and_push(subject, true)
-    }
-
-    fn write(&self, toml: &str, conf: &str) {
-        let ds = self.work.join("desired-state");
-        std::fs::create_dir_all(&ds).unwrap();
-        std::fs::create_dir_all(self.work.join("config")).unwrap();
-        std::fs::write(
-            ds.join("stack.toml"),
-            toml.replace("{project}", &self.project),
-        )
-        .unwrap();
-        std::fs::write(self.work.join("config/web.conf"), conf).unwrap();
-    }
-
-    fn commit_and_push(&self, subject: &str, force: bool) -> String {
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "--quiet", "--allow-empty", "-m", subject],
-        );
-        let mut args = vec!["push", "--quiet", "origin", "main"];
-        if force {
-            args.push("--force");
-        }
-        git(&self.work, &args);
-        git(&self.work, &["rev-parse", "HEAD"])
     }
 
     /// A commit that touches only the README.
     fn push_readme(&self, text: &str, subject: &str) -> String {
-        std::fs::write(self.work.join("README.md"), text).unwrap();
+        self.write("README.md", text);
         self.commit_and_push(subject, false)
     }
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
+/// This file's daemons: following `url` (with the host directory `host_dir` makes).
 impl Daemon {
     fn start(p: &Project, url: &str, extra: &[&str]) -> Daemon {
         Daemon::start_env(p, url, &[], extra)
     }
 
     fn start_env(p: &Project, url: &str, env: &[(&str, &str)], extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let log = p.dir.path().join("daemon.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let host = p.dir.path().join("host");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--git", url, "--branch", "main", "--path", "desired-state"])
-            .args(["--host-dir", host.to_str().unwrap()])
+        Daemon::build(p)
+            .git(&["--git", url])
             .args(extra)
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port, log };
-        wait_for("the daemon to be ready", Duration::from_secs(30), || {
-            d.request("GET", "/readyz", None).0 == 200
-        });
-        d
-    }
-
-    /// A request on the daemon's endpoint: (status code, body); (0, "") when it does not
-    /// answer.
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        let _ = write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (code, body.to_string())
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, body) = self.request("GET", "/api/v1/status", None);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0].clone()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log());
-        }
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+            .env(env)
+            .start()
     }
 }
 
@@ -234,11 +95,6 @@ fn host_dir(p: &Project) {
     // It holds secrets: berth refuses an env file others can read.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(host.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn deployed(d: &Daemon, commit: &str) -> bool {
-    let s = d.status();
-    s["git"]["deployed"] == commit && s["status"] == "converged"
 }
 
 fn history(p: &Project) -> Vec<serde_json::Value> {
@@ -259,7 +115,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     let a = remote.push(&stack("1", false), "v1\n", "web v1");
     let d = Daemon::start(&p, remote.bare.to_str().unwrap(), &["--poll", "300ms"]);
     wait_for("commit A deployed", Duration::from_secs(60), || {
-        deployed(&d, &a)
+        d.deployed(&a)
     });
     let env = web_env(&p);
     assert!(
@@ -330,7 +186,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     // The next good commit deploys.
     let e = remote.push(&stack("3", false), "v3\n", "web v3");
     wait_for("commit E deployed", Duration::from_secs(60), || {
-        deployed(&d, &e)
+        d.deployed(&e)
     });
     let env = web_env(&p);
     assert!(env.contains("VERSION=3"), "{env}");
@@ -356,7 +212,7 @@ fn an_invalid_commit_is_refused_naming_it_and_a_force_push_is_followed() {
         &["--poll", "300ms"],
     );
     wait_for("commit A deployed", Duration::from_secs(60), || {
-        deployed(&d, &a)
+        d.deployed(&a)
     });
     let web = p.id("web").unwrap();
 
@@ -392,7 +248,7 @@ fn an_invalid_commit_is_refused_naming_it_and_a_force_push_is_followed() {
     wait_for(
         "the force-pushed commit deployed",
         Duration::from_secs(60),
-        || deployed(&d, &f),
+        || d.deployed(&f),
     );
     assert!(web_env(&p).contains("VERSION=5"));
     let h = history(&p);
@@ -501,7 +357,7 @@ fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_t
     wait_for(
         "commit A deployed over http",
         Duration::from_secs(60),
-        || deployed(&d, &a),
+        || d.deployed(&a),
     );
 
     let b = remote.push(&stack("2", false), "v2\n", "web v2");
@@ -524,7 +380,7 @@ fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_t
     });
     eprintln!("sync → commit seen in {:?}", asked.elapsed());
     wait_for("commit B deployed", Duration::from_secs(60), || {
-        deployed(&d, &b)
+        d.deployed(&b)
     });
     assert!(web_env(&p).contains("VERSION=2"));
 
@@ -734,13 +590,13 @@ fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
     wait_for(
         "commit A deployed over ssh",
         Duration::from_secs(60),
-        || deployed(&d, &a),
+        || d.deployed(&a),
     );
     let b = remote.push(&stack("2", false), "v2\n", "web v2");
     wait_for(
         "commit B deployed over ssh",
         Duration::from_secs(60),
-        || deployed(&d, &b),
+        || d.deployed(&b),
     );
     assert!(web_env(&p).contains("VERSION=2"));
 }

@@ -26,7 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{FIXTURE, Project, Run, docker, require_images, text};
+use common::backup::{gunzip, printed_path};
+use common::{FIXTURE, Project, docker, require_images};
 
 const PG: &str = "berth-postgres:15";
 const PASSWORD: &str = "e2e-trust-backup-pw-Hq4";
@@ -79,27 +80,7 @@ fn project(test: &str) -> Project {
 /// One SQL command through psql in the project's postgres container on `db`, named as a
 /// connection string so that `=` in it is part of the name; its unaligned output.
 fn sql(p: &Project, db: &str, query: &str) -> String {
-    let out = docker(&[
-        "exec",
-        &p.container("postgres"),
-        "psql",
-        "-X",
-        "-At",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-U",
-        "assistant",
-        "-d",
-        &format!("dbname='{}'", db.replace('\'', "\\'")),
-        "-c",
-        query,
-    ]);
-    assert!(
-        out.status.success(),
-        "psql {query:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    text(&out).trim().to_string()
+    p.psql(&format!("dbname='{}'", db.replace('\'', "\\'")), query)
 }
 
 /// Whether `path` exists in the project's postgres container.
@@ -107,24 +88,6 @@ fn in_db_container(p: &Project, path: &str) -> bool {
     docker(&["exec", &p.container("postgres"), "test", "-e", path])
         .status
         .success()
-}
-
-/// The path `berth backup` printed (`backup: PATH (SIZE)`).
-fn printed_path(run: &Run) -> PathBuf {
-    let line = run
-        .stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("backup: "))
-        .unwrap_or_else(|| panic!("no backup line in {:?}", run.stdout));
-    PathBuf::from(line.rsplit_once(" (").unwrap().0)
-}
-
-fn gunzip(path: &Path) -> String {
-    let mut text = String::new();
-    flate2::read::MultiGzDecoder::new(std::fs::File::open(path).unwrap())
-        .read_to_string(&mut text)
-        .unwrap();
-    text
 }
 
 fn gzip(path: &Path, text: &str) {
@@ -364,14 +327,7 @@ fn a_backup_changed_after_berth_wrote_it_is_not_restored_by_the_revert() {
     )
     .unwrap();
     p.write(&migrating(&p, "2", true));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("apply")
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = p.spawn(&["apply"]);
     let stdout = child.stdout.take().unwrap();
     let mut seen = String::new();
     let mut lines = BufReader::new(stdout).lines();

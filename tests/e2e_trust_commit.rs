@@ -15,11 +15,12 @@
 mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
-use common::{Project, docker, free_port};
+use common::daemon::Daemon;
+use common::git::{Remote, git};
+use common::{Project, docker, wait_for};
 
 /// The desired state; each case fills in `{env}`, `{volumes}`, `{service}` (line 14) and
 /// `{tail}`, so that every case's lines before 14 stay where they are.
@@ -88,130 +89,39 @@ fn built_image(project: &str) -> String {
     format!("{project}:built")
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.org")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// The hostile repository: its clone holds the hostile symlinks from the first commit
+/// on (a symlink nothing uses keeps no commit from deploying).
+fn hostile_remote(p: &Project, outside: &Path) -> Remote {
+    let remote = Remote::new(p);
+    let work = &remote.work;
+    remote.write("config/web.conf", "v1\n");
+    symlink(outside.join("secret.conf"), work.join("config/app.conf")).unwrap();
+    symlink(outside.join("app.env"), work.join("config/app.env")).unwrap();
+    symlink(outside.join("data"), work.join("data")).unwrap();
+    remote
 }
 
-/// A bare repository (the remote) and a clone the test commits in and pushes from. The
-/// clone holds the hostile symlinks from the first commit on: a symlink nothing uses
-/// keeps no commit from deploying.
-struct Remote {
-    bare: PathBuf,
-    work: PathBuf,
-    project: String,
-}
-
+/// This file's commits: one a case.
 impl Remote {
-    fn new(p: &Project, outside: &Path) -> Remote {
-        let bare = p.dir.path().join("remote.git");
-        let work = p.dir.path().join("work");
-        std::fs::create_dir_all(work.join("config")).unwrap();
-        std::fs::create_dir_all(work.join("desired-state")).unwrap();
-        git(
-            p.dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        std::fs::write(work.join("config/web.conf"), "v1\n").unwrap();
-        symlink(outside.join("secret.conf"), work.join("config/app.conf")).unwrap();
-        symlink(outside.join("app.env"), work.join("config/app.env")).unwrap();
-        symlink(outside.join("data"), work.join("data")).unwrap();
-        Remote {
-            bare,
-            work,
-            project: p.name.clone(),
-        }
-    }
-
     /// Commit the case's desired state and push; the commit id.
     fn push(&self, case: &Case) -> String {
-        std::fs::write(
-            self.work.join("desired-state/stack.toml"),
-            case.toml(&self.project),
-        )
-        .unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "--quiet", "--allow-empty", "-m", case.subject],
-        );
-        git(&self.work, &["push", "--quiet", "origin", "main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.write("desired-state/stack.toml", &case.toml(&self.project));
+        self.commit_and_push(case.subject, false)
     }
-}
-
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
 }
 
 /// The daemon's `HOME`: what `${HOME}` would read.
 const DAEMON_HOME: &str = "/home/e2e-trust";
 
+/// This file's daemons: following `url`, polling every 300 ms, with `HOME` set.
 impl Daemon {
     fn start(p: &Project, url: &str, extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let log = p.dir.path().join(format!("daemon-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let host = p.dir.path().join("host");
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--git", url, "--branch", "main", "--path", "desired-state"])
-            .args(["--host-dir", host.to_str().unwrap(), "--poll", "300ms"])
+        Daemon::build(p)
+            .git(&["--git", url])
+            .args(&["--poll", "300ms"])
             .args(extra)
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_LOG", "info")
-            .env("HOME", DAEMON_HOME)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port, log };
-        wait_for("the daemon to be ready", Duration::from_secs(30), || {
-            d.get("/readyz").0 == 200
-        });
-        d
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n");
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (code, body.to_string())
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, body) = self.get("/api/v1/status");
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0].clone()
+            .env(&[("HOME", DAEMON_HOME)])
+            .start()
     }
 
     fn reason(&self) -> String {
@@ -219,22 +129,6 @@ impl Daemon {
             .as_str()
             .unwrap_or_default()
             .to_string()
-    }
-
-    fn deployed(&self, commit: &str) -> bool {
-        let s = self.status();
-        s["git"]["deployed"] == commit && s["status"] == "converged"
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-            eprintln!("--- daemon log ---\n{log}");
-        }
     }
 }
 
@@ -249,14 +143,6 @@ impl Drop for BuiltImage {
 
 /// What a granted commit's deploy must show.
 type Check = Box<dyn Fn(&Project)>;
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn history_len(p: &Project) -> usize {
     let run = p.berth(&["history", "--json"]);
@@ -310,7 +196,7 @@ fn a_commit_reaches_only_its_tree_and_the_host_dir_until_the_operator_grants_mor
     let outside_real = real(&outside);
     let host_shown = host.display().to_string();
 
-    let remote = Remote::new(&p, &outside);
+    let remote = hostile_remote(&p, &outside);
     let url = remote.bare.to_str().unwrap().to_string();
     let good = Case {
         subject: "web, its own config",

@@ -24,7 +24,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Project, free_port};
+use common::daemon::Daemon;
+use common::git::{Remote, git};
+use common::{Project, free_port, wait_for};
 
 const STACK: &str = r#"
 [project]
@@ -41,56 +43,20 @@ volumes = ["../config/web.conf:/etc/web.conf:ro"]
 health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 "#;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.org")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// A bare repository (`remote.git` in the project's directory) that the smart-HTTP
+/// server may serve, and a clone that stores large files as they are.
+fn remote_for_http(p: &Project) -> Remote {
+    let remote = Remote::new(p);
+    // Large files are stored as they are: the test's own commits stay quick.
+    git(&remote.work, &["config", "core.compression", "0"]);
+    git(&remote.work, &["config", "core.bigFileThreshold", "16m"]);
+    // The smart-HTTP server serves only repositories that allow it.
+    git(&remote.bare, &["config", "http.receivepack", "false"]);
+    remote
 }
 
-/// A bare repository (`remote.git` in the project's directory) and a clone the test
-/// commits in and pushes from.
-struct Remote {
-    bare: PathBuf,
-    work: PathBuf,
-    project: String,
-}
-
+/// This file's commits: a version of the stack.
 impl Remote {
-    fn new(p: &Project) -> Remote {
-        let bare = p.dir.path().join("remote.git");
-        let work = p.dir.path().join("work");
-        std::fs::create_dir_all(work.join("desired-state")).unwrap();
-        std::fs::create_dir_all(work.join("config")).unwrap();
-        git(
-            p.dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        // Large files are stored as they are: the test's own commits stay quick.
-        git(&work, &["config", "core.compression", "0"]);
-        git(&work, &["config", "core.bigFileThreshold", "16m"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        // The smart-HTTP server serves only repositories that allow it.
-        git(&bare, &["config", "http.receivepack", "false"]);
-        Remote {
-            bare,
-            work,
-            project: p.name.clone(),
-        }
-    }
-
     /// Commit the desired state with `version` and the config file it binds; the id.
     fn push(&self, version: &str, never_healthy: bool) -> String {
         let extra = if never_healthy {
@@ -98,25 +64,13 @@ impl Remote {
         } else {
             ""
         };
-        let toml = STACK
-            .replace("{project}", &self.project)
-            .replace("{version}", version)
-            .replace("{extra}", extra);
-        std::fs::write(self.work.join("desired-state/stack.toml"), toml).unwrap();
-        std::fs::write(self.work.join("config/web.conf"), conf(version)).unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &[
-                "commit",
-                "--quiet",
-                "--allow-empty",
-                "-m",
-                &format!("web v{version}"),
-            ],
+        self.write_stack(
+            &STACK
+                .replace("{version}", version)
+                .replace("{extra}", extra),
         );
-        git(&self.work, &["push", "--quiet", "origin", "main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.write("config/web.conf", &conf(version));
+        self.commit_and_push(&format!("web v{version}"), false)
     }
 }
 
@@ -178,76 +132,17 @@ impl Drop for HttpRemote {
     }
 }
 
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
+/// This file's daemons: following the repository `git` names (flags, or none when
+/// `BERTH_GIT` does), with `env`; ready when they listen, since a remote that is not up
+/// yet keeps the desired state from being read.
 impl Daemon {
-    /// `berth run` following `git` (flags giving the source), with `env`.
     fn start(p: &Project, git: &[&str], env: &[(&str, &str)], extra: &[&str]) -> Daemon {
-        let port = free_port();
-        let log = p.dir.path().join(format!("daemon-{port}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let host = p.dir.path().join("host");
-        std::fs::create_dir_all(&host).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .args(git)
-            .args(["--branch", "main", "--path", "desired-state"])
-            .args(["--host-dir", host.to_str().unwrap()])
+        Daemon::build(p)
+            .git(git)
             .args(extra)
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_LOG", "info")
-            .envs(env.iter().copied())
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let d = Daemon { child, port, log };
-        wait_for("the daemon to listen", Duration::from_secs(30), || {
-            d.request("GET", "/healthz").0 == 200
-        });
-        d
-    }
-
-    /// A request on the daemon's endpoint: (status code, body); (0, "") when it does not
-    /// answer.
-    fn request(&self, method: &str, path: &str) -> (u16, String) {
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
-            return (0, String::new());
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-        let _ = write!(
-            s,
-            "{method} {path} HTTP/1.0\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n"
-        );
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        let code = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-        (code, body.to_string())
-    }
-
-    /// The project's status from `/api/v1/status` (Null before a desired state was read).
-    fn status(&self) -> serde_json::Value {
-        let (_, body) = self.request("GET", "/api/v1/status");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap_or_default()[0].clone()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn deployed(&self, commit: &str) -> bool {
-        let s = self.status();
-        s["git"]["deployed"] == commit && s["status"] == "converged"
+            .env(env)
+            .ready("/healthz", Duration::from_secs(30))
+            .start()
     }
 
     /// The peak resident set of the daemon so far (`VmHWM`), in bytes.
@@ -262,22 +157,11 @@ impl Daemon {
     }
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log());
-        }
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Whether `commit` is deployed and converged; false while the daemon does not answer
+/// its status (it may be busy starting, see [`Daemon::try_status`]).
+fn deployed(d: &Daemon, commit: &str) -> bool {
+    let s = d.try_status();
+    s["git"]["deployed"] == commit && s["status"] == "converged"
 }
 
 /// Every command line seen in `/proc` while it runs (but for `skip`'s pids), read as
@@ -404,7 +288,7 @@ fn credentials_in_the_url_are_shown_stored_and_passed_nowhere() {
     const PASSWORD_ENCODED: &str = "pa%3Ass%40w%2Frd-SECRET-1";
     const TOKEN: &str = "tok-AS-USER-SECRET-0123456789";
     let p = Project::new("git-creds");
-    let remote = Remote::new(&p);
+    let remote = remote_for_http(&p);
     let a = remote.push("1", false);
     let state_dir = p.dir.path().to_path_buf();
     let cases = [
@@ -449,7 +333,7 @@ fn credentials_in_the_url_are_shown_stored_and_passed_nowhere() {
         wait_for(
             &format!("{case}: commit A fetched and deployed"),
             Duration::from_secs(90),
-            || d.deployed(&a) && d.status()["git"]["newest"] == a.as_str(),
+            || deployed(&d, &a) && d.try_status()["git"]["newest"] == a.as_str(),
         );
         // Another fetch or two, watched whole.
         std::thread::sleep(Duration::from_secs(4));
@@ -465,7 +349,7 @@ fn credentials_in_the_url_are_shown_stored_and_passed_nowhere() {
                 .join("holder.json"),
         )
         .unwrap();
-        let api = d.request("GET", "/api/v1/status").1;
+        let api = d.get("/api/v1/status").1;
         let said = notify.said().join("\n");
         // The premises: each place does name the source, without its user info.
         for (place, text) in [
@@ -493,7 +377,7 @@ fn credentials_in_the_url_are_shown_stored_and_passed_nowhere() {
         let texts = [
             ("the log", d.log()),
             ("/api/v1/status", api),
-            ("/metrics", d.request("GET", "/metrics").1),
+            ("/metrics", d.get("/metrics").1),
             ("berth status", status.stdout + &status.stderr),
             ("berth history", history.stdout + &history.stderr),
             ("the lock file", lock_note),
@@ -572,7 +456,7 @@ fn size_of(dir: &Path) -> u64 {
 fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
     const SIZE: u64 = 400 << 20;
     let p = Project::new("git-big");
-    let remote = Remote::new(&p);
+    let remote = remote_for_http(&p);
     let a = remote.push("1", false);
     let d = Daemon::start(
         &p,
@@ -581,7 +465,7 @@ fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
         &["--poll", "300ms"],
     );
     wait_for("commit A deployed", Duration::from_secs(60), || {
-        d.deployed(&a)
+        deployed(&d, &a)
     });
     let git_dir = std::fs::read_dir(p.dir.path().join("git"))
         .unwrap()
@@ -610,7 +494,7 @@ fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
     let b = remote.push("2", false);
     let pushed = Instant::now();
     wait_for("commit B deployed", Duration::from_secs(300), || {
-        d.deployed(&b)
+        deployed(&d, &b)
     });
     eprintln!("the 400 MB commit deployed in {:?}", pushed.elapsed());
     let peak = d.peak_rss();
@@ -648,7 +532,7 @@ fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
     for v in 3..=8 {
         last = remote.push(&v.to_string(), false);
         wait_for(&format!("v{v} deployed"), Duration::from_secs(60), || {
-            d.deployed(&last)
+            deployed(&d, &last)
         });
     }
     wait_for("the prune after v8", Duration::from_secs(20), || {
@@ -713,16 +597,7 @@ environment = { FIXTURE_READY_AFTER = "4" }
 health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 "#,
     );
-    let spawn = || {
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("apply")
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_FILE", p.file())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let spawn = || p.spawn(&["apply"]);
     let mut first = spawn();
     let lock = p.dir.path().join("locks").join(&p.name);
     let note = lock.join("holder.json");

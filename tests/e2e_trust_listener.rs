@@ -13,14 +13,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Project, docker, free_port, require_images, text};
+use common::daemon::Daemon;
+use common::git::Remote;
+use common::{Project, docker, free_port, require_images, text, wait_for};
 
 const STACK: &str = r#"
 [project]
@@ -37,133 +36,28 @@ health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 /// The file-descriptor limit berth runs under in the flood test.
 const NOFILE: u64 = 512;
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_AUTHOR_NAME", "e2e")
-        .env("GIT_AUTHOR_EMAIL", "e2e@example.org")
-        .env("GIT_COMMITTER_NAME", "e2e")
-        .env("GIT_COMMITTER_EMAIL", "e2e@example.org")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A bare repository berth follows, and a clone the test commits in and pushes from.
-struct Remote {
-    bare: PathBuf,
-    work: PathBuf,
-    project: String,
-}
-
+/// This file's commits: the stack at a version.
 impl Remote {
-    fn new(p: &Project) -> Remote {
-        let bare = p.dir.path().join("remote.git");
-        let work = p.dir.path().join("work");
-        std::fs::create_dir_all(&work).unwrap();
-        git(
-            p.dir.path(),
-            &["init", "--quiet", "--bare", "-b", "main", "remote.git"],
-        );
-        git(&work, &["init", "--quiet", "-b", "main"]);
-        git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
-        Remote {
-            bare,
-            work,
-            project: p.name.clone(),
-        }
-    }
-
     /// Commit the stack at `version` and push; the commit id.
     fn push(&self, version: &str) -> String {
-        let ds = self.work.join("desired-state");
-        std::fs::create_dir_all(&ds).unwrap();
-        std::fs::write(
-            ds.join("stack.toml"),
-            STACK
-                .replace("{project}", &self.project)
-                .replace("{version}", version),
-        )
-        .unwrap();
-        git(&self.work, &["add", "-A"]);
-        git(
-            &self.work,
-            &["commit", "--quiet", "-m", &format!("web v{version}")],
-        );
-        git(&self.work, &["push", "--quiet", "origin", "main"]);
-        git(&self.work, &["rev-parse", "HEAD"])
+        self.write_stack(&STACK.replace("{version}", version));
+        self.commit_and_push(&format!("web v{version}"), false)
     }
 }
 
-/// A `berth run`, killed when dropped (its log printed if the test failed).
-struct Daemon {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-}
-
+/// This file's daemons: with the project's file (`BERTH_FILE`), given 60 s to be ready.
 impl Daemon {
     /// `berth run` with `args`, listening on 127.0.0.1 at a free port, under
     /// RLIMIT_NOFILE `nofile` when given.
     fn start(p: &Project, args: &[&str], nofile: Option<u64>) -> Daemon {
-        let port = free_port();
-        let log = p.dir.path().join("daemon.log");
-        let file = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}")])
+        let mut start = Daemon::build(p)
+            .file()
             .args(args)
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_FILE", p.file())
-            .env("BERTH_LOG", "info")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null());
+            .ready("/readyz", Duration::from_secs(60));
         if let Some(n) = nofile {
-            let limit = libc::rlimit {
-                rlim_cur: n,
-                rlim_max: n,
-            };
-            // SAFETY: setrlimit is async-signal-safe; it only lowers the child's own limit.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
-                        Ok(())
-                    } else {
-                        Err(std::io::Error::last_os_error())
-                    }
-                });
-            }
+            start = start.nofile(n);
         }
-        let d = Daemon {
-            child: cmd.spawn().unwrap(),
-            port,
-            log,
-        };
-        wait_for("the daemon to be ready", Duration::from_secs(60), || {
-            d.request("GET", "/readyz", None).0 == 200
-        });
-        d
-    }
-
-    /// One request on a new connection: (status code, body); (0, "") without an answer.
-    fn request(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-        request(("127.0.0.1", self.port), method, path, token)
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let (code, body) = self.request("GET", "/api/v1/status", None);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str::<serde_json::Value>(&body).unwrap()[0].clone()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        start.start()
     }
 
     /// File descriptors berth has open now.
@@ -171,52 +65,6 @@ impl Daemon {
         std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
             .map(|d| d.count())
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- daemon log ---\n{}", self.log());
-        }
-    }
-}
-
-fn request(
-    addr: impl std::net::ToSocketAddrs,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect(addr) else {
-        return (0, String::new());
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let _ = write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: localhost\r\n{auth}Content-Length: 0\r\n\r\n"
-    );
-    let mut text = String::new();
-    let _ = s.read_to_string(&mut text);
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (code, body.to_string())
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

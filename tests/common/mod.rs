@@ -6,8 +6,13 @@
 
 #![allow(dead_code)]
 
+pub mod backup;
+pub mod daemon;
+pub mod git;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub const FIXTURE: &str = "berth-fixture:test";
 
@@ -20,6 +25,16 @@ pub struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
 }
 
 impl Project {
@@ -56,19 +71,11 @@ impl Project {
 
     /// Run berth with extra environment variables.
     pub fn berth_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
-        cmd.args(args)
-            .env("BERTH_STATE", self.state())
-            .env("BERTH_FILE", self.file());
+        let mut cmd = self.command(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let out = cmd.output().unwrap();
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = Run::from(cmd.output().unwrap());
         eprintln!(
             "$ berth {}\n{}{}(exit {})",
             args.join(" "),
@@ -77,6 +84,25 @@ impl Project {
             run.code
         );
         run
+    }
+
+    /// `berth ARGS` with the project's state and file, not started yet.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth"));
+        cmd.args(args)
+            .env("BERTH_STATE", self.state())
+            .env("BERTH_FILE", self.file());
+        cmd
+    }
+
+    /// `berth ARGS` started in the background (stdout and stderr piped), for a test
+    /// that acts while it runs: signals it, reads its output as it comes, races it.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     pub fn container(&self, service: &str) -> String {
@@ -221,6 +247,15 @@ pub fn free_port() -> u16 {
         if GIVEN.lock().unwrap().insert(port) {
             return port;
         }
+    }
+}
+
+/// Wait until `cond` holds (checked every 100 ms), or fail the test after `limit`.
+pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
