@@ -157,7 +157,7 @@ impl GitArgs {
             }
             (Some(url), None) => {
                 if crate::git::has_credentials(url)
-                    && std::env::args().any(|a| a.contains(url.as_str()))
+                    && std::env::args_os().any(|a| a.to_string_lossy().contains(url.as_str()))
                 {
                     tracing::warn!(
                         "the --git URL holds credentials, which every user of this host can read in `ps`; give it in BERTH_GIT or with --git-url-file"
@@ -1316,7 +1316,11 @@ async fn migrate_job(
                 job.image
             );
             let run = crate::migrate::job::run(&rt, d, m, job, &image.id, &job.upgrade).await?;
-            print!("{}", d.redactor().text(&run.output));
+            // The job's own output, as a terminal may show it: each line's control
+            // characters escaped (docs/design.md §12).
+            for line in d.redactor().text(&run.output).lines() {
+                println!("{}", crate::text::escaped(line));
+            }
             if !run.succeeded() {
                 eprintln!("berth: the migration job {}", run.ended());
                 return Ok(EXIT_RUNTIME);
