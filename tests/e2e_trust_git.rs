@@ -584,7 +584,7 @@ fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
 }
 
 #[test]
-fn deleting_what_can_be_deleted_of_a_held_lock_lets_no_second_apply_in() {
+fn deleting_every_lock_file_of_a_held_lock_lets_no_second_apply_in() {
     let p = Project::new("lock-deleted");
     // A gate of a few seconds: the first apply holds the lock that long.
     p.write(
@@ -609,9 +609,10 @@ health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
                 .is_ok_and(|t| t.contains(&format!("\"pid\":{}", first.id())))
         },
     );
-    // What an operator who thinks the lock is stale can do to it.
-    assert!(std::fs::remove_file(&lock).is_err(), "the lock was a file");
-    std::fs::remove_file(&note).unwrap();
+    // What an operator who thinks the lock is stale can do to it, at its most thorough:
+    // `rm -r locks/`. The lock is on the state store itself, so nothing of it is there.
+    std::fs::remove_dir_all(lock.parent().unwrap()).unwrap();
+    assert!(!lock.exists());
 
     let mut second = spawn();
     std::thread::sleep(Duration::from_millis(1500));
