@@ -82,7 +82,7 @@ impl FileArgs {
     }
 }
 
-/// `berth run --git`: follow a git repository instead of a file (README "GitOps").
+/// `berth run --git`: follow a git repository instead of a file (docs/gitops.md).
 #[derive(clap::Args, Debug, Clone)]
 pub struct GitArgs {
     /// The repository to deploy from: https://…, ssh://…, user@host:path, or a local

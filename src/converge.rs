@@ -679,7 +679,7 @@ fn finished(
 /// database) and the one reached. With `backup = true`, a backup is taken (and recorded)
 /// before anything is applied. Nothing pending: nothing runs, nothing is printed. A
 /// failed migration is a failed gate; each ran in its own transaction, so nothing of it
-/// stays applied (unless it is `-- no-transaction`; see README "Migrations").
+/// stays applied (unless it is `-- no-transaction`; see docs/migrations-and-backups.md).
 async fn migrations_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
