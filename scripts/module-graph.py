@@ -22,7 +22,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 LAYERS = [
     ["diag", "text", "redact", "shutdown", "report", "graph"],
     ["spec"],
-    ["hash"],
+    ["hash", "build_context"],
     ["runtime", "probe"],
     ["store", "lock"],
     ["observe", "plan", "images", "build_context", "preflight", "check", "gate"],

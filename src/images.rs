@@ -20,10 +20,10 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::observe::Observed;
-use crate::plan::{Action, Plan};
+use crate::plan::{Action, Plan, needs_build};
 use crate::report::Reporter;
 use crate::runtime::{ImageInfo, PullProgress, Runtime, RuntimeError};
-use crate::spec::{DesiredState, PullPolicy, Service};
+use crate::spec::{DesiredState, PullPolicy, registry_of};
 
 use std::collections::BTreeMap;
 
@@ -32,31 +32,6 @@ pub type Pins = BTreeMap<String, String>;
 
 /// Image reference → (image ID, has HEALTHCHECK), for every desired service.
 pub type Images = BTreeMap<String, (String, bool)>;
-
-/// The registry a reference is pulled from, as Docker reads a reference: the first
-/// component when it looks like a host (has a `.` or `:`, or is `localhost`), otherwise
-/// Docker Hub.
-pub fn registry_of(reference: &str) -> &str {
-    match reference.split_once('/') {
-        Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => host,
-        _ => "docker.io",
-    }
-}
-
-/// Does this service's image have to be (re)built? Only for a service with `build`: when
-/// its image is absent, or was built from a different context than the desired one (or
-/// carries no context hash at all: built before berth labelled its builds).
-pub fn needs_build(s: &Service, present: Option<&ImageInfo>) -> bool {
-    let Some(build) = &s.build else {
-        return false;
-    };
-    match (present, &build.context_hash) {
-        (None, _) => true,
-        (Some(info), Some(want)) => info.context_hash.as_deref() != Some(want.as_str()),
-        // No desired hash was computed: build only when absent, as before.
-        (Some(_), None) => false,
-    }
-}
 
 /// What a revert or `status` assumes of a pinned image: exactly what the generation ran.
 /// The pin *is* the build, so its context counts as current.
@@ -408,15 +383,6 @@ mod tests {
             &d.services["web"],
             observed.images["p-web:latest"].as_ref()
         ));
-    }
-
-    #[test]
-    fn registry_of_reads_references_like_docker() {
-        assert_eq!(registry_of("postgres:15"), "docker.io");
-        assert_eq!(registry_of("grafana/grafana:10.4.2"), "docker.io");
-        assert_eq!(registry_of("127.0.0.1:5000/fx:1"), "127.0.0.1:5000");
-        assert_eq!(registry_of("ghcr.io/org/app@sha256:abc"), "ghcr.io");
-        assert_eq!(registry_of("localhost/app"), "localhost");
     }
 
     #[test]

@@ -6,10 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::hash::config_hash;
-use crate::images::needs_build;
 use crate::observe::Observed;
-use crate::runtime::ContainerSummary;
-use crate::spec::{DesiredState, PullPolicy};
+use crate::runtime::{ContainerSummary, ImageInfo};
+use crate::spec::{DesiredState, PullPolicy, Service};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -207,6 +206,21 @@ impl fmt::Display for Plan {
             .filter_map(|w| counts.get(w).map(|n| format!("{n} to {w}")))
             .collect();
         writeln!(f, "{}.", summary.join(", "))
+    }
+}
+
+/// Does this service's image have to be (re)built? Only for a service with `build`: when
+/// its image is absent, or was built from a different context than the desired one (or
+/// carries no context hash at all: built before berth labelled its builds).
+pub fn needs_build(s: &Service, present: Option<&ImageInfo>) -> bool {
+    let Some(build) = &s.build else {
+        return false;
+    };
+    match (present, &build.context_hash) {
+        (None, _) => true,
+        (Some(info), Some(want)) => info.context_hash.as_deref() != Some(want.as_str()),
+        // No desired hash was computed: build only when absent, as before.
+        (Some(_), None) => false,
     }
 }
 

@@ -24,7 +24,7 @@ use super::{
     Networks, ProbeResult, PullProgress, Runtime, RuntimeError,
 };
 use crate::build_context::{LABEL_CONTEXT_HASH, context_entries};
-use crate::images::registry_of;
+use crate::spec::registry_of;
 use crate::spec::{
     Build, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe, Service,
     Volume,

@@ -339,7 +339,7 @@ impl Runtime for FakeRuntime {
         progress: &(dyn Fn(PullProgress) + Sync),
     ) -> Result<(), RuntimeError> {
         let mut s = self.call("create_image")?;
-        let registry = crate::images::registry_of(reference);
+        let registry = crate::spec::registry_of(reference);
         let unavailable = |why: &str| RuntimeError::ImageUnavailable {
             image: reference.into(),
             message: format!("pulling from registry {registry} failed: {why}"),

@@ -585,3 +585,27 @@ pub(crate) fn dependencies<'a>(
         })
         .collect()
 }
+
+/// The registry a reference is pulled from, as Docker reads a reference: the first
+/// component when it looks like a host (has a `.` or `:`, or is `localhost`), otherwise
+/// Docker Hub.
+pub fn registry_of(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((host, _)) if host.contains(['.', ':']) || host == "localhost" => host,
+        _ => "docker.io",
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::registry_of;
+
+    #[test]
+    fn registry_of_reads_references_like_docker() {
+        assert_eq!(registry_of("postgres:15"), "docker.io");
+        assert_eq!(registry_of("grafana/grafana:10.4.2"), "docker.io");
+        assert_eq!(registry_of("127.0.0.1:5000/fx:1"), "127.0.0.1:5000");
+        assert_eq!(registry_of("ghcr.io/org/app@sha256:abc"), "ghcr.io");
+        assert_eq!(registry_of("localhost/app"), "localhost");
+    }
+}
