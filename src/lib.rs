@@ -49,12 +49,14 @@
 //! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`] and the
 //!   local HTTP endpoint ([`daemon::http`]) that serves them, the status and a reconcile
 //!   request.
-//! - [`cli`]: the command line contract and exit codes.
+//! - [`cli`]: the command line contract and exit codes; [`cmd`]: one file per command,
+//!   and what they print.
 
 pub mod backup;
 pub mod build_context;
 pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod controller;
 pub mod converge;
 pub mod daemon;

@@ -1,0 +1,174 @@
+//! What the commands print that is not one command's own line: a converge's outcome, a
+//! project's status report, and the borderless tables.
+
+use crate::reconcile::ApplyOutcome;
+use crate::redact::Redactor;
+
+/// What a converging command (apply, rollback, down) ended with, for a person.
+pub(super) fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
+    match outcome {
+        ApplyOutcome::NoChanges => println!("No changes."),
+        ApplyOutcome::Converged {
+            generation,
+            resumed,
+        } => println!(
+            "Converged: generation {generation} of project {project:?} is healthy{}.",
+            if *resumed {
+                " (resumed after an interrupted converge)"
+            } else {
+                ""
+            }
+        ),
+        ApplyOutcome::Repaired {
+            generation,
+            services,
+        } => println!(
+            "Repaired: {} of project {project:?} back on generation {generation}, healthy.",
+            services.join(", ")
+        ),
+        ApplyOutcome::GateFailed { generation, reason } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            eprintln!(
+                "berth: auto_revert is off; project {project:?} is left as it is for inspection"
+            );
+        }
+        ApplyOutcome::RolledBack {
+            generation,
+            to,
+            reason,
+        } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            eprintln!(
+                "berth: rolled back: project {project:?} is running generation {to} again (healthy); generation {generation} will not be applied again until the desired state changes or --force is given"
+            );
+        }
+        ApplyOutcome::Degraded { generation, reason } => {
+            eprintln!(
+                "berth: generation {generation} failed: {}",
+                redactor.text(reason)
+            );
+            if reason.contains(crate::migrate::revert::SCHEMA_NOT_UNDONE) {
+                eprintln!(
+                    "berth: project {project:?} is degraded: its containers are back on the last good generation, its database schema is not"
+                );
+            } else {
+                eprintln!(
+                    "berth: project {project:?} is degraded; the failed containers are left for inspection"
+                );
+            }
+        }
+        ApplyOutcome::Poisoned { generation, reason } => {
+            eprintln!(
+                "berth: this desired state failed as generation {generation} and was rolled back: {}",
+                redactor.text(reason)
+            );
+            eprintln!("berth: not applying it again; change the desired state, or pass --force");
+        }
+        ApplyOutcome::WouldRemoveAll { services } => {
+            eprintln!(
+                "berth: this desired state would remove every running service of project {project:?} ({}); nothing was changed",
+                services.join(", ")
+            );
+            eprintln!(
+                "berth: to take the project down on purpose run `berth down`, or pass --allow-empty"
+            );
+        }
+        ApplyOutcome::Down { generation } => println!(
+            "Down: project {project:?} has no containers and no network now (volumes and data are kept); recorded as generation {generation}."
+        ),
+        ApplyOutcome::Interrupted { generation, signal } => {
+            eprintln!(
+                "berth: stopped by {}{}; the next converge resumes it",
+                crate::shutdown::signal_name(*signal),
+                generation
+                    .map(|g| format!(": generation {g} is interrupted"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+}
+
+/// One project's status report, as `berth status` prints it.
+pub(super) fn status_text(r: &crate::status::Report) -> String {
+    let mut out = format!(
+        "project {}: {} — generation {}{}{}\n",
+        r.project,
+        r.status,
+        r.generation
+            .map(|g| g.to_string())
+            .unwrap_or_else(|| "-".into()),
+        r.schema_revision
+            .clone()
+            .or_else(|| r.schema_version.map(|v| v.to_string()))
+            .map(|v| format!(", schema {v}"))
+            .unwrap_or_default(),
+        if r.repairs > 0 {
+            format!(" ({} drift repairs)", r.repairs)
+        } else {
+            String::new()
+        }
+    );
+    if let Some(g) = &r.git {
+        let short = |c: &str| c[..c.len().min(12)].to_string();
+        if !g.source.is_empty() {
+            out += &format!("  git: {}\n", g.source);
+        }
+        if let Some(c) = &g.deployed {
+            out += &format!(
+                "  deployed commit {} {}\n",
+                short(c),
+                g.deployed_subject.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some(c) = &g.newest
+            && g.newest != g.deployed
+        {
+            out += &format!(
+                "  newest commit   {} {}\n",
+                short(c),
+                g.newest_subject.as_deref().unwrap_or_default()
+            );
+        }
+        if let Some(p) = &g.problem {
+            out += &format!("  git fetch failing: {p}\n");
+        }
+    }
+    let rows = r.services.iter().map(|s| {
+        vec![
+            s.service.clone(),
+            s.state.clone(),
+            s.health.clone().unwrap_or_else(|| "-".into()),
+            s.generation
+                .map(|g| format!("gen {g}"))
+                .unwrap_or_else(|| "-".into()),
+        ]
+    });
+    for line in table(&[], rows).lines() {
+        out += &format!("  {line}\n");
+    }
+    out
+}
+
+/// Columns as wide as their widest cell, no borders, no wrapping; no header row when
+/// `header` is empty.
+pub(super) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+    let mut t = comfy_table::Table::new();
+    t.load_style(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
+    if !header.is_empty() {
+        t.set_header(header.to_vec());
+    }
+    for row in rows {
+        t.add_row(row);
+    }
+    // comfy-table pads every cell by one space on each side: keep the text flush left.
+    t.lines()
+        .map(|l| format!("{}\n", l.strip_prefix(' ').unwrap_or(&l).trim_end()))
+        .collect()
+}
