@@ -12,9 +12,9 @@
 //! the source. Each migration then runs in its own transaction (sqlx's default; a file
 //! starting with `-- no-transaction` opts out and cannot be rolled back by the database).
 //!
-//! [`step`] runs them as a node of a converge and undoes them in a revert. Not here yet:
-//! the backup taken before applying (and restored when a down migration is missing or
-//! fails).
+//! [`step`] runs them as a node of a converge, after the backup taken before applying;
+//! [`revert`] undoes them in a revert, or restores that backup when a down migration is
+//! missing or fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,6 +24,7 @@ use sqlx::migrate::{Migrate, MigrateError, Migration, Migrator};
 use sqlx::{Connection, PgConnection};
 
 pub mod job;
+pub mod revert;
 pub mod step;
 
 /// The table sqlx records applied migrations in.

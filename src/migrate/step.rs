@@ -1,5 +1,5 @@
-//! The migrations step of a converge (docs/design.md §5) and the schema half of a
-//! revert (semantic 6), on top of [`super::apply`] / [`super::undo_to`].
+//! The migrations step of a converge (docs/design.md §5), on top of [`super::apply`]
+//! and [`super::job`]; the schema half of a revert is [`super::revert`].
 //!
 //! berth runs on the host; the `[migrations]` URL names the database as the containers
 //! reach it (its service name, which resolves only on the project network). The step
@@ -7,8 +7,9 @@
 //! the health probes do), keeping the URL's port, user, password and database: no
 //! published port is needed.
 
+use crate::converge::{Execution, Failure, pins_of};
 use crate::runtime::{Runtime, RuntimeError};
-use crate::spec::{DesiredState, Migrations};
+use crate::spec::{DesiredState, MIGRATIONS_NODE, Migrations};
 
 /// Why the database could not be addressed.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +93,277 @@ pub fn plan_line(status: &super::Status, source_newest: i64) -> Option<String> {
     }
     let apply: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
     Some(format!("migrations: apply {}", apply.join(", ")))
+}
+
+/// Apply the pending migrations on the database container, recording the schema version
+/// found (before applying: a kill mid-way leaves a sign that the step reached the
+/// database) and the one reached. With `backup = true`, a backup is taken (and recorded)
+/// before anything is applied. Nothing pending: nothing runs, nothing is printed. A
+/// failed migration is a failed gate; each ran in its own transaction, so nothing of it
+/// stays applied (unless it is `-- no-transaction`; see docs/migrations-and-backups.md).
+pub async fn migrations_step<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    use crate::migrate::step::{AddressError, database_url, name};
+    if let Some(job) = &m.job {
+        return job_step(rt, desired, m, job, how).await;
+    }
+    let url = match database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
+        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+    };
+    // The database just passed its gate: not reaching it now is a verdict, not an engine
+    // that stopped answering.
+    let failed = |e: crate::migrate::Error| Failure::Gate(format!("migrations: {e}"));
+    let status = crate::migrate::status(&url, &m.source)
+        .await
+        .map_err(failed)?;
+    record_schema(how, status.version()).await?;
+    if status.pending.is_empty() {
+        return Ok(());
+    }
+    // Only a generation's own migrations are applied: a revert or rollback to an older
+    // generation finds the directory holding newer ones (its schema was put back by
+    // `undo_to` before this converge), and must not apply them again.
+    let same_source = crate::migrate::resolve(&m.source)
+        .map(|list| crate::migrate::source_hash(&list) == m.source_hash)
+        .unwrap_or(false);
+    if !same_source {
+        how.report.service(
+            MIGRATIONS_NODE,
+            &format!(
+                "{} has changed since this generation was resolved; not applying {}",
+                m.source.display(),
+                status
+                    .pending
+                    .iter()
+                    .map(|p| name(&p.file))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        );
+        return Ok(());
+    }
+    let names: Vec<String> = status.pending.iter().map(|p| name(&p.file)).collect();
+    backup_before(rt, desired, m, how, &names.join(", ")).await?;
+    how.report
+        .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
+    let applied = match crate::migrate::apply(&url, &m.source).await {
+        Ok(applied) => applied,
+        Err(e) => {
+            how.report.service(MIGRATIONS_NODE, "FAILED");
+            return Err(Failure::Gate(format!(
+                "migrations ({}) failed: {e}",
+                names.join(", ")
+            )));
+        }
+    };
+    let version = applied
+        .iter()
+        .map(|p| p.version)
+        .max()
+        .unwrap_or(0)
+        .max(status.version());
+    record_schema(how, version).await?;
+    how.report
+        .service(MIGRATIONS_NODE, &format!("applied; schema {version}"));
+    Ok(())
+}
+
+/// The backup a revert restores when a down migration is missing or fails: taken before
+/// anything is applied (with `backup = true`), and recorded on the generation with its
+/// SHA-256 (the revert restores only that file). Failing to take it is a failed gate,
+/// with nothing applied; what retention could not do afterwards is said and kept as an
+/// event, never a failure.
+async fn backup_before<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    how: &Execution<'_>,
+    what: &str,
+) -> Result<(), Failure> {
+    if !m.backup {
+        return Ok(());
+    }
+    let taken = match crate::backup::take(rt, how.store, &desired.project.name, m).await {
+        Ok(taken) => taken,
+        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
+            return Err(Failure::of(e));
+        }
+        Err(e) => {
+            how.report.service(MIGRATIONS_NODE, "backup FAILED");
+            return Err(Failure::Gate(format!(
+                "migrations: the backup before applying {what} failed (nothing applied): {e}"
+            )));
+        }
+    };
+    how.report.service(
+        MIGRATIONS_NODE,
+        &format!(
+            "backup {} ({})",
+            taken.path.display(),
+            crate::preflight::human(taken.bytes)
+        ),
+    );
+    for warning in &taken.warnings {
+        how.report.service(MIGRATIONS_NODE, warning);
+    }
+    if let Some(store) = how.store {
+        store
+            .set_backup(how.generation, &taken.path.to_string_lossy(), &taken.sha256)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+        for warning in &taken.warnings {
+            store
+                .add_event(how.generation, "retention", Some(MIGRATIONS_NODE), warning)
+                .await
+                .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+/// The event kind a migration job's run is recorded under, with its exit code and output.
+pub const JOB_EVENT: &str = "migration-job";
+
+/// The migrations step with a migration job (issue 10, item 6): the revision the database
+/// is at is recorded; unless this very job (same spec, same pinned image) already brought
+/// the database to that revision in an earlier generation, a backup is taken and the
+/// job's `upgrade` runs in a one-shot container to its end. Its exit code is the gate;
+/// its output is kept as an event of the generation; the revision it reached is recorded.
+async fn job_step<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &crate::spec::Migrations,
+    job: &crate::spec::MigrationJob,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    use crate::migrate::job;
+    use crate::migrate::step::{AddressError, database_url};
+    let url = match database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
+        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+    };
+    let failed = |e: job::RevisionError| Failure::Gate(format!("migrations: {e}"));
+    let found = job::revision(&url, &job.version_table)
+        .await
+        .map_err(failed)?;
+    record_revision(how, &found).await?;
+    let Some((image, _)) = how.images.get(&job.image) else {
+        return Err(Failure::Gate(format!(
+            "migrations: the job image {} has no pinned ID",
+            job.image
+        )));
+    };
+    if let Some(store) = how.store
+        && job_already_ran(store, desired, job, image, &found, how.generation)
+            .await
+            .map_err(|e| Failure::Gate(format!("reading the state store: {e}")))?
+    {
+        return Ok(());
+    }
+    let command = job.upgrade.join(" ");
+    backup_before(rt, desired, m, how, &format!("`{command}`")).await?;
+    how.report.service(
+        MIGRATIONS_NODE,
+        &format!("running `{command}` in {} (revision {found})", job.image),
+    );
+    let run = job::run(rt, desired, m, job, image, &job.upgrade)
+        .await
+        .map_err(Failure::of)?;
+    record_job(how, desired, &command, &run).await?;
+    if !run.succeeded() {
+        how.report.service(MIGRATIONS_NODE, "FAILED");
+        return Err(Failure::Gate(desired.redactor().text(&format!(
+            "migrations job `{command}` {}: {}",
+            run.ended(),
+            run.last_lines(3)
+        ))));
+    }
+    let reached = job::revision(&url, &job.version_table)
+        .await
+        .map_err(failed)?;
+    record_revision(how, &reached).await?;
+    how.report
+        .service(MIGRATIONS_NODE, &format!("done; revision {reached}"));
+    Ok(())
+}
+
+/// Whether an earlier generation ran this very job (same spec, same pinned image) to
+/// its end, and left the database at `revision`, where it still is: nothing is pending.
+async fn job_already_ran(
+    store: &crate::store::Store,
+    desired: &DesiredState,
+    job: &crate::spec::MigrationJob,
+    image: &str,
+    revision: &str,
+    current: i64,
+) -> Result<bool, crate::store::StoreError> {
+    let upgraded = crate::migrate::job::JobRun::event_head(0, &job.upgrade.join(" "));
+    for g in store.history(Some(&desired.project.name)).await? {
+        if g.id == current || g.schema_revision.as_deref() != Some(revision) {
+            continue;
+        }
+        let same_job = serde_json::from_str::<DesiredState>(&g.spec_json)
+            .ok()
+            .and_then(|d| d.migrations)
+            .and_then(|m| m.job)
+            .is_some_and(|j| &j == job);
+        if !same_job || pins_of(&g).get(&job.image).map(String::as_str) != Some(image) {
+            continue;
+        }
+        let ran = store
+            .events(g.id)
+            .await?
+            .iter()
+            .any(|e| e.kind == JOB_EVENT && e.message.starts_with(&upgraded));
+        if ran {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Keep a job's run on the generation: its command, exit code and output (redacted).
+async fn record_job(
+    how: &Execution<'_>,
+    desired: &DesiredState,
+    command: &str,
+    run: &crate::migrate::job::JobRun,
+) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        let text = desired.redactor().text(&run.event_text(command));
+        store
+            .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the job's output: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn record_revision(how: &Execution<'_>, revision: &str) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        store
+            .set_schema_revision(how.generation, revision)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the schema revision: {e}")))?;
+    }
+    Ok(())
+}
+
+async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure> {
+    if let Some(store) = how.store {
+        store
+            .set_schema_version(how.generation, version)
+            .await
+            .map_err(|e| Failure::Gate(format!("recording the schema version: {e}")))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

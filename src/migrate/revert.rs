@@ -1,0 +1,321 @@
+//! The schema half of a revert or a rollback (semantic 6): the migrations of the
+//! generation that failed are undone down to the schema version (or job revision) the
+//! generation it goes back to reached; when they cannot be, the backup taken before
+//! migrating is restored instead.
+
+use crate::converge::{ConvergeError, desired_of};
+use crate::report::Reporter;
+use crate::runtime::Runtime;
+use crate::store::{Generation, Store};
+
+/// What a reason says when the containers went back but the schema could not: the CLI
+/// tells a person so rather than "the failed containers are left".
+pub const SCHEMA_NOT_UNDONE: &str = "the schema could not be undone";
+
+/// The schema half of a revert or a rollback (semantic 6): undo the migrations of
+/// `current` down to the schema version `target` reached, with `current`'s source (it
+/// holds the down files of what it applied). Nothing to do when `current` has no
+/// migrations or its step never reached the database. `Ok(Some(note))`: a down migration
+/// was missing or failed and the backup `current` took before migrating was restored
+/// instead (only when `restore` is set: the auto-revert, whose target is the generation
+/// right before `current`). `Err(why)`: the schema is not where `target` had it, and
+/// `why` says which migration, which backup, and what to do.
+pub async fn undo_schema<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    current: &Generation,
+    target: &Generation,
+    restore: bool,
+    report: &Reporter,
+) -> Result<Result<Option<String>, String>, ConvergeError> {
+    let desired = desired_of(current)?;
+    if let Some(m) = &desired.migrations
+        && let Some(job) = &m.job
+    {
+        return undo_job_schema(
+            rt, store, &desired, m, job, current, target, restore, report,
+        )
+        .await;
+    }
+    let (Some(m), Some(_)) = (&desired.migrations, current.schema_version) else {
+        return Ok(Ok(None));
+    };
+    let Some(version) = target.schema_version else {
+        // Recorded before schema versions were (or it had no migrations): undoing to a
+        // guess could drop data; the schema stays as it is.
+        report.line(&format!(
+            "migrations: generation {} recorded no schema version; the schema is left as it is",
+            target.id
+        ));
+        return Ok(Ok(None));
+    };
+    let redact = |t: String| desired.redactor().text(&t);
+    let url = match crate::migrate::step::database_url(rt, &desired, m).await {
+        Ok(url) => url,
+        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+            return Err(ConvergeError::Runtime(e));
+        }
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "{SCHEMA_NOT_UNDONE} to version {version}: {e}"
+            ))));
+        }
+    };
+    match crate::migrate::undo_to(&url, &m.source, version, m.lock_timeout).await {
+        Ok(undone) if undone.is_empty() => Ok(Ok(None)),
+        Ok(undone) => {
+            let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
+            report.service(
+                crate::spec::MIGRATIONS_NODE,
+                &format!("undone {}; schema {version}", list.join(", ")),
+            );
+            Ok(Ok(None))
+        }
+        Err(e) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "could not be undone");
+            if !restore {
+                return Ok(Err(redact(restore_by_hand(
+                    current,
+                    &version.to_string(),
+                    &e,
+                ))));
+            }
+            restore_backup_instead(
+                rt,
+                store,
+                &desired,
+                current,
+                &version.to_string(),
+                &e,
+                report,
+            )
+            .await
+            .map(|r| r.map(Some).map_err(redact))
+        }
+    }
+}
+
+/// [`undo_schema`] with a migration job: when the database is not at the revision
+/// `target` recorded, the job's `downgrade` runs to it in a one-shot container of the
+/// image `current` pinned (it holds the revisions it applied); without a downgrade
+/// command, or when it fails, the backup `current` took is restored instead (as for a
+/// missing or failing down migration).
+#[allow(clippy::too_many_arguments)]
+async fn undo_job_schema<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &crate::spec::DesiredState,
+    m: &crate::spec::Migrations,
+    job: &crate::spec::MigrationJob,
+    current: &Generation,
+    target: &Generation,
+    restore: bool,
+    report: &Reporter,
+) -> Result<Result<Option<String>, String>, ConvergeError> {
+    use crate::migrate::job as mjob;
+    use crate::spec::MIGRATIONS_NODE;
+    if current.schema_revision.is_none() {
+        // Its step never reached the database.
+        return Ok(Ok(None));
+    }
+    let redact = |t: String| desired.redactor().text(&t);
+    let Some(revision) = target.schema_revision.clone() else {
+        report.line(&format!(
+            "migrations: generation {} recorded no schema revision; the schema is left as it is",
+            target.id
+        ));
+        return Ok(Ok(None));
+    };
+    let url = match crate::migrate::step::database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+            return Err(ConvergeError::Runtime(e));
+        }
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
+            ))));
+        }
+    };
+    let now = match mjob::revision(&url, &job.version_table).await {
+        Ok(now) => now,
+        Err(e) => {
+            return Ok(Err(redact(format!(
+                "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
+            ))));
+        }
+    };
+    if now == revision {
+        return Ok(Ok(None));
+    }
+    let image = crate::converge::pins_of(current).get(&job.image).cloned();
+    let error: String = match (mjob::downgrade_command(job, &revision), image) {
+        (None, _) => format!("the migration job has no downgrade command (revision {now})"),
+        (Some(_), None) => format!(
+            "generation {} has no pinned ID for the job image {}",
+            current.id, job.image
+        ),
+        (Some(cmd), Some(image)) => {
+            let command = cmd.join(" ");
+            report.service(MIGRATIONS_NODE, &format!("running `{command}` ({now})"));
+            // Waits at most lock_timeout for a lock (libpq reads PGOPTIONS), as the
+            // down migrations of a directory do.
+            let mut job = job.clone();
+            let option = format!("-c lock_timeout={}", m.lock_timeout.as_millis().max(1));
+            let options = match job.environment.get("PGOPTIONS") {
+                Some(given) => format!("{given} {option}"),
+                None => option,
+            };
+            job.environment.insert("PGOPTIONS".into(), options);
+            match mjob::run(rt, desired, m, &job, &image, &cmd).await {
+                Err(e) if e.is_unreachable() => return Err(ConvergeError::Runtime(e)),
+                Err(e) => e.to_string(),
+                Ok(run) => {
+                    let after = mjob::revision(&url, &job.version_table).await;
+                    let text = run.event_text(&command);
+                    store
+                        .add_event(
+                            current.id,
+                            super::step::JOB_EVENT,
+                            Some(MIGRATIONS_NODE),
+                            &redact(text),
+                        )
+                        .await?;
+                    match after {
+                        Ok(after) if run.succeeded() && after == revision => {
+                            report.service(
+                                MIGRATIONS_NODE,
+                                &format!("downgraded; revision {revision}"),
+                            );
+                            return Ok(Ok(None));
+                        }
+                        Ok(after) => format!(
+                            "`{command}` {} and left revision {after}: {}",
+                            run.ended(),
+                            run.last_lines(3)
+                        ),
+                        Err(e) => format!("`{command}` {}: {e}", run.ended()),
+                    }
+                }
+            }
+        }
+    };
+    report.service(MIGRATIONS_NODE, "could not be undone");
+    if !restore {
+        return Ok(Err(redact(restore_by_hand(current, &revision, &error))));
+    }
+    restore_backup_instead(rt, store, desired, current, &revision, &error, report)
+        .await
+        .map(|r| r.map(Some).map_err(redact))
+}
+
+/// What a person must do when the schema could not be undone and no backup was restored.
+fn restore_by_hand(
+    current: &Generation,
+    target_version: &str,
+    error: &dyn std::fmt::Display,
+) -> String {
+    match &current.backup {
+        Some(b) => format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restore the database backup generation {} took before migrating (berth restore {b})",
+            current.id
+        ),
+        None => format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; generation {} took no backup before migrating (backup = false): restore one by hand (berth restore FILE)",
+            current.id
+        ),
+    }
+}
+
+/// Issue 10, items 4 and 5: a down migration is missing or failed, so the database cannot
+/// put the schema back by itself; restore the backup `current` took before migrating
+/// (the revert holds the project's lock). The restore stops the database's dependents
+/// (the failed generation's containers), swaps the restored database in (the one it
+/// replaces is kept), and starts them again; the revert's converge then replaces them.
+/// `Ok(note)`: restored, `note` says from what. `Err(why)`: no backup, or the restore
+/// failed: the generation ends degraded, `why` naming the migration and the backup.
+///
+/// A backup file is data, never code (docs/design.md §12): only the file berth wrote is
+/// restored, by the SHA-256 it recorded then. A file that changed since, or one an older
+/// berth recorded without a hash, is not restored by the revert: the generation ends
+/// degraded, naming it, and a person decides (`berth restore FILE`).
+async fn restore_backup_instead<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &crate::spec::DesiredState,
+    current: &Generation,
+    target_version: &str,
+    error: &dyn std::fmt::Display,
+    report: &Reporter,
+) -> Result<Result<String, String>, ConvergeError> {
+    let Some(backup) = &current.backup else {
+        return Ok(Err(restore_by_hand(current, target_version, error)));
+    };
+    let Some(sha256) = &current.backup_sha256 else {
+        report.service(
+            crate::spec::MIGRATIONS_NODE,
+            &format!("not restoring {backup}: berth recorded no hash of it"),
+        );
+        return Ok(Err(format!(
+            "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; berth recorded no SHA-256 of the backup {backup} (an older berth took it), so the revert does not restore it by itself: check it, then restore it by hand (berth restore {backup})"
+        )));
+    };
+    report.service(
+        crate::spec::MIGRATIONS_NODE,
+        &format!("restoring the backup {backup} ({error})"),
+    );
+    let say = |t: &str| report.service(crate::spec::MIGRATIONS_NODE, t);
+    let trust = crate::backup::Trust::Recorded(sha256);
+    match crate::backup::restore(rt, desired, std::path::Path::new(backup), trust, &say).await {
+        // The data is back; a dependent that does not run again (the failed generation's
+        // own, which may crash) is replaced by the revert's converge anyway.
+        Ok(_) | Err(crate::backup::Error::NotRestarted { .. }) => {
+            report.service(
+                crate::spec::MIGRATIONS_NODE,
+                &format!("restored from {backup}; schema {target_version}"),
+            );
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("restored {backup} ({error})"),
+                )
+                .await?;
+            Ok(Ok(format!(
+                "the schema was restored from {backup} ({error})"
+            )))
+        }
+        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
+            Err(ConvergeError::Runtime(e))
+        }
+        Err(changed @ crate::backup::Error::Changed { .. }) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "restore REFUSED");
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("not restoring {backup}: {changed}"),
+                )
+                .await?;
+            Ok(Err(format!(
+                "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; {changed}; restore one you trust by hand (berth restore FILE)"
+            )))
+        }
+        Err(restore_error) => {
+            report.service(crate::spec::MIGRATIONS_NODE, "restore FAILED");
+            store
+                .add_event(
+                    current.id,
+                    "restore",
+                    Some(crate::spec::MIGRATIONS_NODE),
+                    &format!("restoring {backup} FAILED: {restore_error}"),
+                )
+                .await?;
+            Ok(Err(format!(
+                "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restoring the backup {backup} failed too: {restore_error}; restore it by hand (berth restore {backup})"
+            )))
+        }
+    }
+}
