@@ -15,8 +15,12 @@ use super::timing::RolloutOrigins;
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::spec::interpolate::interpolate;
 use crate::spec::{
-    DesiredState, HostPort, MIGRATIONS_NODE, Project, Rollout, dependencies, duration,
+    DesiredState, HostPort, MIGRATIONS_NODE, Migrations, Project, Rollout, Service, dependencies,
+    duration,
 };
+
+/// A service as written: its file, its key and its table.
+pub(super) type Named<'s> = (&'s Source, &'s S, &'s Spanned<RawService>);
 
 pub(super) struct Resolver<'a> {
     pub(super) env: &'a HashMap<String, String>,
@@ -97,6 +101,9 @@ impl Resolver<'_> {
             .push(Diagnostic::at(&src.path, &src.text, span, msg));
     }
 
+    /// The desired state of `sources`, or None when a diagnostic makes it unusable. The
+    /// project block first, then the rollout defaults, the services with their
+    /// dependencies, the migrations block, and the checks that span the whole project.
     pub(super) fn resolve(
         &mut self,
         sources: &[Source],
@@ -104,7 +111,60 @@ impl Resolver<'_> {
         exclude: &[String],
         source_hash: String,
     ) -> Option<DesiredState> {
-        // The project block: exactly one across all files.
+        let (psrc, praw) = self.project_block(sources)?;
+        let (name, network, profiles) = self.project(psrc, praw, extra_profiles);
+        let (rollout, origins) = self.rollout(sources);
+        let (seen, all) = self.services_by_name(sources, exclude);
+        let enabled = |svc: &RawService| {
+            svc.profiles.is_empty() || svc.profiles.iter().any(|p| profiles.contains(p.get_ref()))
+        };
+        let active_names: BTreeSet<&str> = all
+            .iter()
+            .filter(|(_, k, s)| enabled(s.get_ref()) && !exclude.contains(k.get_ref()))
+            .map(|(_, k, _)| k.get_ref().as_str())
+            .collect();
+
+        // `depends_on = ["migrations"]` names the [migrations] block, when there is one.
+        let has_migrations = sources.iter().any(|s| s.raw.migrations.is_some());
+        let mut services = BTreeMap::new();
+        for named in &all {
+            self.check_service_name(named, has_migrations);
+            self.check_depends_on(named, &seen, &active_names, exclude, has_migrations);
+            let (src, key, svc) = named;
+            if !active_names.contains(key.get_ref().as_str()) {
+                continue;
+            }
+            if let Some(s) = self.service(src, key, svc, &name, &network) {
+                services.insert(s.name.clone(), s);
+            }
+        }
+
+        let migrations = self.migrations(sources, &seen, &active_names);
+        self.check_migrations_database(migrations.as_ref(), &all);
+        self.check_cycles(&services, migrations.as_ref(), &all);
+        let host_port_list = self.check_unique_ports_and_names(&all, &services);
+        self.check_gate_timing(&rollout, &origins, &all, &services);
+
+        let mut preflight = self.preflight(sources).unwrap_or_default();
+        preflight.host_ports = host_port_list;
+        preflight.base_dir = psrc.dir.clone();
+
+        Some(DesiredState {
+            project: Project { name, network },
+            rollout,
+            services,
+            source_hash,
+            files: sources.iter().map(|s| s.path.clone()).collect(),
+            secret_values: self.secret_values.iter().cloned().collect(),
+            env_file_keys: std::mem::take(&mut self.env_file_keys),
+            preflight,
+            origin: None,
+            migrations,
+        })
+    }
+
+    /// The project block: exactly one across all files.
+    fn project_block<'s>(&mut self, sources: &'s [Source]) -> Option<(&'s Source, &'s RawProject)> {
         let mut project: Option<(&Source, &Spanned<RawProject>)> = None;
         for src in sources {
             if let Some(p) = &src.raw.project {
@@ -125,7 +185,17 @@ impl Resolver<'_> {
             );
             return None;
         };
-        let praw = praw.get_ref();
+        Some((psrc, praw.get_ref()))
+    }
+
+    /// The project's env file (read first: the rest interpolates from it), name, network
+    /// and enabled profiles.
+    fn project(
+        &mut self,
+        psrc: &Source,
+        praw: &RawProject,
+        extra_profiles: &[String],
+    ) -> (String, String, BTreeSet<String>) {
         if let Some(env_file) = &praw.env_file {
             let path = self.locate_raw(psrc, env_file.get_ref());
             if let Some(vars) = self.read_env_file(psrc, env_file, &path, false) {
@@ -154,7 +224,12 @@ impl Resolver<'_> {
         for p in &praw.profiles {
             profiles.insert(p.get_ref().clone());
         }
+        (name, network, profiles)
+    }
 
+    /// The `[rollout]` defaults, each with the place it was written (for the gate-timing
+    /// checks that name it).
+    fn rollout<'s>(&mut self, sources: &'s [Source]) -> (Rollout, RolloutOrigins<'s>) {
         let mut rollout = Rollout::default();
         let mut origins = RolloutOrigins::default();
         for src in sources {
@@ -194,7 +269,16 @@ impl Resolver<'_> {
             }
         }
 
-        // Services, unique across files.
+        (rollout, origins)
+    }
+
+    /// Every service by its name, unique across files (a second definition is an error at
+    /// its key), and `--exclude` names checked against them.
+    fn services_by_name<'s>(
+        &mut self,
+        sources: &'s [Source],
+        exclude: &[String],
+    ) -> (BTreeMap<String, PathBuf>, Vec<Named<'s>>) {
         let mut seen: BTreeMap<String, PathBuf> = BTreeMap::new();
         let mut all: Vec<(&Source, &S, &Spanned<RawService>)> = Vec::new();
         for src in sources {
@@ -221,83 +305,80 @@ impl Resolver<'_> {
                 ));
             }
         }
-        let enabled = |svc: &RawService| {
-            svc.profiles.is_empty() || svc.profiles.iter().any(|p| profiles.contains(p.get_ref()))
-        };
-        let active_names: BTreeSet<&str> = all
-            .iter()
-            .filter(|(_, k, s)| enabled(s.get_ref()) && !exclude.contains(k.get_ref()))
-            .map(|(_, k, _)| k.get_ref().as_str())
-            .collect();
-        let active = |name: &String| active_names.contains(name.as_str());
+        (seen, all)
+    }
 
-        // `depends_on = ["migrations"]` names the [migrations] block, when there is one.
-        let has_migrations = sources.iter().any(|s| s.raw.migrations.is_some());
-        let mut services = BTreeMap::new();
-        for (src, key, svc) in &all {
-            if has_migrations && key.get_ref() == MIGRATIONS_NODE {
-                self.err(
-                    src,
-                    key.span(),
-                    format!("service name {MIGRATIONS_NODE:?} is taken by the [migrations] block: `depends_on = [\"{MIGRATIONS_NODE}\"]` means the migrations"),
-                );
-            }
-            if !valid_name(key.get_ref()) {
-                self.err(
-                    src,
-                    key.span(),
-                    format!("bad service name {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit (at most 63)", key.get_ref()),
-                );
-            }
-            for dep in &svc.get_ref().depends_on {
-                let d = dep.get_ref().as_str();
-                if d == MIGRATIONS_NODE && has_migrations {
-                    continue;
-                }
-                if d == MIGRATIONS_NODE && !seen.contains_key(d) {
-                    self.err(
-                        src,
-                        dep.span(),
-                        format!(
-                            "service {:?} depends on \"{MIGRATIONS_NODE}\", but there is no [migrations] block",
-                            key.get_ref()
-                        ),
-                    );
-                } else if !seen.contains_key(d) {
-                    self.err(
-                        src,
-                        dep.span(),
-                        format!(
-                            "service {:?} depends on {d:?}, which is not defined",
-                            key.get_ref()
-                        ),
-                    );
-                } else if active(key.get_ref()) && !active_names.contains(d) {
-                    let why = if exclude.iter().any(|e| e == d) {
-                        "which --exclude leaves out"
-                    } else {
-                        "whose profiles are not enabled"
-                    };
-                    self.err(
-                        src,
-                        dep.span(),
-                        format!("service {:?} depends on {d:?}, {why}", key.get_ref()),
-                    );
-                } else if d == key.get_ref() {
-                    self.err(src, dep.span(), format!("service {d:?} depends on itself"));
-                }
-            }
-            if !active(key.get_ref()) {
+    fn check_service_name(&mut self, (src, key, _): &Named<'_>, has_migrations: bool) {
+        if has_migrations && key.get_ref() == MIGRATIONS_NODE {
+            self.err(
+                src,
+                key.span(),
+                format!("service name {MIGRATIONS_NODE:?} is taken by the [migrations] block: `depends_on = [\"{MIGRATIONS_NODE}\"]` means the migrations"),
+            );
+        }
+        if !valid_name(key.get_ref()) {
+            self.err(
+                src,
+                key.span(),
+                format!("bad service name {:?}: use letters, digits, '_', '.', '-', starting with a letter or digit (at most 63)", key.get_ref()),
+            );
+        }
+    }
+
+    /// Each `depends_on` entry names a defined, enabled service (or the migrations block)
+    /// other than the service itself.
+    fn check_depends_on(
+        &mut self,
+        (src, key, svc): &Named<'_>,
+        seen: &BTreeMap<String, PathBuf>,
+        active_names: &BTreeSet<&str>,
+        exclude: &[String],
+        has_migrations: bool,
+    ) {
+        let active = active_names.contains(key.get_ref().as_str());
+        for dep in &svc.get_ref().depends_on {
+            let d = dep.get_ref().as_str();
+            if d == MIGRATIONS_NODE && has_migrations {
                 continue;
             }
-            if let Some(s) = self.service(src, key, svc, &name, &network) {
-                services.insert(s.name.clone(), s);
+            if d == MIGRATIONS_NODE && !seen.contains_key(d) {
+                self.err(
+                    src,
+                    dep.span(),
+                    format!(
+                        "service {:?} depends on \"{MIGRATIONS_NODE}\", but there is no [migrations] block",
+                        key.get_ref()
+                    ),
+                );
+            } else if !seen.contains_key(d) {
+                self.err(
+                    src,
+                    dep.span(),
+                    format!(
+                        "service {:?} depends on {d:?}, which is not defined",
+                        key.get_ref()
+                    ),
+                );
+            } else if active && !active_names.contains(d) {
+                let why = if exclude.iter().any(|e| e == d) {
+                    "which --exclude leaves out"
+                } else {
+                    "whose profiles are not enabled"
+                };
+                self.err(
+                    src,
+                    dep.span(),
+                    format!("service {:?} depends on {d:?}, {why}", key.get_ref()),
+                );
+            } else if d == key.get_ref() {
+                self.err(src, dep.span(), format!("service {d:?} depends on itself"));
             }
         }
+    }
 
-        let migrations = self.migrations(sources, &seen, &active_names);
-        // The database cannot wait for the migrations that wait for it.
-        if let Some(m) = &migrations
+    /// The database cannot wait for the migrations that wait for it.
+    fn check_migrations_database(&mut self, migrations: Option<&Migrations>, all: &[Named<'_>]) {
+        if let Some(m) = migrations
             && let Some((src, _, svc)) = all.iter().find(|(_, k, _)| *k.get_ref() == m.service)
             && let Some(dep) = svc
                 .get_ref()
@@ -311,12 +392,19 @@ impl Resolver<'_> {
             );
             self.err(src, dep.span(), msg);
         }
+    }
 
-        // Cycles, named as a path and located at the first edge of the cycle.
+    /// Cycles, named as a path and located at the first edge of the cycle.
+    fn check_cycles(
+        &mut self,
+        services: &BTreeMap<String, Service>,
+        migrations: Option<&Migrations>,
+        all: &[Named<'_>],
+    ) {
         if let Err(cycle) = crate::graph::levels(
             services
                 .values()
-                .map(|s| (s.name.as_str(), dependencies(s, migrations.as_ref()))),
+                .map(|s| (s.name.as_str(), dependencies(s, migrations))),
         ) && cycle.len() > 2
         {
             // (A self-dependency, cycle.len() == 2, is reported on its own above.)
@@ -330,7 +418,7 @@ impl Resolver<'_> {
                     .find(|d| {
                         d.get_ref() == to
                             || (d.get_ref() == MIGRATIONS_NODE
-                                && migrations.as_ref().is_some_and(|m| &m.service == to))
+                                && migrations.is_some_and(|m| &m.service == to))
                     })
                     .map(|d| d.span())
                     .unwrap_or(svc.span());
@@ -341,12 +429,19 @@ impl Resolver<'_> {
                 );
             }
         }
+    }
 
-        // Host ports and container names must be unique across the project.
+    /// Host ports and container names must be unique across the project; the published
+    /// ports, for the pre-flight.
+    fn check_unique_ports_and_names(
+        &mut self,
+        all: &[Named<'_>],
+        services: &BTreeMap<String, Service>,
+    ) -> Vec<HostPort> {
         let mut host_ports: BTreeMap<(String, u16, String), String> = BTreeMap::new();
         let mut host_port_list = Vec::new();
         let mut names: BTreeMap<String, String> = BTreeMap::new();
-        for (src, key, svc) in &all {
+        for (src, key, svc) in all {
             let Some(s) = services.get(key.get_ref()) else {
                 continue;
             };
@@ -390,25 +485,7 @@ impl Resolver<'_> {
                 names.insert(s.container_name.clone(), s.name.clone());
             }
         }
-
-        self.check_gate_timing(&rollout, &origins, &all, &services);
-
-        let mut preflight = self.preflight(sources).unwrap_or_default();
-        preflight.host_ports = host_port_list;
-        preflight.base_dir = psrc.dir.clone();
-
-        Some(DesiredState {
-            project: Project { name, network },
-            rollout,
-            services,
-            source_hash,
-            files: sources.iter().map(|s| s.path.clone()).collect(),
-            secret_values: self.secret_values.iter().cloned().collect(),
-            env_file_keys: std::mem::take(&mut self.env_file_keys),
-            preflight,
-            origin: None,
-            migrations,
-        })
+        host_port_list
     }
 
     /// A value that must never be printed (a probe's password).
