@@ -47,15 +47,18 @@ pub async fn run(command: Command, state_path: &Path) -> anyhow::Result<i32> {
             }
         }
     };
-    if let Some(job) = &m.job {
-        return migrate_job(command, &d, m, job, &url, state_path).await;
-    }
+    let source = match migrate::Runner::of(m) {
+        migrate::Runner::Directory { source, .. } => source,
+        migrate::Runner::Job(job) => {
+            return migrate_job(command, &d, m, job, &url, state_path).await;
+        }
+    };
     match command {
         Command::Status(_) => {
-            let status = migrate::status(&url, &m.source).await?;
+            let status = migrate::status(&url, source).await?;
             println!(
                 "migrations in {} (database service {:?})",
-                m.source.display(),
+                source.display(),
                 m.service
             );
             for a in &status.applied {
@@ -79,7 +82,7 @@ pub async fn run(command: Command, state_path: &Path) -> anyhow::Result<i32> {
             print_generations_schema(state_path, &d.project.name, "schema").await?;
             Ok(EXIT_OK)
         }
-        Command::Apply(_) => match migrate::apply(&url, &m.source).await {
+        Command::Apply(_) => match migrate::apply(&url, source).await {
             Ok(applied) if applied.is_empty() => {
                 println!("No pending migrations.");
                 Ok(EXIT_OK)

@@ -62,28 +62,31 @@ async fn plan_migrations(
         Ok(url) => url,
         Err(e) => return cannot(e.to_string()),
     };
-    if let Some(job) = &m.job {
-        let revision = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            crate::migrate::job::revision(&url, &job.version_table),
-        )
-        .await;
-        return match revision {
-            Ok(Ok(rev)) => Some(format!(
-                "migrations: job `{}` in {} when its image has not run to revision {rev} before (database at revision {rev})",
-                job.upgrade.join(" "),
-                job.image
-            )),
-            Ok(Err(e)) => cannot(e.to_string()),
-            Err(_) => cannot("the database did not answer within 10 s".into()),
-        };
-    }
-    let newest = crate::migrate::resolve(&m.source)
+    let source = match crate::migrate::Runner::of(m) {
+        crate::migrate::Runner::Directory { source, .. } => source,
+        crate::migrate::Runner::Job(job) => {
+            let revision = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                crate::migrate::job::revision(&url, &job.version_table),
+            )
+            .await;
+            return match revision {
+                Ok(Ok(rev)) => Some(format!(
+                    "migrations: job `{}` in {} when its image has not run to revision {rev} before (database at revision {rev})",
+                    job.upgrade.join(" "),
+                    job.image
+                )),
+                Ok(Err(e)) => cannot(e.to_string()),
+                Err(_) => cannot("the database did not answer within 10 s".into()),
+            };
+        }
+    };
+    let newest = crate::migrate::resolve(source)
         .map(|l| l.iter().map(|(m, _)| m.version).max().unwrap_or(0))
         .unwrap_or(0);
     let status = tokio::time::timeout(
         std::time::Duration::from_secs(10),
-        crate::migrate::status(&url, &m.source),
+        crate::migrate::status(&url, source),
     )
     .await;
     match status {

@@ -517,7 +517,10 @@ impl Repo {
             }
         }
         if let Some(m) = &mut d.migrations
-            && m.job.is_none()
+            && matches!(
+                crate::migrate::Runner::of(m),
+                crate::migrate::Runner::Directory { .. }
+            )
         {
             paths.push(&mut m.source);
         }

@@ -23,9 +23,42 @@ use std::time::Duration;
 use sqlx::migrate::{Migrate, MigrateError, Migration, Migrator};
 use sqlx::{Connection, PgConnection};
 
+use crate::spec::{MigrationJob, Migrations};
+
 pub mod job;
 pub mod revert;
 pub mod step;
+
+/// How a `[migrations]` block's migrations run, decided once here from the block; each
+/// operation (the step's apply, the revert's undo, `berth migrate` and `berth plan`'s
+/// status) matches on it. The directory runner is this module's [`status`], [`apply`]
+/// and [`undo_to`]; the job runner is [`job`]. A new runner is one variant, its own file
+/// and one arm per operation.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Runner<'a> {
+    /// `source`: a directory of sqlx migrations that berth applies and undoes itself.
+    /// `source_hash` is what the directory hashed to when the generation was resolved.
+    Directory {
+        source: &'a Path,
+        source_hash: &'a str,
+    },
+    /// `[migrations.job]`: migrations in their own image, run in a one-shot container.
+    Job(&'a MigrationJob),
+}
+
+impl<'a> Runner<'a> {
+    /// The runner a `[migrations]` block names: its job when it has one, else its source
+    /// directory (the loader accepts exactly one of the two).
+    pub fn of(m: &'a Migrations) -> Runner<'a> {
+        match &m.job {
+            Some(job) => Runner::Job(job),
+            None => Runner::Directory {
+                source: &m.source,
+                source_hash: &m.source_hash,
+            },
+        }
+    }
+}
 
 /// The table sqlx records applied migrations in.
 pub const TABLE: &str = "_sqlx_migrations";

@@ -3,9 +3,13 @@
 //! generation it goes back to reached; when they cannot be, the backup taken before
 //! migrating is restored instead.
 
+use std::path::Path;
+
+use super::Runner;
 use crate::converge::{ConvergeError, desired_of};
 use crate::report::Reporter;
 use crate::runtime::Runtime;
+use crate::spec::{DesiredState, MIGRATIONS_NODE, MigrationJob, Migrations};
 use crate::store::{Generation, Store};
 
 /// What a reason says when the containers went back but the schema could not: the CLI
@@ -29,17 +33,43 @@ pub async fn undo_schema<R: Runtime>(
     report: &Reporter,
 ) -> Result<Result<Option<String>, String>, ConvergeError> {
     let desired = desired_of(current)?;
-    if let Some(m) = &desired.migrations
-        && let Some(job) = &m.job
-    {
-        return undo_job_schema(
-            rt, store, &desired, m, job, current, target, restore, report,
-        )
-        .await;
-    }
-    let (Some(m), Some(_)) = (&desired.migrations, current.schema_version) else {
+    let Some(m) = &desired.migrations else {
         return Ok(Ok(None));
     };
+    match Runner::of(m) {
+        Runner::Directory { source, .. } => {
+            undo_directory_schema(
+                rt, store, &desired, m, source, current, target, restore, report,
+            )
+            .await
+        }
+        Runner::Job(job) => {
+            undo_job_schema(
+                rt, store, &desired, m, job, current, target, restore, report,
+            )
+            .await
+        }
+    }
+}
+
+/// [`undo_schema`] with a directory of sqlx migrations: its down migrations run, newest
+/// first, down to the version `target` recorded.
+#[allow(clippy::too_many_arguments)]
+async fn undo_directory_schema<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    desired: &DesiredState,
+    m: &Migrations,
+    source: &Path,
+    current: &Generation,
+    target: &Generation,
+    restore: bool,
+    report: &Reporter,
+) -> Result<Result<Option<String>, String>, ConvergeError> {
+    if current.schema_version.is_none() {
+        // Its step never reached the database.
+        return Ok(Ok(None));
+    }
     let Some(version) = target.schema_version else {
         // Recorded before schema versions were (or it had no migrations): undoing to a
         // guess could drop data; the schema stays as it is.
@@ -50,9 +80,9 @@ pub async fn undo_schema<R: Runtime>(
         return Ok(Ok(None));
     };
     let redact = |t: String| desired.redactor().text(&t);
-    let url = match crate::migrate::step::database_url(rt, &desired, m).await {
+    let url = match super::step::database_url(rt, desired, m).await {
         Ok(url) => url,
-        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+        Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
             return Err(ConvergeError::Runtime(e));
         }
         Err(e) => {
@@ -61,18 +91,18 @@ pub async fn undo_schema<R: Runtime>(
             ))));
         }
     };
-    match crate::migrate::undo_to(&url, &m.source, version, m.lock_timeout).await {
+    match super::undo_to(&url, source, version, m.lock_timeout).await {
         Ok(undone) if undone.is_empty() => Ok(Ok(None)),
         Ok(undone) => {
             let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
             report.service(
-                crate::spec::MIGRATIONS_NODE,
+                MIGRATIONS_NODE,
                 &format!("undone {}; schema {version}", list.join(", ")),
             );
             Ok(Ok(None))
         }
         Err(e) => {
-            report.service(crate::spec::MIGRATIONS_NODE, "could not be undone");
+            report.service(MIGRATIONS_NODE, "could not be undone");
             if !restore {
                 return Ok(Err(redact(restore_by_hand(
                     current,
@@ -83,7 +113,7 @@ pub async fn undo_schema<R: Runtime>(
             restore_backup_instead(
                 rt,
                 store,
-                &desired,
+                desired,
                 current,
                 &version.to_string(),
                 &e,
@@ -104,16 +134,15 @@ pub async fn undo_schema<R: Runtime>(
 async fn undo_job_schema<R: Runtime>(
     rt: &R,
     store: &Store,
-    desired: &crate::spec::DesiredState,
-    m: &crate::spec::Migrations,
-    job: &crate::spec::MigrationJob,
+    desired: &DesiredState,
+    m: &Migrations,
+    job: &MigrationJob,
     current: &Generation,
     target: &Generation,
     restore: bool,
     report: &Reporter,
 ) -> Result<Result<Option<String>, String>, ConvergeError> {
-    use crate::migrate::job as mjob;
-    use crate::spec::MIGRATIONS_NODE;
+    use super::job as mjob;
     if current.schema_revision.is_none() {
         // Its step never reached the database.
         return Ok(Ok(None));
@@ -126,9 +155,9 @@ async fn undo_job_schema<R: Runtime>(
         ));
         return Ok(Ok(None));
     };
-    let url = match crate::migrate::step::database_url(rt, desired, m).await {
+    let url = match super::step::database_url(rt, desired, m).await {
         Ok(url) => url,
-        Err(crate::migrate::step::AddressError::Runtime(e)) if e.is_unreachable() => {
+        Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
             return Err(ConvergeError::Runtime(e));
         }
         Err(e) => {
@@ -242,7 +271,7 @@ fn restore_by_hand(
 async fn restore_backup_instead<R: Runtime>(
     rt: &R,
     store: &Store,
-    desired: &crate::spec::DesiredState,
+    desired: &DesiredState,
     current: &Generation,
     target_version: &str,
     error: &dyn std::fmt::Display,
@@ -253,7 +282,7 @@ async fn restore_backup_instead<R: Runtime>(
     };
     let Some(sha256) = &current.backup_sha256 else {
         report.service(
-            crate::spec::MIGRATIONS_NODE,
+            MIGRATIONS_NODE,
             &format!("not restoring {backup}: berth recorded no hash of it"),
         );
         return Ok(Err(format!(
@@ -261,24 +290,24 @@ async fn restore_backup_instead<R: Runtime>(
         )));
     };
     report.service(
-        crate::spec::MIGRATIONS_NODE,
+        MIGRATIONS_NODE,
         &format!("restoring the backup {backup} ({error})"),
     );
-    let say = |t: &str| report.service(crate::spec::MIGRATIONS_NODE, t);
+    let say = |t: &str| report.service(MIGRATIONS_NODE, t);
     let trust = crate::backup::Trust::Recorded(sha256);
     match crate::backup::restore(rt, desired, std::path::Path::new(backup), trust, &say).await {
         // The data is back; a dependent that does not run again (the failed generation's
         // own, which may crash) is replaced by the revert's converge anyway.
         Ok(_) | Err(crate::backup::Error::NotRestarted { .. }) => {
             report.service(
-                crate::spec::MIGRATIONS_NODE,
+                MIGRATIONS_NODE,
                 &format!("restored from {backup}; schema {target_version}"),
             );
             store
                 .add_event(
                     current.id,
                     "restore",
-                    Some(crate::spec::MIGRATIONS_NODE),
+                    Some(MIGRATIONS_NODE),
                     &format!("restored {backup} ({error})"),
                 )
                 .await?;
@@ -290,12 +319,12 @@ async fn restore_backup_instead<R: Runtime>(
             Err(ConvergeError::Runtime(e))
         }
         Err(changed @ crate::backup::Error::Changed { .. }) => {
-            report.service(crate::spec::MIGRATIONS_NODE, "restore REFUSED");
+            report.service(MIGRATIONS_NODE, "restore REFUSED");
             store
                 .add_event(
                     current.id,
                     "restore",
-                    Some(crate::spec::MIGRATIONS_NODE),
+                    Some(MIGRATIONS_NODE),
                     &format!("not restoring {backup}: {changed}"),
                 )
                 .await?;
@@ -304,12 +333,12 @@ async fn restore_backup_instead<R: Runtime>(
             )))
         }
         Err(restore_error) => {
-            report.service(crate::spec::MIGRATIONS_NODE, "restore FAILED");
+            report.service(MIGRATIONS_NODE, "restore FAILED");
             store
                 .add_event(
                     current.id,
                     "restore",
-                    Some(crate::spec::MIGRATIONS_NODE),
+                    Some(MIGRATIONS_NODE),
                     &format!("restoring {backup} FAILED: {restore_error}"),
                 )
                 .await?;

@@ -7,9 +7,12 @@
 //! the health probes do), keeping the URL's port, user, password and database: no
 //! published port is needed.
 
+use std::path::Path;
+
+use super::Runner;
 use crate::converge::{Execution, Failure, pins_of};
 use crate::runtime::{Runtime, RuntimeError};
-use crate::spec::{DesiredState, MIGRATIONS_NODE, Migrations};
+use crate::spec::{DesiredState, MIGRATIONS_NODE, MigrationJob, Migrations};
 
 /// Why the database could not be addressed.
 #[derive(Debug, thiserror::Error)]
@@ -95,22 +98,37 @@ pub fn plan_line(status: &super::Status, source_newest: i64) -> Option<String> {
     Some(format!("migrations: apply {}", apply.join(", ")))
 }
 
+/// The migrations step of a converge, by the block's runner: [`directory_step`] or
+/// [`job_step`].
+pub async fn migrations_step<R: Runtime>(
+    rt: &R,
+    desired: &DesiredState,
+    m: &Migrations,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    match Runner::of(m) {
+        Runner::Directory {
+            source,
+            source_hash,
+        } => directory_step(rt, desired, m, source, source_hash, how).await,
+        Runner::Job(job) => job_step(rt, desired, m, job, how).await,
+    }
+}
+
 /// Apply the pending migrations on the database container, recording the schema version
 /// found (before applying: a kill mid-way leaves a sign that the step reached the
 /// database) and the one reached. With `backup = true`, a backup is taken (and recorded)
 /// before anything is applied. Nothing pending: nothing runs, nothing is printed. A
 /// failed migration is a failed gate; each ran in its own transaction, so nothing of it
 /// stays applied (unless it is `-- no-transaction`; see docs/migrations-and-backups.md).
-pub async fn migrations_step<R: Runtime>(
+async fn directory_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
-    m: &crate::spec::Migrations,
+    m: &Migrations,
+    source: &Path,
+    source_hash: &str,
     how: &Execution<'_>,
 ) -> Result<(), Failure> {
-    use crate::migrate::step::{AddressError, database_url, name};
-    if let Some(job) = &m.job {
-        return job_step(rt, desired, m, job, how).await;
-    }
     let url = match database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
@@ -118,10 +136,8 @@ pub async fn migrations_step<R: Runtime>(
     };
     // The database just passed its gate: not reaching it now is a verdict, not an engine
     // that stopped answering.
-    let failed = |e: crate::migrate::Error| Failure::Gate(format!("migrations: {e}"));
-    let status = crate::migrate::status(&url, &m.source)
-        .await
-        .map_err(failed)?;
+    let failed = |e: super::Error| Failure::Gate(format!("migrations: {e}"));
+    let status = super::status(&url, source).await.map_err(failed)?;
     record_schema(how, status.version()).await?;
     if status.pending.is_empty() {
         return Ok(());
@@ -129,15 +145,15 @@ pub async fn migrations_step<R: Runtime>(
     // Only a generation's own migrations are applied: a revert or rollback to an older
     // generation finds the directory holding newer ones (its schema was put back by
     // `undo_to` before this converge), and must not apply them again.
-    let same_source = crate::migrate::resolve(&m.source)
-        .map(|list| crate::migrate::source_hash(&list) == m.source_hash)
+    let same_source = super::resolve(source)
+        .map(|list| super::source_hash(&list) == source_hash)
         .unwrap_or(false);
     if !same_source {
         how.report.service(
             MIGRATIONS_NODE,
             &format!(
                 "{} has changed since this generation was resolved; not applying {}",
-                m.source.display(),
+                source.display(),
                 status
                     .pending
                     .iter()
@@ -152,7 +168,7 @@ pub async fn migrations_step<R: Runtime>(
     backup_before(rt, desired, m, how, &names.join(", ")).await?;
     how.report
         .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
-    let applied = match crate::migrate::apply(&url, &m.source).await {
+    let applied = match super::apply(&url, source).await {
         Ok(applied) => applied,
         Err(e) => {
             how.report.service(MIGRATIONS_NODE, "FAILED");
@@ -182,7 +198,7 @@ pub async fn migrations_step<R: Runtime>(
 async fn backup_before<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
-    m: &crate::spec::Migrations,
+    m: &Migrations,
     how: &Execution<'_>,
     what: &str,
 ) -> Result<(), Failure> {
@@ -238,12 +254,11 @@ pub const JOB_EVENT: &str = "migration-job";
 async fn job_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
-    m: &crate::spec::Migrations,
-    job: &crate::spec::MigrationJob,
+    m: &Migrations,
+    job: &MigrationJob,
     how: &Execution<'_>,
 ) -> Result<(), Failure> {
-    use crate::migrate::job;
-    use crate::migrate::step::{AddressError, database_url};
+    use super::job;
     let url = match database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
@@ -299,7 +314,7 @@ async fn job_step<R: Runtime>(
 async fn job_already_ran(
     store: &crate::store::Store,
     desired: &DesiredState,
-    job: &crate::spec::MigrationJob,
+    job: &MigrationJob,
     image: &str,
     revision: &str,
     current: i64,
@@ -312,8 +327,7 @@ async fn job_already_ran(
         let same_job = serde_json::from_str::<DesiredState>(&g.spec_json)
             .ok()
             .and_then(|d| d.migrations)
-            .and_then(|m| m.job)
-            .is_some_and(|j| &j == job);
+            .is_some_and(|m| Runner::of(&m) == Runner::Job(job));
         if !same_job || pins_of(&g).get(&job.image).map(String::as_str) != Some(image) {
             continue;
         }
