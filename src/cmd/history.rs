@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::cmd::print::table;
+use crate::cmd::print::{history_json, history_table};
 use crate::status::exit::OK as EXIT_OK;
 use crate::status::shown_outcome;
-use crate::store::{Store, format_ms};
+use crate::store::{Event, Generation, Store};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,6 +13,18 @@ pub struct Args {
     pub json: bool,
     #[arg(long)]
     pub project: Option<String>,
+}
+
+/// A generation as `berth history` shows it, secrets redacted.
+pub struct Shown {
+    /// With its outcome as `status` would name it (an unfinished one no process holds
+    /// is interrupted).
+    pub generation: Generation,
+    /// Drift repairs are only counted.
+    pub repairs: usize,
+    /// What else happened to it: a migration job's runs (with their output), a backup
+    /// restored by its revert.
+    pub events: Vec<Event>,
 }
 
 pub async fn run(
@@ -39,9 +51,7 @@ pub async fn run(
         g.reason = g.reason.map(|x| r.text(&x));
         let events = store.events(g.id).await?;
         let repairs = events.iter().filter(|e| e.kind == "repair").count();
-        // What else happened to it: a migration job's runs (with their output),
-        // a backup restored by its revert. Repairs are only counted.
-        let other: Vec<_> = events
+        let events = events
             .into_iter()
             .filter(|e| e.kind != "repair")
             .map(|mut e| {
@@ -49,56 +59,16 @@ pub async fn run(
                 e
             })
             .collect();
-        shown.push((g, repairs, other));
+        shown.push(Shown {
+            generation: g,
+            repairs,
+            events,
+        });
     }
     if as_json {
-        let rows: Vec<_> = shown
-            .iter()
-            .map(|(g, repairs, other)| {
-                let mut v = serde_json::to_value(g).expect("generation serializes");
-                v["repairs"] = (*repairs).into();
-                v["events"] = serde_json::to_value(other).expect("events serialize");
-                v
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", history_json(&shown)?);
     } else {
-        let rows = shown.iter().map(|(g, repairs, other)| {
-            let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
-            if *repairs > 0 {
-                reason = format!("{reason} [{repairs} drift repairs]");
-            }
-            for e in other.iter().filter(|e| e.kind == "restore") {
-                reason = format!("{reason} [{}]", e.message);
-            }
-            vec![
-                g.id.to_string(),
-                g.project.clone(),
-                format_ms(g.started_ms),
-                g.outcome.to_string(),
-                g.schema()
-                    .map(|v| format!("schema {v}"))
-                    .unwrap_or_else(|| "-".into()),
-                match &g.commit {
-                    Some(c) => format!(
-                        "{} {}",
-                        &c[..c.len().min(12)],
-                        g.commit_subject.as_deref().unwrap_or_default()
-                    ),
-                    None => "-".into(),
-                },
-                reason,
-            ]
-        });
-        print!(
-            "{}",
-            table(
-                &[
-                    "GEN", "PROJECT", "STARTED", "OUTCOME", "SCHEMA", "COMMIT", "REASON"
-                ],
-                rows
-            )
-        );
+        print!("{}", history_table(&shown));
     }
     Ok(EXIT_OK)
 }

@@ -1,8 +1,10 @@
 //! What the commands print that is not one command's own line: a converge's outcome, a
 //! project's status report, and the borderless tables.
 
+use crate::cmd::history::Shown;
 use crate::reconcile::ApplyOutcome;
 use crate::redact::Redactor;
+use crate::store::format_ms;
 
 /// What a converging command (apply, rollback, down) ended with, for a person.
 pub(super) fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
@@ -115,14 +117,13 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
         }
     );
     if let Some(g) = &r.git {
-        let short = |c: &str| c[..c.len().min(12)].to_string();
         if !g.source.is_empty() {
             out += &format!("  git: {}\n", g.source);
         }
         if let Some(c) = &g.deployed {
             out += &format!(
                 "  deployed commit {} {}\n",
-                short(c),
+                short_commit(c),
                 g.deployed_subject.as_deref().unwrap_or_default()
             );
         }
@@ -131,7 +132,7 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
         {
             out += &format!(
                 "  newest commit   {} {}\n",
-                short(c),
+                short_commit(c),
                 g.newest_subject.as_deref().unwrap_or_default()
             );
         }
@@ -155,9 +156,68 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
     out
 }
 
+/// `berth history --json`: each generation with its count of drift repairs and its
+/// other events.
+pub(super) fn history_json(shown: &[Shown]) -> serde_json::Result<String> {
+    let rows: Vec<_> = shown
+        .iter()
+        .map(|s| {
+            let mut v = serde_json::to_value(&s.generation).expect("generation serializes");
+            v["repairs"] = s.repairs.into();
+            v["events"] = serde_json::to_value(&s.events).expect("events serialize");
+            v
+        })
+        .collect();
+    serde_json::to_string_pretty(&rows)
+}
+
+/// `berth history`: one row a generation; its reason followed by its drift repairs and
+/// the backups its revert restored.
+pub(super) fn history_table(shown: &[Shown]) -> String {
+    let rows = shown.iter().map(|s| {
+        let g = &s.generation;
+        let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
+        if s.repairs > 0 {
+            reason = format!("{reason} [{} drift repairs]", s.repairs);
+        }
+        for e in s.events.iter().filter(|e| e.kind == "restore") {
+            reason = format!("{reason} [{}]", e.message);
+        }
+        vec![
+            g.id.to_string(),
+            g.project.clone(),
+            format_ms(g.started_ms),
+            g.outcome.to_string(),
+            g.schema()
+                .map(|v| format!("schema {v}"))
+                .unwrap_or_else(|| "-".into()),
+            match &g.commit {
+                Some(c) => format!(
+                    "{} {}",
+                    short_commit(c),
+                    g.commit_subject.as_deref().unwrap_or_default()
+                ),
+                None => "-".into(),
+            },
+            reason,
+        ]
+    });
+    table(
+        &[
+            "GEN", "PROJECT", "STARTED", "OUTCOME", "SCHEMA", "COMMIT", "REASON",
+        ],
+        rows,
+    )
+}
+
+/// A commit as people read it: its first 12 hex digits.
+fn short_commit(commit: &str) -> &str {
+    &commit[..commit.len().min(12)]
+}
+
 /// Columns as wide as their widest cell, no borders, no wrapping; no header row when
 /// `header` is empty.
-pub(super) fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
+fn table(header: &[&str], rows: impl IntoIterator<Item = Vec<String>>) -> String {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::NOTHING)
         .set_content_arrangement(comfy_table::ContentArrangement::Disabled);
