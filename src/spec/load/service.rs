@@ -8,12 +8,13 @@ use super::Source;
 use super::parse::{
     check_network_name, parse_port, parse_pull_policy, parse_volume, valid_container_name,
 };
-use super::raw::{RawService, S};
+use super::raw::{RawBuild, RawService, S};
 use super::reference;
 use super::resolve::Resolver;
-use crate::spec::{Build, PullPolicy, Service};
+use crate::spec::{Build, Port, PullPolicy, Service, Volume};
 
 impl Resolver<'_> {
+    /// One service, each of its keys checked at its place.
     pub(super) fn service(
         &mut self,
         src: &Source,
@@ -24,6 +25,44 @@ impl Resolver<'_> {
     ) -> Option<Service> {
         let name = key.get_ref().clone();
         let raw = svc.get_ref();
+        let image = self.image(src, key, raw, project)?;
+        let build = raw.build.as_ref().map(|b| self.build(src, b));
+        let environment = self.environment(src, raw, &name);
+        let ports = self.ports(src, raw);
+        let volumes = self.volumes(src, raw);
+        let networks = self.networks(src, raw, network);
+        let restart = self.restart(src, raw);
+        let labels = self.labels(src, raw);
+        let container_name = self.container_name(src, raw, project, &name);
+        let health = raw.health.as_ref().and_then(|h| self.health(src, h));
+        let extra_hosts = self.extra_hosts(src, raw);
+        let pull_policy = self.pull_policy(src, raw);
+        Some(Service {
+            name,
+            image,
+            build,
+            command: raw.command.as_ref().map(|c| self.list(src, c)),
+            entrypoint: raw.entrypoint.as_ref().map(|c| self.list(src, c)),
+            environment,
+            ports,
+            volumes,
+            networks,
+            depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            restart,
+            labels,
+            user: raw.user.as_ref().and_then(|u| self.string(src, u)),
+            working_dir: raw.working_dir.as_ref().and_then(|u| self.string(src, u)),
+            container_name,
+            profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
+            health,
+            extra_hosts,
+            pull_policy,
+        })
+    }
+
+    /// The image: as written, or the tag berth makes for a build (`PROJECT-NAME:latest`).
+    fn image(&mut self, src: &Source, key: &S, raw: &RawService, project: &str) -> Option<String> {
+        let name = key.get_ref();
         let image = match (&raw.image, &raw.build) {
             (Some(i), _) => self.string(src, i).unwrap_or_default(),
             (None, Some(_)) => format!("{project}-{name}:latest"),
@@ -47,45 +86,54 @@ impl Resolver<'_> {
                 ),
             }
         }
-        let build = raw.build.as_ref().map(|b| {
-            let br = b.get_ref();
-            let context = self.string(src, &br.context).unwrap_or_default();
-            let located = self.locate_raw(src, context);
-            let context =
-                match self.confine(src, br.context.span(), "build context", located.clone()) {
-                    Some(c) => {
-                        if !c.path.is_dir() {
-                            self.err(
-                                src,
-                                br.context.span(),
-                                format!("build context {} is not a directory", c.path.display()),
-                            );
-                        }
-                        c.path
-                    }
-                    None => located,
-                };
-            let args = br
-                .args
-                .iter()
-                .map(|(k, v)| {
-                    let value = self.scalar(src, v);
-                    self.secret_if_looks_so(k, &value);
-                    (k.clone(), value)
-                })
-                .collect();
-            Build {
-                context,
-                dockerfile: br
-                    .dockerfile
-                    .as_ref()
-                    .and_then(|d| self.string(src, d))
-                    .unwrap_or_else(|| "Dockerfile".into()),
-                args,
-                context_hash: None,
-            }
-        });
+        Some(image)
+    }
 
+    fn build(&mut self, src: &Source, b: &Spanned<RawBuild>) -> Build {
+        let br = b.get_ref();
+        let context = self.string(src, &br.context).unwrap_or_default();
+        let located = self.locate_raw(src, context);
+        let context = match self.confine(src, br.context.span(), "build context", located.clone()) {
+            Some(c) => {
+                if !c.path.is_dir() {
+                    self.err(
+                        src,
+                        br.context.span(),
+                        format!("build context {} is not a directory", c.path.display()),
+                    );
+                }
+                c.path
+            }
+            None => located,
+        };
+        let args = br
+            .args
+            .iter()
+            .map(|(k, v)| {
+                let value = self.scalar(src, v);
+                self.secret_if_looks_so(k, &value);
+                (k.clone(), value)
+            })
+            .collect();
+        Build {
+            context,
+            dockerfile: br
+                .dockerfile
+                .as_ref()
+                .and_then(|d| self.string(src, d))
+                .unwrap_or_else(|| "Dockerfile".into()),
+            args,
+            context_hash: None,
+        }
+    }
+
+    /// The environment: the service's env file first, then `environment` over it.
+    fn environment(
+        &mut self,
+        src: &Source,
+        raw: &RawService,
+        name: &str,
+    ) -> BTreeMap<String, String> {
         let mut environment = BTreeMap::new();
         if let Some(env_file) = &raw.env_file {
             let path = self.locate_raw(src, env_file.get_ref());
@@ -98,7 +146,7 @@ impl Resolver<'_> {
                     .cloned()
                     .collect::<std::collections::BTreeSet<_>>();
                 if !keys.is_empty() {
-                    self.env_file_keys.insert(name.clone(), keys);
+                    self.env_file_keys.insert(name.to_string(), keys);
                 }
                 environment.extend(vars);
             }
@@ -116,6 +164,10 @@ impl Resolver<'_> {
             environment.insert(k.clone(), value);
         }
 
+        environment
+    }
+
+    fn ports(&mut self, src: &Source, raw: &RawService) -> Vec<Port> {
         let mut ports = Vec::new();
         for p in &raw.ports {
             let text = self.string(src, p).unwrap_or_default();
@@ -124,6 +176,10 @@ impl Resolver<'_> {
                 Err(msg) => self.err(src, p.span(), msg),
             }
         }
+        ports
+    }
+
+    fn volumes(&mut self, src: &Source, raw: &RawService) -> Vec<Volume> {
         let mut volumes = Vec::new();
         for v in &raw.volumes {
             let text = self.string(src, v).unwrap_or_default();
@@ -152,7 +208,12 @@ impl Resolver<'_> {
                 Err(msg) => self.err(src, v.span(), msg),
             }
         }
-        let networks = if raw.networks.is_empty() {
+        volumes
+    }
+
+    /// The networks: the project's own unless the service names its.
+    fn networks(&mut self, src: &Source, raw: &RawService, network: &str) -> Vec<String> {
+        if raw.networks.is_empty() {
             vec![network.to_string()]
         } else {
             raw.networks
@@ -165,8 +226,11 @@ impl Resolver<'_> {
                     Some(v)
                 })
                 .collect()
-        };
-        let restart = match &raw.restart {
+        }
+    }
+
+    fn restart(&mut self, src: &Source, raw: &RawService) -> String {
+        match &raw.restart {
             Some(r) => {
                 let v = self.string(src, r).unwrap_or_default();
                 let ok = matches!(
@@ -181,7 +245,10 @@ impl Resolver<'_> {
                 v
             }
             None => "unless-stopped".into(),
-        };
+        }
+    }
+
+    fn labels(&mut self, src: &Source, raw: &RawService) -> BTreeMap<String, String> {
         let mut labels = BTreeMap::new();
         for (k, v) in &raw.labels {
             if k.starts_with("berth.") {
@@ -194,7 +261,17 @@ impl Resolver<'_> {
             let value = self.scalar(src, v);
             labels.insert(k.clone(), value);
         }
-        let container_name = match &raw.container_name {
+        labels
+    }
+
+    fn container_name(
+        &mut self,
+        src: &Source,
+        raw: &RawService,
+        project: &str,
+        name: &str,
+    ) -> String {
+        match &raw.container_name {
             Some(c) => {
                 let v = self.string(src, c).unwrap_or_default();
                 if !valid_container_name(&v) {
@@ -209,8 +286,10 @@ impl Resolver<'_> {
                 v
             }
             None => format!("{project}-{name}"),
-        };
-        let health = raw.health.as_ref().and_then(|h| self.health(src, h));
+        }
+    }
+
+    fn extra_hosts(&mut self, src: &Source, raw: &RawService) -> Vec<String> {
         let mut extra_hosts = Vec::new();
         for e in &raw.extra_hosts {
             let Some(v) = self.string(src, e) else {
@@ -227,7 +306,11 @@ impl Resolver<'_> {
                 ),
             }
         }
-        let pull_policy = match &raw.pull_policy {
+        extra_hosts
+    }
+
+    fn pull_policy(&mut self, src: &Source, raw: &RawService) -> PullPolicy {
+        match &raw.pull_policy {
             Some(p) => match self.string(src, p).map(|v| parse_pull_policy(&v)) {
                 Some(Ok(policy)) => policy,
                 Some(Err(msg)) => {
@@ -237,27 +320,6 @@ impl Resolver<'_> {
                 None => PullPolicy::default(),
             },
             None => PullPolicy::default(),
-        };
-        Some(Service {
-            name,
-            image,
-            build,
-            command: raw.command.as_ref().map(|c| self.list(src, c)),
-            entrypoint: raw.entrypoint.as_ref().map(|c| self.list(src, c)),
-            environment,
-            ports,
-            volumes,
-            networks,
-            depends_on: raw.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
-            restart,
-            labels,
-            user: raw.user.as_ref().and_then(|u| self.string(src, u)),
-            working_dir: raw.working_dir.as_ref().and_then(|u| self.string(src, u)),
-            container_name,
-            profiles: raw.profiles.iter().map(|p| p.get_ref().clone()).collect(),
-            health,
-            extra_hosts,
-            pull_policy,
-        })
+        }
     }
 }
