@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
+use common::engine::EngineProxy;
 use common::{Project, wait_for};
 
 const ONE: &str = r#"
@@ -31,13 +32,6 @@ impl Daemon {
     fn start_with(p: &Project, env: &[(&str, &str)]) -> Daemon {
         Daemon::build(p).file().env(env).start()
     }
-}
-
-/// Replace the desired state the way editors do: write a temp file, rename it over.
-fn edit(p: &Project, text: &str) {
-    let tmp = p.dir.path().join(".berth.toml.tmp");
-    std::fs::write(&tmp, text.replace("{project}", &p.name)).unwrap();
-    std::fs::rename(&tmp, p.file()).unwrap();
 }
 
 fn healthy_again(p: &Project, d: &Daemon, old_id: &str, what: &str) -> String {
@@ -102,7 +96,7 @@ fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_
     });
 
     // An edit by atomic rename converges on its own.
-    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    p.edit(&ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
     wait_for("the edit to converge", Duration::from_secs(20), || {
         p.inspect("web", "{{json .Config.Env}}")
             .contains("VERSION=2")
@@ -112,10 +106,7 @@ fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_
     let id = p.id("web").unwrap();
 
     // An invalid edit: the running generation stays, status names FILE:LINE:COL.
-    edit(
-        &p,
-        &ONE.replace("image = \"berth-fixture:test\"", "image = 12"),
-    );
+    p.edit(&ONE.replace("image = \"berth-fixture:test\"", "image = 12"));
     wait_for("the invalid edit to show", Duration::from_secs(20), || {
         d.status()["status"] == "blocked"
     });
@@ -262,105 +253,6 @@ fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
     assert_eq!(d.stop(), 0);
 }
 
-/// A unix-socket proxy between berth and the engine, which the test cuts and restores:
-/// it accepts on its own socket and forwards the bytes of each connection both ways to
-/// the engine's socket. Cut: it stops accepting (its socket file is removed, so a connect
-/// fails at once) and shuts every open connection down, both ways. Restore: it listens
-/// again at the same path.
-struct EngineProxy {
-    path: std::path::PathBuf,
-    upstream: std::path::PathBuf,
-    /// Every connection made so far, both ends: what a cut shuts down.
-    open: std::sync::Arc<std::sync::Mutex<Vec<std::os::unix::net::UnixStream>>>,
-    /// Set to make the accepting thread stop; the thread, while it runs.
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
-}
-
-impl EngineProxy {
-    fn start(path: std::path::PathBuf) -> EngineProxy {
-        let upstream = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(Into::into))
-            .unwrap_or_else(|| "/var/run/docker.sock".into());
-        let mut proxy = EngineProxy {
-            path,
-            upstream,
-            open: Default::default(),
-            stop: Default::default(),
-            acceptor: None,
-        };
-        proxy.restore();
-        proxy
-    }
-
-    /// What berth is given as its `DOCKER_HOST`.
-    fn docker_host(&self) -> String {
-        format!("unix://{}", self.path.display())
-    }
-
-    /// Listen (again) and forward every connection to the engine.
-    fn restore(&mut self) {
-        use std::os::unix::net::{UnixListener, UnixStream};
-        use std::sync::atomic::Ordering;
-        assert!(self.acceptor.is_none(), "the proxy already listens");
-        let _ = std::fs::remove_file(&self.path);
-        let listener = UnixListener::bind(&self.path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        self.stop.store(false, Ordering::SeqCst);
-        let (stop, open, upstream) = (self.stop.clone(), self.open.clone(), self.upstream.clone());
-        self.acceptor = Some(std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    // Nobody waiting (or a passing error): look again shortly.
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(engine) = UnixStream::connect(&upstream) else {
-                    continue;
-                };
-                {
-                    let mut open = open.lock().unwrap();
-                    open.push(client.try_clone().unwrap());
-                    open.push(engine.try_clone().unwrap());
-                }
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), engine.try_clone().unwrap()),
-                    (engine, client),
-                ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Write);
-                    });
-                }
-            }
-            // The listener is dropped here: nobody accepts any more.
-        }));
-    }
-
-    /// Stop accepting, remove the socket, and shut every open connection down.
-    fn cut(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.acceptor.take() {
-            t.join().unwrap();
-        }
-        let _ = std::fs::remove_file(&self.path);
-        for c in self.open.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
-    }
-}
-
-impl Drop for EngineProxy {
-    fn drop(&mut self) {
-        self.cut();
-    }
-}
-
 #[test]
 fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_back() {
     let p = Project::new("daemon-engine");
@@ -446,14 +338,10 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
     wait_for("the first converge", Duration::from_secs(30), || {
         d.status()["status"] == "converged"
     });
-    let history = || -> Vec<serde_json::Value> {
-        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap()
-    };
 
     // Generation 2's web is healthy 12 s after its start: its gate is running when the
     // engine goes away.
-    edit(
-        &p,
+    p.edit(
         &ONE.replace(
             "VERSION = \"1\"",
             "VERSION = \"2\", FIXTURE_READY_AFTER = \"12\"",
@@ -479,13 +367,13 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
                 && s["reason"]
                     .as_str()
                     .is_some_and(|r| r.contains("engine unreachable"))
-                && history()
+                && p.history()
                     .last()
                     .is_some_and(|g| g["outcome"] == "interrupted")
         },
     );
     // Not judged: no gate failure, no revert; nothing is poisoned.
-    let h = history();
+    let h = p.history();
     assert_eq!(h.len(), 2, "{h:#?}");
     assert_eq!(h[1]["id"], 2, "{h:#?}");
     assert!(
@@ -496,7 +384,7 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
     );
     std::thread::sleep(Duration::from_secs(3));
     assert!(d.child.try_wait().unwrap().is_none(), "the daemon exited");
-    assert_eq!(history().len(), 2);
+    assert_eq!(p.history().len(), 2);
 
     // Back: generation 2 is resumed (gated again) and ends healthy; never reverted.
     proxy.restore();
@@ -508,7 +396,7 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
             s["status"] == "converged" && s["generation"] == 2
         },
     );
-    let h = history();
+    let h = p.history();
     assert_eq!(h.len(), 2, "{h:#?}");
     assert_eq!(h[1]["outcome"], "healthy", "{h:#?}");
     assert!(
@@ -521,15 +409,9 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
 
 /// The project's running containers: (name, id).
 fn running(p: &Project) -> Vec<(String, String)> {
-    let out = common::docker(&[
-        "ps",
-        "--filter",
-        &format!("label=berth.project={}", p.name),
-        "--format",
-        "{{.Names}} {{.ID}}",
-    ]);
-    let mut v: Vec<(String, String)> = common::text(&out)
-        .lines()
+    let mut v: Vec<(String, String)> = p
+        .ps(&[], "{{.Names}} {{.ID}}")
+        .iter()
         .filter_map(|l| l.split_once(' '))
         .map(|(n, i)| (n.to_string(), i.to_string()))
         .collect();
@@ -549,13 +431,10 @@ fn a_poisoned_edit_is_not_applied_again_and_drift_repair_goes_on() {
 
     // An edit that never gets healthy: generation 2 fails its gate and is rolled back;
     // its desired state is poisoned and is not tried again.
-    edit(
-        &p,
-        &good.replace(
-            "environment = { VERSION = \"1\" }",
-            "environment = { VERSION = \"2\", FIXTURE_NEVER_HEALTHY = \"1\" }",
-        ),
-    );
+    p.edit(&good.replace(
+        "environment = { VERSION = \"1\" }",
+        "environment = { VERSION = \"2\", FIXTURE_NEVER_HEALTHY = \"1\" }",
+    ));
     wait_for(
         "the poisoned edit to be refused",
         Duration::from_secs(40),
@@ -593,9 +472,8 @@ fn a_poisoned_edit_is_not_applied_again_and_drift_repair_goes_on() {
     eprintln!("repaired (was {})", &old[..12]);
     // Nothing applied the poisoned state again: no generation after 2.
     std::thread::sleep(Duration::from_secs(2));
-    let history = p.berth(&["history", "--json"]);
-    let rows: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
-    assert_eq!(rows.as_array().unwrap().len(), 2, "{}", history.stdout);
+    let h = p.history();
+    assert_eq!(h.len(), 2, "{h:#?}");
     assert_eq!(d.stop(), 0);
 }
 
@@ -608,24 +486,15 @@ fn sigterm_mid_converge_leaves_containers_and_the_next_run_finishes_the_job() {
         d.status()["status"] == "converged"
     });
     // A slow edit: the new container takes 6 s to get healthy.
-    edit(
-        &p,
-        &ONE.replace(
-            "environment = { VERSION = \"1\" }",
-            "environment = { VERSION = \"2\", FIXTURE_READY_AFTER = \"6\" }",
-        ),
-    );
+    p.edit(&ONE.replace(
+        "environment = { VERSION = \"1\" }",
+        "environment = { VERSION = \"2\", FIXTURE_READY_AFTER = \"6\" }",
+    ));
     wait_for("the converge to start", Duration::from_secs(20), || {
         d.status()["status"] == "progressing"
-            || common::text(&common::docker(&[
-                "ps",
-                "--filter",
-                &format!("label=berth.project={}", p.name),
-                "--format",
-                "{{.Label \"berth.generation\"}}",
-            ]))
-            .lines()
-            .any(|g| g == "2")
+            || p.ps(&[], "{{.Label \"berth.generation\"}}")
+                .iter()
+                .any(|g| g == "2")
     });
     std::thread::sleep(Duration::from_millis(500));
     let before = running(&p);

@@ -17,14 +17,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::process::Output;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::engine::EngineProxy;
 use common::{Project, docker, free_port, text};
 
 const IMAGE: &str = "berth-systemd:test";
@@ -171,69 +168,9 @@ impl Drop for Machine {
     }
 }
 
-/// A unix-socket proxy between berth (in the systemd container, through the project's
-/// directory) and the engine, which forwards every connection both ways, and can be told
-/// to swallow the next container list: that request never reaches the engine, so berth's
-/// call waits for an answer that does not come, and nothing on that connection is
-/// forwarded again.
-struct EngineProxy {
-    path: PathBuf,
-    /// Set: swallow the next `GET .../containers/json`; cleared when one is swallowed.
-    hang_next_list: Arc<AtomicBool>,
-    /// A container list was swallowed.
-    swallowed: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    acceptor: Option<std::thread::JoinHandle<()>>,
-}
-
+/// The proxy's socket as the systemd container sees it: the project's directory is
+/// /srv/berth.
 impl EngineProxy {
-    fn start(path: PathBuf) -> EngineProxy {
-        let upstream: PathBuf = std::env::var("DOCKER_HOST")
-            .ok()
-            .and_then(|h| h.strip_prefix("unix://").map(Into::into))
-            .unwrap_or_else(|| "/var/run/docker.sock".into());
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixListener::bind(&path).unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let (hang_next_list, swallowed, stop) = (
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (hang, gone, halt) = (hang_next_list.clone(), swallowed.clone(), stop.clone());
-        let acceptor = std::thread::spawn(move || {
-            while !halt.load(Ordering::SeqCst) {
-                let client = match listener.accept() {
-                    Ok((c, _)) => c,
-                    Err(_) => {
-                        std::thread::sleep(Duration::from_millis(10));
-                        continue;
-                    }
-                };
-                client.set_nonblocking(false).unwrap();
-                let Ok(engine) = UnixStream::connect(&upstream) else {
-                    continue;
-                };
-                let (mut answers, mut to_client) =
-                    (engine.try_clone().unwrap(), client.try_clone().unwrap());
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut answers, &mut to_client);
-                    let _ = to_client.shutdown(std::net::Shutdown::Write);
-                });
-                let (hang, gone) = (hang.clone(), gone.clone());
-                std::thread::spawn(move || forward_requests(client, engine, &hang, &gone));
-            }
-        });
-        EngineProxy {
-            path,
-            hang_next_list,
-            swallowed,
-            stop,
-            acceptor: Some(acceptor),
-        }
-    }
-
-    /// The socket as the systemd container sees it: the project's directory is /srv/berth.
     fn docker_host_in_machine(&self) -> String {
         format!(
             "unix:///srv/berth/{}",
@@ -242,79 +179,19 @@ impl EngineProxy {
     }
 }
 
-/// Copy berth's requests to the engine; once `hang` is set, the first container list and
-/// everything after it on its connection are dropped.
-fn forward_requests(
-    mut from: UnixStream,
-    mut to: UnixStream,
-    hang: &AtomicBool,
-    gone: &AtomicBool,
-) {
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut swallowing = false;
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        let chunk = &buf[..n];
-        let first_line = chunk.split(|b| *b == b'\n').next().unwrap_or_default();
-        let is_list = first_line.starts_with(b"GET ")
-            && first_line
-                .windows(b"/containers/json".len())
-                .any(|w| w == b"/containers/json");
-        if !swallowing && is_list && hang.swap(false, Ordering::SeqCst) {
-            swallowing = true;
-            gone.store(true, Ordering::SeqCst);
-        }
-        if !swallowing && to.write_all(chunk).is_err() {
-            break;
-        }
-    }
-    let _ = to.shutdown(std::net::Shutdown::Write);
+/// Wait until `cond` holds, asking every 250 ms: most conditions here are a `docker exec`
+/// into the systemd container.
+fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    common::wait_every(what, limit, Duration::from_millis(250), cond);
 }
 
-impl Drop for EngineProxy {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.acceptor.take() {
-            let _ = t.join();
-        }
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-/// Replace the desired state the way editors do: write a temp file, rename it over.
-fn edit(p: &Project, text: &str) {
-    let dir = p.dir.path().join("desired-state");
-    let tmp = dir.join(".berth.toml.tmp");
-    std::fs::write(&tmp, text.replace("{project}", &p.name)).unwrap();
-    std::fs::rename(&tmp, dir.join("berth.toml")).unwrap();
-}
-
-/// Every container of the project, with its state: `name state` lines.
-fn states(p: &Project) -> Vec<String> {
-    let out = docker(&[
-        "ps",
-        "-a",
-        "--filter",
-        &format!("label=berth.project={}", p.name),
-        "--format",
-        "{{.Names}} {{.State}}",
-    ]);
-    text(&out).lines().map(str::to_string).collect()
+/// The desired state the unit reads: `berth.toml` in `-f /srv/berth/desired-state`.
+fn desired_file(p: &Project) -> PathBuf {
+    p.dir.path().join("desired-state").join("berth.toml")
 }
 
 fn assert_all_running(p: &Project, when: &str) {
-    let states = states(p);
+    let states = p.states();
     assert!(!states.is_empty(), "{when}: the project has no container");
     assert!(
         states.iter().all(|s| s.ends_with(" running")),
@@ -356,7 +233,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     let p = Project::new("systemd");
     // The unit's paths: `-f /srv/berth/desired-state`, a directory of *.toml files.
     std::fs::create_dir(p.dir.path().join("desired-state")).unwrap();
-    edit(&p, ONE);
+    p.edit_file(&desired_file(&p), ONE);
     // Made before the machine, so it is dropped after it (no berth left to see it go).
     let proxy = EngineProxy::start(p.dir.path().join("engine.sock"));
     let m = Machine::boot(&p);
@@ -457,12 +334,15 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     m.ok("systemctl daemon-reload");
     m.ok("systemctl start berth");
     let hung_pid = m.show("MainPID");
-    proxy.hang_next_list.store(true, Ordering::SeqCst);
-    edit(&p, &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    proxy.hang_next_list();
+    p.edit_file(
+        &desired_file(&p),
+        &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""),
+    );
     wait_for(
         "a turn to make the container list the proxy swallows",
         Duration::from_secs(30),
-        || proxy.swallowed.load(Ordering::SeqCst),
+        || proxy.swallowed(),
     );
     wait_for(
         "the watchdog to kill the hung berth and systemd to restart it",
@@ -521,8 +401,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     m.ok("systemctl start berth");
     let pid = m.show("MainPID");
     let restarts = m.show("NRestarts");
-    edit(
-        &p,
+    p.edit_file(&desired_file(&p),
         &format!(
             "{}\n[services.talker]\nimage = \"berth-fixture:test\"\n\
              health = {{ probe = \"exec\", command = [\"/berth-fixture\", \"say\", {:?}, \"1\"], interval = \"200ms\", healthy_deadline = \"3s\", min_healthy_time = \"0s\" }}\n",
@@ -599,8 +478,8 @@ fn unit_limits_and_views(m: &Machine, p: &Project, converged: &str) {
         &format!("environment = {{ VERSION = \"1\" }}\nports = [\"127.0.0.1:{low}:8080\"]"),
     );
     // First with a data directory under ProtectSystem=strict's read-only /opt.
-    edit(
-        p,
+    p.edit_file(
+        &desired_file(p),
         &format!("{published}[preflight]\ndata_dirs = {{ \"/opt/berth-e2e-data\" = \"750\" }}\n"),
     );
     wait_for(
@@ -622,7 +501,7 @@ fn unit_limits_and_views(m: &Machine, p: &Project, converged: &str) {
     );
     assert_all_running(p, "while the pre-flight refuses");
     // Without it, the low port is published.
-    edit(p, &published);
+    p.edit_file(&desired_file(p), &published);
     wait_for(
         "the low port to be published",
         Duration::from_secs(30),

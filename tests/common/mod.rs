@@ -8,6 +8,8 @@
 
 pub mod backup;
 pub mod daemon;
+pub mod engine;
+pub mod fake;
 pub mod git;
 
 use std::path::{Path, PathBuf};
@@ -136,18 +138,54 @@ impl Project {
             .and_then(|v| v.parse().ok())
     }
 
+    /// The service's container environment, `K=V` entries each followed by a space.
+    pub fn environment(&self, service: &str) -> String {
+        self.inspect(service, "{{range .Config.Env}}{{.}} {{end}}")
+    }
+
+    /// `docker ps ARGS` over the project's containers (by their `berth.project` label),
+    /// one line per container as `format` (a Go template) prints it.
+    pub fn ps(&self, args: &[&str], format: &str) -> Vec<String> {
+        let label = format!("label=berth.project={}", self.name);
+        let mut cmd = vec!["ps"];
+        cmd.extend_from_slice(args);
+        cmd.extend_from_slice(&["--filter", &label, "--format", format]);
+        text(&docker(&cmd)).lines().map(str::to_string).collect()
+    }
+
+    /// The names of every container of the project, running or not, sorted.
     pub fn containers(&self) -> Vec<String> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &format!("label=berth.project={}", self.name),
-            "--format",
-            "{{.Names}}",
-        ]);
-        let mut v: Vec<String> = text(&out).lines().map(str::to_string).collect();
+        let mut v = self.ps(&["-a"], "{{.Names}}");
         v.sort();
         v
+    }
+
+    /// Every container of the project, with its state: `name state` lines.
+    pub fn states(&self) -> Vec<String> {
+        self.ps(&["-a"], "{{.Names}} {{.State}}")
+    }
+
+    /// `berth history --json`: the generations, oldest first; fails the test when berth
+    /// does.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let run = self.berth(&["history", "--json"]);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        serde_json::from_str(&run.stdout).unwrap()
+    }
+
+    /// Replace the desired state the way editors do, as [`Project::edit_file`] does.
+    pub fn edit(&self, text: &str) {
+        self.edit_file(&self.file(), text);
+    }
+
+    /// Replace `file` the way editors do: write a temporary file beside it, rename it
+    /// over (one event for a watcher, never a half-written file). `{project}` in the text
+    /// is replaced by the project name.
+    pub fn edit_file(&self, file: &Path, text: &str) {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let tmp = file.with_file_name(format!(".{name}.tmp"));
+        std::fs::write(&tmp, text.replace("{project}", &self.name)).unwrap();
+        std::fs::rename(&tmp, file).unwrap();
     }
 }
 
@@ -251,11 +289,70 @@ pub fn free_port() -> u16 {
 }
 
 /// Wait until `cond` holds (checked every 100 ms), or fail the test after `limit`.
-pub fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
+    wait_every(what, limit, Duration::from_millis(100), cond);
+}
+
+/// [`wait_for`], checking every `every`: for a condition that is itself slow to ask
+/// (a `docker exec` into a container).
+pub fn wait_every(what: &str, limit: Duration, every: Duration, mut cond: impl FnMut() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(every);
+    }
+}
+
+/// The repository's own `migrations/` (sqlx files 0001..0003), which the migration tests
+/// apply or copy.
+pub fn repo_migrations() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
+}
+
+/// Copy the repository's migrations into `dir` (made when missing), for a test that adds
+/// to them or edits them.
+pub fn copy_repo_migrations(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in std::fs::read_dir(repo_migrations()).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
+    }
+}
+
+/// A child process killed (and reaped) when dropped: on every path out of a test, also a
+/// failing assertion, so nothing it started outlives the test. It derefs to the child.
+pub struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    pub fn new(child: Child) -> KillOnDrop {
+        KillOnDrop(Some(child))
+    }
+
+    /// The child, no longer killed on drop: for a test that waits for it to end.
+    pub fn take(mut self) -> Child {
+        self.0.take().unwrap()
+    }
+}
+
+impl std::ops::Deref for KillOnDrop {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0.as_ref().unwrap()
+    }
+}
+
+impl std::ops::DerefMut for KillOnDrop {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 

@@ -1,0 +1,31 @@
+//! The in-memory engine's side of the harness: one `berth apply` of a desired state on a
+//! [`FakeRuntime`], as the command line does it (the project's lock on the state store,
+//! then the reconcile), for the controller tests that run without Docker.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use berth::converge::ConvergeError;
+use berth::reconcile::{ApplyOutcome, Options, reconcile};
+use berth::report::Reporter;
+use berth::runtime::fake::FakeRuntime;
+use berth::shutdown::Shutdown;
+use berth::spec::DesiredState;
+use berth::store::Store;
+
+/// One `apply` of `d` on `rt`: take the project's lock on the store at `state`,
+/// reconcile, release the lock.
+pub async fn apply(
+    rt: &FakeRuntime,
+    store: &Store,
+    state: &Path,
+    d: &DesiredState,
+    opts: Options,
+    shutdown: &Shutdown,
+) -> Result<ApplyOutcome, ConvergeError> {
+    let mut lock = berth::lock::acquire(state, &d.project.name, "apply", false, shutdown, |_| {})
+        .await
+        .unwrap();
+    reconcile(rt, store, d, &mut lock, opts, &Reporter::quiet(), shutdown).await
+}
