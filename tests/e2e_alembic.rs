@@ -23,7 +23,7 @@
 
 mod common;
 
-use common::{FIXTURE, Project, docker, require_images, text};
+use common::{FIXTURE, KillOnDrop, Project, docker, require_images, text};
 
 const POSTGRES: &str = "berth-postgres:15";
 const ALEMBIC: &str = "berth-alembic:test";
@@ -137,32 +137,13 @@ fn project(test: &str) -> (Project, Images) {
 }
 
 fn revision(p: &Project) -> String {
-    sql(p, "SELECT version_num FROM alembic_version")
-}
-
-/// One value from the `assistant` database.
-fn sql(p: &Project, query: &str) -> String {
-    p.psql("assistant", query)
-}
-
-fn table_exists(p: &Project, table: &str) -> bool {
-    p.table_exists(table)
-}
-
-fn history(p: &Project) -> Vec<serde_json::Value> {
-    let run = p.berth(&["history", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
+    p.psql("assistant", "SELECT version_num FROM alembic_version")
 }
 
 fn backups(p: &Project) -> usize {
     std::fs::read_dir(p.dir.path().join("backups"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-fn app_env(p: &Project) -> String {
-    p.inspect("app", "{{range .Config.Env}}{{.}} {{end}}")
 }
 
 /// No job container is left, running or not.
@@ -197,12 +178,12 @@ fn first_generation(p: &Project) {
         run.stdout
     );
     for table in ["users", "conversations", "user_sessions"] {
-        assert!(table_exists(p, table), "table {table} is missing");
+        assert!(p.table_exists(table), "table {table} is missing");
     }
     assert_eq!(revision(p), "def456");
     assert_no_job_container(p);
     assert_eq!(backups(p), 1, "a backup before the upgrade");
-    let h = history(p);
+    let h = p.history();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["schema_revision"], "def456");
     let jobs = job_events(&h[0]);
@@ -220,17 +201,13 @@ fn first_generation(p: &Project) {
     );
     let run = p.berth(&["status"]);
     assert!(run.stdout.contains("schema def456"), "{}", run.stdout);
-    sql(
-        p,
-        "INSERT INTO users (email) VALUES ('kept@example.org'); INSERT INTO conversations (user_id, title) SELECT id, 'hello' FROM users",
+    p.psql("assistant", "INSERT INTO users (email) VALUES ('kept@example.org'); INSERT INTO conversations (user_id, title) SELECT id, 'hello' FROM users",
     );
 }
 
 fn assert_rows_intact(p: &Project) {
     assert_eq!(
-        sql(
-            p,
-            "SELECT count(*) FROM users u JOIN conversations c ON c.user_id = u.id WHERE u.email = 'kept@example.org' AND c.title = 'hello'"
+        p.psql("assistant", "SELECT count(*) FROM users u JOIN conversations c ON c.user_id = u.id WHERE u.email = 'kept@example.org' AND c.title = 'hello'"
         ),
         "1",
         "the rows written before the deploy are gone"
@@ -257,7 +234,7 @@ fn an_alembic_job_runs_once_and_a_revision_with_an_sql_error_is_reverted() {
         run.stdout
     );
     assert_eq!(backups(&p), 1, "nothing pending: no backup");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["schema_revision"], "def456");
     assert!(job_events(&h[1]).is_empty(), "{}", h[1]);
@@ -278,16 +255,16 @@ fn an_alembic_job_runs_once_and_a_revision_with_an_sql_error_is_reverted() {
         all.contains("alembic upgrade head` exited"),
         "the reason names the job and its exit: {all}"
     );
-    assert!(!table_exists(&p, "e2e_half"), "half of ghi789 stayed");
+    assert!(!p.table_exists("e2e_half"), "half of ghi789 stayed");
     assert_eq!(revision(&p), "def456");
     assert_rows_intact(&p);
     assert_no_job_container(&p);
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(
         env.contains("VERSION=2"),
         "the app is not back on generation 2: {env}"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 3, "one history entry for the failed generation");
     assert_eq!(h[2]["outcome"], "rolled-back");
     assert_eq!(h[2]["reverted_to"], 2);
@@ -322,18 +299,18 @@ fn a_failed_gate_after_the_alembic_job_runs_its_downgrade() {
         "the revert runs the downgrade: {all}"
     );
     assert!(
-        !table_exists(&p, "e2e_widgets"),
+        !p.table_exists("e2e_widgets"),
         "ghi789's table is still there"
     );
     assert_eq!(revision(&p), "def456");
     assert_rows_intact(&p);
     assert_no_job_container(&p);
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(
         env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
         "the app is not back on generation 1's spec: {env}"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "rolled-back");
     assert_eq!(h[1]["schema_revision"], "ghi789");
@@ -375,20 +352,20 @@ fn a_failing_alembic_downgrade_is_replaced_by_restoring_the_backup() {
         "the downgrade's failure is named: {all}"
     );
     assert!(
-        !table_exists(&p, "e2e_stuck"),
+        !p.table_exists("e2e_stuck"),
         "ghi789's table is still there"
     );
     assert_eq!(revision(&p), "def456");
     assert_rows_intact(&p);
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT count(*) FROM users WHERE email = 'changed@example.org'"
         ),
         "0",
         "the data is not what it was before the deploy"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "rolled-back");
     let backup = h[1]["backup"].as_str().expect("generation 2 took a backup");
@@ -415,7 +392,7 @@ fn a_failing_alembic_downgrade_is_replaced_by_restoring_the_backup() {
 #[test]
 fn berth_killed_while_the_alembic_job_runs_is_finished_by_the_next_run() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let (p, mut images) = project("alembic-kill");
     first_generation(&p);
@@ -427,23 +404,14 @@ fn berth_killed_while_the_alembic_job_runs_is_finished_by_the_next_run() {
         "    op.execute(\"DROP TABLE e2e_slow\")",
     );
     p.write(&stack(&slow, "2", false));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("apply")
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
+    let mut child = p
+        .command(&["apply"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stdout = child.stdout.take().unwrap();
-    let mut child = Kill(child);
+    let mut child = KillOnDrop::new(child);
     let mut seen = String::new();
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap();
@@ -455,8 +423,8 @@ fn berth_killed_while_the_alembic_job_runs_is_finished_by_the_next_run() {
     }
     assert!(seen.contains("alembic upgrade head"), "no job ran: {seen}");
     std::thread::sleep(std::time::Duration::from_millis(1500));
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
     // The premise: the job container outlived berth, still migrating.
     let name = format!("name=^{}-migrations-job$", p.name);
     let running = text(&docker(&["ps", "-q", "--filter", &name]));
@@ -475,10 +443,10 @@ fn berth_killed_while_the_alembic_job_runs_is_finished_by_the_next_run() {
         run.stdout
     );
     assert_eq!(revision(&p), "ghi789");
-    assert_eq!(sql(&p, "SELECT count(*) FROM e2e_slow"), "1");
+    assert_eq!(p.psql("assistant", "SELECT count(*) FROM e2e_slow"), "1");
     assert_rows_intact(&p);
     assert_no_job_container(&p);
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "healthy");
     assert_eq!(h[1]["schema_revision"], "ghi789");
@@ -519,15 +487,15 @@ fn a_migration_job_past_its_timeout_is_killed_and_the_generation_reverted() {
         "berth waited for the job to end ({took:?})"
     );
     assert_no_job_container(&p);
-    assert!(!table_exists(&p, "e2e_hang"));
+    assert!(!p.table_exists("e2e_hang"));
     assert_eq!(revision(&p), "def456");
     assert_rows_intact(&p);
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(
         env.contains("VERSION=1"),
         "the app is not back on generation 1: {env}"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "rolled-back");
     let jobs = job_events(&h[1]);

@@ -17,15 +17,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use common::backup::{gunzip, printed_path};
-use common::{Project, Run, free_port, require_images};
+use common::{Project, Run, free_port, repo_migrations, require_images};
 
 const PG: &str = "berth-postgres:15";
 const PASSWORD: &str = "e2e-backup-pw-Qx7f";
 const TRAILER: &str = "-- PostgreSQL database dump complete";
-
-fn repo_migrations() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
-}
 
 /// The desired state: `url_db` is the database the `[migrations]` URL names. `backup =
 /// false`: the converge takes no backup of its own before migrating (that one is
@@ -80,8 +76,7 @@ fn berth(p: &Project, args: &[&str]) -> Run {
 }
 
 fn emails(p: &Project) -> String {
-    sql(
-        p,
+    p.psql(
         "assistant",
         "SELECT string_agg(email, ',' ORDER BY email) FROM users",
     )
@@ -111,8 +106,7 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
     assert_eq!(run.code, 0, "apply: {}{}", run.stdout, run.stderr);
     let run = berth(&p, &["migrate", "apply", "-f", f]);
     assert_eq!(run.code, 0, "migrate apply: {}{}", run.stdout, run.stderr);
-    sql(
-        &p,
+    p.psql(
         "assistant",
         "INSERT INTO users (email) VALUES ('kept@example.org')",
     );
@@ -219,7 +213,7 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
     assert!(gunzip(&second).contains(TRAILER));
 
     // The row goes; the app runs.
-    sql(&p, "assistant", "DELETE FROM users");
+    p.psql("assistant", "DELETE FROM users");
     assert_eq!(emails(&p), "");
     let app_id = p.id("app").unwrap();
     let app_started = p.inspect("app", "{{.State.StartedAt}}");
@@ -259,19 +253,17 @@ fn backup_then_restore_round_trips_the_data_and_refuses_a_bad_file() {
         "the app was not restarted"
     );
     assert_eq!(p.inspect("other", "{{.State.StartedAt}}"), other_started);
-    let kept = sql(
-        &p,
+    let kept = p.psql(
         "postgres",
         "SELECT datname FROM pg_database WHERE datname LIKE 'assistant\\_before\\_restore\\_%'",
     );
     assert_eq!(kept.lines().count(), 1, "kept databases: {kept:?}");
     assert_eq!(
-        sql(&p, kept.trim(), "SELECT count(*) FROM users"),
+        p.psql(kept.trim(), "SELECT count(*) FROM users"),
         "0",
         "the kept database is not the one replaced"
     );
-    let leftovers = sql(
-        &p,
+    let leftovers = p.psql(
         "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE 'assistant\\_restore\\_%'",
     );
@@ -289,9 +281,4 @@ fn backup_and_restore_need_a_migrations_block() {
     assert!(run.stderr.contains("[migrations]"), "{}", run.stderr);
     let run = p.berth(&["restore", "x.sql.gz", "-f", f]);
     assert_eq!(run.code, 2);
-}
-
-/// One SQL command through psql in the test's postgres container; its unaligned output.
-fn sql(p: &Project, database: &str, query: &str) -> String {
-    p.psql(database, query)
 }

@@ -60,8 +60,7 @@ fn cold_apply_starts_each_dependent_after_its_dependency_is_healthy() {
     // berth's own record agrees: the probe passed before the dependent began (the
     // stability window runs on beside it: docs/design.md §4), and every window closed
     // before the generation was called healthy.
-    let hist = p.berth(&["history", "--json"]);
-    let gens: serde_json::Value = serde_json::from_str(&hist.stdout).unwrap();
+    let gens = p.history();
     let t = &gens[0]["timings"];
     assert_eq!(gens[0]["outcome"], "healthy");
     let ms = |s: &str, k: &str| t[s][k].as_i64().unwrap_or_else(|| panic!("{s}.{k} in {t}"));
@@ -280,9 +279,7 @@ fn window(stability: &str, db_env: &str, version: &str) -> String {
 }
 
 fn timings(p: &Project, generation: usize) -> serde_json::Value {
-    let hist = p.berth(&["history", "--json"]);
-    let gens: serde_json::Value = serde_json::from_str(&hist.stdout).unwrap();
-    gens[generation - 1]["timings"].clone()
+    p.history()[generation - 1]["timings"].clone()
 }
 
 #[test]
@@ -309,9 +306,9 @@ fn a_dependency_that_exits_inside_its_window_after_its_dependent_started_reverts
         "the app had not started before db failed: {t}"
     );
     // Both went back to generation 1's spec.
-    let env = |s: &str| p.inspect(s, "{{range .Config.Env}}{{.}} {{end}}");
-    assert!(!env("db").contains("FIXTURE_EXIT_AFTER"), "{}", env("db"));
-    assert!(env("app").contains("VERSION=1"), "{}", env("app"));
+    let (db, app) = (p.environment("db"), p.environment("app"));
+    assert!(!db.contains("FIXTURE_EXIT_AFTER"), "{db}");
+    assert!(app.contains("VERSION=1"), "{app}");
     assert_eq!(p.inspect("db", "{{.State.Running}}"), "true");
 }
 

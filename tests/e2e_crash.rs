@@ -10,9 +10,9 @@
 mod common;
 
 use std::process::Child;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Project, Run, docker, text};
+use common::{Project, Run, docker, text, wait_for};
 
 /// Four fixture services in two dependency levels; `{version}` changes every service's
 /// spec, so each trial recreates all four.
@@ -67,21 +67,8 @@ fn signal(child: &Child, sig: i32) {
     assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
 }
 
-fn history(p: &Project) -> Vec<serde_json::Value> {
-    serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap()
-}
-
 fn env_of(p: &Project, service: &str) -> String {
     p.inspect(service, "{{json .Config.Env}}")
-}
-
-/// Wait until `cond` holds (checked every 50 ms), or panic after `limit`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A small xorshift generator: the trials' kill times, reproducible from the printed seed.
@@ -109,7 +96,7 @@ fn assert_converged_on(p: &Project, version: &str) {
         );
         assert_eq!(p.inspect(s, "{{.State.Status}}"), "running", "{s}");
     }
-    let h = history(p);
+    let h = p.history();
     let newest = h.last().unwrap();
     assert_eq!(newest["outcome"], "healthy", "{h:#?}");
     assert_no_unfinished(&h);
@@ -232,7 +219,7 @@ fn kill_9_during_a_failing_converge_or_its_revert_always_ends_rolled_back_and_po
             );
             assert_eq!(p.inspect(s, "{{.State.Status}}"), "running", "{s}");
         }
-        let h = history(&p);
+        let h = p.history();
         assert_no_unfinished(&h);
         assert_eq!(h.last().unwrap()["outcome"], "rolled-back", "{h:#?}");
         assert_eq!(
@@ -267,7 +254,7 @@ fn a_kill_inside_the_gate_of_a_never_healthy_service_is_resumed_failed_and_rever
     finish(child);
 
     // Readers tell the truth before anything resumes it.
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[1]["outcome"], "interrupted", "{h:#?}");
     let status = p.berth(&["status"]);
     assert_eq!(status.code, 1);
@@ -291,7 +278,7 @@ fn a_kill_inside_the_gate_of_a_never_healthy_service_is_resumed_failed_and_rever
         "{}",
         run.stderr
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2, "resumed, not a new generation: {h:#?}");
     assert_eq!(h[1]["outcome"], "rolled-back");
     // web is back, running, on generation 1's spec (an absent web has no env at all).
@@ -348,7 +335,7 @@ health = { probe = "tcp", port = 8080, interval = "100ms" }
         waiter.stderr
     );
     assert_eq!(waiter.stdout.trim_end().lines().last(), Some("No changes."));
-    assert_eq!(history(&p).len(), 1);
+    assert_eq!(p.history().len(), 1);
     // One network of the project's name, not one per racer.
     let nets = text(&docker(&[
         "network",
@@ -409,7 +396,7 @@ depends_on = ["slow"]
     let run = finish(child);
     assert_eq!(run.code, 128 + libc::SIGTERM, "{}", run.stderr);
     assert!(run.stderr.contains("stopped by SIGTERM"), "{}", run.stderr);
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[0]["outcome"], "interrupted");
     // Nothing past the step it stopped at was started (the level above was made ahead,
     // not started), and nothing running was stopped.
@@ -431,7 +418,7 @@ depends_on = ["slow"]
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(run.stdout.contains("resumed"), "{}", run.stdout);
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(
         (h.len(), &h[0]["outcome"]),
         (1, &serde_json::json!("healthy"))

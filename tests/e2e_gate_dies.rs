@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Project, docker, text};
@@ -23,18 +22,6 @@ const KILL_AT: Duration = Duration::from_millis(3300);
 /// What the issue asks: the gate fails within 2 s of the kill, far under the 60 s
 /// deadline. Measured here well under it (see the test's stderr).
 const WITHIN: Duration = Duration::from_secs(2);
-
-/// `berth apply` of the project, running on while the test acts.
-fn apply_in_background(p: &Project) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["apply"])
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
 
 /// Everything berth printed.
 fn said(out: &std::process::Output) -> String {
@@ -95,7 +82,7 @@ image = "{}"
 "#,
         case.image, case.extra
     ));
-    let child = apply_in_background(&p);
+    let child = p.spawn(&["apply"]);
     // Wait for the engine to run it (the container is created ahead, then started).
     let began = Instant::now();
     let started = loop {
@@ -181,7 +168,7 @@ environment = { FIXTURE_READY_AFTER = "120" }
 health = { probe = "http", port = 8080, path = "/health", interval = "10s" }
 "#,
     );
-    let child = apply_in_background(&p);
+    let child = p.spawn(&["apply"]);
     let began = Instant::now();
     while p.inspect("web", "{{.State.Running}}") != "true" {
         assert!(began.elapsed() < Duration::from_secs(30), "never started");

@@ -97,16 +97,6 @@ fn host_dir(p: &Project) {
     std::fs::set_permissions(host.join(".env"), std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
-fn history(p: &Project) -> Vec<serde_json::Value> {
-    let run = p.berth(&["history", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
-}
-
-fn web_env(p: &Project) -> String {
-    p.inspect("web", "{{range .Config.Env}}{{.}} {{end}}")
-}
-
 #[test]
 fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_one_deploys() {
     let p = Project::new("git-push");
@@ -117,7 +107,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     wait_for("commit A deployed", Duration::from_secs(60), || {
         d.deployed(&a)
     });
-    let env = web_env(&p);
+    let env = p.environment("web");
     assert!(
         env.contains("VERSION=1") && env.contains("GREETING=hello-from-the-host"),
         "the env file comes from the host directory: {env}"
@@ -125,7 +115,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     // The config file bound into the container is the commit's.
     let conf = p.inspect("web", "{{range .Mounts}}{{.Source}}{{end}}");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "v1\n", "{conf}");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["commit"], a.as_str());
     assert_eq!(h[0]["commit_subject"], "web v1");
@@ -142,7 +132,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     });
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(
-        history(&p).len(),
+        p.history().len(),
         1,
         "a commit that changes nothing made a generation"
     );
@@ -151,12 +141,12 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     // A bad commit: never healthy. Reverted to A's state, poisoned.
     let b = remote.push(&stack("2", true), "v1\n", "web v2 (broken)");
     wait_for("commit B rolled back", Duration::from_secs(60), || {
-        history(&p)
+        p.history()
             .iter()
             .any(|g| g["commit"] == b.as_str() && g["outcome"] == "rolled-back")
     });
     wait_for("the revert to finish", Duration::from_secs(30), || {
-        web_env(&p).contains("VERSION=1")
+        p.environment("web").contains("VERSION=1")
     });
     let s = d.status();
     let problem = s["status"].as_str().unwrap_or_default().to_string()
@@ -168,7 +158,8 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
         d.status()["git"]["newest"] == c.as_str()
     });
     std::thread::sleep(Duration::from_secs(2));
-    let rolled_back = history(&p)
+    let rolled_back = p
+        .history()
         .iter()
         .filter(|g| g["outcome"] == "rolled-back")
         .count();
@@ -176,7 +167,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
         rolled_back, 1,
         "the poisoned state was applied again: {problem}"
     );
-    assert!(web_env(&p).contains("VERSION=1"));
+    assert!(p.environment("web").contains("VERSION=1"));
     let status_text = p.berth(&["status"]).stdout;
     assert!(
         status_text.contains("poisoned") && status_text.contains(&c[..12]),
@@ -188,7 +179,7 @@ fn pushes_deploy_a_bad_commit_is_reverted_and_stays_poisoned_and_the_next_good_o
     wait_for("commit E deployed", Duration::from_secs(60), || {
         d.deployed(&e)
     });
-    let env = web_env(&p);
+    let env = p.environment("web");
     assert!(env.contains("VERSION=3"), "{env}");
     let conf = p.inspect("web", "{{range .Mounts}}{{.Source}}{{end}}");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), "v3\n");
@@ -250,8 +241,8 @@ fn an_invalid_commit_is_refused_naming_it_and_a_force_push_is_followed() {
         Duration::from_secs(60),
         || d.deployed(&f),
     );
-    assert!(web_env(&p).contains("VERSION=5"));
-    let h = history(&p);
+    assert!(p.environment("web").contains("VERSION=5"));
+    let h = p.history();
     assert_eq!(h[0]["commit"], a.as_str(), "old generations keep their ids");
     assert_eq!(h.last().unwrap()["commit"], f.as_str());
 }
@@ -382,7 +373,7 @@ fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_t
     wait_for("commit B deployed", Duration::from_secs(60), || {
         d.deployed(&b)
     });
-    assert!(web_env(&p).contains("VERSION=2"));
+    assert!(p.environment("web").contains("VERSION=2"));
 
     // A remote that cannot be reached: status says so, the deployed commit runs on.
     drop(server);
@@ -402,7 +393,7 @@ fn over_https_with_a_token_the_sync_endpoint_fetches_at_once_and_wants_its_own_t
         "{s}"
     );
     assert_eq!(s["git"]["deployed"], b.as_str());
-    assert!(web_env(&p).contains("VERSION=2"));
+    assert!(p.environment("web").contains("VERSION=2"));
 
     // The tokens never show: not in the log, the status, the history. Nor does the
     // fetch token as git sends it, in the `Authorization: Basic` header's base64.
@@ -598,5 +589,5 @@ fn over_ssh_with_a_key_and_known_hosts_and_an_unknown_host_is_refused() {
         Duration::from_secs(60),
         || d.deployed(&b),
     );
-    assert!(web_env(&p).contains("VERSION=2"));
+    assert!(p.environment("web").contains("VERSION=2"));
 }

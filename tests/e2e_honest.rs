@@ -54,8 +54,7 @@ fn a_paused_container_is_drift_status_says_degraded_and_apply_repairs_it() {
         (0, &serde_json::json!("converged"))
     );
     assert_eq!(s[0]["repairs"], 1);
-    let h: Vec<serde_json::Value> =
-        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap();
+    let h = p.history();
     assert_eq!(h.len(), 1, "a repair is not a generation");
     assert_eq!(h[0]["repairs"], 1);
 }
@@ -78,8 +77,7 @@ fn down_removes_containers_and_network_keeps_volumes_and_is_recorded() {
         docker(&["volume", "inspect", &vol]).status.success(),
         "volumes are kept"
     );
-    let h: Vec<serde_json::Value> =
-        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap();
+    let h = p.history();
     assert_eq!(h[1]["outcome"], "down");
     let (code, s) = status_json(&p);
     assert_eq!((code, &s[0]["status"]), (1, &serde_json::json!("down")));

@@ -120,11 +120,10 @@ environment = { FIXTURE_READY_AFTER = "0.2", FIXTURE_HEALTHY_FOR = "1.3" }
     let exited_ms = p
         .fixture_event_ms("web", "exit")
         .expect("the fixture logged its exit");
-    let history: serde_json::Value =
-        serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap();
+    let history = p.history();
     let failed_ms = history[0]["timings"]["web"]["failed_ms"]
         .as_i64()
-        .unwrap_or_else(|| panic!("no failed_ms in {history}"));
+        .unwrap_or_else(|| panic!("no failed_ms in {history:?}"));
     // Every look the gate took is one inspect of the container (the only container of the
     // converge), logged as the call begins. After its last look before the exit, a gate
     // that no event wakes looks again only once that look is over and a whole 2 s have

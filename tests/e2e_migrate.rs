@@ -10,11 +10,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use berth::migrate::{self, Error};
-use common::{Project, docker, require_images, text};
+use common::{Project, copy_repo_migrations, docker, repo_migrations, require_images, text};
 use sqlx::{Connection, PgConnection};
 
 const IMAGE: &str = "berth-postgres:15";
@@ -38,10 +38,6 @@ const INDEXES_0003: [&str; 6] = [
     "documents_metadata_gin_idx",
     "cost_ledger_user_created_idx",
 ];
-
-fn repo_migrations() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
-}
 
 /// A PostgreSQL container of this test's own; removed (by its id) on drop.
 struct Postgres {
@@ -154,10 +150,7 @@ async fn exists(conn: &mut PgConnection, relation: &str) -> bool {
 /// A copy of the repository's migrations to edit.
 fn copy_migrations() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(repo_migrations()).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
-    }
+    copy_repo_migrations(dir.path());
     dir
 }
 

@@ -17,7 +17,9 @@
 
 mod common;
 
-use common::{FIXTURE, Project, require_images};
+use std::time::Duration;
+
+use common::{FIXTURE, KillOnDrop, Project, require_images, wait_for};
 
 const POSTGRES: &str = "berth-postgres:15";
 const PASSWORD: &str = "e2e-mstep-pw-Kq3";
@@ -103,13 +105,7 @@ fn project(test: &str) -> Project {
     require_images(&[POSTGRES], "scripts/build-images.sh postgres");
     require_images(&[FIXTURE], "scripts/build-fixture.sh");
     let p = Project::new(test);
-    let dir = p.dir.path().join("migrations");
-    std::fs::create_dir(&dir).unwrap();
-    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for f in std::fs::read_dir(repo).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), dir.join(f.file_name())).unwrap();
-    }
+    common::copy_repo_migrations(&p.dir.path().join("migrations"));
     p
 }
 
@@ -122,26 +118,10 @@ fn remove_migration(p: &Project, name: &str) {
 }
 
 fn schema_version(p: &Project) -> String {
-    sql(p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations")
-}
-
-/// One value from the `assistant` database.
-fn sql(p: &Project, query: &str) -> String {
-    p.psql("assistant", query)
-}
-
-fn table_exists(p: &Project, table: &str) -> bool {
-    p.table_exists(table)
-}
-
-fn history(p: &Project) -> Vec<serde_json::Value> {
-    let run = p.berth(&["history", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
-}
-
-fn app_env(p: &Project) -> String {
-    p.inspect("app", "{{range .Config.Env}}{{.}} {{end}}")
+    p.psql(
+        "assistant",
+        "SELECT coalesce(max(version), 0) FROM _sqlx_migrations",
+    )
 }
 
 /// The first generation: every migration of the repository applied between the
@@ -169,13 +149,13 @@ fn first_generation(p: &Project, backup: bool) {
         run.stdout
     );
     for table in ["users", "conversations", "messages", "user_sessions"] {
-        assert!(table_exists(p, table), "table {table} is missing");
+        assert!(p.table_exists(table), "table {table} is missing");
     }
     assert_eq!(schema_version(p), "3");
     // The app started after the last migration was recorded (installed_on is that
     // migration's transaction time; StartedAt the app container's start).
-    let migrated = sql(
-        p,
+    let migrated = p.psql(
+        "assistant",
         "SELECT extract(epoch FROM max(installed_on)) FROM _sqlx_migrations",
     );
     let migrated: f64 = migrated.parse().unwrap();
@@ -185,7 +165,7 @@ fn first_generation(p: &Project, backup: bool) {
         migrated < started,
         "the app started at {started} before the migrations finished at {migrated}"
     );
-    let h = history(p);
+    let h = p.history();
     assert_eq!(h.len(), 1);
     assert_eq!(h[0]["schema_version"], 3);
     if backup {
@@ -221,7 +201,7 @@ fn a_level_without_a_dependent_of_migrations_begins_while_they_run() {
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(schema_version(&p), "3");
-    let h = history(&p);
+    let h = p.history();
     let t = &h[0]["timings"];
     let ms = |svc: &str, key: &str| {
         t[svc][key]
@@ -252,15 +232,11 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
     let p = project("mstep-revert");
     first_generation(&p, true);
     // Rows written before the deploys below, as the app would.
-    sql(
-        &p,
-        "INSERT INTO users (email) VALUES ('kept@example.org'); INSERT INTO conversations (user_id, title) SELECT id, 'hello' FROM users",
+    p.psql("assistant", "INSERT INTO users (email) VALUES ('kept@example.org'); INSERT INTO conversations (user_id, title) SELECT id, 'hello' FROM users",
     );
     let rows_intact = |p: &Project| {
         assert_eq!(
-            sql(
-                p,
-                "SELECT count(*) FROM users u JOIN conversations c ON c.user_id = u.id WHERE u.email = 'kept@example.org' AND c.title = 'hello'"
+            p.psql("assistant", "SELECT count(*) FROM users u JOIN conversations c ON c.user_id = u.id WHERE u.email = 'kept@example.org' AND c.title = 'hello'"
             ),
             "1",
             "the rows written before the deploy are gone"
@@ -299,18 +275,18 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
         run.stdout
     );
     assert!(
-        !table_exists(&p, "e2e_widgets"),
+        !p.table_exists("e2e_widgets"),
         "0004's table is still there"
     );
     assert_eq!(schema_version(&p), "3");
-    assert!(table_exists(&p, "user_sessions"), "0002 was undone too");
+    assert!(p.table_exists("user_sessions"), "0002 was undone too");
     rows_intact(&p);
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(
         env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
         "the app is not back on generation 1's spec: {env}"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2, "one history entry for the failed generation");
     assert_eq!(h[1]["outcome"], "rolled-back");
     assert_eq!(h[1]["reverted_to"], 1);
@@ -334,18 +310,18 @@ fn migrations_run_before_their_dependents_and_a_failed_gate_undoes_them() {
         run.stdout,
         run.stderr
     );
-    assert!(!table_exists(&p, "e2e_half"), "half of 0004 stayed applied");
+    assert!(!p.table_exists("e2e_half"), "half of 0004 stayed applied");
     assert_eq!(schema_version(&p), "3");
     rows_intact(&p);
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT count(*) FROM _sqlx_migrations WHERE NOT success"
         ),
         "0",
         "a dirty record was left"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 3);
     assert_eq!(h[2]["outcome"], "rolled-back");
     assert_eq!(h[2]["schema_version"], 3);
@@ -383,10 +359,10 @@ fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
     );
     assert!(all.contains("its database schema is not"), "{all}");
     // The containers are back on generation 1 even so; the schema is not.
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(env.contains("VERSION=1"), "{env}");
     assert_eq!(schema_version(&p), "4");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "failed");
     let run = p.berth(&["status"]);
@@ -397,7 +373,10 @@ fn a_migration_without_a_down_file_leaves_the_revert_degraded_naming_it() {
 fn a_migration_without_a_down_file_is_reverted_by_restoring_the_backup_taken_before_it() {
     let p = project("mstep-restore");
     first_generation(&p, true);
-    sql(&p, "INSERT INTO users (email) VALUES ('kept@example.org')");
+    p.psql(
+        "assistant",
+        "INSERT INTO users (email) VALUES ('kept@example.org')",
+    );
 
     write_migration(
         &p,
@@ -414,25 +393,25 @@ fn a_migration_without_a_down_file_is_reverted_by_restoring_the_backup_taken_bef
     );
     // The backup was taken before 0004, and restored by the revert.
     assert!(
-        !table_exists(&p, "e2e_no_way_back"),
+        !p.table_exists("e2e_no_way_back"),
         "0004's table is still there"
     );
     assert_eq!(schema_version(&p), "3");
-    assert!(table_exists(&p, "user_sessions"));
+    assert!(p.table_exists("user_sessions"));
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT count(*) FROM users WHERE email = 'kept@example.org'"
         ),
         "1",
         "the data written before 0004 is back"
     );
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(
         env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
         "the app is not back on generation 1's spec: {env}"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2, "{h:?}");
     assert_eq!(h[1]["outcome"], "rolled-back");
     assert_eq!(h[1]["reverted_to"], 1);
@@ -457,7 +436,7 @@ fn a_migration_without_a_down_file_is_reverted_by_restoring_the_backup_taken_bef
 #[test]
 fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twice() {
     use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
+    use std::process::Stdio;
 
     let p = project("mstep-kill");
     first_generation(&p, false);
@@ -476,24 +455,14 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
     );
     write_migration(&p, "0005_slow.down.sql", "DROP TABLE e2e_slow;\n");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("apply")
-        .env("BERTH_STATE", p.state())
-        .env("BERTH_FILE", p.file())
+    let mut child = p
+        .command(&["apply"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Killed on every path out of this test, so no berth outlives it.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let stdout = child.stdout.take().unwrap();
-    let mut child = Kill(child);
+    let mut child = KillOnDrop::new(child);
     let mut lines = BufReader::new(stdout).lines();
     let mut seen = String::new();
     for line in lines.by_ref() {
@@ -510,16 +479,17 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
     );
     // Into 0005's pg_sleep (0004 most likely committed by then; the test holds either way).
     std::thread::sleep(std::time::Duration::from_millis(2500));
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
 
-    let before: Vec<String> = sql(
-        &p,
-        "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations",
-    )
-    .split(',')
-    .map(str::to_string)
-    .collect();
+    let before: Vec<String> = p
+        .psql(
+            "assistant",
+            "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations",
+        )
+        .split(',')
+        .map(str::to_string)
+        .collect();
     assert!(
         !before.contains(&"5".to_string()),
         "0005 committed: {before:?}"
@@ -542,21 +512,21 @@ fn berth_killed_while_migrating_is_finished_by_the_next_run_applying_nothing_twi
         );
     }
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT string_agg(version::text, ',' ORDER BY version) FROM _sqlx_migrations"
         ),
         "1,2,3,4,5"
     );
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT count(*) FROM _sqlx_migrations WHERE NOT success"
         ),
         "0"
     );
-    assert!(table_exists(&p, "e2e_quick") && table_exists(&p, "e2e_slow"));
-    let h = history(&p);
+    assert!(p.table_exists("e2e_quick") && p.table_exists("e2e_slow"));
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "healthy");
     assert_eq!(h[1]["schema_version"], 5);
@@ -577,14 +547,18 @@ fn berth_rollback_undoes_the_schema_to_that_generations_version() {
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(schema_version(&p), "4");
-    assert!(table_exists(&p, "e2e_gadgets"));
+    assert!(p.table_exists("e2e_gadgets"));
 
     let run = p.berth(&["rollback", "1"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
     assert_eq!(schema_version(&p), "3");
-    assert!(!table_exists(&p, "e2e_gadgets"), "0004 was not undone");
-    assert!(app_env(&p).contains("VERSION=1"), "{}", app_env(&p));
-    let h = history(&p);
+    assert!(!p.table_exists("e2e_gadgets"), "0004 was not undone");
+    assert!(
+        p.environment("app").contains("VERSION=1"),
+        "{}",
+        p.environment("app")
+    );
+    let h = p.history();
     assert_eq!(h.len(), 3);
     assert_eq!(h[1]["schema_version"], 4);
     assert_eq!(h[2]["kind"], "rollback");
@@ -605,7 +579,10 @@ fn a_down_migration_blocked_by_a_lock_gives_up_at_lock_timeout_and_the_backup_is
 
     let p = project("mstep-locktimeout");
     first_generation(&p, true);
-    sql(&p, "INSERT INTO users (email) VALUES ('kept@example.org')");
+    p.psql(
+        "assistant",
+        "INSERT INTO users (email) VALUES ('kept@example.org')",
+    );
 
     write_migration(
         &p,
@@ -616,38 +593,20 @@ fn a_down_migration_blocked_by_a_lock_gives_up_at_lock_timeout_and_the_backup_is
     let gen2 = with_backup(stack("2", true), &p)
         .replace("[migrations]\n", "[migrations]\nlock_timeout = \"2s\"\n");
     p.write(&gen2);
-    // Killed on every path out of this test, so nothing it started outlives it.
-    struct Kill(Option<std::process::Child>);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            if let Some(c) = self.0.as_mut() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-    let mut berth = Kill(Some(
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .arg("apply")
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_FILE", p.file())
+    let berth = KillOnDrop::new(
+        p.command(&["apply"])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
-    ));
+    );
     // Once 0004 is applied (the app then spends its 10 s healthy_deadline failing), a
     // session takes a lock on its table and keeps it, as a still-running container of
     // the failed generation could.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
-    while !table_exists(&p, "e2e_locked") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "0004 was never applied"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let _locker = Kill(Some(
+    wait_for("0004 to be applied", Duration::from_secs(90), || {
+        p.table_exists("e2e_locked")
+    });
+    let _locker = KillOnDrop::new(
         Command::new("docker")
             .args([
                 "exec",
@@ -664,21 +623,15 @@ fn a_down_migration_blocked_by_a_lock_gives_up_at_lock_timeout_and_the_backup_is
             .stderr(Stdio::null())
             .spawn()
             .unwrap(),
-    ));
+    );
     // The premise: the lock is held before the revert begins.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    while sql(
-        &p,
-        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'e2e_locked' AND l.granted",
-    ) == "0"
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the lock was never taken"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let out = berth.0.take().unwrap().wait_with_output().unwrap();
+    wait_for("the lock to be taken", Duration::from_secs(5), || {
+        p.psql(
+            "assistant",
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'e2e_locked' AND l.granted",
+        ) != "0"
+    });
+    let out = berth.take().wait_with_output().unwrap();
     let all = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -690,19 +643,16 @@ fn a_down_migration_blocked_by_a_lock_gives_up_at_lock_timeout_and_the_backup_is
         "the down gave up on the lock: {all}"
     );
     assert!(all.contains("restored from"), "{all}");
-    assert!(
-        !table_exists(&p, "e2e_locked"),
-        "0004's table is still there"
-    );
+    assert!(!p.table_exists("e2e_locked"), "0004's table is still there");
     assert_eq!(schema_version(&p), "3");
     assert_eq!(
-        sql(
-            &p,
+        p.psql(
+            "assistant",
             "SELECT count(*) FROM users WHERE email = 'kept@example.org'"
         ),
         "1"
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[1]["outcome"], "rolled-back");
 }
 
@@ -741,15 +691,15 @@ fn a_backup_that_fails_before_migrating_fails_the_gate_with_nothing_applied() {
         "{all}"
     );
     assert!(
-        !table_exists(&p, "e2e_after_backup"),
+        !p.table_exists("e2e_after_backup"),
         "0004 ran without a backup"
     );
     assert_eq!(schema_version(&p), "3");
     assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "a file\n");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h.len(), 2);
     assert_eq!(h[1]["outcome"], "rolled-back");
     assert!(h[1]["backup"].is_null(), "{}", h[1]);
-    let env = app_env(&p);
+    let env = p.environment("app");
     assert!(env.contains("VERSION=1"), "{env}");
 }

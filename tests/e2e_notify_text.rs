@@ -11,26 +11,12 @@
 mod common;
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Project, free_port};
+use common::Project;
+use common::daemon::Daemon;
 
 const PAYLOAD: &str = "x\nWATCHDOG=trigger\nMAINPID=1";
-
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        unsafe { libc_kill(self.0.id() as i32, 15) };
-        let _ = self.0.wait();
-    }
-}
-
-unsafe extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
 
 #[test]
 fn an_exec_probes_output_reaches_status_as_one_escaped_line() {
@@ -52,20 +38,12 @@ health = {{ probe = "exec", command = ["/berth-fixture", "say", {payload:?}, "1"
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))
         .unwrap();
-    let port = free_port();
-    let log = std::fs::File::create(p.dir.path().join("daemon.log")).unwrap();
-    let _daemon = Daemon(
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .env("BERTH_STATE", p.state())
-            .env("BERTH_FILE", p.file())
-            .env("NOTIFY_SOCKET", &sock_path)
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // Ready once it listens: its gate fails, so it never converges.
+    let daemon = Daemon::build(&p)
+        .file()
+        .env(&[("NOTIFY_SOCKET", sock_path.to_str().unwrap())])
+        .ready("/healthz", Duration::from_secs(30))
+        .start();
 
     // Read datagrams until a STATUS line quotes the probe's output (the gate failed).
     let escaped = "x\\nWATCHDOG=trigger\\nMAINPID=1";
@@ -86,7 +64,7 @@ health = {{ probe = "exec", command = ["/berth-fixture", "say", {payload:?}, "1"
     assert!(
         datagrams.iter().any(|d| d.contains(escaped)),
         "premise: the failed gate's reason, with the probe's output, reaches STATUS=; got {datagrams:#?}\n{}",
-        std::fs::read_to_string(p.dir.path().join("daemon.log")).unwrap_or_default()
+        daemon.log()
     );
     for d in &datagrams {
         let lines: Vec<&str> = d.lines().collect();
@@ -121,11 +99,8 @@ health = {{ probe = "exec", command = ["/berth-fixture", "say", {payload:?}, "1"
         "{}",
         status.stdout
     );
-    let history = p.berth(&["history", "--json"]);
-    let v: serde_json::Value = serde_json::from_str(&history.stdout).unwrap();
-    let reasons: Vec<String> = v
-        .as_array()
-        .unwrap()
+    let reasons: Vec<String> = p
+        .history()
         .iter()
         .filter_map(|g| g["reason"].as_str().map(str::to_string))
         .collect();

@@ -30,10 +30,6 @@ fn stack(image: &str) -> String {
     STACK.replace("{image}", image)
 }
 
-fn history(p: &Project) -> serde_json::Value {
-    serde_json::from_str(&p.berth(&["history", "--json"]).stdout).unwrap()
-}
-
 #[test]
 fn a_generation_that_never_gets_healthy_is_reverted_to_the_last_good_one() {
     let p = Project::new("revert");
@@ -61,7 +57,7 @@ fn a_generation_that_never_gets_healthy_is_reverted_to_the_last_good_one() {
     );
     assert_eq!(p.inspect("app", "{{.Image}}"), good_image);
     assert_eq!(p.inspect("app", "{{.State.Running}}"), "true");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[1]["outcome"], "rolled-back");
     assert_eq!(h[1]["reverted_to"], 1);
     assert!(
@@ -177,11 +173,7 @@ fn a_poisoned_desired_state_is_refused_until_it_changes_or_is_forced() {
         ids,
         "nothing changed"
     );
-    assert_eq!(
-        history(&p).as_array().unwrap().len(),
-        2,
-        "no generation recorded"
-    );
+    assert_eq!(p.history().len(), 2, "no generation recorded");
     // --force applies it (and it fails and reverts again).
     assert_eq!(p.berth(&["apply", "--force"]).code, 3);
     // An edited desired state is applied.
@@ -227,7 +219,7 @@ fn rollback_by_hand_to_an_older_generation_is_gated_and_recorded() {
         p.inspect("app", "{{json .Config.Env}}")
             .contains("ROLE=app\"")
     );
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[2]["outcome"], "healthy");
     assert_eq!(h[2]["source"], "rollback to generation 1");
     assert_eq!(

@@ -65,9 +65,7 @@ backup = false
 backup_dir = "{}"
 retention = "{retention}"
 "#,
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("migrations")
-            .display(),
+        common::repo_migrations().display(),
         backups.display()
     )
 }
@@ -286,22 +284,11 @@ backup_dir = "{}"
     )
 }
 
-fn history(p: &Project) -> Vec<serde_json::Value> {
-    let run = p.berth(&["history", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    serde_json::from_str(&run.stdout).unwrap()
-}
-
 #[test]
 fn a_backup_changed_after_berth_wrote_it_is_not_restored_by_the_revert() {
     let p = project("trust-revert");
     let migrations = p.dir.path().join("migrations");
-    std::fs::create_dir(&migrations).unwrap();
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
-    for f in std::fs::read_dir(repo).unwrap() {
-        let f = f.unwrap();
-        std::fs::copy(f.path(), migrations.join(f.file_name())).unwrap();
-    }
+    common::copy_repo_migrations(&migrations);
     p.write(&migrating(&p, "1", false));
     let run = p.berth(&["apply"]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
@@ -310,7 +297,7 @@ fn a_backup_changed_after_berth_wrote_it_is_not_restored_by_the_revert() {
         "assistant",
         "INSERT INTO users (email) VALUES ('kept@example.org')",
     );
-    let h = history(&p);
+    let h = p.history();
     assert!(
         h[0]["backup_sha256"]
             .as_str()
@@ -385,9 +372,9 @@ fn a_backup_changed_after_berth_wrote_it_is_not_restored_by_the_revert() {
         sql(&p, "assistant", "SELECT string_agg(email, ',') FROM users"),
         "kept@example.org"
     );
-    let env = p.inspect("app", "{{range .Config.Env}}{{.}} {{end}}");
+    let env = p.environment("app");
     assert!(env.contains("VERSION=1"), "{env}");
-    let h = history(&p);
+    let h = p.history();
     assert_eq!(h[1]["outcome"], "failed", "{}", h[1]);
     let reason = h[1]["reason"].as_str().unwrap_or_default();
     assert!(

@@ -144,23 +144,11 @@ impl Drop for BuiltImage {
 /// What a granted commit's deploy must show.
 type Check = Box<dyn Fn(&Project)>;
 
-fn history_len(p: &Project) -> usize {
-    let run = p.berth(&["history", "--json"]);
-    assert_eq!(run.code, 0, "{}", run.stderr);
-    serde_json::from_str::<Vec<serde_json::Value>>(&run.stdout)
-        .unwrap()
-        .len()
-}
-
 fn mounts(p: &Project) -> String {
     p.inspect(
         "web",
         "{{range .Mounts}}{{.Source}}={{.Destination}} {{end}}",
     )
-}
-
-fn web_env(p: &Project) -> String {
-    p.inspect("web", "{{range .Config.Env}}{{.}} {{end}}")
 }
 
 /// `path` with every symlink resolved, as berth names it.
@@ -301,7 +289,7 @@ fn a_commit_reaches_only_its_tree_and_the_host_dir_until_the_operator_grants_mor
         d.deployed(&a)
     });
     let web = p.id("web").unwrap();
-    assert_eq!(history_len(&p), 1);
+    assert_eq!(p.history().len(), 1);
     for case in &hostile {
         let c = remote.push(case);
         wait_for(
@@ -334,7 +322,7 @@ fn a_commit_reaches_only_its_tree_and_the_host_dir_until_the_operator_grants_mor
         text.contains(&hostile.last().unwrap().refusal),
         "berth status shows the refusal: {text}"
     );
-    assert_eq!(history_len(&p), 1, "a refused commit made a generation");
+    assert_eq!(p.history().len(), 1, "a refused commit made a generation");
     // Nothing was created where the data directory's symlink points, nor copied from
     // outside the tree.
     assert_eq!(mounts(&p).matches(&outside_real).count(), 0);
@@ -358,9 +346,10 @@ fn a_commit_reaches_only_its_tree_and_the_host_dir_until_the_operator_grants_mor
         d.deployed(&tip)
     });
     assert!(
-        web_env(&p).contains(&format!("HOME_SEEN={DAEMON_HOME}")),
+        p.environment("web")
+            .contains(&format!("HOME_SEEN={DAEMON_HOME}")),
         "{}",
-        web_env(&p)
+        p.environment("web")
     );
     let granted: Vec<(Case, Check)> = vec![
         (
@@ -400,9 +389,9 @@ fn a_commit_reaches_only_its_tree_and_the_host_dir_until_the_operator_grants_mor
             hostile[5].clone(),
             Box::new(|p: &Project| {
                 assert!(
-                    web_env(p).contains("FROM_OUTSIDE=outside-env"),
+                    p.environment("web").contains("FROM_OUTSIDE=outside-env"),
                     "{}",
-                    web_env(p)
+                    p.environment("web")
                 )
             }),
         ),
