@@ -4,6 +4,8 @@
 //! file must make that check fail, and the provisioned Grafana dashboard must query the
 //! provisioned Prometheus datasource for every key metric the runbook lists.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,14 +43,7 @@ struct Promtool {
 /// `promtool <args>` in the Prometheus image, with `prometheus_yml` and `alerts_yml`
 /// mounted read-only at /etc/prometheus/, as desired-state/local-assistant.toml does.
 fn promtool(prometheus_yml: &Path, alerts_yml: &Path, args: &[&str]) -> Promtool {
-    let image = Command::new("docker")
-        .args(["image", "inspect", PROMETHEUS_IMAGE])
-        .output()
-        .expect("docker is not runnable");
-    assert!(
-        image.status.success(),
-        "the image {PROMETHEUS_IMAGE} is missing: run scripts/build-images.sh prometheus"
-    );
+    common::require_images(&[PROMETHEUS_IMAGE], "scripts/build-images.sh prometheus");
     let mount = |host: &Path, target: &str| {
         let host = host
             .canonicalize()

@@ -4,11 +4,12 @@
 //! first probe pass ends the converge in well under the 60 s `healthy_deadline`, whatever
 //! the restart policy (a kill cancels it, as the engine does).
 
+mod common;
+
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use berth::reconcile::{ApplyOutcome, Options, reconcile};
-use berth::report::Reporter;
+use berth::reconcile::{ApplyOutcome, Options};
 use berth::runtime::fake::FakeRuntime;
 use berth::shutdown::Shutdown;
 use berth::store::Store;
@@ -39,18 +40,13 @@ async fn converge(text: &str, rt: &FakeRuntime) -> ApplyOutcome {
     let d = berth::spec::load_with_env(&file, &Default::default(), &HashMap::new()).unwrap();
     let state = dir.path().join("state.db");
     let store = Store::open(&state).await.unwrap();
-    let never = Shutdown::never();
-    let mut lock = berth::lock::acquire(&state, "dies", "apply", false, &never, |_| {})
-        .await
-        .unwrap();
-    reconcile(
+    common::fake::apply(
         rt,
         &store,
+        &state,
         &d,
-        &mut lock,
         Options::default(),
-        &Reporter::quiet(),
-        &never,
+        &Shutdown::never(),
     )
     .await
     .unwrap()

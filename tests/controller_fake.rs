@@ -3,9 +3,11 @@
 //! would fire while its worker thread runs.) The same behaviours are proved
 //! against the real engine in the e2e suites; these pin the controller's decisions.
 
+mod common;
+
 use std::collections::HashMap;
 
-use berth::reconcile::{ApplyOutcome, Options, reconcile};
+use berth::reconcile::{ApplyOutcome, Options};
 use berth::report::Reporter;
 use berth::runtime::fake::FakeRuntime;
 use berth::shutdown::Shutdown;
@@ -36,20 +38,7 @@ async fn apply_with(
     opts: Options,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, berth::converge::ConvergeError> {
-    let mut lock =
-        berth::lock::acquire(&t.state, &d.project.name, "apply", false, shutdown, |_| {})
-            .await
-            .unwrap();
-    reconcile(
-        &t.rt,
-        &t.store,
-        d,
-        &mut lock,
-        opts,
-        &Reporter::quiet(),
-        shutdown,
-    )
-    .await
+    common::fake::apply(&t.rt, &t.store, &t.state, d, opts, shutdown).await
 }
 
 /// `berth rollback` to `target`, under the project's lock.

@@ -9,10 +9,14 @@
 //!
 //! Env-file permission cases are generated at run time, because git does not keep modes.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
+
+use common::docker;
 
 /// Variables the corpus uses in `${...}` and that must therefore be unset.
 const UNSET_VARS: &[&str] = &[
@@ -143,13 +147,6 @@ fn has_diagnostic(stderr: &str, file: &Path, line: usize, col: usize, message: &
     stderr
         .lines()
         .any(|l| l.starts_with(&prefix) && l[prefix.len()..].contains(message))
-}
-
-fn docker(args: &[&str]) -> Output {
-    Command::new("docker")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run `docker {}`: {e}", args.join(" ")))
 }
 
 /// The containers (with their state), networks and volumes berth could have made for the

@@ -8,11 +8,12 @@
 //! `i64::MAX` seconds, ports outside every range, dependency cycles, unknown probe kinds,
 //! and arbitrary text where a string is expected.
 
+mod common;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use berth::reconcile::{Options, reconcile};
-use berth::report::Reporter;
+use berth::reconcile::Options;
 use berth::runtime::fake::FakeRuntime;
 use berth::shutdown::Shutdown;
 use berth::store::Store;
@@ -293,19 +294,13 @@ fn run_one(text: &str) -> Result<(), TestCaseError> {
         }
         let state = dir.path().join("state.db");
         let store = Store::open(&state).await.unwrap();
-        let never = Shutdown::never();
-        let mut lock =
-            berth::lock::acquire(&state, &d.project.name, "apply", false, &never, |_| {})
-                .await
-                .unwrap();
-        let _ = reconcile(
+        let _ = common::fake::apply(
             &fake,
             &store,
+            &state,
             &d,
-            &mut lock,
             Options::default(),
-            &Reporter::quiet(),
-            &never,
+            &Shutdown::never(),
         )
         .await;
         CONVERGED.fetch_add(1, Ordering::Relaxed);
@@ -366,18 +361,13 @@ health = { probe = "tcp", port = 8080, interval = "8760h", timeout = "8760h", he
     fake.add_image("fixture:1", "sha256:one");
     let state = dir.path().join("state.db");
     let store = Store::open(&state).await.unwrap();
-    let never = Shutdown::never();
-    let mut lock = berth::lock::acquire(&state, "longest", "apply", false, &never, |_| {})
-        .await
-        .unwrap();
-    let outcome = reconcile(
+    let outcome = common::fake::apply(
         &fake,
         &store,
+        &state,
         &d,
-        &mut lock,
         Options::default(),
-        &Reporter::quiet(),
-        &never,
+        &Shutdown::never(),
     )
     .await
     .unwrap();
