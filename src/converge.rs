@@ -103,6 +103,26 @@ impl Failure {
     }
 }
 
+impl From<crate::migrate::step::StepError> for Failure {
+    /// The migrations step fails the converge as a gate does; the engine's errors end it
+    /// as they end any other step.
+    fn from(e: crate::migrate::step::StepError) -> Failure {
+        match e {
+            crate::migrate::step::StepError::Runtime(e) => Failure::of(e),
+            crate::migrate::step::StepError::Failed(reason) => Failure::Gate(reason),
+        }
+    }
+}
+
+impl From<crate::migrate::revert::RevertError> for ConvergeError {
+    fn from(e: crate::migrate::revert::RevertError) -> ConvergeError {
+        match e {
+            crate::migrate::revert::RevertError::Runtime(e) => ConvergeError::Runtime(e),
+            crate::migrate::revert::RevertError::Store(e) => ConvergeError::Store(e),
+        }
+    }
+}
+
 impl ConvergeError {
     /// Whether the engine gave no answer (see [`RuntimeError::is_unreachable`]).
     pub fn is_unreachable(&self) -> bool {
@@ -491,15 +511,23 @@ async fn execute_steps<R: Runtime>(
             // not use, and the converge ends only once they are done.
             if let Some(m) = &desired.migrations
                 && level.contains(&m.service)
-                && how.store.is_some()
+                && let Some(store) = how.store
             {
                 if let Some(signal) = how.shutdown.signal() {
                     return Err(Failure::Interrupted(signal));
                 }
                 *migrating_since.lock().expect("migrations lock") = Some(now_ms());
-                migrating = Some(Box::pin(crate::migrate::step::migrations_step(
-                    rt, desired, m, how,
-                )));
+                let step = crate::migrate::step::Context {
+                    images: how.images,
+                    generation: how.generation,
+                    store,
+                    report: how.report,
+                };
+                migrating = Some(Box::pin(async move {
+                    crate::migrate::step::migrations_step(rt, desired, m, &step)
+                        .await
+                        .map_err(Failure::from)
+                }));
             }
         }
         await_migrations(

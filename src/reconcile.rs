@@ -29,6 +29,7 @@ use crate::converge::{
 use crate::hash::resolved_hash;
 use crate::images::ensure_images;
 use crate::lock::ProjectLock;
+use crate::migrate::revert::SchemaUndo;
 use crate::observe::observe;
 use crate::plan::{Action, plan};
 use crate::report::Reporter;
@@ -526,8 +527,16 @@ async fn revert<R: Runtime>(
                 generation,
                 message: "the generation being reverted is not in the state store".into(),
             })?;
-    let schema =
-        crate::migrate::revert::undo_schema(rt, store, &failed, good, true, report).await?;
+    let schema = crate::migrate::revert::undo_schema(
+        rt,
+        store,
+        &failed,
+        &desired_of(&failed)?,
+        good,
+        true,
+        report,
+    )
+    .await?;
     let reverted = converge_to_pinned(
         rt,
         None,
@@ -540,11 +549,11 @@ async fn revert<R: Runtime>(
     )
     .await?;
     match reverted.result {
-        Ok(()) if schema.is_err() => {
+        Ok(()) if schema.not_undone().is_some() => {
             let why = format!(
                 "{reason}; the containers are back on generation {} but {}",
                 good.id,
-                schema.err().unwrap_or_default()
+                schema.not_undone().unwrap_or_default()
             );
             store
                 .set_outcome(generation, Outcome::Failed, Some(&why))
@@ -556,7 +565,7 @@ async fn revert<R: Runtime>(
         }
         Ok(()) => {
             let restored = match &schema {
-                Ok(Some(note)) => format!("; {note}"),
+                SchemaUndo::Restored(note) => format!("; {note}"),
                 _ => String::new(),
             };
             let why = format!("{reason}; reverted to generation {}{restored}", good.id);
@@ -788,10 +797,21 @@ pub async fn rollback<R: Runtime>(
     .await?;
     // The schema first, as in an auto-revert, with the source of what ran last.
     let schema = match &current {
-        Some(c) => crate::migrate::revert::undo_schema(rt, store, c, target, false, report).await?,
-        None => Ok(None),
+        Some(c) => {
+            crate::migrate::revert::undo_schema(
+                rt,
+                store,
+                c,
+                &desired_of(c)?,
+                target,
+                false,
+                report,
+            )
+            .await?
+        }
+        None => SchemaUndo::Done,
     };
-    if let Err(why) = schema {
+    if let SchemaUndo::NotUndone(why) = schema {
         store
             .finish(g.id, Outcome::Failed, Some(&why), &json!({}))
             .await?;

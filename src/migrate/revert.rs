@@ -6,48 +6,86 @@
 use std::path::Path;
 
 use super::Runner;
-use crate::converge::{ConvergeError, desired_of};
+use crate::converge::pins_of;
 use crate::report::Reporter;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::{DesiredState, MIGRATIONS_NODE, MigrationJob, Migrations};
-use crate::store::{Generation, Store};
+use crate::store::{Generation, Store, StoreError};
 
 /// What a reason says when the containers went back but the schema could not: the CLI
 /// tells a person so rather than "the failed containers are left".
 pub const SCHEMA_NOT_UNDONE: &str = "the schema could not be undone";
 
+/// How the schema half of a revert ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SchemaUndo {
+    /// The schema is where the target generation had it: undone, or nothing to undo
+    /// (no migrations, the step never reached the database), or the target recorded no
+    /// schema to go back to and it is left as it is.
+    Done,
+    /// A down migration (or the job's downgrade) was missing or failed, and the backup
+    /// taken before migrating was restored instead: the note says from what.
+    Restored(String),
+    /// The schema is not where the target had it: which migration, which backup, and
+    /// what to do.
+    NotUndone(String),
+}
+
+impl SchemaUndo {
+    /// Why the schema is not back, when it is not.
+    pub fn not_undone(&self) -> Option<&str> {
+        match self {
+            SchemaUndo::NotUndone(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// A reason is stored and shown: the database's error may quote a secret.
+    fn redacted(self, redact: impl Fn(String) -> String) -> SchemaUndo {
+        match self {
+            SchemaUndo::NotUndone(why) => SchemaUndo::NotUndone(redact(why)),
+            other => other,
+        }
+    }
+}
+
+/// Why the schema half of a revert could not be judged at all.
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    /// The engine did not answer: the revert is finished once it does.
+    #[error(transparent)]
+    Runtime(RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// The schema half of a revert or a rollback (semantic 6): undo the migrations of
-/// `current` down to the schema version `target` reached, with `current`'s source (it
-/// holds the down files of what it applied). Nothing to do when `current` has no
-/// migrations or its step never reached the database. `Ok(Some(note))`: a down migration
-/// was missing or failed and the backup `current` took before migrating was restored
-/// instead (only when `restore` is set: the auto-revert, whose target is the generation
-/// right before `current`). `Err(why)`: the schema is not where `target` had it, and
-/// `why` says which migration, which backup, and what to do.
+/// `current` (whose desired state is `desired`) down to the schema version `target`
+/// reached, with `current`'s source (it holds the down files of what it applied).
+/// [`SchemaUndo::Restored`]: a down migration was missing or failed and the backup
+/// `current` took before migrating was restored instead (only when `restore` is set: the
+/// auto-revert, whose target is the generation right before `current`).
 pub async fn undo_schema<R: Runtime>(
     rt: &R,
     store: &Store,
     current: &Generation,
+    desired: &DesiredState,
     target: &Generation,
     restore: bool,
     report: &Reporter,
-) -> Result<Result<Option<String>, String>, ConvergeError> {
-    let desired = desired_of(current)?;
+) -> Result<SchemaUndo, RevertError> {
     let Some(m) = &desired.migrations else {
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     };
     match Runner::of(m) {
         Runner::Directory { source, .. } => {
             undo_directory_schema(
-                rt, store, &desired, m, source, current, target, restore, report,
+                rt, store, desired, m, source, current, target, restore, report,
             )
             .await
         }
         Runner::Job(job) => {
-            undo_job_schema(
-                rt, store, &desired, m, job, current, target, restore, report,
-            )
-            .await
+            undo_job_schema(rt, store, desired, m, job, current, target, restore, report).await
         }
     }
 }
@@ -65,10 +103,10 @@ async fn undo_directory_schema<R: Runtime>(
     target: &Generation,
     restore: bool,
     report: &Reporter,
-) -> Result<Result<Option<String>, String>, ConvergeError> {
+) -> Result<SchemaUndo, RevertError> {
     if current.schema_version.is_none() {
         // Its step never reached the database.
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     }
     let Some(version) = target.schema_version else {
         // Recorded before schema versions were (or it had no migrations): undoing to a
@@ -77,34 +115,34 @@ async fn undo_directory_schema<R: Runtime>(
             "migrations: generation {} recorded no schema version; the schema is left as it is",
             target.id
         ));
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     };
     let redact = |t: String| desired.redactor().text(&t);
     let url = match super::step::database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
-            return Err(ConvergeError::Runtime(e));
+            return Err(RevertError::Runtime(e));
         }
         Err(e) => {
-            return Ok(Err(redact(format!(
+            return Ok(SchemaUndo::NotUndone(redact(format!(
                 "{SCHEMA_NOT_UNDONE} to version {version}: {e}"
             ))));
         }
     };
     match super::undo_to(&url, source, version, m.lock_timeout).await {
-        Ok(undone) if undone.is_empty() => Ok(Ok(None)),
+        Ok(undone) if undone.is_empty() => Ok(SchemaUndo::Done),
         Ok(undone) => {
             let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
             report.service(
                 MIGRATIONS_NODE,
                 &format!("undone {}; schema {version}", list.join(", ")),
             );
-            Ok(Ok(None))
+            Ok(SchemaUndo::Done)
         }
         Err(e) => {
             report.service(MIGRATIONS_NODE, "could not be undone");
             if !restore {
-                return Ok(Err(redact(restore_by_hand(
+                return Ok(SchemaUndo::NotUndone(redact(restore_by_hand(
                     current,
                     &version.to_string(),
                     &e,
@@ -120,7 +158,7 @@ async fn undo_directory_schema<R: Runtime>(
                 report,
             )
             .await
-            .map(|r| r.map(Some).map_err(redact))
+            .map(|undo| undo.redacted(redact))
         }
     }
 }
@@ -141,11 +179,11 @@ async fn undo_job_schema<R: Runtime>(
     target: &Generation,
     restore: bool,
     report: &Reporter,
-) -> Result<Result<Option<String>, String>, ConvergeError> {
+) -> Result<SchemaUndo, RevertError> {
     use super::job as mjob;
     if current.schema_revision.is_none() {
         // Its step never reached the database.
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     }
     let redact = |t: String| desired.redactor().text(&t);
     let Some(revision) = target.schema_revision.clone() else {
@@ -153,15 +191,15 @@ async fn undo_job_schema<R: Runtime>(
             "migrations: generation {} recorded no schema revision; the schema is left as it is",
             target.id
         ));
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     };
     let url = match super::step::database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
-            return Err(ConvergeError::Runtime(e));
+            return Err(RevertError::Runtime(e));
         }
         Err(e) => {
-            return Ok(Err(redact(format!(
+            return Ok(SchemaUndo::NotUndone(redact(format!(
                 "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
             ))));
         }
@@ -169,15 +207,15 @@ async fn undo_job_schema<R: Runtime>(
     let now = match mjob::revision(&url, &job.version_table).await {
         Ok(now) => now,
         Err(e) => {
-            return Ok(Err(redact(format!(
+            return Ok(SchemaUndo::NotUndone(redact(format!(
                 "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
             ))));
         }
     };
     if now == revision {
-        return Ok(Ok(None));
+        return Ok(SchemaUndo::Done);
     }
-    let image = crate::converge::pins_of(current).get(&job.image).cloned();
+    let image = pins_of(current).get(&job.image).cloned();
     let error: String = match (mjob::downgrade_command(job, &revision), image) {
         (None, _) => format!("the migration job has no downgrade command (revision {now})"),
         (Some(_), None) => format!(
@@ -197,7 +235,7 @@ async fn undo_job_schema<R: Runtime>(
             };
             job.environment.insert("PGOPTIONS".into(), options);
             match mjob::run(rt, desired, m, &job, &image, &cmd).await {
-                Err(e) if e.is_unreachable() => return Err(ConvergeError::Runtime(e)),
+                Err(e) if e.is_unreachable() => return Err(RevertError::Runtime(e)),
                 Err(e) => e.to_string(),
                 Ok(run) => {
                     let after = mjob::revision(&url, &job.version_table).await;
@@ -216,7 +254,7 @@ async fn undo_job_schema<R: Runtime>(
                                 MIGRATIONS_NODE,
                                 &format!("downgraded; revision {revision}"),
                             );
-                            return Ok(Ok(None));
+                            return Ok(SchemaUndo::Done);
                         }
                         Ok(after) => format!(
                             "`{command}` {} and left revision {after}: {}",
@@ -231,11 +269,13 @@ async fn undo_job_schema<R: Runtime>(
     };
     report.service(MIGRATIONS_NODE, "could not be undone");
     if !restore {
-        return Ok(Err(redact(restore_by_hand(current, &revision, &error))));
+        return Ok(SchemaUndo::NotUndone(redact(restore_by_hand(
+            current, &revision, &error,
+        ))));
     }
     restore_backup_instead(rt, store, desired, current, &revision, &error, report)
         .await
-        .map(|r| r.map(Some).map_err(redact))
+        .map(|undo| undo.redacted(redact))
 }
 
 /// What a person must do when the schema could not be undone and no backup was restored.
@@ -276,16 +316,20 @@ async fn restore_backup_instead<R: Runtime>(
     target_version: &str,
     error: &dyn std::fmt::Display,
     report: &Reporter,
-) -> Result<Result<String, String>, ConvergeError> {
+) -> Result<SchemaUndo, RevertError> {
     let Some(backup) = &current.backup else {
-        return Ok(Err(restore_by_hand(current, target_version, error)));
+        return Ok(SchemaUndo::NotUndone(restore_by_hand(
+            current,
+            target_version,
+            error,
+        )));
     };
     let Some(sha256) = &current.backup_sha256 else {
         report.service(
             MIGRATIONS_NODE,
             &format!("not restoring {backup}: berth recorded no hash of it"),
         );
-        return Ok(Err(format!(
+        return Ok(SchemaUndo::NotUndone(format!(
             "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; berth recorded no SHA-256 of the backup {backup} (an older berth took it), so the revert does not restore it by itself: check it, then restore it by hand (berth restore {backup})"
         )));
     };
@@ -311,13 +355,11 @@ async fn restore_backup_instead<R: Runtime>(
                     &format!("restored {backup} ({error})"),
                 )
                 .await?;
-            Ok(Ok(format!(
+            Ok(SchemaUndo::Restored(format!(
                 "the schema was restored from {backup} ({error})"
             )))
         }
-        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
-            Err(ConvergeError::Runtime(e))
-        }
+        Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => Err(RevertError::Runtime(e)),
         Err(changed @ crate::backup::Error::Changed { .. }) => {
             report.service(MIGRATIONS_NODE, "restore REFUSED");
             store
@@ -328,7 +370,7 @@ async fn restore_backup_instead<R: Runtime>(
                     &format!("not restoring {backup}: {changed}"),
                 )
                 .await?;
-            Ok(Err(format!(
+            Ok(SchemaUndo::NotUndone(format!(
                 "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; {changed}; restore one you trust by hand (berth restore FILE)"
             )))
         }
@@ -342,7 +384,7 @@ async fn restore_backup_instead<R: Runtime>(
                     &format!("restoring {backup} FAILED: {restore_error}"),
                 )
                 .await?;
-            Ok(Err(format!(
+            Ok(SchemaUndo::NotUndone(format!(
                 "{SCHEMA_NOT_UNDONE} to version {target_version}: {error}; restoring the backup {backup} failed too: {restore_error}; restore it by hand (berth restore {backup})"
             )))
         }

@@ -10,9 +10,12 @@
 use std::path::Path;
 
 use super::Runner;
-use crate::converge::{Execution, Failure, pins_of};
+use crate::converge::pins_of;
+use crate::images::Images;
+use crate::report::Reporter;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::{DesiredState, MIGRATIONS_NODE, MigrationJob, Migrations};
+use crate::store::Store;
 
 /// Why the database could not be addressed.
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +101,36 @@ pub fn plan_line(status: &super::Status, source_newest: i64) -> Option<String> {
     Some(format!("migrations: apply {}", apply.join(", ")))
 }
 
+/// What the migrations step works with, from the converge that runs it.
+pub struct Context<'a> {
+    /// The converge's pinned image IDs: a job runs the ID its generation pinned.
+    pub images: &'a Images,
+    /// The generation the step records the schema it finds and reaches on.
+    pub generation: i64,
+    /// Where it records them, a backup it takes, and a job's run.
+    pub store: &'a Store,
+    pub report: &'a Reporter,
+}
+
+/// Why the migrations step did not end well.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// The engine refused or did not answer (the converge tells the two apart).
+    #[error(transparent)]
+    Runtime(RuntimeError),
+    /// The step failed, as a gate fails: the reason.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// The migrations step of a converge, by the block's runner: [`directory_step`] or
 /// [`job_step`].
 pub async fn migrations_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     m: &Migrations,
-    how: &Execution<'_>,
-) -> Result<(), Failure> {
+    how: &Context<'_>,
+) -> Result<(), StepError> {
     match Runner::of(m) {
         Runner::Directory {
             source,
@@ -127,16 +152,16 @@ async fn directory_step<R: Runtime>(
     m: &Migrations,
     source: &Path,
     source_hash: &str,
-    how: &Execution<'_>,
-) -> Result<(), Failure> {
+    how: &Context<'_>,
+) -> Result<(), StepError> {
     let url = match database_url(rt, desired, m).await {
         Ok(url) => url,
-        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
-        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+        Err(AddressError::Runtime(e)) => return Err(StepError::Runtime(e)),
+        Err(e) => return Err(StepError::Failed(format!("migrations: {e}"))),
     };
     // The database just passed its gate: not reaching it now is a verdict, not an engine
     // that stopped answering.
-    let failed = |e: super::Error| Failure::Gate(format!("migrations: {e}"));
+    let failed = |e: super::Error| StepError::Failed(format!("migrations: {e}"));
     let status = super::status(&url, source).await.map_err(failed)?;
     record_schema(how, status.version()).await?;
     if status.pending.is_empty() {
@@ -172,7 +197,7 @@ async fn directory_step<R: Runtime>(
         Ok(applied) => applied,
         Err(e) => {
             how.report.service(MIGRATIONS_NODE, "FAILED");
-            return Err(Failure::Gate(format!(
+            return Err(StepError::Failed(format!(
                 "migrations ({}) failed: {e}",
                 names.join(", ")
             )));
@@ -199,20 +224,20 @@ async fn backup_before<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     m: &Migrations,
-    how: &Execution<'_>,
+    how: &Context<'_>,
     what: &str,
-) -> Result<(), Failure> {
+) -> Result<(), StepError> {
     if !m.backup {
         return Ok(());
     }
-    let taken = match crate::backup::take(rt, how.store, &desired.project.name, m).await {
+    let taken = match crate::backup::take(rt, Some(how.store), &desired.project.name, m).await {
         Ok(taken) => taken,
         Err(crate::backup::Error::Runtime(e)) if e.is_unreachable() => {
-            return Err(Failure::of(e));
+            return Err(StepError::Runtime(e));
         }
         Err(e) => {
             how.report.service(MIGRATIONS_NODE, "backup FAILED");
-            return Err(Failure::Gate(format!(
+            return Err(StepError::Failed(format!(
                 "migrations: the backup before applying {what} failed (nothing applied): {e}"
             )));
         }
@@ -228,17 +253,15 @@ async fn backup_before<R: Runtime>(
     for warning in &taken.warnings {
         how.report.service(MIGRATIONS_NODE, warning);
     }
-    if let Some(store) = how.store {
-        store
-            .set_backup(how.generation, &taken.path.to_string_lossy(), &taken.sha256)
+    how.store
+        .set_backup(how.generation, &taken.path.to_string_lossy(), &taken.sha256)
+        .await
+        .map_err(|e| StepError::Failed(format!("recording the backup: {e}")))?;
+    for warning in &taken.warnings {
+        how.store
+            .add_event(how.generation, "retention", Some(MIGRATIONS_NODE), warning)
             .await
-            .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
-        for warning in &taken.warnings {
-            store
-                .add_event(how.generation, "retention", Some(MIGRATIONS_NODE), warning)
-                .await
-                .map_err(|e| Failure::Gate(format!("recording the backup: {e}")))?;
-        }
+            .map_err(|e| StepError::Failed(format!("recording the backup: {e}")))?;
     }
     Ok(())
 }
@@ -256,29 +279,28 @@ async fn job_step<R: Runtime>(
     desired: &DesiredState,
     m: &Migrations,
     job: &MigrationJob,
-    how: &Execution<'_>,
-) -> Result<(), Failure> {
+    how: &Context<'_>,
+) -> Result<(), StepError> {
     use super::job;
     let url = match database_url(rt, desired, m).await {
         Ok(url) => url,
-        Err(AddressError::Runtime(e)) => return Err(Failure::of(e)),
-        Err(e) => return Err(Failure::Gate(format!("migrations: {e}"))),
+        Err(AddressError::Runtime(e)) => return Err(StepError::Runtime(e)),
+        Err(e) => return Err(StepError::Failed(format!("migrations: {e}"))),
     };
-    let failed = |e: job::RevisionError| Failure::Gate(format!("migrations: {e}"));
+    let failed = |e: job::RevisionError| StepError::Failed(format!("migrations: {e}"));
     let found = job::revision(&url, &job.version_table)
         .await
         .map_err(failed)?;
     record_revision(how, &found).await?;
     let Some((image, _)) = how.images.get(&job.image) else {
-        return Err(Failure::Gate(format!(
+        return Err(StepError::Failed(format!(
             "migrations: the job image {} has no pinned ID",
             job.image
         )));
     };
-    if let Some(store) = how.store
-        && job_already_ran(store, desired, job, image, &found, how.generation)
-            .await
-            .map_err(|e| Failure::Gate(format!("reading the state store: {e}")))?
+    if job_already_ran(how.store, desired, job, image, &found, how.generation)
+        .await
+        .map_err(|e| StepError::Failed(format!("reading the state store: {e}")))?
     {
         return Ok(());
     }
@@ -290,11 +312,11 @@ async fn job_step<R: Runtime>(
     );
     let run = job::run(rt, desired, m, job, image, &job.upgrade)
         .await
-        .map_err(Failure::of)?;
+        .map_err(StepError::Runtime)?;
     record_job(how, desired, &command, &run).await?;
     if !run.succeeded() {
         how.report.service(MIGRATIONS_NODE, "FAILED");
-        return Err(Failure::Gate(desired.redactor().text(&format!(
+        return Err(StepError::Failed(desired.redactor().text(&format!(
             "migrations job `{command}` {}: {}",
             run.ended(),
             run.last_lines(3)
@@ -345,38 +367,32 @@ async fn job_already_ran(
 
 /// Keep a job's run on the generation: its command, exit code and output (redacted).
 async fn record_job(
-    how: &Execution<'_>,
+    how: &Context<'_>,
     desired: &DesiredState,
     command: &str,
     run: &crate::migrate::job::JobRun,
-) -> Result<(), Failure> {
-    if let Some(store) = how.store {
-        let text = desired.redactor().text(&run.event_text(command));
-        store
-            .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
-            .await
-            .map_err(|e| Failure::Gate(format!("recording the job's output: {e}")))?;
-    }
+) -> Result<(), StepError> {
+    let text = desired.redactor().text(&run.event_text(command));
+    how.store
+        .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
+        .await
+        .map_err(|e| StepError::Failed(format!("recording the job's output: {e}")))?;
     Ok(())
 }
 
-async fn record_revision(how: &Execution<'_>, revision: &str) -> Result<(), Failure> {
-    if let Some(store) = how.store {
-        store
-            .set_schema_revision(how.generation, revision)
-            .await
-            .map_err(|e| Failure::Gate(format!("recording the schema revision: {e}")))?;
-    }
+async fn record_revision(how: &Context<'_>, revision: &str) -> Result<(), StepError> {
+    how.store
+        .set_schema_revision(how.generation, revision)
+        .await
+        .map_err(|e| StepError::Failed(format!("recording the schema revision: {e}")))?;
     Ok(())
 }
 
-async fn record_schema(how: &Execution<'_>, version: i64) -> Result<(), Failure> {
-    if let Some(store) = how.store {
-        store
-            .set_schema_version(how.generation, version)
-            .await
-            .map_err(|e| Failure::Gate(format!("recording the schema version: {e}")))?;
-    }
+async fn record_schema(how: &Context<'_>, version: i64) -> Result<(), StepError> {
+    how.store
+        .set_schema_version(how.generation, version)
+        .await
+        .map_err(|e| StepError::Failed(format!("recording the schema version: {e}")))?;
     Ok(())
 }
 
