@@ -35,9 +35,9 @@
 # Every run is cold: no containers or network of either project, a fresh berth state db.
 # The contenders' order rotates from round to round. Reported: wall seconds per round and
 # contender with its probe cadence, the medians, and berth / compose at each interval
-# (issue 18's target at the same cadence: 1.00 or less). Not a test: nothing is
-# asserted. Nothing is written outside the temp dir (paste the report into
-# bench/speed-results.txt yourself).
+# (the target at the same cadence: 1.00 or less, berth no slower than compose). Not a
+# test: nothing is asserted. Nothing is written outside the temp dir (paste the report
+# into bench/speed-results.txt yourself).
 #
 # Knobs:
 #   ROUNDS=3              rounds (each runs every contender once)

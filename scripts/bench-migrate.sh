@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What one pending migration adds to a deploy (issue 10): PostgreSQL (the stack's
+# What one pending migration adds to a deploy: PostgreSQL (the stack's
 # berth-postgres:15) and a fixture app that `depends_on = ["migrations"]`, converged once
 # with the repository's migrations/; then, alternating, 3 deploys that only change the app
 # (no pending migration) and 3 that change the app AND add one small migration

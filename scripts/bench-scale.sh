@@ -38,9 +38,9 @@
 # the containers' logs (the last 5 each) and how many ran past their 1 s timeout.
 #
 # Reported: every round, the median and the spread (min-max) per N and series, and the
-# growth 100/50 of the medians (issue 12's target: at most 2.2). Not a test: nothing is
-# asserted. Everything belongs to projects benchscale<N> / benchscalec<N> /
-# benchscaleh<N> and is removed between runs and on exit.
+# growth 100/50 of the medians (the target: at most 2.2, doubling N about doubles the
+# time). Not a test: nothing is asserted. Everything belongs to projects benchscale<N> /
+# benchscalec<N> / benchscaleh<N> and is removed between runs and on exit.
 # Knobs: ROUNDS=3, SIZES="50 100", BENCH_CAP=180, BENCH_SKIP_BUILD=1,
 #        BERTH=PATH (default target/release/berth; a private copy runs).
 set -euo pipefail

@@ -291,8 +291,8 @@ for ((r = 1; r <= COLD_RUNS; r++)); do
   check_rc "$pre" "three-tier cold apply (run $r)"
   end_ms=$(( T_START_MS + ${T_WALL%.*} ))
   # Levels start one after another, so the i-th start call is the i-th tier's. Creates
-  # run one level ahead (issue 12): each service's create call and its duration come from
-  # the generation's timings (create_ms: asked, created_ms: made).
+  # run one level ahead (work ahead of the gate): each service's create call and its
+  # duration come from the generation's timings (create_ms: asked, created_ms: made).
   mapfile -t starts < <(call_times_ms "$pre.err" start_container)
   [[ ${#starts[@]} == 3 ]] || die "expected 3 start_container calls, got ${#starts[@]}"
   hist="$("$BERTH" --state "$state" history --json)"
@@ -313,7 +313,7 @@ print(t["create_ms"], t["created_ms"])' "$s" <<<"$hist") || die "no create_ms/cr
     k2=$(( st - starts[i] ))        # docker start -> fixture process runs
     k=$(( rd - st ))                # the service's own readiness: the critical path
     hand=$(( hand + h )); cre=$(( cre + k1 )); sta=$(( sta + k2 )); cp=$(( cp + k ))
-    # The floor (issue 12): Docker's own create and start of the service, then its own
+    # The floor: Docker's own create and start of the service, then its own
     # start-to-ready: the create call's duration plus start call -> fixture ready;
     # min_healthy_time is 0s here, so no window is added at the end.
     floor=$(( floor + k1 + rd - starts[i] ))

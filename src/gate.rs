@@ -16,7 +16,8 @@ use crate::spec::{Probe, Service};
 /// engine again anyway (an event stream that broke, or an event the engine never sent).
 const EVENT_FALLBACK: Duration = Duration::from_secs(2);
 
-/// The project's container events, shared by the gates of one converge (issue 12).
+/// The project's container events, shared by the gates of one converge: one event stream
+/// for the whole converge, not one per gate.
 ///
 /// A gate on an image's HEALTHCHECK, or on "running", judges only what the engine shows
 /// of the container (running, exit code, restarts, health), and that changes only with an
@@ -127,7 +128,7 @@ pub async fn gate<R: Runtime>(
     // Told before the first inspect, so no change after it goes unseen. Every gate
     // follows its container's events: one on an image's HEALTHCHECK or on "running" has
     // nothing else to wait for, and one on berth's own probe is woken by a `die` or
-    // `destroy` at once instead of at its next probe (issue 18).
+    // `destroy` at once instead of at its next probe.
     let events = watch.follow(container_id);
     let engine_judged = matches!(probe, None | Some(Probe::Docker));
     let interval = service

@@ -1,7 +1,7 @@
 //! Honest status (docs/design.md §7): the one place that decides whether a project is
 //! `converged`, `progressing`, `interrupted`, `rolled-back`, `degraded`, `blocked` or
-//! `down`. The CLI calls it (and the daemon, metrics and the systemd STATUS line will), so
-//! exit codes and every report say the same thing.
+//! `down`. The CLI calls it, and so does the daemon for `/api/v1/status`, its metrics and
+//! the systemd STATUS line, so exit codes and every report say the same thing.
 
 use std::path::Path;
 

@@ -1,8 +1,8 @@
-//! A container that dies while its gate runs fails the gate at once (issue 18, item 4),
-//! on the in-memory runtime: the twin of `e2e_gate_dies.rs`. The gate follows the
-//! container's `die` and `destroy` events for every probe kind, so a kill before the
-//! first probe pass ends the converge in well under the 60 s `healthy_deadline`, whatever
-//! the restart policy (a kill cancels it, as the engine does).
+//! A container that dies while its gate runs fails the gate at once, on the in-memory
+//! runtime: the twin of `e2e_gate_dies.rs`. The gate follows the container's `die` and
+//! `destroy` events for every probe kind, so a kill before the first probe pass ends the
+//! converge in well under the 60 s `healthy_deadline`, whatever the restart policy (a kill
+//! cancels it, as the engine does).
 
 mod common;
 

@@ -723,7 +723,8 @@ async fn an_engine_that_stops_answering_mid_converge_interrupts_it_without_a_ver
     );
 }
 
-/// Issue 12: docs/design.md §4's pipelined stability windows.
+/// docs/design.md §4's pipelined stability windows: a dependent starts once its
+/// dependency passed its probe, while the dependency's window runs on beside it.
 const PIPELINE: &str = r#"
 [project]
 name = "fake"
@@ -801,7 +802,7 @@ async fn before_dependents_makes_each_level_wait_for_the_window_below() {
     );
 }
 
-/// Issue 12, work ahead of the gate: the next level's containers are made (not started)
+/// Work ahead of the gate: the next level's containers are made (not started)
 /// while the level below starts and gates, under either stability setting.
 #[tokio::test]
 async fn the_next_levels_containers_are_created_while_the_level_below_gates() {

@@ -1,8 +1,9 @@
-//! A migration job (issue 10, item 6): the runbook's **Alembic**, for real. The image
-//! `berth-alembic:test` (`images/alembic`: Debian's python3-alembic and python3-psycopg2)
-//! holds the Alembic project of `tests/alembic` (revisions abc123 and def456); each test
-//! derives images from it with a third revision (`ghi789`), as a team ships a new
-//! migration image. Against the stack's real PostgreSQL image and the test fixture:
+//! A migration job (migrations shipped in their own image): the runbook's **Alembic**, for
+//! real. The image `berth-alembic:test` (`images/alembic`: Debian's python3-alembic and
+//! python3-psycopg2) holds the Alembic project of `tests/alembic` (revisions abc123 and
+//! def456); each test derives images from it with a third revision (`ghi789`), as a team
+//! ships a new migration image. Against the stack's real PostgreSQL image and the test
+//! fixture:
 //!
 //! - a fresh database is upgraded by `alembic upgrade head` in a one-shot container
 //!   before the app that `depends_on = ["migrations"]` starts; the generation records

@@ -1,8 +1,8 @@
-//! Backups (issue 10, item 4) against the stack's real PostgreSQL image: `berth backup`
-//! writes a private, complete, never-overwritten dump and applies retention only after a
-//! success; `berth restore` refuses a truncated or foreign file touching nothing, and
-//! round-trips the data while stopping and restarting the services that depend on the
-//! database, keeping the replaced database under its `_before_restore_` name.
+//! Backups against the stack's real PostgreSQL image: `berth backup` writes a private,
+//! complete, never-overwritten dump and applies retention only after a success; `berth
+//! restore` refuses a truncated or foreign file touching nothing, and round-trips the data
+//! while stopping and restarting the services that depend on the database, keeping the
+//! replaced database under its `_before_restore_` name.
 //!
 //! The stack (postgres on a free loopback port, an app that depends on it, one that does
 //! not) is converged by `berth apply` under a project name of the test's own; the

@@ -249,7 +249,8 @@ fn a_stopped_container_is_started_again_without_recreating_it() {
     assert_eq!(p.inspect("app", "{{.State.Running}}"), "true");
 }
 
-/// Issue 12: a dependency and its dependent, the dependency's window long.
+/// A dependency and its dependent, the dependency's stability window long (pipelined
+/// windows, docs/design.md §4).
 const WINDOW: &str = r#"
 [project]
 name = "{project}"

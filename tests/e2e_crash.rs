@@ -438,8 +438,8 @@ image = "berth-fixture:test"
 "#,
     );
     let net = format!("{}_default", p.name);
-    // What two racing berth processes used to leave: two networks of one name. The
-    // docker CLI refuses a duplicate name; the API (as berth used it) does not.
+    // Two networks of one name, as two processes creating the project's network at once
+    // can leave them: the docker CLI refuses a duplicate name, the engine's API does not.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let engine = bollard::Docker::connect_with_defaults()

@@ -1,7 +1,7 @@
-//! End-to-end: GitOps, `berth run --git` (issue 11), with real git repositories on the
-//! local disk (a bare repository the test commits and pushes to, fetched by its path and
-//! over `git daemon` on 127.0.0.1) and the real Docker engine. No berth command is typed
-//! after the daemon starts: pushes deploy.
+//! End-to-end: GitOps, `berth run --git`, with real git repositories on the local disk (a
+//! bare repository the test commits and pushes to, fetched by its path and over `git
+//! daemon` on 127.0.0.1) and the real Docker engine. No berth command is typed after the
+//! daemon starts: pushes deploy.
 //!
 //! - a pushed commit converges, and its generation knows the commit; a pushed bad commit
 //!   (never healthy) is reverted to the previous commit and stays poisoned, also under a

@@ -30,7 +30,7 @@ environment = { FIXTURE_READY_AFTER = "2" }
     assert_eq!(p.inspect("web", "{{.State.Health.Status}}"), "healthy");
 }
 
-/// Issue 12: a gate on the image's HEALTHCHECK follows the engine's events (health_status,
+/// A gate on the image's HEALTHCHECK follows the engine's events (health_status,
 /// die, start) instead of inspecting the container every probe interval.
 #[test]
 fn a_healthcheck_gate_follows_the_engines_events_instead_of_polling() {

@@ -1,8 +1,8 @@
-//! Database migrations (issue 10, first part) against the stack's real PostgreSQL image:
-//! the repository's `migrations/` applied, reported, undone and applied again through
-//! [`berth::migrate`]; an edited applied migration and a dirty record refused before
-//! anything runs; and `berth migrate status` / `apply` from the command line, which reach
-//! the database through its service's published host port.
+//! Database migrations on their own, outside a converge, against the stack's real
+//! PostgreSQL image: the repository's `migrations/` applied, reported, undone and applied
+//! again through [`berth::migrate`]; an edited applied migration and a dirty record refused
+//! before anything runs; and `berth migrate status` / `apply` from the command line, which
+//! reach the database through its service's published host port.
 //!
 //! Each test starts its own PostgreSQL container (`e2e-migrate-<test>-<pid>-<random>`, on a
 //! port that Docker picks on 127.0.0.1) and removes it by id when it ends, also on failure.

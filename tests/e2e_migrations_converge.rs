@@ -1,5 +1,5 @@
-//! Migrations as a gated node of `berth apply`'s converge (issue 10, docs/design.md §§5
-//! and 6), against the stack's real PostgreSQL image and the test fixture:
+//! Migrations as a gated node of `berth apply`'s converge (docs/design.md §§5 and 6),
+//! against the stack's real PostgreSQL image and the test fixture:
 //!
 //! - the repository's `migrations/` run once the database passed its gate and before the
 //!   app that `depends_on = ["migrations"]`; the generation records schema 3;

@@ -1,10 +1,10 @@
-//! The Local Assistant stack (issue 4) against the real engine: the four services the
-//! local build covers — PostgreSQL, Redis, ChromaDB, Prometheus — converged from the real
-//! `desired-state/local-assistant.toml` under a test project name and test ports, each
-//! one then proved with its own protocol from the test (not through berth), and `berth
-//! check` shown to pass and to fail. Grafana and Jaeger need their upstream images, which
-//! cannot be pulled here: the test leaves Grafana out with `--exclude grafana`, and Jaeger
-//! is behind the `tracing` profile.
+//! The Local Assistant stack against the real engine: the four services the local build
+//! covers — PostgreSQL, Redis, ChromaDB, Prometheus — converged from the real
+//! `desired-state/local-assistant.toml` under a test project name and test ports, each one
+//! then proved with its own protocol from the test (not through berth), and `berth check`
+//! shown to pass and to fail. Grafana and Jaeger need their upstream images, which cannot
+//! be pulled here: the test leaves Grafana out with `--exclude grafana`, and Jaeger is
+//! behind the `tracing` profile.
 //!
 //! Also the runbook's pre-flight: each check failing on purpose gives its own line and
 //! changes nothing.

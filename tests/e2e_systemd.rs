@@ -439,7 +439,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     m.ok("systemctl stop berth");
 }
 
-/// What the unit gives the running berth (issue 19): `LimitNOFILE`, the Docker config
+/// What the unit gives the running berth: `LimitNOFILE`, the Docker config
 /// (`DOCKER_CONFIG`, the one directory of root's home it sees), a published port below
 /// 1024 with no capability to bind it, and a data directory outside `ReadWritePaths=`
 /// refused by the pre-flight naming the setting, while the running generation stays.

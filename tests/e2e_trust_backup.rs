@@ -1,5 +1,5 @@
-//! A backup file is data, never code (issue 19, docs/design.md §12), against the stack's
-//! real PostgreSQL image:
+//! A backup file is data, never code (docs/design.md §12), against the stack's real
+//! PostgreSQL image:
 //!
 //! - a dump holding `\!` (mid-line, where psql runs it all the same), `\o |cmd` or `COPY …
 //!   TO PROGRAM` is refused by `berth restore` with exit 2, naming FILE:LINE, and nothing

@@ -1,6 +1,6 @@
-//! End-to-end: a commit reaches only its own tree and `--host-dir` (issue 19,
-//! docs/design.md §12), with a real git repository on the local disk, `berth run --git`
-//! and the real Docker engine.
+//! End-to-end: a commit reaches only its own tree and `--host-dir` (docs/design.md §12),
+//! with a real git repository on the local disk, `berth run --git` and the real Docker
+//! engine.
 //!
 //! A hostile repository pushes, one after the other: a bind of the Docker socket, of `/`
 //! and of `../../../..` past the host directory; a committed symlink out of the tree used

@@ -1,6 +1,6 @@
-//! End-to-end: what `berth run --git` keeps to itself and how much it takes (issue 19),
-//! with real git (a bare repository on the local disk, served over smart HTTP by
-//! `git http-backend` behind `tests/support/git-http-server.py`) and the real engine.
+//! End-to-end: what `berth run --git` keeps to itself and how much it takes, with real git
+//! (a bare repository on the local disk, served over smart HTTP by `git http-backend`
+//! behind `tests/support/git-http-server.py`) and the real engine.
 //!
 //! - credentials in the URL (`http://user:password@…` given in a file,
 //!   `http://TOKEN@…` in `BERTH_GIT`) deploy, and appear in none of: the log,

@@ -1,5 +1,5 @@
-//! End-to-end: a listener is untrusted (docs/design.md §12, issue 19), against the real
-//! engine, real git and a real `berth run`.
+//! End-to-end: a listener is untrusted (docs/design.md §12), against the real engine, real
+//! git and a real `berth run`.
 //!
 //! - 2000 idle connections and 200 slow-header ones, reopened as fast as berth closes
 //!   them, against `--listen` while berth runs with 512 file descriptors (RLIMIT_NOFILE,

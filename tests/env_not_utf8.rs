@@ -1,5 +1,5 @@
-//! Part of the panic corpus (issue 19, docs/design.md §12): a variable in berth's own
-//! environment whose name or value is not UTF-8 is ignored and named in one warning; it
+//! Part of the panic corpus (docs/design.md §12, no input panics): a variable in berth's
+//! own environment whose name or value is not UTF-8 is ignored and named in one warning; it
 //! never panics the process (a panic under systemd is a crash loop). No engine needed.
 
 use std::ffi::OsString;

@@ -3,8 +3,8 @@
 //! input, each step answers with a value or an error, never a panic: under systemd a
 //! panic is a crash loop, since the same file is read again before anything is recorded.
 //!
-//! The generator leans towards what a loader meets in the wild and what once panicked:
-//! names with multi-byte characters at any byte, durations from `0s` to far past
+//! The generator leans towards what a loader meets in the wild and what trips a careless
+//! one: names with multi-byte characters at any byte, durations from `0s` to far past
 //! `i64::MAX` seconds, ports outside every range, dependency cycles, unknown probe kinds,
 //! and arbitrary text where a string is expected.
 

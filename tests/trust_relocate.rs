@@ -1,5 +1,5 @@
-//! A commit's files never lead berth to a host file (docs/design.md §12), on two paths a
-//! review found open after the first confinement: a relative symlink inside a directory
+//! A commit's files never lead berth to a host file (docs/design.md §12), on two paths
+//! that checking each named path alone leaves open: a relative symlink inside a directory
 //! of the commit that lands in the tree where it sits, but on the host once the directory
 //! is copied to `objects/` (shallower), and a desired-state file that is itself a symlink
 //! out of the tree. Real git, the loader with the commit's overlay and `Repo::relocate`;

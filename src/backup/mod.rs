@@ -1,6 +1,5 @@
-//! Backups of the migrations' database (docs/design.md §5; issue 10, item 4): `berth
-//! backup` and `berth restore FILE`, and what a converge (or its revert) calls before and
-//! after migrating.
+//! Backups of the migrations' database (docs/design.md §5): `berth backup` and `berth
+//! restore FILE`, and what a converge (or its revert) calls before and after migrating.
 //!
 //! - [`take`]: `pg_dump` runs **inside the database container** (its client is the
 //!   server's own version) through the engine's exec; its output is streamed through gzip

@@ -1,5 +1,5 @@
-//! Crash-loop policy for drift repair (issue 9 item 3): a service that keeps dying is not
-//! restarted in a tight loop.
+//! Crash-loop policy for drift repair: a service that keeps dying is not restarted in a
+//! tight loop.
 //!
 //! Drift repair puts a dead container back within a second of its event. A service whose
 //! process exits at start would then be recreated over and over, each time pulling the

@@ -1,6 +1,5 @@
-//! The daemon's local HTTP endpoint (issue 9, item 6): what Prometheus scrapes, what
-//! `berth status` asks when a daemon runs, and how a person or a git host's webhook asks
-//! for a reconcile or a fetch.
+//! The daemon's local HTTP endpoint: what Prometheus scrapes, what `berth status` asks when
+//! a daemon runs, and how a person or a git host's webhook asks for a reconcile or a fetch.
 //!
 //! | route                     | answer                                                   |
 //! |---------------------------|----------------------------------------------------------|

@@ -1,5 +1,5 @@
-//! berth's Prometheus metrics (issue 9, item 6), kept with `prometheus-client`, the
-//! official Rust client, and served as text by [`super::http`] on `GET /metrics`.
+//! berth's Prometheus metrics, kept with `prometheus-client`, the official Rust client, and
+//! served as text by [`super::http`] on `GET /metrics`.
 //!
 //! Two kinds of series, fed by two kinds of call:
 //! - what a reconcile did ([`Metrics::record_reconcile`], [`Metrics::record_outcome`],

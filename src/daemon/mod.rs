@@ -1,4 +1,4 @@
-//! Pieces of `berth run` (issue 9) that the daemon loop is wired from.
+//! `berth run`, the daemon: its loop ([`run`]) and the pieces it is wired from.
 //!
 //! - [`metrics`]: the Prometheus metrics the loop records into.
 //! - [`client`]: how `berth status` and `berth apply` find a running daemon.

@@ -1,4 +1,4 @@
-//! A git source for `berth run --git URL` (issue 11): the desired state is read from a
+//! A git source for `berth run --git URL` (GitOps): the desired state is read from a
 //! fetched commit itself, never from a working tree someone could edit.
 //!
 //! berth drives the `git` program, as Argo CD does: ssh (with ssh-agent, `known_hosts`),

@@ -33,8 +33,9 @@ pub struct DesiredState {
     pub rollout: Rollout,
     /// Active services only (profiles already applied), by service name.
     pub services: BTreeMap<String, Service>,
-    /// SHA-256 of the source files' bytes and names: identifies "this desired state" for
-    /// generations and (later) poisoning.
+    /// SHA-256 of the source files' bytes and names: identifies "this desired state" in
+    /// the generation that records it and in a build's context hash. Poisoning keys on
+    /// what it resolved to instead (the generation's `resolved_hash`).
     pub source_hash: String,
     /// The files read, in the order read.
     pub files: Vec<PathBuf>,
@@ -106,7 +107,9 @@ pub struct Migrations {
         skip_serializing_if = "is_default_lock_timeout"
     )]
     pub lock_timeout: Duration,
-    /// A migration job instead of a directory of sqlx migrations (issue 10, item 6).
+    /// A migration job instead of a directory of sqlx migrations: migrations that ship in
+    /// their own image (Alembic, Flyway, a framework's own command), run as a one-shot
+    /// container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<MigrationJob>,
 }
