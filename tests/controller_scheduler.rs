@@ -84,7 +84,8 @@ fn start(fake: &Fake, config: Config) -> Loop {
     let stats = scheduler.stats();
     let (stop, shutdown) = Shutdown::new();
     let fake = fake.clone();
-    // Spawned, as the daemon will: the loop's future must be `Send`.
+    // Spawned: the loop's future must be `Send`, to run as a task of a multi-threaded
+    // runtime.
     let task = tokio::spawn(scheduler.run(shutdown, async move || fake.reconcile().await));
     Loop {
         queue,
@@ -440,10 +441,10 @@ fn starts_after(fake: &Fake, origin: Instant) -> Vec<f64> {
         .collect()
 }
 
-/// Anyone who reaches the endpoint can call `POST /api/v1/reconcile` in a loop: each call
-/// used to end the backoff at once. Now API requests cut it short once per interval
-/// (30 s); the requests between are held and served by the run at the interval's end,
-/// while SIGHUP (root's) still cuts it at once.
+/// Anyone who reaches the endpoint can call `POST /api/v1/reconcile` in a loop, so a
+/// request does not end the backoff at once each time: API requests cut it short once per
+/// interval (30 s); the requests between are held and served by the run at the interval's
+/// end, while SIGHUP (root's) still cuts it at once.
 #[tokio::test(start_paused = true)]
 async fn api_requests_cut_a_backoff_short_at_most_once_per_interval() {
     assert_eq!(API_INTERVAL, 30 * SECOND);
