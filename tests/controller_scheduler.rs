@@ -524,3 +524,40 @@ async fn api_requests_start_at_most_one_early_run_per_interval_and_hold_no_other
     l.stop.fire(libc::SIGTERM);
     l.task.await.unwrap();
 }
+
+/// A reconcile that asks to run again after a while (a crash-looping service's hold ends
+/// then) is run again then, with no trigger; one that asks nothing waits for the resync.
+#[tokio::test(start_paused = true)]
+async fn a_requeue_asked_by_the_reconcile_runs_it_again_after_that_while() {
+    use berth::controller::scheduler::Action;
+    let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let (_queue, scheduler) = channel(config(7));
+    let (stop, shutdown) = Shutdown::new();
+    let t0 = Instant::now();
+    let task = {
+        let starts = starts.clone();
+        tokio::spawn(scheduler.run(shutdown, async move || {
+            let n = {
+                let mut s = starts.lock().unwrap();
+                s.push(Instant::now());
+                s.len()
+            };
+            Ok::<_, EngineDown>(match n {
+                1 => Action::Requeue(10 * SECOND),
+                _ => Action::AwaitChange,
+            })
+        }))
+    };
+    // Three runs: at start, 10 s later (the requeue), then the resync after that.
+    // Paused time moves to the next timer whenever every task is idle: each run starts
+    // exactly when it is due.
+    while starts.lock().unwrap().len() < 3 {
+        tokio::time::sleep(SECOND).await;
+    }
+    stop.fire(15);
+    task.await.unwrap();
+    let s = starts.lock().unwrap().clone();
+    assert_eq!(s[0] - t0, Duration::ZERO);
+    assert_eq!(s[1] - s[0], 10 * SECOND, "the requeue");
+    assert_eq!(s[2] - s[1], RESYNC, "then the resync, as after any success");
+}

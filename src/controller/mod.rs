@@ -13,4 +13,4 @@ pub mod scheduler;
 
 pub use backoff::{Backoff, BackoffPolicy};
 pub use crashloop::{CrashLoopPolicy, Held, RestartTracker, Verdict};
-pub use scheduler::{Config, Queue, Reason, Scheduler, Stats, channel};
+pub use scheduler::{Action, Config, Queue, Reason, Scheduler, Stats, channel};

@@ -187,6 +187,21 @@ pub struct Scheduler {
 }
 
 /// A queue for the triggers and the scheduler that serves it.
+/// What a successful reconcile asks of the loop, as kube-runtime's `Action`: nothing
+/// more until a trigger or the resync, or to run again after a while (a hold that ends,
+/// such as a crash-looping service's). A reconcile that returns `()` asks nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    AwaitChange,
+    Requeue(Duration),
+}
+
+impl From<()> for Action {
+    fn from(_: ()) -> Action {
+        Action::AwaitChange
+    }
+}
+
 pub fn channel(config: Config) -> (Queue, Scheduler) {
     let shared = Arc::new(Shared::default());
     let (stats, _) = watch::channel(Stats::default());
@@ -224,9 +239,10 @@ impl Scheduler {
     /// [`crate::reconcile::reconcile`] itself. `Err` means "could not reconcile, try
     /// again later" (the engine or the store is unreachable) and backs off; an outcome
     /// that retrying will not change (rolled back, poisoned, invalid) should be `Ok`.
-    pub async fn run<R, E>(self, shutdown: Shutdown, mut reconcile: R) -> Stats
+    pub async fn run<R, T, E>(self, shutdown: Shutdown, mut reconcile: R) -> Stats
     where
-        R: AsyncFnMut() -> Result<(), E>,
+        R: AsyncFnMut() -> Result<T, E>,
+        T: Into<Action>,
         E: fmt::Display,
     {
         let Scheduler {
@@ -263,11 +279,15 @@ impl Scheduler {
             stats.send_modify(|s| s.running = true);
             let result = reconcile().instrument(span).await;
             match result {
-                Ok(()) => {
+                Ok(action) => {
                     backoff.reset();
                     backing_off = false;
-                    due = Instant::now() + resync;
-                    due_reason = Reason::Resync;
+                    (due, due_reason) = match action.into() {
+                        Action::Requeue(after) if after < resync => {
+                            (Instant::now() + after, Reason::Retry)
+                        }
+                        _ => (Instant::now() + resync, Reason::Resync),
+                    };
                     stats.send_modify(|s| {
                         s.running = false;
                         s.succeeded += 1;

@@ -148,133 +148,191 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     }
     // Where `berth status` asks this daemon (named in its lock file).
     let endpoint = endpoint.map(|a| reachable(a).to_string());
-    let memory = Mutex::new(Memory::default());
-    // The project's daemon lock (one `berth run` per project) and its engine follower,
-    // both set up once a desired state names the project.
-    let mut daemon_lock: Option<ProjectLock> = None;
-    let mut follower: Option<(String, tokio::task::JoinHandle<()>)> = None;
-    let mut ready = false;
-    // Drift repairs of a service that keeps dying are held, not retried in a tight loop.
-    let mut crashloops = crate::controller::crashloop::RestartTracker::new(Default::default());
-
-    scheduler
-        .run(shutdown.clone(), async || {
-            let started = Instant::now();
-            *turn_started.lock().expect("pulse lock") = Some(started);
-            let report = Reporter::new(crate::redact::registered());
-            let result = turn(&*rt, &store, &settings.target, &memory, &report, &shutdown).await;
-            *turn_started.lock().expect("pulse lock") = None;
-            let project = memory.lock().expect("memory lock").project.clone();
-            if let Some(project) = &project {
-                if daemon_lock.is_none() {
-                    let mut lock = hold_daemon_lock(&settings.target, project, &shutdown).await;
-                    let file = match &settings.target.git {
-                        Some(git) => format!("git {}", git.describe()),
-                        None => std::path::absolute(&settings.target.file)
-                            .unwrap_or_else(|_| settings.target.file.clone())
-                            .display()
-                            .to_string(),
-                    };
-                    if let Err(e) = lock.set_serves(endpoint.clone(), file)
-                    {
-                        tracing::warn!(error = %e, "cannot write where this daemon serves into its lock file");
-                    }
-                    daemon_lock = Some(lock);
-                }
-                if follower.as_ref().is_none_or(|(p, _)| p != project) {
-                    if let Some((_, task)) = follower.take() {
-                        task.abort();
-                    }
-                    let on_event = wake.clone();
-                    let on_reachable = engine_reachable(shared.clone(), wake.clone());
-                    follower = Some((
-                        project.clone(),
-                        tokio::spawn(crate::triggers::follow_engine(
-                            rt.clone(),
-                            project.clone(),
-                            Arc::new(move || on_event(Reason::Engine)),
-                            on_reachable,
-                            shutdown.clone(),
-                        )),
-                    ));
-                }
-            }
-            // Count this turn's repairs; hold the services that repair too often, and look
-            // again when the first hold ends.
-            let repaired: &[String] = match &result {
-                Ok(TurnOutcome::Reconciled(ApplyOutcome::Repaired { services, .. }))
-                | Ok(TurnOutcome::Kept {
-                    repair: Some(ApplyOutcome::Repaired { services, .. }),
-                    ..
-                }) => services,
-                _ => &[],
-            };
-            let now = tokio::time::Instant::now();
-            for service in repaired {
-                crashloops.record(service, now);
-            }
-            let held = crashloops.held(now);
-            memory.lock().expect("memory lock").hold =
-                held.iter().map(|h| h.service.clone()).collect();
-            if let Some(at) = crashloops.next_release(now) {
-                let wake = wake.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep_until(at).await;
-                    wake(Reason::Retry);
-                });
-            }
-            let crashlooping = (!held.is_empty()).then(|| {
-                held.iter()
-                    .map(|h| h.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            });
-            let took = started.elapsed();
-            match &result {
-                Ok(TurnOutcome::Reconciled(outcome)) => {
-                    shared.metrics().record_outcome(outcome, took);
-                    if let ApplyOutcome::Repaired { services, .. } = outcome {
-                        shared.metrics().record_repairs(services);
-                    }
-                }
-                Ok(TurnOutcome::Kept { repair, .. }) => {
-                    shared
-                        .metrics()
-                        .record_reconcile(ReconcileResult::Invalid, took);
-                    if let Some(ApplyOutcome::Repaired { services, .. }) = repair {
-                        shared.metrics().record_repairs(services);
-                    }
-                }
-                Err(_) => shared
-                    .metrics()
-                    .record_reconcile(ReconcileResult::Error, took),
-            }
-            publish(
-                &rt,
-                &store,
-                &settings.target,
-                &memory,
-                &shared,
-                result.as_ref().err(),
-                crashlooping,
-            )
-            .await;
-            // The git source's trees and objects no kept generation uses go, now that
-            // this turn's generation is recorded.
-            if let Some(git) = &settings.target.git {
-                git.prune(&store).await;
-            }
-            if !ready && result.is_ok() {
-                ready = true;
-                shared.mark_ready();
-                systemd::ready();
-            }
-            result.map(|_| ())
-        })
-        .await;
+    let mut daemon = Daemon {
+        rt,
+        store,
+        settings,
+        shared,
+        shutdown: shutdown.clone(),
+        wake: Arc::new(wake),
+        endpoint,
+        memory: Mutex::new(Memory::default()),
+        turn_started,
+        daemon_lock: None,
+        follower: None,
+        ready: false,
+        crashloops: crate::controller::crashloop::RestartTracker::new(Default::default()),
+    };
+    scheduler.run(shutdown, async || daemon.turn().await).await;
     systemd::stopping();
     tracing::info!("stopped; no container was stopped");
     Ok(())
+}
+
+/// The daemon's loop: what it holds between turns, and one turn with what the daemon
+/// adds around it (its lock, the engine follower, the crash-loop holds, metrics, status).
+struct Daemon {
+    rt: Arc<DockerRuntime>,
+    store: Store,
+    settings: Settings,
+    shared: Arc<Shared>,
+    shutdown: Shutdown,
+    /// Enqueues a reconcile (what every trigger calls).
+    wake: Arc<dyn Fn(Reason) + Send + Sync>,
+    /// Where `berth status` asks this daemon (named in its lock file).
+    endpoint: Option<String>,
+    memory: Mutex<Memory>,
+    /// When the running turn started (the pulse judges a hung loop by it).
+    turn_started: Arc<Mutex<Option<Instant>>>,
+    /// The project's daemon lock (one `berth run` per project) and its engine follower,
+    /// both set up once a desired state names the project.
+    daemon_lock: Option<ProjectLock>,
+    follower: Option<(String, tokio::task::JoinHandle<()>)>,
+    /// READY=1 was sent.
+    ready: bool,
+    /// Drift repairs of a service that keeps dying are held, not retried in a tight loop.
+    crashloops: crate::controller::crashloop::RestartTracker,
+}
+
+impl Daemon {
+    /// One turn; asks to run again when a crash-loop hold ends.
+    async fn turn(&mut self) -> Result<scheduler::Action, crate::turn::TurnError> {
+        let started = Instant::now();
+        *self.turn_started.lock().expect("pulse lock") = Some(started);
+        let report = Reporter::new(crate::redact::registered());
+        let result = turn(
+            &*self.rt,
+            &self.store,
+            &self.settings.target,
+            &self.memory,
+            &report,
+            &self.shutdown,
+        )
+        .await;
+        *self.turn_started.lock().expect("pulse lock") = None;
+        let project = self.memory.lock().expect("memory lock").project.clone();
+        if let Some(project) = &project {
+            self.hold_project(project).await;
+        }
+        let (crashlooping, requeue) = self.hold_crashloops(&result);
+        self.record(&result, started.elapsed());
+        publish(
+            &self.rt,
+            &self.store,
+            &self.settings.target,
+            &self.memory,
+            &self.shared,
+            result.as_ref().err(),
+            crashlooping,
+        )
+        .await;
+        // The git source's trees and objects no kept generation uses go, now that
+        // this turn's generation is recorded.
+        if let Some(git) = &self.settings.target.git {
+            git.prune(&self.store).await;
+        }
+        if !self.ready && result.is_ok() {
+            self.ready = true;
+            self.shared.mark_ready();
+            systemd::ready();
+        }
+        result.map(|_| match requeue {
+            Some(after) => scheduler::Action::Requeue(after),
+            None => scheduler::Action::AwaitChange,
+        })
+    }
+
+    /// Once a desired state names the project: take its daemon lock (saying where this
+    /// daemon serves) and follow the engine's events for it.
+    async fn hold_project(&mut self, project: &String) {
+        if self.daemon_lock.is_none() {
+            let target = &self.settings.target;
+            let mut lock = hold_daemon_lock(target, project, &self.shutdown).await;
+            let file = match &target.git {
+                Some(git) => format!("git {}", git.describe()),
+                None => std::path::absolute(&target.file)
+                    .unwrap_or_else(|_| target.file.clone())
+                    .display()
+                    .to_string(),
+            };
+            if let Err(e) = lock.set_serves(self.endpoint.clone(), file) {
+                tracing::warn!(error = %e, "cannot write where this daemon serves into its lock file");
+            }
+            self.daemon_lock = Some(lock);
+        }
+        if self.follower.as_ref().is_none_or(|(p, _)| p != project) {
+            if let Some((_, task)) = self.follower.take() {
+                task.abort();
+            }
+            let on_event = self.wake.clone();
+            let wake = self.wake.clone();
+            let on_reachable = engine_reachable(self.shared.clone(), move |r| wake(r));
+            self.follower = Some((
+                project.clone(),
+                tokio::spawn(crate::triggers::follow_engine(
+                    self.rt.clone(),
+                    project.clone(),
+                    Arc::new(move || on_event(Reason::Engine)),
+                    on_reachable,
+                    self.shutdown.clone(),
+                )),
+            ));
+        }
+    }
+
+    /// Count this turn's repairs and hold the services that repair too often: what
+    /// status says of them, and how long until the first hold ends (the next turn then).
+    fn hold_crashloops(
+        &mut self,
+        result: &Result<TurnOutcome, crate::turn::TurnError>,
+    ) -> (Option<String>, Option<Duration>) {
+        let repaired: &[String] = match result {
+            Ok(TurnOutcome::Reconciled(ApplyOutcome::Repaired { services, .. }))
+            | Ok(TurnOutcome::Kept {
+                repair: Some(ApplyOutcome::Repaired { services, .. }),
+                ..
+            }) => services,
+            _ => &[],
+        };
+        let now = tokio::time::Instant::now();
+        for service in repaired {
+            self.crashloops.record(service, now);
+        }
+        let held = self.crashloops.held(now);
+        self.memory.lock().expect("memory lock").hold =
+            held.iter().map(|h| h.service.clone()).collect();
+        let requeue = self
+            .crashloops
+            .next_release(now)
+            .map(|at| at.saturating_duration_since(now));
+        let crashlooping = (!held.is_empty()).then(|| {
+            held.iter()
+                .map(|h| h.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        });
+        (crashlooping, requeue)
+    }
+
+    /// The turn in the metrics.
+    fn record(&self, result: &Result<TurnOutcome, crate::turn::TurnError>, took: Duration) {
+        let metrics = self.shared.metrics();
+        match result {
+            Ok(TurnOutcome::Reconciled(outcome)) => {
+                metrics.record_outcome(outcome, took);
+                if let ApplyOutcome::Repaired { services, .. } = outcome {
+                    metrics.record_repairs(services);
+                }
+            }
+            Ok(TurnOutcome::Kept { repair, .. }) => {
+                metrics.record_reconcile(ReconcileResult::Invalid, took);
+                if let Some(ApplyOutcome::Repaired { services, .. }) = repair {
+                    metrics.record_repairs(services);
+                }
+            }
+            Err(_) => metrics.record_reconcile(ReconcileResult::Error, took),
+        }
+    }
 }
 
 async fn serve_on(
