@@ -162,11 +162,21 @@ pub struct Execution<'a> {
     pub gate_all: bool,
     pub report: &'a Reporter,
     pub shutdown: &'a Shutdown,
-    /// Where the migrations step records the schema version `generation` reached (as
-    /// soon as it knows it, so a kill right after leaves it recorded). None: a revert, a
-    /// repair or a down, where the step does not run at all (a revert puts the schema
-    /// back itself, before its converge; a repair changes no desired state).
-    pub store: Option<&'a crate::store::Store>,
+    /// Whether the migrations step runs, and where it records what it finds.
+    pub schema: SchemaStep<'a>,
+}
+
+/// Whether a converge runs the migrations step.
+#[derive(Clone, Copy)]
+pub enum SchemaStep<'a> {
+    /// An apply, its resume, or a rollback: the step runs once the database's level
+    /// passed its probes, recording in the store the schema version `generation` reached
+    /// (as soon as it knows it, so a kill right after leaves it recorded).
+    Run(&'a crate::store::Store),
+    /// A revert, a repair or a down: the step does not run at all (a revert puts the
+    /// schema back itself, before its converge; a repair changes no desired state; a
+    /// down removes every container).
+    Skip,
 }
 
 /// The desired state a stored generation ran.
@@ -194,7 +204,7 @@ pub fn pins_of(g: &Generation) -> Pins {
 #[allow(clippy::too_many_arguments)]
 pub async fn converge_to_pinned<R: Runtime>(
     rt: &R,
-    store: Option<&crate::store::Store>,
+    schema: SchemaStep<'_>,
     target: &Generation,
     generation: i64,
     gate_all: bool,
@@ -254,7 +264,7 @@ pub async fn converge_to_pinned<R: Runtime>(
             gate_all,
             report,
             shutdown,
-            store,
+            schema,
         },
     )
     .await)
@@ -511,7 +521,7 @@ async fn execute_steps<R: Runtime>(
             // not use, and the converge ends only once they are done.
             if let Some(m) = &desired.migrations
                 && level.contains(&m.service)
-                && let Some(store) = how.store
+                && let SchemaStep::Run(store) = how.schema
             {
                 if let Some(signal) = how.shutdown.signal() {
                     return Err(Failure::Interrupted(signal));

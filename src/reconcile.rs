@@ -23,8 +23,8 @@
 use serde_json::json;
 
 use crate::converge::{
-    ConvergeError, Executed, Execution, Failure, check_names, converge_to_pinned, desired_of,
-    execute, observed_with_pins, pins_of,
+    ConvergeError, Executed, Execution, Failure, SchemaStep, check_names, converge_to_pinned,
+    desired_of, execute, observed_with_pins, pins_of,
 };
 use crate::hash::resolved_hash;
 use crate::images::ensure_images;
@@ -308,7 +308,7 @@ pub async fn reconcile<R: Runtime>(
             gate_all,
             report,
             shutdown,
-            store: Some(store),
+            schema: SchemaStep::Run(store),
         },
     )
     .await;
@@ -343,7 +343,7 @@ async fn resume<R: Runtime>(
         Kind::Apply => {
             let executed = converge_to_pinned(
                 rt,
-                Some(store),
+                SchemaStep::Run(store),
                 g,
                 g.id,
                 true,
@@ -365,7 +365,7 @@ async fn resume<R: Runtime>(
         Kind::Rollback => {
             let executed = converge_to_pinned(
                 rt,
-                Some(store),
+                SchemaStep::Run(store),
                 g,
                 g.id,
                 true,
@@ -539,7 +539,7 @@ async fn revert<R: Runtime>(
     .await?;
     let reverted = converge_to_pinned(
         rt,
-        None,
+        SchemaStep::Skip,
         good,
         good.id,
         false,
@@ -686,8 +686,17 @@ async fn repair<R: Runtime>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let executed =
-        converge_to_pinned(rt, None, running, running.id, false, hold, report, shutdown).await?;
+    let executed = converge_to_pinned(
+        rt,
+        SchemaStep::Skip,
+        running,
+        running.id,
+        false,
+        hold,
+        report,
+        shutdown,
+    )
+    .await?;
     match executed.result {
         Ok(()) => {
             for s in &drifted {
@@ -822,7 +831,7 @@ pub async fn rollback<R: Runtime>(
     }
     let executed = converge_to_pinned(
         rt,
-        Some(store),
+        SchemaStep::Run(store),
         &g,
         g.id,
         false,
@@ -914,7 +923,7 @@ async fn take_down<R: Runtime>(
             gate_all: false,
             report,
             shutdown,
-            store: None,
+            schema: SchemaStep::Skip,
         },
     )
     .await)
