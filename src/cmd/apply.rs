@@ -10,6 +10,7 @@ use crate::shutdown::Shutdown;
 use crate::status::exit::RUNTIME as EXIT_RUNTIME;
 use crate::store::Store;
 
+/// `berth apply`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]

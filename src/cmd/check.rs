@@ -3,6 +3,7 @@
 use crate::cmd::{FileArgs, connect, load};
 use crate::status::exit::{OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
 
+/// `berth check`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]

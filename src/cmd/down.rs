@@ -7,6 +7,7 @@ use crate::cmd::{Held, LockArgs, ProjectArg, held};
 use crate::redact::Redactor;
 use crate::report::Reporter;
 
+/// `berth down`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]

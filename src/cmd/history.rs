@@ -7,6 +7,7 @@ use crate::status::exit::OK as EXIT_OK;
 use crate::status::shown_outcome;
 use crate::store::{Event, Generation, Store};
 
+/// `berth history`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(long)]

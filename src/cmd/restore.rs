@@ -8,6 +8,7 @@ use crate::shutdown::Shutdown;
 use crate::status::exit::{INVALID as EXIT_INVALID, OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
 use crate::store::Store;
 
+/// `berth restore`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The backup (`.sql.gz`).

@@ -8,6 +8,7 @@ use crate::cmd::{Held, LockArgs, ProjectArg, held};
 use crate::reconcile::ApplyOutcome;
 use crate::report::Reporter;
 
+/// `berth rollback`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     pub generation: Option<i64>,

@@ -6,6 +6,7 @@ use crate::cmd::FileArgs;
 use crate::spec;
 use crate::status::exit::OK as EXIT_OK;
 
+/// `berth run`'s flags: what it follows, where it listens, how often it resyncs.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]

@@ -8,6 +8,7 @@ use crate::runtime::docker::DockerRuntime;
 use crate::status::ProjectStatus;
 use crate::store::Store;
 
+/// `berth status`'s flags: which projects, and a desired state to judge besides.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[arg(long)]

@@ -3,6 +3,7 @@
 use crate::cmd::{FileArgs, connect, load, preflight};
 use crate::status::exit::OK as EXIT_OK;
 
+/// `berth validate`'s flags.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(flatten)]
