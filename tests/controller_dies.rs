@@ -9,10 +9,8 @@ mod common;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use berth::reconcile::{ApplyOutcome, Options};
+use berth::reconcile::ApplyOutcome;
 use berth::runtime::fake::FakeRuntime;
-use berth::shutdown::Shutdown;
-use berth::store::Store;
 
 /// A one-service project gated on `health` (a TOML inline table, or "" for "running"),
 /// never ready by itself within the deadline, with the default `unless-stopped` policy.
@@ -38,18 +36,7 @@ async fn converge(text: &str, rt: &FakeRuntime) -> ApplyOutcome {
     let file = dir.path().join("berth.toml");
     std::fs::write(&file, text).unwrap();
     let d = berth::spec::load_with_env(&file, &Default::default(), &HashMap::new()).unwrap();
-    let state = dir.path().join("state.db");
-    let store = Store::open(&state).await.unwrap();
-    common::fake::apply(
-        rt,
-        &store,
-        &state,
-        &d,
-        Options::default(),
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap()
+    common::fake::apply_once(rt, dir.path(), &d).await.unwrap()
 }
 
 /// Apply `health`'s project, do `act` to the container 3.3 s after berth started it, and

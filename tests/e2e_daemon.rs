@@ -9,19 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::engine::EngineProxy;
-use common::{Project, wait_for};
-
-const ONE: &str = r#"
-[project]
-name = "{project}"
-[rollout]
-healthy_deadline = "10s"
-min_healthy_time = "300ms"
-[services.web]
-image = "berth-fixture:test"
-environment = { VERSION = "1" }
-health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
-"#;
+use common::{ONE_WEB, Project, wait_for};
 
 /// This file's daemons: on the project's file, with `env`.
 impl Daemon {
@@ -48,7 +36,7 @@ fn healthy_again(p: &Project, d: &Daemon, old_id: &str, what: &str) -> String {
 #[test]
 fn killed_stopped_and_removed_containers_come_back_without_a_command() {
     let p = Project::new("daemon-drift");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
@@ -89,14 +77,14 @@ fn killed_stopped_and_removed_containers_come_back_without_a_command() {
 #[test]
 fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_running() {
     let p = Project::new("daemon-edit");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
     });
 
     // An edit by atomic rename converges on its own.
-    p.edit(&ONE.replace("VERSION = \"1\"", "VERSION = \"2\""));
+    p.edit(&ONE_WEB.replace("VERSION = \"1\"", "VERSION = \"2\""));
     wait_for("the edit to converge", Duration::from_secs(20), || {
         p.inspect("web", "{{json .Config.Env}}")
             .contains("VERSION=2")
@@ -106,7 +94,7 @@ fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_
     let id = p.id("web").unwrap();
 
     // An invalid edit: the running generation stays, status names FILE:LINE:COL.
-    p.edit(&ONE.replace("image = \"berth-fixture:test\"", "image = 12"));
+    p.edit(&ONE_WEB.replace("image = \"berth-fixture:test\"", "image = 12"));
     wait_for("the invalid edit to show", Duration::from_secs(20), || {
         d.status()["status"] == "blocked"
     });
@@ -140,7 +128,7 @@ fn edits_converge_a_bad_edit_keeps_the_running_generation_and_sigterm_leaves_it_
 #[test]
 fn under_systemd_it_says_ready_status_watchdog_and_stopping() {
     let p = Project::new("daemon-notify");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let path = p.dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -194,7 +182,7 @@ fn a_service_that_keeps_dying_is_held_not_restarted_in_a_tight_loop() {
     let p = Project::new("daemon-crashloop");
     // Passes its gate, then exits 2 s after each start: a crash loop that berth itself
     // would restart (Docker's own restart policy is off).
-    p.write(&ONE.replace(
+    p.write(&ONE_WEB.replace(
         "environment = { VERSION = \"1\" }",
         "environment = { VERSION = \"1\", FIXTURE_EXIT_AFTER = \"2\" }\nrestart = \"no\"",
     ));
@@ -226,7 +214,7 @@ fn a_service_that_keeps_dying_is_held_not_restarted_in_a_tight_loop() {
 #[test]
 fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
     let p = Project::new("daemon-down");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
@@ -256,7 +244,7 @@ fn a_project_taken_down_stays_down_under_the_daemon_until_applied() {
 #[test]
 fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_back() {
     let p = Project::new("daemon-engine");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
     let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
     wait_for("the first converge", Duration::from_secs(30), || {
@@ -332,7 +320,7 @@ fn the_engine_going_away_does_not_end_the_daemon_and_it_reconciles_when_it_is_ba
 #[test]
 fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed_when_it_is_back() {
     let p = Project::new("daemon-engine-mid");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let mut proxy = EngineProxy::start(p.dir.path().join("docker.sock"));
     let mut d = Daemon::start_with(&p, &[("DOCKER_HOST", &proxy.docker_host())]);
     wait_for("the first converge", Duration::from_secs(30), || {
@@ -342,11 +330,12 @@ fn a_converge_the_engine_stops_answering_is_interrupted_not_reverted_and_resumed
     // Generation 2's web is healthy 12 s after its start: its gate is running when the
     // engine goes away.
     p.edit(
-        &ONE.replace(
-            "VERSION = \"1\"",
-            "VERSION = \"2\", FIXTURE_READY_AFTER = \"12\"",
-        )
-        .replace("healthy_deadline = \"10s\"", "healthy_deadline = \"90s\""),
+        &ONE_WEB
+            .replace(
+                "VERSION = \"1\"",
+                "VERSION = \"2\", FIXTURE_READY_AFTER = \"12\"",
+            )
+            .replace("healthy_deadline = \"10s\"", "healthy_deadline = \"90s\""),
     );
     wait_for(
         "generation 2's container to start",
@@ -422,7 +411,7 @@ fn running(p: &Project) -> Vec<(String, String)> {
 #[test]
 fn a_poisoned_edit_is_not_applied_again_and_drift_repair_goes_on() {
     let p = Project::new("daemon-poison");
-    let good = ONE.replace("healthy_deadline = \"10s\"", "healthy_deadline = \"3s\"");
+    let good = ONE_WEB.replace("healthy_deadline = \"10s\"", "healthy_deadline = \"3s\"");
     p.write(&good);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
@@ -480,13 +469,13 @@ fn a_poisoned_edit_is_not_applied_again_and_drift_repair_goes_on() {
 #[test]
 fn sigterm_mid_converge_leaves_containers_and_the_next_run_finishes_the_job() {
     let p = Project::new("daemon-midterm");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
     });
     // A slow edit: the new container takes 6 s to get healthy.
-    p.edit(&ONE.replace(
+    p.edit(&ONE_WEB.replace(
         "environment = { VERSION = \"1\" }",
         "environment = { VERSION = \"2\", FIXTURE_READY_AFTER = \"6\" }",
     ));
@@ -524,7 +513,7 @@ fn sigterm_mid_converge_leaves_containers_and_the_next_run_finishes_the_job() {
 #[test]
 fn status_asks_the_daemon_and_apply_of_another_file_is_refused() {
     let p = Project::new("daemon-client");
-    p.write(ONE);
+    p.write(ONE_WEB);
     let d = Daemon::start(&p);
     wait_for("the first converge", Duration::from_secs(20), || {
         d.status()["status"] == "converged"
@@ -549,7 +538,8 @@ fn status_asks_the_daemon_and_apply_of_another_file_is_refused() {
     let other = p.dir.path().join("other.toml");
     std::fs::write(
         &other,
-        ONE.replace("{project}", &p.name)
+        ONE_WEB
+            .replace("{project}", &p.name)
             .replace("VERSION = \"1\"", "VERSION = \"9\""),
     )
     .unwrap();

@@ -22,23 +22,11 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::engine::EngineProxy;
-use common::{Project, docker, free_port, text};
+use common::{ONE_WEB, Project, docker, free_port, text};
 
 const IMAGE: &str = "berth-systemd:test";
 const DOCKER_CONFIG: &str = "{\"auths\":{\"registry.example:5000\":{\"auth\":\"dTpw\"}}}\n";
 const UNIT: &str = include_str!("../contrib/systemd/berth.service");
-
-const ONE: &str = r#"
-[project]
-name = "{project}"
-[rollout]
-healthy_deadline = "10s"
-min_healthy_time = "300ms"
-[services.web]
-image = "berth-fixture:test"
-environment = { VERSION = "1" }
-health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
-"#;
 
 /// The systemd container; dropping it removes it (first, so no berth is left running to
 /// put the project's containers back after the project is cleaned up).
@@ -233,7 +221,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     let p = Project::new("systemd");
     // The unit's paths: `-f /srv/berth/desired-state`, a directory of *.toml files.
     std::fs::create_dir(p.dir.path().join("desired-state")).unwrap();
-    p.edit_file(&desired_file(&p), ONE);
+    p.edit_file(&desired_file(&p), ONE_WEB);
     // Made before the machine, so it is dropped after it (no berth left to see it go).
     let proxy = EngineProxy::start(p.dir.path().join("engine.sock"));
     let m = Machine::boot(&p);
@@ -337,7 +325,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     proxy.hang_next_list();
     p.edit_file(
         &desired_file(&p),
-        &ONE.replace("VERSION = \"1\"", "VERSION = \"2\""),
+        &ONE_WEB.replace("VERSION = \"1\"", "VERSION = \"2\""),
     );
     wait_for(
         "a turn to make the container list the proxy swallows",
@@ -405,7 +393,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
         &format!(
             "{}\n[services.talker]\nimage = \"berth-fixture:test\"\n\
              health = {{ probe = \"exec\", command = [\"/berth-fixture\", \"say\", {:?}, \"1\"], interval = \"200ms\", healthy_deadline = \"3s\", min_healthy_time = \"0s\" }}\n",
-            ONE.replace("[rollout]", "[rollout]\nauto_revert = false"),
+            ONE_WEB.replace("[rollout]", "[rollout]\nauto_revert = false"),
             "x\nWATCHDOG=trigger\nMAINPID=1"
         ),
     );
@@ -473,7 +461,7 @@ fn unit_limits_and_views(m: &Machine, p: &Project, converged: &str) {
     let low = (900..1000)
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
         .expect("a free port below 1024 on 127.0.0.1");
-    let published = ONE.replace(
+    let published = ONE_WEB.replace(
         "environment = { VERSION = \"1\" }",
         &format!("environment = {{ VERSION = \"1\" }}\nports = [\"127.0.0.1:{low}:8080\"]"),
     );

@@ -19,19 +19,12 @@ use std::time::{Duration, Instant};
 
 use common::daemon::Daemon;
 use common::git::Remote;
-use common::{Project, docker, free_port, require_images, text, wait_for};
+use common::{ONE_WEB, Project, docker, free_port, require_images, text, wait_for};
 
-const STACK: &str = r#"
-[project]
-name = "{project}"
-[rollout]
-healthy_deadline = "10s"
-min_healthy_time = "300ms"
-[services.web]
-image = "berth-fixture:test"
-environment = { VERSION = "{version}" }
-health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
-"#;
+/// [`ONE_WEB`] at `version`.
+fn stack(version: &str) -> String {
+    ONE_WEB.replace("VERSION = \"1\"", &format!("VERSION = \"{version}\""))
+}
 
 /// The file-descriptor limit berth runs under in the flood test.
 const NOFILE: u64 = 512;
@@ -40,7 +33,7 @@ const NOFILE: u64 = 512;
 impl Remote {
     /// Commit the stack at `version` and push; the commit id.
     fn push(&self, version: &str) -> String {
-        self.write_stack(&STACK.replace("{version}", version));
+        self.write_stack(&stack(version));
         self.commit_and_push(&format!("web v{version}"), false)
     }
 }
@@ -323,7 +316,7 @@ fn from_a_container(port: u16, method: &str, path: &str, token: Option<&str>) ->
 fn a_container_on_the_host_gateway_listener_needs_the_api_token_to_reconcile() {
     require_images(&["debian:bookworm-slim"], "scripts/test-setup.sh");
     let p = Project::new("trust-gateway");
-    p.write(&STACK.replace("{version}", "1"));
+    p.write(ONE_WEB);
     let token = "gateway-token-e2e-0123456789";
     let token_file = p.dir.path().join("api-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();

@@ -13,10 +13,7 @@ mod common;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use berth::reconcile::Options;
 use berth::runtime::fake::FakeRuntime;
-use berth::shutdown::Shutdown;
-use berth::store::Store;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use toml::{Table, Value};
@@ -292,17 +289,7 @@ fn run_one(text: &str) -> Result<(), TestCaseError> {
         if !short {
             return;
         }
-        let state = dir.path().join("state.db");
-        let store = Store::open(&state).await.unwrap();
-        let _ = common::fake::apply(
-            &fake,
-            &store,
-            &state,
-            &d,
-            Options::default(),
-            &Shutdown::never(),
-        )
-        .await;
+        let _ = common::fake::apply_once(&fake, dir.path(), &d).await;
         CONVERGED.fetch_add(1, Ordering::Relaxed);
     });
     Ok(())
@@ -359,18 +346,9 @@ health = { probe = "tcp", port = 8080, interval = "8760h", timeout = "8760h", he
     );
     let fake = FakeRuntime::new();
     fake.add_image("fixture:1", "sha256:one");
-    let state = dir.path().join("state.db");
-    let store = Store::open(&state).await.unwrap();
-    let outcome = common::fake::apply(
-        &fake,
-        &store,
-        &state,
-        &d,
-        Options::default(),
-        &Shutdown::never(),
-    )
-    .await
-    .unwrap();
+    let outcome = common::fake::apply_once(&fake, dir.path(), &d)
+        .await
+        .unwrap();
     assert!(
         matches!(outcome, berth::reconcile::ApplyOutcome::Converged { .. }),
         "{outcome:?}"

@@ -29,3 +29,23 @@ pub async fn apply(
         .unwrap();
     reconcile(rt, store, d, &mut lock, opts, &Reporter::quiet(), shutdown).await
 }
+
+/// One first `apply` of `d` on `rt` with the default options, its state store made at
+/// `<dir>/state.db`.
+pub async fn apply_once(
+    rt: &FakeRuntime,
+    dir: &Path,
+    d: &DesiredState,
+) -> Result<ApplyOutcome, ConvergeError> {
+    let state = dir.join("state.db");
+    let store = Store::open(&state).await.unwrap();
+    apply(
+        rt,
+        &store,
+        &state,
+        d,
+        Options::default(),
+        &Shutdown::never(),
+    )
+    .await
+}

@@ -18,6 +18,20 @@ use std::time::{Duration, Instant};
 
 pub const FIXTURE: &str = "berth-fixture:test";
 
+/// The smallest stack: one fixture service, `web`, at VERSION 1, healthy over http, with
+/// a 10 s deadline and a 300 ms window. The daemon tests deploy it and edit it.
+pub const ONE_WEB: &str = r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "10s"
+min_healthy_time = "300ms"
+[services.web]
+image = "berth-fixture:test"
+environment = { VERSION = "1" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+"#;
+
 pub struct Project {
     pub name: String,
     pub dir: tempfile::TempDir,
