@@ -38,33 +38,60 @@ pub struct Passed {
     pub missing_dirs: Vec<DataDir>,
 }
 
+/// What the checks found: the problems, and what passed.
+#[derive(Default)]
+struct Findings {
+    diags: Diagnostics,
+    passed: Passed,
+}
+
 /// Run the host checks. Changes nothing.
 pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagnostics> {
     let pf = &d.preflight;
-    let mut diags = Diagnostics::default();
-    let mut passed = Passed::default();
     let first_file = d.files.first().cloned().unwrap_or_default();
+    let mut f = Findings::default();
+    loaded(pf, &mut f);
+    engine(rt, pf, &first_file, &mut f).await;
+    host_ports(rt, d, &mut f).await;
+    data_dirs(pf, &mut f);
+    backup_dir(d, &first_file, &mut f);
+    free_disk(pf, &mut f);
+    if f.diags.is_empty() {
+        Ok(f.passed)
+    } else {
+        Err(f.diags.sorted())
+    }
+}
 
+/// What the loader already checked (variables, keys, the database URL), said as passed.
+fn loaded(pf: &crate::spec::Preflight, f: &mut Findings) {
     if pf.required_env > 0 {
-        passed.lines.push(format!(
+        f.passed.lines.push(format!(
             "all {} required environment variables are set",
             pf.required_env
         ));
     }
     if pf.api_keys > 0 {
-        passed
+        f.passed
             .lines
             .push(format!("{} API keys have a plausible format", pf.api_keys));
     }
     if let Some(var) = &pf.database_url {
-        passed
+        f.passed
             .lines
             .push(format!("{var} parses as a PostgreSQL URL"));
     }
+}
 
-    // The engine.
+/// The engine answers, speaks API 1.41 or newer, and is as new as `docker_min_version`.
+async fn engine<R: Runtime>(
+    rt: &R,
+    pf: &crate::spec::Preflight,
+    first_file: &std::path::Path,
+    f: &mut Findings,
+) {
     match rt.engine_version().await {
-        Err(e) => diags.push(Diagnostic::file(
+        Err(e) => f.diags.push(Diagnostic::file(
             &first_file,
             format!("preflight: the Docker engine is not reachable: {e}"),
         )),
@@ -73,7 +100,7 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
             let mut ok = true;
             if api < MIN_API {
                 ok = false;
-                diags.push(Diagnostic::file(
+                f.diags.push(Diagnostic::file(
                     &first_file,
                     format!(
                         "preflight: Docker Engine {} speaks API {}; berth needs API {}.{} (Docker 20.10) or newer",
@@ -88,22 +115,25 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 .unwrap_or((0, 0));
                 if have < *min {
                     ok = false;
-                    diags.push(at.diag(format!(
+                    f.diags.push(at.diag(format!(
                         "preflight: Docker Engine {} is older than docker_min_version {}.{}",
                         v.version, min.0, min.1
                     )));
                 }
             }
             if ok {
-                passed.lines.push(format!(
+                f.passed.lines.push(format!(
                     "Docker Engine {} (API {}) is reachable",
                     v.version, v.api_version
                 ));
             }
         }
     }
+}
 
-    // Host ports: free, or published by this project's own containers.
+/// Host ports: free, or published by this project's own containers.
+async fn host_ports<R: Runtime>(rt: &R, d: &DesiredState, f: &mut Findings) {
+    let pf = &d.preflight;
     if !pf.host_ports.is_empty() {
         let own: Vec<u16> = match rt.list_project(&d.project.name).await {
             Ok(list) => list.into_iter().flat_map(|c| c.published).collect(),
@@ -121,27 +151,30 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 Err(e) => format!("cannot be checked: {e}"),
             };
             bad += 1;
-            diags.push(hp.at.diag(format!(
+            f.diags.push(hp.at.diag(format!(
                 "preflight: host port {ip}:{}/{} (service {:?}) {why}",
                 hp.port, hp.protocol, hp.service
             )));
         }
         if bad == 0 {
-            passed.lines.push(format!(
+            f.passed.lines.push(format!(
                 "{} host ports are free or held by project {:?}",
                 pf.host_ports.len(),
                 d.project.name
             ));
         }
     }
+}
 
-    // Data directories.
+/// Data directories: a directory with its mode, or missing (created once all passed),
+/// and then not on a read-only filesystem.
+fn data_dirs(pf: &crate::spec::Preflight, f: &mut Findings) {
     let mut dir_errors = 0;
     for dir in &pf.data_dirs {
         match std::fs::metadata(&dir.path) {
             Ok(m) if !m.is_dir() => {
                 dir_errors += 1;
-                diags.push(dir.at.diag(format!(
+                f.diags.push(dir.at.diag(format!(
                     "preflight: data directory {} exists but is not a directory",
                     dir.path.display()
                 )));
@@ -150,7 +183,7 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 let mode = m.permissions().mode() & 0o7777;
                 if mode != dir.mode {
                     dir_errors += 1;
-                    diags.push(dir.at.diag(format!(
+                    f.diags.push(dir.at.diag(format!(
                         "preflight: data directory {} has mode {mode:04o}, expected {:04o} (chmod {:o} {})",
                         dir.path.display(),
                         dir.mode,
@@ -163,17 +196,17 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
                 match read_only_problem(&dir.path) {
                     Some(problem) => {
                         dir_errors += 1;
-                        diags.push(dir.at.diag(format!(
+                        f.diags.push(dir.at.diag(format!(
                             "preflight: data directory {} is missing and {problem}",
                             dir.path.display()
                         )));
                     }
-                    None => passed.missing_dirs.push(dir.clone()),
+                    None => f.passed.missing_dirs.push(dir.clone()),
                 }
             }
             Err(e) => {
                 dir_errors += 1;
-                diags.push(dir.at.diag(format!(
+                f.diags.push(dir.at.diag(format!(
                     "preflight: data directory {}: {e}",
                     dir.path.display()
                 )));
@@ -181,24 +214,28 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
         }
     }
     if !pf.data_dirs.is_empty() && dir_errors == 0 {
-        passed.lines.push(format!(
+        f.passed.lines.push(format!(
             "data directories: {} in place with their modes, {} to create",
-            pf.data_dirs.len() - passed.missing_dirs.len(),
-            passed.missing_dirs.len()
+            pf.data_dirs.len() - f.passed.missing_dirs.len(),
+            f.passed.missing_dirs.len()
         ));
     }
+}
 
-    // The backups berth writes before migrations.
+/// The backups berth writes before migrations need a writable `backup_dir`.
+fn backup_dir(d: &DesiredState, first_file: &std::path::Path, f: &mut Findings) {
     if let Some(m) = d.migrations.as_ref().filter(|m| m.backup)
         && let Some(problem) = read_only_problem(&m.backup_dir)
     {
-        diags.push(Diagnostic::file(
+        f.diags.push(Diagnostic::file(
             &first_file,
             format!("preflight: backup_dir {} {problem}", m.backup_dir.display()),
         ));
     }
+}
 
-    // Free disk, where the data goes.
+/// Free disk, where the data goes.
+fn free_disk(pf: &crate::spec::Preflight, f: &mut Findings) {
     if let Some((need, at)) = &pf.min_free_disk {
         let target = pf
             .data_dirs
@@ -207,29 +244,23 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
             .unwrap_or_else(|| pf.base_dir.clone());
         let existing = nearest_existing(&target);
         match free_bytes(&existing) {
-            Ok(free) if free < *need => diags.push(at.diag(format!(
+            Ok(free) if free < *need => f.diags.push(at.diag(format!(
                 "preflight: only {} free on the filesystem of {}; min_free_disk is {}",
                 human(free),
                 existing.display(),
                 human(*need)
             ))),
-            Ok(free) => passed.lines.push(format!(
+            Ok(free) => f.passed.lines.push(format!(
                 "{} free on the filesystem of {} (min_free_disk {})",
                 human(free),
                 existing.display(),
                 human(*need)
             )),
-            Err(e) => diags.push(at.diag(format!(
+            Err(e) => f.diags.push(at.diag(format!(
                 "preflight: cannot read free space of {}: {e}",
                 existing.display()
             ))),
         }
-    }
-
-    if diags.is_empty() {
-        Ok(passed)
-    } else {
-        Err(diags.sorted())
     }
 }
 
