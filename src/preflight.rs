@@ -92,7 +92,7 @@ async fn engine<R: Runtime>(
 ) {
     match rt.engine_version().await {
         Err(e) => f.diags.push(Diagnostic::file(
-            &first_file,
+            first_file,
             format!("preflight: the Docker engine is not reachable: {e}"),
         )),
         Ok(v) => {
@@ -101,7 +101,7 @@ async fn engine<R: Runtime>(
             if api < MIN_API {
                 ok = false;
                 f.diags.push(Diagnostic::file(
-                    &first_file,
+                    first_file,
                     format!(
                         "preflight: Docker Engine {} speaks API {}; berth needs API {}.{} (Docker 20.10) or newer",
                         v.version, v.api_version, MIN_API.0, MIN_API.1
@@ -228,7 +228,7 @@ fn backup_dir(d: &DesiredState, first_file: &std::path::Path, f: &mut Findings) 
         && let Some(problem) = read_only_problem(&m.backup_dir)
     {
         f.diags.push(Diagnostic::file(
-            &first_file,
+            first_file,
             format!("preflight: backup_dir {} {problem}", m.backup_dir.display()),
         ));
     }
