@@ -332,7 +332,8 @@ async fn job_step<R: Runtime>(
 }
 
 /// Whether an earlier generation ran this very job (same spec, same pinned image) to
-/// its end, and left the database at `revision`, where it still is: nothing is pending.
+/// its end ([`Generation::job_upgraded`](crate::store::Generation::job_upgraded)), and
+/// left the database at `revision`, where it still is: nothing is pending.
 async fn job_already_ran(
     store: &crate::store::Store,
     desired: &DesiredState,
@@ -341,37 +342,35 @@ async fn job_already_ran(
     revision: &str,
     current: i64,
 ) -> Result<bool, crate::store::StoreError> {
-    let upgraded = crate::migrate::job::JobRun::event_head(0, &job.upgrade.join(" "));
     for g in store.history(Some(&desired.project.name)).await? {
-        if g.id == current || g.schema_revision.as_deref() != Some(revision) {
+        if g.id == current || !g.job_upgraded || g.schema_revision.as_deref() != Some(revision) {
             continue;
         }
         let same_job = serde_json::from_str::<DesiredState>(&g.spec_json)
             .ok()
             .and_then(|d| d.migrations)
             .is_some_and(|m| Runner::of(&m) == Runner::Job(job));
-        if !same_job || pins_of(&g).get(&job.image).map(String::as_str) != Some(image) {
-            continue;
-        }
-        let ran = store
-            .events(g.id)
-            .await?
-            .iter()
-            .any(|e| e.kind == JOB_EVENT && e.message.starts_with(&upgraded));
-        if ran {
+        if same_job && pins_of(&g).get(&job.image).map(String::as_str) == Some(image) {
             return Ok(true);
         }
     }
     Ok(false)
 }
 
-/// Keep a job's run on the generation: its command, exit code and output (redacted).
+/// Keep a job's run on the generation: its command, exit code and output (redacted),
+/// and, first, whether it upgraded the database (it ran to its end and exited 0).
 async fn record_job(
     how: &Context<'_>,
     desired: &DesiredState,
     command: &str,
     run: &crate::migrate::job::JobRun,
 ) -> Result<(), StepError> {
+    if run.succeeded() {
+        how.store
+            .set_job_upgraded(how.generation)
+            .await
+            .map_err(|e| StepError::Failed(format!("recording the job's output: {e}")))?;
+    }
     let text = desired.redactor().text(&run.event_text(command));
     how.store
         .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)

@@ -152,6 +152,11 @@ pub struct Generation {
     /// With a migration job instead of sqlx migrations: the revision (Alembic's) its step
     /// found or left. A revert runs the job's downgrade to its target's value.
     pub schema_revision: Option<String>,
+    /// Its migration job's upgrade ran to its end and exited 0: a later generation with
+    /// the same job and pinned image, finding the database at `schema_revision`, does not
+    /// run it again. Not shown: its `migration-job` event says so.
+    #[serde(skip)]
+    pub job_upgraded: bool,
     /// The git commit it came from (id, subject); None when read from a file.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
@@ -403,6 +408,15 @@ impl Store {
         Ok(())
     }
 
+    /// Record that a generation's migration job upgrade ran to its end and exited 0.
+    pub async fn set_job_upgraded(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE generations SET job_upgraded = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Record the database backup a generation's migrations step took before applying,
     /// with the SHA-256 of the file as berth wrote it.
     pub async fn set_backup(&self, id: i64, path: &str, sha256: &str) -> Result<(), StoreError> {
@@ -630,7 +644,7 @@ fn reason_line<'a>(reason: impl Into<Option<&'a str>>) -> Option<String> {
         .map(|r| crate::text::one_line(r, REASON_CHARS))
 }
 
-const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject, backup_sha256 FROM generations";
+const SELECT: &str = "SELECT id, project, started_ms, finished_ms, source_hash, source, spec_json, images_json, outcome, reason, timings_json, reverted_to, resolved_hash, kind, schema_version, backup, schema_revision, commit_id, commit_subject, backup_sha256, job_upgraded FROM generations";
 
 fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
     let outcome: String = r.get(8);
@@ -661,6 +675,7 @@ fn row_to_generation(r: sqlx::sqlite::SqliteRow) -> Generation {
         commit: r.get(17),
         commit_subject: r.get(18),
         backup_sha256: r.get(19),
+        job_upgraded: r.get(20),
     }
 }
 
@@ -680,6 +695,54 @@ mod tests {
     fn formats_unix_ms_as_utc() {
         assert_eq!(format_ms(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(format_ms(1_795_000_000_000), "2026-11-18 11:06:40 UTC");
+    }
+
+    /// A store written before `job_upgraded` kept the fact only in a `migration-job`
+    /// event's text; migration 0009 reads it from there.
+    #[tokio::test]
+    async fn an_upgrade_kept_only_as_event_text_is_recorded_as_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).await.unwrap();
+        let spec = r#"{"migrations":{"job":{"upgrade":["alembic","upgrade","head"]}}}"#;
+        let new = || NewGeneration {
+            project: "p",
+            kind: Kind::Apply,
+            source_hash: "h",
+            resolved_hash: "h",
+            source: "f",
+            spec_json: spec,
+            images: &serde_json::Value::Null,
+            commit: None,
+        };
+        let upgraded = store.begin(new(), None).await.unwrap();
+        let job = |text: &'static str, id| {
+            let store = &store;
+            async move {
+                store
+                    .add_event(id, "migration-job", Some("migrations"), text)
+                    .await
+                    .unwrap()
+            }
+        };
+        job("exit 0 `alembic upgrade head`\nINFO ok", upgraded).await;
+        let failed = store.begin(new(), None).await.unwrap();
+        job("exit 1 `alembic upgrade head`\nboom", failed).await;
+        job("exit 0 `alembic downgrade def456`\n", failed).await;
+        let none = store.begin(new(), None).await.unwrap();
+        sqlx::query("UPDATE generations SET job_upgraded = 0")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let migration = include_str!("migrations/0009_job_upgraded.sql");
+        let backfill = &migration[migration.find(';').unwrap() + 1..];
+        sqlx::raw_sql(sqlx::AssertSqlSafe(backfill))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        for (id, want) in [(upgraded, true), (failed, false), (none, false)] {
+            let g = store.get("p", id).await.unwrap().unwrap();
+            assert_eq!(g.job_upgraded, want, "generation {id}");
+        }
     }
 
     #[tokio::test]
