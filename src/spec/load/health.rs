@@ -13,33 +13,30 @@ use crate::spec::{Health, Probe};
 impl Resolver<'_> {
     pub(super) fn health(&mut self, src: &Source, h: &Spanned<RawHealth>) -> Option<Health> {
         let raw = h.get_ref();
+        self.check_probe_fields(src, raw);
+        let probe = self.probe(src, h)?;
+        let interval = self
+            .duration(src, &raw.interval)
+            .unwrap_or(std::time::Duration::from_millis(500));
+        let timeout = self
+            .duration(src, &raw.timeout)
+            .unwrap_or(std::time::Duration::from_secs(2));
+        if interval.is_zero() {
+            let span = raw.interval.as_ref().map(|i| i.span()).unwrap_or(h.span());
+            self.err(src, span, "health.interval must be greater than 0");
+        }
+        Some(Health {
+            probe,
+            interval,
+            timeout,
+            healthy_deadline: self.duration(src, &raw.healthy_deadline),
+            min_healthy_time: self.duration(src, &raw.min_healthy_time),
+        })
+    }
+
+    /// Fields only some probes take are errors on the others, located at the field.
+    fn check_probe_fields(&mut self, src: &Source, raw: &RawHealth) {
         let kind = raw.probe.get_ref().as_str();
-        let port_or = |this: &mut Self, default: Option<u16>| -> Option<u16> {
-            match &raw.port {
-                Some(p) => match u16::try_from(*p.get_ref()) {
-                    Ok(v) if v > 0 => Some(v),
-                    _ => {
-                        this.err(
-                            src,
-                            p.span(),
-                            format!("port {} is out of range 1-65535", p.get_ref()),
-                        );
-                        None
-                    }
-                },
-                None if default.is_some() => default,
-                None => {
-                    this.err(
-                        src,
-                        h.span(),
-                        format!("health.port is required for probe = {kind:?}"),
-                    );
-                    None
-                }
-            }
-        };
-        let port = |this: &mut Self| port_or(this, None);
-        // Fields only some probes take are errors on the others, located at the field.
         let takes: &[&str] = match kind {
             "tcp" => &["port"],
             "http" => &["port", "path", "expect_json"],
@@ -75,8 +72,16 @@ impl Resolver<'_> {
                 }
             }
         }
-        let probe = match kind {
-            "tcp" => Probe::Tcp { port: port(self)? },
+    }
+
+    /// The probe of `kind` with its fields, each required one named where it is missing.
+    fn probe(&mut self, src: &Source, h: &Spanned<RawHealth>) -> Option<Probe> {
+        let raw = h.get_ref();
+        let kind = raw.probe.get_ref().as_str();
+        Some(match kind {
+            "tcp" => Probe::Tcp {
+                port: self.probe_port(src, h, None)?,
+            },
             "http" => {
                 let path = raw
                     .path
@@ -98,7 +103,7 @@ impl Resolver<'_> {
                     }
                 }
                 Probe::Http {
-                    port: port(self)?,
+                    port: self.probe_port(src, h, None)?,
                     path,
                     expect_json,
                 }
@@ -138,7 +143,7 @@ impl Resolver<'_> {
                 self.secret(&password);
                 let database = need(self, "database", &raw.database);
                 Probe::Postgres {
-                    port: port_or(self, Some(5432))?,
+                    port: self.probe_port(src, h, Some(5432))?,
                     user: user?,
                     password: password?,
                     database: database?,
@@ -148,7 +153,7 @@ impl Resolver<'_> {
                 let password = raw.password.as_ref().and_then(|p| self.string(src, p));
                 self.secret(&password);
                 Probe::Redis {
-                    port: port_or(self, Some(6379))?,
+                    port: self.probe_port(src, h, Some(6379))?,
                     password,
                 }
             }
@@ -162,23 +167,39 @@ impl Resolver<'_> {
                 );
                 return None;
             }
-        };
-        let interval = self
-            .duration(src, &raw.interval)
-            .unwrap_or(std::time::Duration::from_millis(500));
-        let timeout = self
-            .duration(src, &raw.timeout)
-            .unwrap_or(std::time::Duration::from_secs(2));
-        if interval.is_zero() {
-            let span = raw.interval.as_ref().map(|i| i.span()).unwrap_or(h.span());
-            self.err(src, span, "health.interval must be greater than 0");
-        }
-        Some(Health {
-            probe,
-            interval,
-            timeout,
-            healthy_deadline: self.duration(src, &raw.healthy_deadline),
-            min_healthy_time: self.duration(src, &raw.min_healthy_time),
         })
+    }
+
+    /// `health.port`: in range, or `default` (the protocol's own port) when it has one.
+    fn probe_port(
+        &mut self,
+        src: &Source,
+        h: &Spanned<RawHealth>,
+        default: Option<u16>,
+    ) -> Option<u16> {
+        let raw = h.get_ref();
+        let kind = raw.probe.get_ref().as_str();
+        match &raw.port {
+            Some(p) => match u16::try_from(*p.get_ref()) {
+                Ok(v) if v > 0 => Some(v),
+                _ => {
+                    self.err(
+                        src,
+                        p.span(),
+                        format!("port {} is out of range 1-65535", p.get_ref()),
+                    );
+                    None
+                }
+            },
+            None if default.is_some() => default,
+            None => {
+                self.err(
+                    src,
+                    h.span(),
+                    format!("health.port is required for probe = {kind:?}"),
+                );
+                None
+            }
+        }
     }
 }
