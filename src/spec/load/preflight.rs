@@ -5,7 +5,7 @@
 use toml::Spanned;
 
 use super::parse::{parse_size, parse_version};
-use super::raw::RawPreflight;
+use super::raw::{RawPreflight, S};
 use super::resolve::Resolver;
 use super::{Source, at};
 use crate::spec::{DataDir, Preflight};
@@ -52,6 +52,30 @@ impl Resolver<'_> {
     /// run here (so they point at the line), the host checks are collected for
     /// [`crate::preflight`].
     pub(super) fn preflight(&mut self, sources: &[Source]) -> Option<Preflight> {
+        let (src, p) = self.preflight_block(sources)?;
+        let raw = p.get_ref();
+        let mut out = Preflight {
+            declared: true,
+            required_env: raw.required_env.len(),
+            api_keys: raw.api_keys.len(),
+            database_url: raw.database_url.as_ref().map(|v| v.get_ref().clone()),
+            ..Preflight::default()
+        };
+        self.check_preflight_variables(src, raw);
+        self.host_limits(src, raw, &mut out);
+        for (path, spec) in &raw.data_dirs {
+            if let Some(dir) = self.data_dir(src, path, spec) {
+                out.data_dirs.push(dir);
+            }
+        }
+        Some(out)
+    }
+
+    /// The `[preflight]` block: at most one across all files.
+    fn preflight_block<'s>(
+        &mut self,
+        sources: &'s [Source],
+    ) -> Option<(&'s Source, &'s Spanned<RawPreflight>)> {
         let mut found: Option<(&Source, &Spanned<RawPreflight>)> = None;
         for src in sources {
             if let Some(p) = &src.raw.preflight {
@@ -63,15 +87,11 @@ impl Resolver<'_> {
                 found = Some((src, p));
             }
         }
-        let (src, p) = found?;
-        let raw = p.get_ref();
-        let mut out = Preflight {
-            declared: true,
-            required_env: raw.required_env.len(),
-            api_keys: raw.api_keys.len(),
-            database_url: raw.database_url.as_ref().map(|v| v.get_ref().clone()),
-            ..Preflight::default()
-        };
+        found
+    }
+
+    /// `required_env`, `api_keys` and `database_url`: set, and plausible, now.
+    fn check_preflight_variables(&mut self, src: &Source, raw: &RawPreflight) {
         let set = |this: &Self, name: &str| this.lookup(name).filter(|v| !v.trim().is_empty());
         for name in &raw.required_env {
             if set(self, name.get_ref()).is_none() {
@@ -124,6 +144,10 @@ impl Resolver<'_> {
                 }
             }
         }
+    }
+
+    /// `min_free_disk` and `docker_min_version`, for the host checks.
+    fn host_limits(&mut self, src: &Source, raw: &RawPreflight, out: &mut Preflight) {
         if let Some(v) = &raw.min_free_disk
             && let Some(text) = self.string(src, v)
         {
@@ -144,74 +168,75 @@ impl Resolver<'_> {
                 ),
             }
         }
-        for (path, spec) in &raw.data_dirs {
-            let Some(rel) = self.string(src, path) else {
-                continue;
-            };
-            let (mode, owner) = match spec.get_ref() {
-                toml::Value::String(m) => (Some(m.clone()), None),
-                toml::Value::Table(t) => {
-                    let mut mode = None;
-                    let mut owner = None;
-                    for (k, v) in t {
-                        match (k.as_str(), v) {
-                            ("mode", toml::Value::String(m)) => mode = Some(m.clone()),
-                            ("owner", toml::Value::String(o)) => owner = Some(o.clone()),
-                            _ => self.err(
-                                src,
-                                spec.span(),
-                                format!("data_dirs.{rel:?}: unknown or non-string key {k:?}: use mode = \"700\" and owner = \"UID:GID\""),
-                            ),
-                        }
+    }
+
+    /// One `data_dirs` entry: its mode (and owner), and where it is, confined.
+    fn data_dir(&mut self, src: &Source, path: &S, spec: &Spanned<toml::Value>) -> Option<DataDir> {
+        let Some(rel) = self.string(src, path) else {
+            return None;
+        };
+        let (mode, owner) = match spec.get_ref() {
+            toml::Value::String(m) => (Some(m.clone()), None),
+            toml::Value::Table(t) => {
+                let mut mode = None;
+                let mut owner = None;
+                for (k, v) in t {
+                    match (k.as_str(), v) {
+                        ("mode", toml::Value::String(m)) => mode = Some(m.clone()),
+                        ("owner", toml::Value::String(o)) => owner = Some(o.clone()),
+                        _ => self.err(
+                            src,
+                            spec.span(),
+                            format!("data_dirs.{rel:?}: unknown or non-string key {k:?}: use mode = \"700\" and owner = \"UID:GID\""),
+                        ),
                     }
-                    (mode, owner)
                 }
-                _ => (None, None),
-            };
-            let Some(mode) = mode else {
+                (mode, owner)
+            }
+            _ => (None, None),
+        };
+        let Some(mode) = mode else {
+            self.err(
+                src,
+                spec.span(),
+                format!("data_dirs.{rel:?}: give the mode as an octal string, e.g. \"755\", or {{ mode = \"700\", owner = \"999:999\" }}"),
+            );
+            return None;
+        };
+        let mode = match u32::from_str_radix(&mode, 8) {
+            Ok(m) if (3..=4).contains(&mode.len()) && m <= 0o7777 => m,
+            _ => {
                 self.err(
                     src,
                     spec.span(),
-                    format!("data_dirs.{rel:?}: give the mode as an octal string, e.g. \"755\", or {{ mode = \"700\", owner = \"999:999\" }}"),
+                    format!("data_dirs.{rel:?}: bad mode {mode:?}: use 3 or 4 octal digits"),
                 );
-                continue;
-            };
-            let mode = match u32::from_str_radix(&mode, 8) {
-                Ok(m) if (3..=4).contains(&mode.len()) && m <= 0o7777 => m,
-                _ => {
-                    self.err(
-                        src,
-                        spec.span(),
-                        format!("data_dirs.{rel:?}: bad mode {mode:?}: use 3 or 4 octal digits"),
-                    );
-                    continue;
-                }
-            };
-            let owner = match owner.as_deref().map(parse_owner) {
-                None => None,
-                Some(Some(o)) => Some(o),
-                Some(None) => {
-                    self.err(
-                        src,
-                        spec.span(),
-                        format!("data_dirs.{rel:?}: bad owner: use numeric \"UID:GID\""),
-                    );
-                    continue;
-                }
-            };
-            // berth creates, chmods and chowns it as root: the path as resolved, never
-            // through a symlink again.
-            let located = self.locate(src, &rel);
-            let Some(checked) = self.confine(src, path.span(), "data directory", located) else {
-                continue;
-            };
-            out.data_dirs.push(DataDir {
-                path: checked.resolved,
-                mode,
-                owner,
-                at: at(src, path.span()),
-            });
-        }
-        Some(out)
+                return None;
+            }
+        };
+        let owner = match owner.as_deref().map(parse_owner) {
+            None => None,
+            Some(Some(o)) => Some(o),
+            Some(None) => {
+                self.err(
+                    src,
+                    spec.span(),
+                    format!("data_dirs.{rel:?}: bad owner: use numeric \"UID:GID\""),
+                );
+                return None;
+            }
+        };
+        // berth creates, chmods and chowns it as root: the path as resolved, never
+        // through a symlink again.
+        let located = self.locate(src, &rel);
+        let Some(checked) = self.confine(src, path.span(), "data directory", located) else {
+            return None;
+        };
+        Some(DataDir {
+            path: checked.resolved,
+            mode,
+            owner,
+            at: at(src, path.span()),
+        })
     }
 }
