@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
-use crate::cmd::print::{history_json, history_table};
+use crate::cmd::print::{HistoryRow, history_json, history_table};
 use crate::status::exit::OK as EXIT_OK;
 use crate::status::shown_outcome;
-use crate::store::{Event, Generation, Store};
+use crate::store::Store;
 
 /// `berth history`'s flags.
 #[derive(clap::Args, Debug)]
@@ -14,18 +14,6 @@ pub struct Args {
     pub json: bool,
     #[arg(long)]
     pub project: Option<String>,
-}
-
-/// A generation as `berth history` shows it, secrets redacted.
-pub struct Shown {
-    /// With its outcome as `status` would name it (an unfinished one no process holds
-    /// is interrupted).
-    pub generation: Generation,
-    /// Drift repairs are only counted.
-    pub repairs: usize,
-    /// What else happened to it: a migration job's runs (with their output), a backup
-    /// restored by its revert.
-    pub events: Vec<Event>,
 }
 
 pub async fn run(
@@ -60,7 +48,7 @@ pub async fn run(
                 e
             })
             .collect();
-        shown.push(Shown {
+        shown.push(HistoryRow {
             generation: g,
             repairs,
             events,

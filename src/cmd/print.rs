@@ -1,10 +1,9 @@
 //! What the commands print that is not one command's own line: a converge's outcome, a
 //! project's status report, and the borderless tables.
 
-use crate::cmd::history::Shown;
 use crate::reconcile::ApplyOutcome;
 use crate::redact::Redactor;
-use crate::store::format_ms;
+use crate::store::{Event, Generation, format_ms};
 
 /// What a converging command (apply, rollback, down) ended with, for a person.
 pub(super) fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
@@ -156,9 +155,21 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
     out
 }
 
+/// A generation as `berth history` shows it, secrets redacted.
+pub(super) struct HistoryRow {
+    /// With its outcome as `status` would name it (an unfinished one no process holds
+    /// is interrupted).
+    pub generation: Generation,
+    /// Drift repairs are only counted.
+    pub repairs: usize,
+    /// What else happened to it: a migration job's runs (with their output), a backup
+    /// restored by its revert.
+    pub events: Vec<Event>,
+}
+
 /// `berth history --json`: each generation with its count of drift repairs and its
 /// other events.
-pub(super) fn history_json(shown: &[Shown]) -> serde_json::Result<String> {
+pub(super) fn history_json(shown: &[HistoryRow]) -> serde_json::Result<String> {
     let rows: Vec<_> = shown
         .iter()
         .map(|s| {
@@ -173,7 +184,7 @@ pub(super) fn history_json(shown: &[Shown]) -> serde_json::Result<String> {
 
 /// `berth history`: one row a generation; its reason followed by its drift repairs and
 /// the backups its revert restored.
-pub(super) fn history_table(shown: &[Shown]) -> String {
+pub(super) fn history_table(shown: &[HistoryRow]) -> String {
     let rows = shown.iter().map(|s| {
         let g = &s.generation;
         let mut reason = g.reason.clone().unwrap_or_else(|| "-".into());
