@@ -192,11 +192,6 @@ pub fn desired_of(g: &Generation) -> Result<DesiredState, ConvergeError> {
     Ok(desired)
 }
 
-/// The image pins a stored generation ran.
-pub fn pins_of(g: &Generation) -> Pins {
-    serde_json::from_value(g.images.clone()).unwrap_or_default()
-}
-
 /// Put the stack on a stored generation's spec with its pinned image IDs, gated like any
 /// converge, containers labelled `generation`. Records nothing itself but the schema
 /// version its migrations step finds, on `generation`. A pin that is missing or whose
@@ -213,7 +208,7 @@ pub async fn converge_to_pinned<R: Runtime>(
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
     let desired = desired_of(target)?;
-    let pins = pins_of(target);
+    let pins = target.pins();
     let failed = |reason: String| Executed {
         result: Err(Failure::Gate(reason)),
         timings: json!({}),

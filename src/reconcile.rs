@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::converge::{
     ConvergeError, Executed, Execution, Failure, SchemaStep, check_names, converge_to_pinned,
-    desired_of, execute, observed_with_pins, pins_of,
+    desired_of, execute, observed_with_pins,
 };
 use crate::hash::resolved_hash;
 use crate::images::ensure_images;
@@ -643,7 +643,7 @@ async fn repair_running<R: Runtime>(
     let desired = desired_of(&running)?;
     let mut drift = plan(
         &desired,
-        &observed_with_pins(rt, &desired, &pins_of(&running)).await?,
+        &observed_with_pins(rt, &desired, &running.pins()).await?,
     );
     if drift.is_noop() {
         return Ok(None);

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{ServiceCheck, check};
-use crate::converge::{ConvergeError, desired_of, observed_with_pins, pins_of};
+use crate::converge::{ConvergeError, desired_of, observed_with_pins};
 use crate::hash::resolved_hash;
 use crate::lock::Holder;
 use crate::plan::{Action, plan};
@@ -220,7 +220,7 @@ pub async fn project_status<R: Runtime>(
         ..Default::default()
     });
     let desired = desired_of(judged)?;
-    let observed = observed_with_pins(rt, &desired, &pins_of(judged)).await?;
+    let observed = observed_with_pins(rt, &desired, &judged.pins()).await?;
     let drift = plan(&desired, &observed);
     let checks = check(rt, &desired).await?;
     report.services = desired

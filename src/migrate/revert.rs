@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use super::Runner;
-use crate::converge::pins_of;
 use crate::report::Reporter;
 use crate::runtime::{Runtime, RuntimeError};
 use crate::spec::{DesiredState, MIGRATIONS_NODE, MigrationJob, Migrations};
@@ -215,7 +214,7 @@ async fn undo_job_schema<R: Runtime>(
     if now == revision {
         return Ok(SchemaUndo::Done);
     }
-    let image = pins_of(current).get(&job.image).cloned();
+    let image = current.pins().get(&job.image).cloned();
     let error: String = match (mjob::downgrade_command(job, &revision), image) {
         (None, _) => format!("the migration job has no downgrade command (revision {now})"),
         (Some(_), None) => format!(

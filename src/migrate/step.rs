@@ -10,7 +10,6 @@
 use std::path::Path;
 
 use super::Runner;
-use crate::converge::pins_of;
 use crate::images::Images;
 use crate::report::Reporter;
 use crate::runtime::{Runtime, RuntimeError};
@@ -350,7 +349,7 @@ async fn job_already_ran(
             .ok()
             .and_then(|d| d.migrations)
             .is_some_and(|m| Runner::of(&m) == Runner::Job(job));
-        if same_job && pins_of(&g).get(&job.image).map(String::as_str) == Some(image) {
+        if same_job && g.pins().get(&job.image).map(String::as_str) == Some(image) {
             return Ok(true);
         }
     }

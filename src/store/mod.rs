@@ -165,6 +165,11 @@ pub struct Generation {
 }
 
 impl Generation {
+    /// The image pins it ran: image reference -> image ID.
+    pub fn pins(&self) -> std::collections::BTreeMap<String, String> {
+        serde_json::from_value(self.images.clone()).unwrap_or_default()
+    }
+
     /// The schema this generation reached, as people read it: `3` (sqlx migrations) or
     /// `def456` (a migration job's revision).
     pub fn schema(&self) -> Option<String> {
