@@ -172,9 +172,7 @@ impl Resolver<'_> {
 
     /// One `data_dirs` entry: its mode (and owner), and where it is, confined.
     fn data_dir(&mut self, src: &Source, path: &S, spec: &Spanned<toml::Value>) -> Option<DataDir> {
-        let Some(rel) = self.string(src, path) else {
-            return None;
-        };
+        let rel = self.string(src, path)?;
         let (mode, owner) = match spec.get_ref() {
             toml::Value::String(m) => (Some(m.clone()), None),
             toml::Value::Table(t) => {
@@ -229,9 +227,7 @@ impl Resolver<'_> {
         // berth creates, chmods and chowns it as root: the path as resolved, never
         // through a symlink again.
         let located = self.locate(src, &rel);
-        let Some(checked) = self.confine(src, path.span(), "data directory", located) else {
-            return None;
-        };
+        let checked = self.confine(src, path.span(), "data directory", located)?;
         Some(DataDir {
             path: checked.resolved,
             mode,
