@@ -29,8 +29,10 @@
 //!   resolves pins for reverts.
 //! - [`build_context`]: what a build sends, hashed: a changed context rebuilds.
 //! - [`converge`]: carries a plan out: images first, then each DAG level in parallel.
-//! - [`migrate`]: database migrations: status, apply and undo of a directory of sqlx
-//!   migrations, on a dedicated connection, refusing an edited or half-applied record.
+//! - [`migrate`]: the database schema: its runners (a directory of sqlx migrations, on a
+//!   dedicated connection, refusing an edited or half-applied record; a migration job in
+//!   its own image) behind [`migrate::Runner`], the converge's migrations
+//!   [`migrate::step`] and the schema half of a revert ([`migrate::revert`]).
 //! - [`backup`]: `pg_dump` of the migrations' database inside its container, streamed
 //!   through gzip to a checked private file with retention; and the restore into a fresh
 //!   database that is then swapped in.

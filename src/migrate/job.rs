@@ -1,4 +1,4 @@
-//! A migration job (issue 10, item 6): migrations that live in their own image, such as
+//! A migration job: migrations that live in their own image, such as
 //! the runbook's Alembic, run by berth in a **one-shot container** on the database
 //! service's network.
 //!
@@ -29,6 +29,10 @@ use crate::spec::{DesiredState, LABEL_PROJECT, MigrationJob, Migrations, Service
 
 /// The label that marks a one-shot job container (its value: what the job is for).
 pub const LABEL_JOB: &str = "berth.job";
+
+/// The event kind a job's run (upgrade or downgrade) is kept under on its generation:
+/// its exit code, command and output ([`JobRun::event_text`]).
+pub const JOB_EVENT: &str = "migration-job";
 
 /// How often a running job is looked at.
 const POLL: Duration = Duration::from_millis(100);

@@ -1,20 +1,23 @@
-//! Database migrations (docs/design.md §5): a directory of sqlx migrations applied to,
-//! or undone on, a PostgreSQL database.
+//! The database schema (docs/design.md §5), in one place:
 //!
-//! Every call works on a **dedicated** connection that it closes whatever the outcome.
-//! sqlx's migrator takes a session advisory lock and returns early on an error without
-//! unlocking it; closing the session is what releases it, so a failed migration never
-//! leaves the lock held for the next one.
+//! - [`Runner`]: how a `[migrations]` block's migrations run, decided once from the
+//!   block: a directory of sqlx migrations (this module) or a migration [`job`] in its
+//!   own image. Each operation below matches on it once.
+//! - [`step`]: the migrations step of a converge, after the backup taken before applying.
+//! - [`revert`]: the schema half of a revert or a rollback, or the backup restored when
+//!   the schema cannot be undone.
+//!
+//! This module itself is the directory runner: sqlx migrations applied to, or undone on,
+//! a PostgreSQL database. Every call works on a **dedicated** connection that it closes
+//! whatever the outcome. sqlx's migrator takes a session advisory lock and returns early
+//! on an error without unlocking it; closing the session is what releases it, so a
+//! failed migration never leaves the lock held for the next one.
 //!
 //! Before running anything, [`apply`] and [`undo_to`] refuse a database whose record
 //! disagrees with the source: an applied migration whose file was edited since
 //! ([`Error::Edited`]), a dirty (half-applied) record, an applied migration missing from
 //! the source. Each migration then runs in its own transaction (sqlx's default; a file
 //! starting with `-- no-transaction` opts out and cannot be rolled back by the database).
-//!
-//! [`step`] runs them as a node of a converge, after the backup taken before applying;
-//! [`revert`] undoes them in a revert, or restores that backup when a down migration is
-//! missing or fails.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -242,7 +242,7 @@ async fn undo_job_schema<R: Runtime>(
                     store
                         .add_event(
                             current.id,
-                            super::step::JOB_EVENT,
+                            mjob::JOB_EVENT,
                             Some(MIGRATIONS_NODE),
                             &redact(text),
                         )
@@ -295,13 +295,14 @@ fn restore_by_hand(
     }
 }
 
-/// Issue 10, items 4 and 5: a down migration is missing or failed, so the database cannot
-/// put the schema back by itself; restore the backup `current` took before migrating
-/// (the revert holds the project's lock). The restore stops the database's dependents
-/// (the failed generation's containers), swaps the restored database in (the one it
-/// replaces is kept), and starts them again; the revert's converge then replaces them.
-/// `Ok(note)`: restored, `note` says from what. `Err(why)`: no backup, or the restore
-/// failed: the generation ends degraded, `why` naming the migration and the backup.
+/// A down migration (or the job's downgrade) is missing or failed, so the database
+/// cannot put the schema back by itself; restore the backup `current` took before
+/// migrating (the revert holds the project's lock). The restore stops the database's
+/// dependents (the failed generation's containers), swaps the restored database in (the
+/// one it replaces is kept), and starts them again; the revert's converge then replaces
+/// them. [`SchemaUndo::Restored`]: the note says from what. [`SchemaUndo::NotUndone`]:
+/// no backup, or the restore failed: the generation ends degraded, the reason naming the
+/// migration and the backup.
 ///
 /// A backup file is data, never code (docs/design.md §12): only the file berth wrote is
 /// restored, by the SHA-256 it recorded then. A file that changed since, or one an older

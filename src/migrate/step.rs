@@ -265,10 +265,7 @@ async fn backup_before<R: Runtime>(
     Ok(())
 }
 
-/// The event kind a migration job's run is recorded under, with its exit code and output.
-pub const JOB_EVENT: &str = "migration-job";
-
-/// The migrations step with a migration job (issue 10, item 6): the revision the database
+/// The migrations step with a migration job: the revision the database
 /// is at is recorded; unless this very job (same spec, same pinned image) already brought
 /// the database to that revision in an earlier generation, a backup is taken and the
 /// job's `upgrade` runs in a one-shot container to its end. Its exit code is the gate;
@@ -334,7 +331,7 @@ async fn job_step<R: Runtime>(
 /// its end ([`Generation::job_upgraded`](crate::store::Generation::job_upgraded)), and
 /// left the database at `revision`, where it still is: nothing is pending.
 async fn job_already_ran(
-    store: &crate::store::Store,
+    store: &Store,
     desired: &DesiredState,
     job: &MigrationJob,
     image: &str,
@@ -362,7 +359,7 @@ async fn record_job(
     how: &Context<'_>,
     desired: &DesiredState,
     command: &str,
-    run: &crate::migrate::job::JobRun,
+    run: &super::job::JobRun,
 ) -> Result<(), StepError> {
     if run.succeeded() {
         how.store
@@ -372,7 +369,12 @@ async fn record_job(
     }
     let text = desired.redactor().text(&run.event_text(command));
     how.store
-        .add_event(how.generation, JOB_EVENT, Some(MIGRATIONS_NODE), &text)
+        .add_event(
+            how.generation,
+            super::job::JOB_EVENT,
+            Some(MIGRATIONS_NODE),
+            &text,
+        )
         .await
         .map_err(|e| StepError::Failed(format!("recording the job's output: {e}")))?;
     Ok(())
