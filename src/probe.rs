@@ -10,6 +10,7 @@
 //!   schemas (the runbook's "Can execute queries (3 tables found)").
 //! - `redis`: `PING` answers `PONG`; `INFO memory` gives the memory in use.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use sqlx::Connection;
@@ -33,131 +34,155 @@ pub async fn network(
 }
 
 async fn run(http: &reqwest::Client, ip: &str, probe: &Probe, timeout: Duration) -> ProbeResult {
-    let fail = |detail: String| ProbeResult::new(false, detail);
     match probe {
-        Probe::Tcp { port } => {
-            let addr = format!("{ip}:{port}");
-            match tokio::net::TcpStream::connect(&addr).await {
-                Ok(_) => ProbeResult::new(true, format!("tcp {addr} connected")),
-                Err(e) => fail(format!("tcp {addr}: {e}")),
-            }
-        }
+        Probe::Tcp { port } => tcp(ip, *port).await,
         Probe::Http {
             port,
             path,
             expect_json,
-        } => {
-            let url = format!("http://{ip}:{port}{path}");
-            let r = match http.get(&url).timeout(timeout).send().await {
-                Ok(r) => r,
-                Err(e) => return fail(format!("GET {url}: {}", error_chain(&e))),
-            };
-            let status = r.status();
-            if !status.is_success() {
-                return fail(format!("GET {url}: {status}"));
-            }
-            if expect_json.is_empty() {
-                return ProbeResult::new(true, format!("GET {url}: {status}"));
-            }
-            let body = match read_bounded(r, HTTP_BODY_MAX).await {
-                Ok(b) => b,
-                Err(e) => return fail(format!("GET {url}: {status}, reading body: {e}")),
-            };
-            match json_mismatch(&body, expect_json) {
-                None => ProbeResult::new(
-                    true,
-                    format!("GET {url}: {status}, {}", fields(expect_json)),
-                ),
-                Some(why) => fail(format!("GET {url}: {status}, but {why}")),
-            }
-        }
+        } => http_get(http, ip, *port, path, expect_json, timeout).await,
         Probe::Postgres {
             port,
             user,
             password,
             database,
-        } => {
-            let opts = PgConnectOptions::new()
-                .host(ip)
-                .port(*port)
-                .username(user)
-                .password(password)
-                .database(database)
-                .ssl_mode(PgSslMode::Disable)
-                .application_name("berth-probe");
-            let target = format!("postgres {user}@{ip}:{port}/{database}");
-            let mut conn = match PgConnection::connect_with(&opts).await {
-                Ok(c) => c,
-                Err(e) => return fail(format!("{target}: connect: {}", error_chain(&e))),
-            };
-            let result = async {
-                let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;
-                let tables: i64 = sqlx::query_scalar(
-                    "SELECT count(*) FROM information_schema.tables \
-                     WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
-                )
-                .fetch_one(&mut conn)
-                .await?;
-                let version: String = sqlx::query_scalar("SHOW server_version")
-                    .fetch_one(&mut conn)
-                    .await?;
-                Ok::<_, sqlx::Error>((one, tables, version))
-            }
-            .await;
-            let _ = conn.close().await;
-            match result {
-                Ok((1, tables, version)) => {
-                    ProbeResult::new(true, format!("{target}: SELECT 1 ok, {tables} tables"))
-                        .with_fact("tables", tables.to_string())
-                        .with_fact("server_version", version)
-                }
-                Ok((other, ..)) => fail(format!("{target}: SELECT 1 returned {other}")),
-                Err(e) => fail(format!("{target}: query: {}", error_chain(&e))),
-            }
+        } => postgres(ip, *port, user, password, database).await,
+        Probe::Redis { port, password } => redis_ping(ip, *port, password.as_deref()).await,
+        Probe::Exec { .. } | Probe::Docker => {
+            ProbeResult::new(false, format!("{probe}: not a network probe"))
         }
-        Probe::Redis { port, password } => {
-            use redis::IntoConnectionInfo;
-            let target = format!("redis {ip}:{port}");
-            let mut settings = redis::RedisConnectionInfo::default();
-            if let Some(p) = password {
-                settings = settings.set_password(p);
-            }
-            let info =
-                match redis::ConnectionAddr::Tcp(ip.to_string(), *port).into_connection_info() {
-                    Ok(i) => i.set_redis_settings(settings),
-                    Err(e) => return fail(format!("{target}: {e}")),
-                };
-            let client = match redis::Client::open(info) {
-                Ok(c) => c,
-                Err(e) => return fail(format!("{target}: {e}")),
-            };
-            let mut conn = match client.get_multiplexed_async_connection().await {
-                Ok(c) => c,
-                Err(e) => return fail(format!("{target}: connect: {e}")),
-            };
-            let pong: String = match redis::cmd("PING").query_async(&mut conn).await {
-                Ok(p) => p,
-                Err(e) => return fail(format!("{target}: PING: {e}")),
-            };
-            if pong != "PONG" {
-                return fail(format!("{target}: PING answered {pong:?}"));
-            }
-            let info: String = match redis::cmd("INFO")
-                .arg("memory")
-                .query_async(&mut conn)
-                .await
-            {
-                Ok(i) => i,
-                Err(e) => return fail(format!("{target}: INFO memory: {e}")),
-            };
-            let used = info_field(&info, "used_memory_human")
-                .unwrap_or("?")
-                .to_string();
-            ProbeResult::new(true, format!("{target}: PONG, used_memory {used}"))
-                .with_fact("used_memory", used)
-        }
-        Probe::Exec { .. } | Probe::Docker => fail(format!("{probe}: not a network probe")),
     }
+}
+
+/// Connected, or why not.
+async fn tcp(ip: &str, port: u16) -> ProbeResult {
+    let fail = |detail: String| ProbeResult::new(false, detail);
+    let addr = format!("{ip}:{port}");
+    match tokio::net::TcpStream::connect(&addr).await {
+        Ok(_) => ProbeResult::new(true, format!("tcp {addr} connected")),
+        Err(e) => fail(format!("tcp {addr}: {e}")),
+    }
+}
+
+/// `GET` answers 2xx, and with `expect_json` a JSON object with those fields (the body
+/// read up to [`HTTP_BODY_MAX`]).
+async fn http_get(
+    http: &reqwest::Client,
+    ip: &str,
+    port: u16,
+    path: &str,
+    expect_json: &BTreeMap<String, String>,
+    timeout: Duration,
+) -> ProbeResult {
+    let fail = |detail: String| ProbeResult::new(false, detail);
+    let url = format!("http://{ip}:{port}{path}");
+    let r = match http.get(&url).timeout(timeout).send().await {
+        Ok(r) => r,
+        Err(e) => return fail(format!("GET {url}: {}", error_chain(&e))),
+    };
+    let status = r.status();
+    if !status.is_success() {
+        return fail(format!("GET {url}: {status}"));
+    }
+    if expect_json.is_empty() {
+        return ProbeResult::new(true, format!("GET {url}: {status}"));
+    }
+    let body = match read_bounded(r, HTTP_BODY_MAX).await {
+        Ok(b) => b,
+        Err(e) => return fail(format!("GET {url}: {status}, reading body: {e}")),
+    };
+    match json_mismatch(&body, expect_json) {
+        None => ProbeResult::new(
+            true,
+            format!("GET {url}: {status}, {}", fields(expect_json)),
+        ),
+        Some(why) => fail(format!("GET {url}: {status}, but {why}")),
+    }
+}
+
+/// Connects, `SELECT 1` answers 1; the table count and server version are kept as facts.
+async fn postgres(ip: &str, port: u16, user: &str, password: &str, database: &str) -> ProbeResult {
+    let fail = |detail: String| ProbeResult::new(false, detail);
+    let opts = PgConnectOptions::new()
+        .host(ip)
+        .port(port)
+        .username(user)
+        .password(password)
+        .database(database)
+        .ssl_mode(PgSslMode::Disable)
+        .application_name("berth-probe");
+    let target = format!("postgres {user}@{ip}:{port}/{database}");
+    let mut conn = match PgConnection::connect_with(&opts).await {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{target}: connect: {}", error_chain(&e))),
+    };
+    let result = async {
+        let one: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&mut conn).await?;
+        let tables: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM information_schema.tables \
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema')",
+        )
+        .fetch_one(&mut conn)
+        .await?;
+        let version: String = sqlx::query_scalar("SHOW server_version")
+            .fetch_one(&mut conn)
+            .await?;
+        Ok::<_, sqlx::Error>((one, tables, version))
+    }
+    .await;
+    let _ = conn.close().await;
+    match result {
+        Ok((1, tables, version)) => {
+            ProbeResult::new(true, format!("{target}: SELECT 1 ok, {tables} tables"))
+                .with_fact("tables", tables.to_string())
+                .with_fact("server_version", version)
+        }
+        Ok((other, ..)) => fail(format!("{target}: SELECT 1 returned {other}")),
+        Err(e) => fail(format!("{target}: query: {}", error_chain(&e))),
+    }
+}
+
+/// `PING` answers `PONG`; the memory in use is kept as a fact.
+async fn redis_ping(ip: &str, port: u16, password: Option<&str>) -> ProbeResult {
+    let fail = |detail: String| ProbeResult::new(false, detail);
+    use redis::IntoConnectionInfo;
+    let target = format!("redis {ip}:{port}");
+    let mut settings = redis::RedisConnectionInfo::default();
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    let info = match redis::ConnectionAddr::Tcp(ip.to_string(), port).into_connection_info() {
+        Ok(i) => i.set_redis_settings(settings),
+        Err(e) => return fail(format!("{target}: {e}")),
+    };
+    let client = match redis::Client::open(info) {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{target}: {e}")),
+    };
+    let mut conn = match client.get_multiplexed_async_connection().await {
+        Ok(c) => c,
+        Err(e) => return fail(format!("{target}: connect: {e}")),
+    };
+    let pong: String = match redis::cmd("PING").query_async(&mut conn).await {
+        Ok(p) => p,
+        Err(e) => return fail(format!("{target}: PING: {e}")),
+    };
+    if pong != "PONG" {
+        return fail(format!("{target}: PING answered {pong:?}"));
+    }
+    let info: String = match redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+    {
+        Ok(i) => i,
+        Err(e) => return fail(format!("{target}: INFO memory: {e}")),
+    };
+    let used = info_field(&info, "used_memory_human")
+        .unwrap_or("?")
+        .to_string();
+    ProbeResult::new(true, format!("{target}: PONG, used_memory {used}"))
+        .with_fact("used_memory", used)
 }
 
 /// How much of an HTTP probe's body is read: a health answer is small, and a container
