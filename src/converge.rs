@@ -166,6 +166,21 @@ pub struct Execution<'a> {
     pub schema: SchemaStep<'a>,
 }
 
+impl<'a> Execution<'a> {
+    /// What the migrations step works with, when this converge runs it.
+    fn migrations_step(&self) -> Option<crate::migrate::step::Context<'a>> {
+        match self.schema {
+            SchemaStep::Run(store) => Some(crate::migrate::step::Context {
+                images: self.images,
+                generation: self.generation,
+                store,
+                report: self.report,
+            }),
+            SchemaStep::Skip => None,
+        }
+    }
+}
+
 /// Whether a converge runs the migrations step.
 #[derive(Clone, Copy)]
 pub enum SchemaStep<'a> {
@@ -516,23 +531,13 @@ async fn execute_steps<R: Runtime>(
             // not use, and the converge ends only once they are done.
             if let Some(m) = &desired.migrations
                 && level.contains(&m.service)
-                && let SchemaStep::Run(store) = how.schema
+                && let Some(step) = how.migrations_step()
             {
                 if let Some(signal) = how.shutdown.signal() {
                     return Err(Failure::Interrupted(signal));
                 }
                 *migrating_since.lock().expect("migrations lock") = Some(now_ms());
-                let step = crate::migrate::step::Context {
-                    images: how.images,
-                    generation: how.generation,
-                    store,
-                    report: how.report,
-                };
-                migrating = Some(Box::pin(async move {
-                    crate::migrate::step::migrations_step(rt, desired, m, &step)
-                        .await
-                        .map_err(Failure::from)
-                }));
+                migrating = Some(begin_migrations(rt, desired, m, step));
             }
         }
         await_migrations(
@@ -572,6 +577,20 @@ async fn execute_steps<R: Runtime>(
 /// `Send` in a generic context (its `Acquire` bound is higher-ranked), and the converge
 /// held this step across awaits before it was boxed too.
 type Migrating<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + 'a>>;
+
+/// The migrations step, begun: it fails the converge as a gate does.
+fn begin_migrations<'a, R: Runtime>(
+    rt: &'a R,
+    desired: &'a DesiredState,
+    m: &'a crate::spec::Migrations,
+    step: crate::migrate::step::Context<'a>,
+) -> Migrating<'a> {
+    Box::pin(async move {
+        crate::migrate::step::migrations_step(rt, desired, m, &step)
+            .await
+            .map_err(Failure::from)
+    })
+}
 
 /// The migrations step's end, if it is under way; never, if not.
 async fn step_of(migrating: &mut Option<Migrating<'_>>) -> Result<(), Failure> {
