@@ -65,20 +65,15 @@ impl JobRun {
         }
     }
 
-    /// How a run is kept as an event of its generation: the exit code (or the kill), the
-    /// command, then its output. `exit 0 \`CMD\`` starts the text of a run that
-    /// succeeded.
+    /// How a run is kept as an event of its generation, for people: the exit code (or the
+    /// kill), the command, then its output. Whether an upgrade succeeded is not read back
+    /// from this text; the step records it ([`crate::store::Store::set_job_upgraded`]).
     pub fn event_text(&self, command: &str) -> String {
         let head = match self.timed_out {
             Some(_) => format!("{} `{command}`", self.ended()),
-            None => Self::event_head(self.exit_code, command),
+            None => format!("exit {} `{command}`", self.exit_code),
         };
         format!("{head}\n{}", self.output)
-    }
-
-    /// The first line of [`JobRun::event_text`].
-    pub fn event_head(exit_code: i64, command: &str) -> String {
-        format!("exit {exit_code} `{command}`")
     }
 
     /// The last `n` non-empty lines of the output, for a reason: the container's text, so
