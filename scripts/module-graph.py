@@ -30,7 +30,7 @@ LAYERS = [
     ["converge"],
     ["reconcile"],
     ["status"],
-    ["git", "triggers", "systemd", "controller", "turn"],
+    ["git"],
     ["daemon"],
     ["cli", "bin", "cmd"],
 ]

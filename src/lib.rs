@@ -37,20 +37,17 @@
 //!   through gzip to a checked private file with retention; and the restore into a fresh
 //!   database that is then swapped in.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
-//! - [`controller`]: what `berth run` adds around the reconcile: triggers only enqueue,
-//!   one loop reconciles at a time with resync and backoff, and a crash-loop policy holds
-//!   the repair of a service that keeps dying.
 //! - [`redact`]: secrets never reach output; [`text`]: a container's text is one
 //!   bounded line before it reaches a terminal, the journal or the notify socket.
 //! - [`report`]: progress lines for `apply`.
-//! - [`triggers`]: what wakes the daemon: the desired state's file changing, the engine's
-//!   events for the project's containers.
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
 //! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
 //! - [`status`]: the one place that decides a project's status and the exit codes.
-//! - [`daemon`]: the pieces of `berth run`: its Prometheus [`daemon::metrics`] and the
-//!   local HTTP endpoint ([`daemon::http`]) that serves them, the status and a reconcile
-//!   request.
+//! - [`daemon`]: all of `berth run`: one turn ([`daemon::turn`]), when turns run
+//!   ([`daemon::controller`]: triggers only enqueue, one loop reconciles at a time with
+//!   resync, backoff and requeue, a crash-loop policy holds the repair of a service that
+//!   keeps dying), what wakes it ([`daemon::triggers`]), systemd's notify protocol, its
+//!   Prometheus metrics and its local HTTP endpoint.
 //! - [`cli`]: the command line contract and exit codes; [`cmd`]: one file per command,
 //!   and what they print.
 
@@ -59,7 +56,6 @@ pub mod build_context;
 pub mod check;
 pub mod cli;
 pub mod cmd;
-pub mod controller;
 pub mod converge;
 pub mod daemon;
 pub mod diag;
@@ -82,7 +78,4 @@ pub mod shutdown;
 pub mod spec;
 pub mod status;
 pub mod store;
-pub mod systemd;
 pub mod text;
-pub mod triggers;
-pub mod turn;

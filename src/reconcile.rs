@@ -47,7 +47,7 @@ pub struct Options {
     /// Apply a desired state that removes every running service.
     pub allow_empty: bool,
     /// Services whose drift is not repaired now: the daemon holds the repairs of a
-    /// service that keeps dying (see [`crate::controller::crashloop`]).
+    /// service that keeps dying (see [`crate::daemon::controller::crashloop`]).
     pub hold: std::collections::BTreeSet<String>,
 }
 

@@ -6,12 +6,12 @@
 
 use std::sync::Mutex;
 
+use berth::daemon::turn::{Memory, Target, TurnOutcome, turn};
 use berth::reconcile::ApplyOutcome;
 use berth::report::Reporter;
 use berth::runtime::fake::FakeRuntime;
 use berth::shutdown::Shutdown;
 use berth::store::Store;
-use berth::turn::{Memory, Target, TurnOutcome, turn};
 
 const GOOD: &str = r#"
 [project]

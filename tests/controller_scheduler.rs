@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use berth::controller::scheduler::API_INTERVAL;
-use berth::controller::{Backoff, BackoffPolicy, Config, Queue, Reason, Stats, channel};
+use berth::daemon::controller::scheduler::API_INTERVAL;
+use berth::daemon::controller::{Backoff, BackoffPolicy, Config, Queue, Reason, Stats, channel};
 use berth::shutdown::{Shutdown, Trigger};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -385,11 +385,11 @@ async fn the_engine_coming_back_cuts_a_backoff_short() {
     let follower = {
         let (events, away, back) = (queue.clone(), queue.clone(), queue.clone());
         let r = reachable.clone();
-        tokio::spawn(berth::triggers::follow_engine(
+        tokio::spawn(berth::daemon::triggers::follow_engine(
             rt.clone(),
             "p".into(),
             Arc::new(move || events.enqueue(Reason::Engine)),
-            berth::triggers::on_reachability(
+            berth::daemon::triggers::on_reachability(
                 Arc::new(move |up| r.store(up, Ordering::SeqCst)),
                 Arc::new(move || away.enqueue(Reason::Engine)),
                 Arc::new(move || back.enqueue(Reason::Reconnected)),
@@ -529,7 +529,7 @@ async fn api_requests_start_at_most_one_early_run_per_interval_and_hold_no_other
 /// then) is run again then, with no trigger; one that asks nothing waits for the resync.
 #[tokio::test(start_paused = true)]
 async fn a_requeue_asked_by_the_reconcile_runs_it_again_after_that_while() {
-    use berth::controller::scheduler::Action;
+    use berth::daemon::controller::scheduler::Action;
     let starts: Arc<Mutex<Vec<Instant>>> = Arc::default();
     let (_queue, scheduler) = channel(config(7));
     let (stop, shutdown) = Shutdown::new();

@@ -169,7 +169,7 @@ pub async fn run(
         None => None,
     };
     crate::daemon::run::run(crate::daemon::run::Settings {
-        target: crate::turn::Target {
+        target: crate::daemon::turn::Target {
             selection: args.selection(),
             file: args.file,
             state: state_path.to_path_buf(),

@@ -22,7 +22,7 @@
 //! on connections that evicts rather than refuses, header, idle and body timeouts, and a
 //! bounded body. However often a reconcile is asked for, the scheduler starts at most one
 //! ahead of schedule per 30 s for the API
-//! ([`crate::controller::scheduler::API_INTERVAL`]).
+//! ([`crate::daemon::controller::scheduler::API_INTERVAL`]).
 //!
 //! Plain hyper 1 with hyper-util rather than axum: bollard already compiles them, and five
 //! fixed routes are one `match`, with no router, extractors or tower layers to learn.

@@ -13,9 +13,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::controller::scheduler::{self, Reason};
+use crate::daemon::controller::scheduler::{self, Reason};
 use crate::daemon::http::{self, Listen, Shared};
 use crate::daemon::metrics::{Metrics, ReconcileResult};
+use crate::daemon::systemd::{self, Heartbeat};
+use crate::daemon::turn::{Memory, Target, TurnOutcome, turn};
 use crate::lock::ProjectLock;
 use crate::reconcile::ApplyOutcome;
 use crate::report::Reporter;
@@ -23,8 +25,6 @@ use crate::runtime::docker::DockerRuntime;
 use crate::shutdown::Shutdown;
 use crate::status::ProjectStatus;
 use crate::store::Store;
-use crate::systemd::{self, Heartbeat};
-use crate::turn::{Memory, Target, TurnOutcome, turn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -100,7 +100,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         None => {
             let wake = wake.clone();
             Some(
-                crate::triggers::watch_desired_state(
+                crate::daemon::triggers::watch_desired_state(
                     &settings.target.file,
                     Arc::new(move || wake(Reason::File)),
                 )
@@ -161,7 +161,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         daemon_lock: None,
         follower: None,
         ready: false,
-        crashloops: crate::controller::crashloop::RestartTracker::new(Default::default()),
+        crashloops: crate::daemon::controller::crashloop::RestartTracker::new(Default::default()),
     };
     scheduler.run(shutdown, async || daemon.turn().await).await;
     systemd::stopping();
@@ -191,12 +191,12 @@ struct Daemon {
     /// READY=1 was sent.
     ready: bool,
     /// Drift repairs of a service that keeps dying are held, not retried in a tight loop.
-    crashloops: crate::controller::crashloop::RestartTracker,
+    crashloops: crate::daemon::controller::crashloop::RestartTracker,
 }
 
 impl Daemon {
     /// One turn; asks to run again when a crash-loop hold ends.
-    async fn turn(&mut self) -> Result<scheduler::Action, crate::turn::TurnError> {
+    async fn turn(&mut self) -> Result<scheduler::Action, crate::daemon::turn::TurnError> {
         let started = Instant::now();
         *self.turn_started.lock().expect("pulse lock") = Some(started);
         let report = Reporter::new(crate::redact::registered());
@@ -269,7 +269,7 @@ impl Daemon {
             let on_reachable = engine_reachable(self.shared.clone(), move |r| wake(r));
             self.follower = Some((
                 project.clone(),
-                tokio::spawn(crate::triggers::follow_engine(
+                tokio::spawn(crate::daemon::triggers::follow_engine(
                     self.rt.clone(),
                     project.clone(),
                     Arc::new(move || on_event(Reason::Engine)),
@@ -284,7 +284,7 @@ impl Daemon {
     /// status says of them, and how long until the first hold ends (the next turn then).
     fn hold_crashloops(
         &mut self,
-        result: &Result<TurnOutcome, crate::turn::TurnError>,
+        result: &Result<TurnOutcome, crate::daemon::turn::TurnError>,
     ) -> (Option<String>, Option<Duration>) {
         let repaired: &[String] = match result {
             Ok(TurnOutcome::Reconciled(ApplyOutcome::Repaired { services, .. }))
@@ -315,7 +315,7 @@ impl Daemon {
     }
 
     /// The turn in the metrics.
-    fn record(&self, result: &Result<TurnOutcome, crate::turn::TurnError>, took: Duration) {
+    fn record(&self, result: &Result<TurnOutcome, crate::daemon::turn::TurnError>, took: Duration) {
         let metrics = self.shared.metrics();
         match result {
             Ok(TurnOutcome::Reconciled(outcome)) => {
@@ -468,7 +468,7 @@ fn engine_reachable(
     wake: impl Fn(Reason) + Clone + Send + Sync + 'static,
 ) -> Arc<dyn Fn(bool) + Send + Sync> {
     let (away, back) = (wake.clone(), wake);
-    crate::triggers::on_reachability(
+    crate::daemon::triggers::on_reachability(
         Arc::new(move |up| shared.metrics().set_engine_reachable(up)),
         Arc::new(move || {
             tracing::warn!("the Docker engine does not answer; reconnecting with backoff");
@@ -508,7 +508,7 @@ async fn publish(
     target: &Target,
     memory: &Mutex<Memory>,
     shared: &Shared,
-    error: Option<&crate::turn::TurnError>,
+    error: Option<&crate::daemon::turn::TurnError>,
     crashlooping: Option<String>,
 ) {
     let (project, problem) = {
