@@ -194,19 +194,6 @@ pub enum SchemaStep<'a> {
     Skip,
 }
 
-/// The desired state a stored generation ran.
-///
-/// Its secrets are registered with the log writer before it is returned.
-pub fn desired_of(g: &Generation) -> Result<DesiredState, ConvergeError> {
-    let desired: DesiredState =
-        serde_json::from_str(&g.spec_json).map_err(|e| ConvergeError::Corrupt {
-            generation: g.id,
-            message: e.to_string(),
-        })?;
-    crate::redact::register(&desired.redactor());
-    Ok(desired)
-}
-
 /// Put the stack on a stored generation's spec with its pinned image IDs, gated like any
 /// converge, containers labelled `generation`. Records nothing itself but the schema
 /// version its migrations step finds, on `generation`. A pin that is missing or whose
@@ -222,7 +209,7 @@ pub async fn converge_to_pinned<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
-    let desired = desired_of(target)?;
+    let desired = target.desired()?;
     let pins = target.pins();
     let failed = |reason: String| Executed {
         result: Err(Failure::Gate(reason)),

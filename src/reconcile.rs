@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::converge::{
     ConvergeError, Executed, Execution, Failure, SchemaStep, check_names, converge_to_pinned,
-    desired_of, execute, observed_with_pins,
+    execute, observed_with_pins,
 };
 use crate::hash::resolved_hash;
 use crate::images::ensure_images;
@@ -105,29 +105,6 @@ impl ApplyOutcome {
     }
 }
 
-/// The generation whose spec runs now: the newest healthy one, or for a rolled-back
-/// newest one, the generation it went back to. None after `down` or before any success.
-pub async fn running_generation(
-    store: &Store,
-    latest: &Generation,
-) -> Result<Option<Generation>, ConvergeError> {
-    Ok(match (latest.outcome, latest.reverted_to) {
-        (Outcome::Healthy, _) => Some(latest.clone()),
-        (Outcome::RolledBack, Some(to)) => store.get(&latest.project, to).await?,
-        _ => None,
-    })
-}
-
-/// Whether this resolved desired state is poisoned (see [`Store::poisoning`]): a manual
-/// rollback does not lift it; a later healthy apply of it (`--force`) does.
-pub async fn poisoned_by(
-    store: &Store,
-    project: &str,
-    resolved_hash: &str,
-) -> Result<Option<Generation>, ConvergeError> {
-    Ok(store.poisoning(project, resolved_hash).await?)
-}
-
 fn poisoned_outcome(g: Generation) -> ApplyOutcome {
     ApplyOutcome::Poisoned {
         generation: g.id,
@@ -157,7 +134,7 @@ pub async fn reconcile<R: Runtime>(
     let hash = resolved_hash(desired);
     let poisoned = match opts.force {
         true => None,
-        false => poisoned_by(store, project, &hash).await?,
+        false => store.poisoned_by(project, &hash).await?,
     };
 
     // 1. The newest generation did not end (or failed and is asked for again).
@@ -232,7 +209,7 @@ pub async fn reconcile<R: Runtime>(
     if the_plan.is_noop() && !gate_all {
         let latest = store.latest(project).await?;
         let running = match &latest {
-            Some(l) => running_generation(store, l).await?,
+            Some(l) => store.running(l).await?,
             None => None,
         };
         match running {
@@ -352,7 +329,7 @@ async fn resume<R: Runtime>(
                 shutdown,
             )
             .await?;
-            let desired = desired_of(g)?;
+            let desired = g.desired()?;
             let outcome = conclude(rt, store, &desired, g.id, executed, report, shutdown).await?;
             Ok(match outcome {
                 ApplyOutcome::Converged { generation, .. } => ApplyOutcome::Converged {
@@ -531,7 +508,7 @@ async fn revert<R: Runtime>(
         rt,
         store,
         &failed,
-        &desired_of(&failed)?,
+        &failed.desired()?,
         good,
         true,
         report,
@@ -592,7 +569,7 @@ async fn revert<R: Runtime>(
             let why = format!(
                 "{reason}; the revert to generation {} failed too: {}",
                 good.id,
-                desired_of(good)?.redactor().text(&revert_reason)
+                good.desired()?.redactor().text(&revert_reason)
             );
             store
                 .set_outcome(generation, Outcome::Failed, Some(&why))
@@ -634,13 +611,13 @@ async fn repair_running<R: Runtime>(
     let Some(latest) = store.latest(project).await? else {
         return Ok(None);
     };
-    let Some(running) = running_generation(store, &latest).await? else {
+    let Some(running) = store.running(&latest).await? else {
         return Ok(None);
     };
     if hash.is_some_and(|h| h != running.resolved_hash) {
         return Ok(None);
     }
-    let desired = desired_of(&running)?;
+    let desired = running.desired()?;
     let mut drift = plan(
         &desired,
         &observed_with_pins(rt, &desired, &running.pins()).await?,
@@ -718,7 +695,7 @@ async fn repair<R: Runtime>(
             Err(Failure::unreachable_error(&context, &message))
         }
         Err(Failure::Gate(reason)) => {
-            let reason = desired_of(running)?.redactor().text(&reason);
+            let reason = running.desired()?.redactor().text(&reason);
             store
                 .add_event(running.id, "repair-failed", None, &reason)
                 .await?;
@@ -765,7 +742,7 @@ async fn finish_plain(
             Outcome::Failed,
             ApplyOutcome::Degraded {
                 generation: g.id,
-                reason: desired_of(g)?.redactor().text(&reason),
+                reason: g.desired()?.redactor().text(&reason),
             },
         ),
         Err(Failure::Unreachable { .. }) => unreachable!("handled above"),
@@ -807,16 +784,8 @@ pub async fn rollback<R: Runtime>(
     // The schema first, as in an auto-revert, with the source of what ran last.
     let schema = match &current {
         Some(c) => {
-            crate::migrate::revert::undo_schema(
-                rt,
-                store,
-                c,
-                &desired_of(c)?,
-                target,
-                false,
-                report,
-            )
-            .await?
+            crate::migrate::revert::undo_schema(rt, store, c, &c.desired()?, target, false, report)
+                .await?
         }
         None => SchemaUndo::Done,
     };
@@ -891,7 +860,7 @@ pub async fn down<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
-    let mut desired = desired_of(latest)?;
+    let mut desired = latest.desired()?;
     desired.services.clear();
     let mut empty = latest.clone();
     empty.spec_json = serde_json::to_string(&desired).expect("desired state serializes");
@@ -910,7 +879,7 @@ async fn take_down<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
-    let desired = desired_of(g)?;
+    let desired = g.desired()?;
     let observed = observe(rt, &desired).await?;
     let the_plan = plan(&desired, &observed);
     Ok(execute(

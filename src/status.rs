@@ -8,11 +8,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::check::{ServiceCheck, check};
-use crate::converge::{ConvergeError, desired_of, observed_with_pins};
+use crate::converge::{ConvergeError, observed_with_pins};
 use crate::hash::resolved_hash;
 use crate::lock::Holder;
 use crate::plan::{Action, plan};
-use crate::reconcile::{poisoned_by, running_generation};
 use crate::runtime::Runtime;
 use crate::spec::DesiredState;
 use crate::store::{Generation, Outcome, Store};
@@ -207,9 +206,9 @@ pub async fn project_status<R: Runtime>(
     report.outcome = Some(shown.to_string());
 
     // Its reason is shown below: its secrets are hidden from every line printed.
-    crate::redact::register(&desired_of(&latest)?.redactor());
+    crate::redact::register(&latest.desired()?.redactor());
     // What runs: the services and probes are judged against the running generation.
-    let running = running_generation(store, &latest).await?;
+    let running = store.running(&latest).await?;
     let judged = running.as_ref().unwrap_or(&latest);
     report.schema_version = judged.schema_version;
     report.schema_revision = judged.schema_revision.clone();
@@ -219,7 +218,7 @@ pub async fn project_status<R: Runtime>(
         deployed_subject: judged.commit_subject.clone(),
         ..Default::default()
     });
-    let desired = desired_of(judged)?;
+    let desired = judged.desired()?;
     let observed = observed_with_pins(rt, &desired, &judged.pins()).await?;
     let drift = plan(&desired, &observed);
     let checks = check(rt, &desired).await?;
@@ -296,7 +295,7 @@ pub async fn project_status<R: Runtime>(
 
     if let Some(d) = on_disk
         && d.project.name == project
-        && let Some(p) = poisoned_by(store, project, &resolved_hash(d)).await?
+        && let Some(p) = store.poisoned_by(project, &resolved_hash(d)).await?
     {
         report.status = ProjectStatus::Blocked(format!(
             "the desired state is poisoned: generation {} failed and was rolled back; change it, or apply it with --force",

@@ -683,12 +683,7 @@ async fn an_engine_that_stops_answering_mid_converge_interrupts_it_without_a_ver
         h[1].reason
     );
     let hash = berth::hash::resolved_hash(&next);
-    assert!(
-        berth::reconcile::poisoned_by(&t.store, "fake", &hash)
-            .await
-            .unwrap()
-            .is_none()
-    );
+    assert!(t.store.poisoned_by("fake", &hash).await.unwrap().is_none());
     // While it is away, a converge fails the same way and changes nothing.
     let err = apply(&t, &next, false).await.expect_err("still away");
     assert!(err.is_unreachable(), "{err}");

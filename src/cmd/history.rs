@@ -32,9 +32,7 @@ pub async fn run(
             && g.outcome == crate::store::Outcome::Progressing
             && crate::lock::is_held(state_path, &g.project)?.is_some();
         // desired_of registers the generation's secrets for log lines too.
-        let r = crate::converge::desired_of(g)
-            .map(|d| d.redactor())
-            .unwrap_or_default();
+        let r = g.desired().map(|d| d.redactor()).unwrap_or_default();
         let mut g = g.clone();
         g.outcome = shown_outcome(&g, newest, held);
         g.reason = g.reason.map(|x| r.text(&x));

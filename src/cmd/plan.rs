@@ -39,7 +39,7 @@ pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
             );
         }
         let hash = crate::hash::resolved_hash(&d);
-        if let Some(p) = crate::reconcile::poisoned_by(&store, project, &hash).await? {
+        if let Some(p) = store.poisoned_by(project, &hash).await? {
             println!(
                 "Note: this desired state is poisoned (generation {} was rolled back); apply refuses it without --force.",
                 p.id

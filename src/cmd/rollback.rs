@@ -56,7 +56,7 @@ pub async fn run(
             target.outcome
         );
     }
-    let redactor = crate::converge::desired_of(&target)?.redactor();
+    let redactor = target.desired()?.redactor();
     let report = Reporter::new(redactor.clone());
     report.line(&format!(
         "rolling project {project:?} back to generation {}",

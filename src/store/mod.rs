@@ -25,6 +25,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("state store query failed: {0}")]
     Query(#[from] sqlx::Error),
+    #[error("generation {generation} in the state store cannot be read: {message}")]
+    Corrupt { generation: i64, message: String },
 }
 
 /// How a generation ended (or that it has not yet).
@@ -246,7 +248,32 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+impl Generation {
+    /// The desired state this generation ran. Its secrets are registered with the log
+    /// writer before it is returned.
+    pub fn desired(&self) -> Result<crate::spec::DesiredState, StoreError> {
+        let desired: crate::spec::DesiredState =
+            serde_json::from_str(&self.spec_json).map_err(|e| StoreError::Corrupt {
+                generation: self.id,
+                message: e.to_string(),
+            })?;
+        crate::redact::register(&desired.redactor());
+        Ok(desired)
+    }
+}
+
 impl Store {
+    /// The generation whose spec runs now, given the project's newest: that one when it
+    /// is healthy, the one it went back to when it was rolled back. None after `down` or
+    /// before any success.
+    pub async fn running(&self, latest: &Generation) -> Result<Option<Generation>, StoreError> {
+        Ok(match (latest.outcome, latest.reverted_to) {
+            (Outcome::Healthy, _) => Some(latest.clone()),
+            (Outcome::RolledBack, Some(to)) => self.get(&latest.project, to).await?,
+            _ => None,
+        })
+    }
+
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
         let io = |e: std::io::Error| StoreError::Io {
@@ -528,7 +555,7 @@ impl Store {
     /// ended either healthy or rolled back, when that was rolled back. Rollbacks, downs,
     /// and applies that were interrupted, superseded or failed without a revert (a
     /// `--force` that went wrong) neither poison nor lift poison.
-    pub async fn poisoning(
+    pub async fn poisoned_by(
         &self,
         project: &str,
         resolved_hash: &str,
