@@ -20,7 +20,7 @@ ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
 # Lower layers first. A module not listed is its parent's layer.
 LAYERS = [
-    ["diag", "text", "redact", "shutdown", "report", "graph"],
+    ["diag", "text", "redact", "shutdown", "report", "graph", "exit"],
     ["spec"],
     ["hash", "build_context"],
     ["runtime", "probe"],

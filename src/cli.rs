@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 use crate::cmd::{self, FileArgs};
-use crate::status::exit;
+use crate::exit;
 
 #[derive(Parser, Debug)]
 #[command(

@@ -42,7 +42,8 @@
 //! - [`report`]: progress lines for `apply`.
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
 //! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
-//! - [`status`]: the one place that decides a project's status and the exit codes.
+//! - [`status`]: the one place that decides a project's status and its exit code
+//!   ([`exit`]: the codes themselves).
 //! - [`daemon`]: all of `berth run`: one turn ([`daemon::turn`]), when turns run
 //!   ([`daemon::controller`]: triggers only enqueue, one loop reconciles at a time with
 //!   resync, backoff and requeue, a crash-loop policy holds the repair of a service that
@@ -59,6 +60,7 @@ pub mod cmd;
 pub mod converge;
 pub mod daemon;
 pub mod diag;
+pub mod exit;
 pub mod gate;
 pub mod git;
 pub mod graph;

@@ -26,6 +26,7 @@ use crate::converge::{
     ConvergeError, Executed, Execution, Failure, SchemaStep, check_names, converge_to_pinned,
     execute, observed_with_pins,
 };
+use crate::exit;
 use crate::hash::resolved_hash;
 use crate::images::ensure_images;
 use crate::lock::ProjectLock;
@@ -36,7 +37,6 @@ use crate::report::Reporter;
 use crate::runtime::Runtime;
 use crate::shutdown::{Shutdown, signal_name};
 use crate::spec::DesiredState;
-use crate::status::exit;
 use crate::store::{Generation, Kind, NewGeneration, Outcome, Store};
 
 /// What a person (or the daemon) asked of this reconcile beyond the desired state.

@@ -9,28 +9,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::check::{ServiceCheck, check};
 use crate::converge::{ConvergeError, observed_with_pins};
+use crate::exit;
 use crate::hash::resolved_hash;
 use crate::lock::Holder;
 use crate::plan::{Action, plan};
 use crate::runtime::Runtime;
 use crate::spec::DesiredState;
 use crate::store::{Generation, Outcome, Store};
-
-/// Exit codes (docs/design.md "Exit codes").
-pub mod exit {
-    /// Converged (or nothing to do).
-    pub const OK: i32 = 0;
-    /// A runtime error: the engine, the state store, an image that cannot be had...
-    pub const RUNTIME: i32 = 1;
-    /// Invalid desired state; nothing changed.
-    pub const INVALID: i32 = 2;
-    /// A gate failed and the stack was rolled back to the last good generation.
-    pub const ROLLED_BACK: i32 = 3;
-    /// A gate failed and the rollback failed too (degraded).
-    pub const DEGRADED: i32 = 4;
-    /// The desired state is poisoned and was not applied.
-    pub const POISONED: i32 = 5;
-}
 
 /// What a project is, in one word and a reason.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -4,10 +4,10 @@ use std::path::Path;
 
 use crate::cmd::print::print_outcome;
 use crate::cmd::{FileArgs, LockArgs, connect, load, lock, lock_failed, preflight};
+use crate::exit::RUNTIME as EXIT_RUNTIME;
 use crate::reconcile::Options;
 use crate::report::Reporter;
 use crate::shutdown::Shutdown;
-use crate::status::exit::RUNTIME as EXIT_RUNTIME;
 use crate::store::Store;
 
 /// `berth apply`'s flags.

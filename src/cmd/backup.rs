@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use crate::cmd::{FileArgs, connect, load};
+use crate::exit::{INVALID as EXIT_INVALID, OK as EXIT_OK};
 use crate::spec::DesiredState;
-use crate::status::exit::{INVALID as EXIT_INVALID, OK as EXIT_OK};
 use crate::store::Store;
 
 /// The desired state of a backup or restore, or the exit code when it cannot have one.

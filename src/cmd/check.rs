@@ -1,7 +1,7 @@
 //! `berth check`: probe every service once, as the runbook's health_check.sh.
 
 use crate::cmd::{FileArgs, connect, load};
-use crate::status::exit::{OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
+use crate::exit::{OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
 
 /// `berth check`'s flags.
 #[derive(clap::Args, Debug)]

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use crate::cmd::print::{HistoryRow, history_json, history_table};
-use crate::status::exit::OK as EXIT_OK;
+use crate::exit::OK as EXIT_OK;
 use crate::status::shown_outcome;
 use crate::store::Store;
 

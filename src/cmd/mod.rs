@@ -21,11 +21,11 @@ pub mod validate;
 use std::path::{Path, PathBuf};
 
 use crate::diag::Diagnostics;
+use crate::exit::{INVALID as EXIT_INVALID, RUNTIME as EXIT_RUNTIME};
 use crate::lock::ProjectLock;
 use crate::runtime::docker::DockerRuntime;
 use crate::shutdown::Shutdown;
 use crate::spec::{self, DesiredState};
-use crate::status::exit::{INVALID as EXIT_INVALID, RUNTIME as EXIT_RUNTIME};
 use crate::store::Store;
 
 /// The desired state a command reads: the file and the services it selects.

@@ -4,10 +4,10 @@
 use std::path::Path;
 
 use crate::cmd::{FileArgs, connect, load};
+use crate::exit::OK as EXIT_OK;
 use crate::observe::observe;
 use crate::plan::plan;
 use crate::runtime::docker::DockerRuntime;
-use crate::status::exit::OK as EXIT_OK;
 use crate::store::Store;
 
 pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use crate::cmd::backup::load_with_migrations;
 use crate::cmd::{FileArgs, LockArgs, connect, lock, lock_failed};
+use crate::exit::{INVALID as EXIT_INVALID, OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
 use crate::shutdown::Shutdown;
-use crate::status::exit::{INVALID as EXIT_INVALID, OK as EXIT_OK, RUNTIME as EXIT_RUNTIME};
 use crate::store::Store;
 
 /// `berth restore`'s arguments.

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cmd::FileArgs;
+use crate::exit::OK as EXIT_OK;
 use crate::spec;
-use crate::status::exit::OK as EXIT_OK;
 
 /// `berth run`'s flags: what it follows, where it listens, how often it resyncs.
 #[derive(clap::Args, Debug)]

@@ -1,7 +1,7 @@
 //! `berth validate`: the desired state and, unless `--static`, the host's pre-flight.
 
 use crate::cmd::{FileArgs, connect, load, preflight};
-use crate::status::exit::OK as EXIT_OK;
+use crate::exit::OK as EXIT_OK;
 
 /// `berth validate`'s flags.
 #[derive(clap::Args, Debug)]
