@@ -144,6 +144,78 @@ pub struct GitStatus {
     pub problem: Option<String>,
 }
 
+/// What `berth run` knows of a project that its store and engine do not say: the
+/// daemon's side of the status word, decided here with the rest of it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DaemonView {
+    /// Why the desired state is not applied (invalid, pre-flight, poisoned, taken down,
+    /// an internal error): `blocked`.
+    pub problem: Option<String>,
+    /// The services whose repair is held because they keep dying: `degraded`.
+    pub crashlooping: Option<String>,
+    /// How the last turn failed, if it did.
+    pub turn_error: Option<TurnError>,
+    /// Why the git source cannot be fetched now: `degraded` over a converged project
+    /// (the deployed commit keeps running).
+    pub git_problem: Option<String>,
+}
+
+/// A turn that failed, as the status says it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnError {
+    pub message: String,
+    /// The engine did not answer (the turn was cut short, not judged).
+    pub unreachable: bool,
+}
+
+impl DaemonView {
+    /// The status word: `worked_out` is what [`project_status`] said just now, or its
+    /// error (and whether the engine did not answer it); what the daemon knows goes over
+    /// it, the turn's failure last.
+    pub fn status(&self, worked_out: Result<ProjectStatus, (String, bool)>) -> ProjectStatus {
+        let status = match worked_out {
+            Ok(mut status) => {
+                if let Some(held) = &self.crashlooping {
+                    status = ProjectStatus::Degraded(held.clone());
+                }
+                if let Some(problem) = &self.problem {
+                    status = ProjectStatus::Blocked(problem.clone());
+                }
+                match &self.turn_error {
+                    // The engine answered the status just now: it is back, and the next
+                    // turn (asked for by the follower's reconnection) puts things right.
+                    Some(e) if e.unreachable => {
+                        ProjectStatus::Degraded(format!("engine unreachable: {}", e.message))
+                    }
+                    Some(e) => {
+                        ProjectStatus::Degraded(format!("the last reconcile failed: {}", e.message))
+                    }
+                    None => status,
+                }
+            }
+            // The status cannot be worked out without the engine (or the store).
+            Err((error, unreachable)) => ProjectStatus::Degraded(match &self.turn_error {
+                _ if unreachable => format!("engine unreachable: {error}"),
+                Some(e) if e.unreachable => format!("engine unreachable: {}", e.message),
+                _ => format!("status cannot be read: {error}"),
+            }),
+        };
+        match &self.git_problem {
+            Some(p) if status == ProjectStatus::Converged => ProjectStatus::Degraded(format!(
+                "git: {p} (retrying; the deployed commit keeps running)"
+            )),
+            _ => status,
+        }
+    }
+
+    /// The status line before any desired state named the project.
+    pub fn before_a_project(&self) -> String {
+        self.problem
+            .clone()
+            .unwrap_or_else(|| "waiting for a valid desired state".into())
+    }
+}
+
 /// The JSON of `berth status --json`, which the daemon also serves on `/api/v1/status`:
 /// one text for both, with every registered secret hidden (reasons quote the spec).
 pub fn reports_json(reports: &[Report]) -> serde_json::Result<String> {
@@ -288,4 +360,89 @@ pub async fn project_status<R: Runtime>(
         ));
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(message: &str, unreachable: bool) -> Option<TurnError> {
+        Some(TurnError {
+            message: message.into(),
+            unreachable,
+        })
+    }
+
+    #[test]
+    fn what_the_daemon_knows_goes_over_the_worked_out_status_the_turns_failure_last() {
+        let converged = || Ok(ProjectStatus::Converged);
+        assert_eq!(
+            DaemonView::default().status(converged()),
+            ProjectStatus::Converged
+        );
+        let mut v = DaemonView {
+            crashlooping: Some("web keeps dying".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.status(converged()),
+            ProjectStatus::Degraded("web keeps dying".into())
+        );
+        v.problem = Some("invalid: x.toml:1:1: bad".into());
+        assert_eq!(
+            v.status(converged()),
+            ProjectStatus::Blocked("invalid: x.toml:1:1: bad".into())
+        );
+        v.turn_error = err("the store is locked", false);
+        assert_eq!(
+            v.status(converged()),
+            ProjectStatus::Degraded("the last reconcile failed: the store is locked".into())
+        );
+        v.turn_error = err("connection refused", true);
+        assert_eq!(
+            v.status(converged()),
+            ProjectStatus::Degraded("engine unreachable: connection refused".into())
+        );
+    }
+
+    #[test]
+    fn a_status_that_cannot_be_worked_out_says_why() {
+        let v = DaemonView::default();
+        assert_eq!(
+            v.status(Err(("socket gone".into(), true))),
+            ProjectStatus::Degraded("engine unreachable: socket gone".into())
+        );
+        assert_eq!(
+            v.status(Err(("disk I/O error".into(), false))),
+            ProjectStatus::Degraded("status cannot be read: disk I/O error".into())
+        );
+        let v = DaemonView {
+            turn_error: err("connection reset", true),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.status(Err(("disk I/O error".into(), false))),
+            ProjectStatus::Degraded("engine unreachable: connection reset".into())
+        );
+    }
+
+    #[test]
+    fn a_git_problem_shows_only_over_a_converged_project() {
+        let v = DaemonView {
+            git_problem: Some("fetch failed".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            v.status(Ok(ProjectStatus::Converged)),
+            ProjectStatus::Degraded(
+                "git: fetch failed (retrying; the deployed commit keeps running)".into()
+            )
+        );
+        let blocked = ProjectStatus::Blocked("poisoned".into());
+        assert_eq!(v.status(Ok(blocked.clone())), blocked);
+        assert_eq!(
+            DaemonView::default().before_a_project(),
+            "waiting for a valid desired state"
+        );
+    }
 }

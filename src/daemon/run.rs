@@ -515,69 +515,55 @@ async fn publish(
         let m = memory.lock().expect("memory lock");
         (m.project.clone(), m.problem.clone())
     };
+    // What the daemon knows; the status module decides what it makes of it.
+    let view = crate::status::DaemonView {
+        problem,
+        crashlooping,
+        turn_error: error.map(|e| crate::status::TurnError {
+            message: e.to_string(),
+            unreachable: e.is_unreachable(),
+        }),
+        git_problem: target.git.as_ref().and_then(|g| g.problem()),
+    };
     let Some(project) = project else {
-        systemd::status(
-            problem
-                .as_deref()
-                .unwrap_or("waiting for a valid desired state"),
-        );
+        systemd::status(&view.before_a_project());
         return;
     };
-    let unreachable = error.filter(|e| e.is_unreachable());
-    let report = match crate::status::project_status(rt, store, &target.state, &project, None).await
-    {
-        Ok(mut report) => {
-            // The status was read from the engine just now: it answers.
-            shared.metrics().set_engine_reachable(true);
-            if let Some(held) = crashlooping {
-                report.status = ProjectStatus::Degraded(held);
+    let mut report =
+        match crate::status::project_status(rt, store, &target.state, &project, None).await {
+            Ok(mut report) => {
+                // The status was read from the engine just now: it answers.
+                shared.metrics().set_engine_reachable(true);
+                report.status = view.status(Ok(report.status.clone()));
+                report
             }
-            if let Some(problem) = problem {
-                report.status = ProjectStatus::Blocked(problem);
-            }
-            if let Some(e) = unreachable {
-                // It answered the status just now: it is back, and the next turn
-                // (asked for by the follower's reconnection) puts things right.
-                report.status = ProjectStatus::Degraded(format!("engine unreachable: {e}"));
-            } else if let Some(e) = error {
-                report.status = ProjectStatus::Degraded(format!("the last reconcile failed: {e}"));
-            }
-            report
-        }
-        // The status cannot be worked out without the engine (or the store): the last
-        // report stands, said to be degraded and why. Its services are as last seen.
-        Err(e) => {
-            let why = match (unreachable, e.is_unreachable()) {
-                (_, true) => format!("engine unreachable: {e}"),
-                (Some(u), false) => format!("engine unreachable: {u}"),
-                (None, false) => format!("status cannot be read: {e}"),
-            };
-            if e.is_unreachable() {
-                shared.metrics().set_engine_reachable(false);
-            }
-            let last = shared.reports().into_iter().find(|r| r.project == project);
-            match last {
-                Some(mut report) => {
-                    report.status = ProjectStatus::Degraded(why);
-                    report
+            // It cannot be worked out without the engine (or the store): the last report
+            // stands, its services as last seen, its status saying why.
+            Err(e) => {
+                if e.is_unreachable() {
+                    shared.metrics().set_engine_reachable(false);
                 }
-                None => crate::status::Report {
-                    project: project.clone(),
-                    generation: None,
-                    outcome: None,
-                    status: ProjectStatus::Degraded(why),
-                    services: Vec::new(),
-                    repairs: 0,
-                    holder: None,
-                    schema_version: None,
-                    schema_revision: None,
-                    backup: None,
-                    git: None,
-                },
+                let mut report = shared
+                    .reports()
+                    .into_iter()
+                    .find(|r| r.project == project)
+                    .unwrap_or_else(|| crate::status::Report {
+                        project: project.clone(),
+                        generation: None,
+                        outcome: None,
+                        status: ProjectStatus::Converged,
+                        services: Vec::new(),
+                        repairs: 0,
+                        holder: None,
+                        schema_version: None,
+                        schema_revision: None,
+                        backup: None,
+                        git: None,
+                    });
+                report.status = view.status(Err((e.to_string(), e.is_unreachable())));
+                report
             }
-        }
-    };
-    let mut report = report;
+        };
     if let Some(git) = &target.git {
         let mut g = report.git.take().unwrap_or_default();
         g.source = git.describe();
@@ -585,14 +571,7 @@ async fn publish(
             g.newest = Some(c.id);
             g.newest_subject = Some(c.subject);
         }
-        g.problem = git.problem();
-        if let Some(p) = &g.problem
-            && report.status == ProjectStatus::Converged
-        {
-            report.status = ProjectStatus::Degraded(format!(
-                "git: {p} (retrying; the deployed commit keeps running)"
-            ));
-        }
+        g.problem = view.git_problem.clone();
         report.git = Some(g);
     }
     systemd::status(&format!("project {}: {}", report.project, report.status));
