@@ -355,7 +355,7 @@ async fn execute_steps<R: Runtime>(
             .expect("remove step has a container");
         // Stopped first, so a database shuts down cleanly; a paused container cannot
         // take SIGTERM, and removal kills it outright.
-        if c.state != "paused" {
+        if c.state != crate::runtime::ContainerState::Paused {
             rt.stop_container(&c.id).await?;
         }
         rt.remove_container(&c.id).await?;
@@ -717,7 +717,7 @@ fn finished(
 
 type Timing = serde_json::Value;
 
-/// A service's container, made ahead of its start (docs/design.md §4, issue 12): its
+/// A service's container, made ahead of its start (docs/design.md §4, work ahead of the gate): its
 /// id, and when the create call began and returned.
 type Prepared = (String, Made);
 
@@ -882,7 +882,7 @@ async fn converge_service<R: Runtime>(
             made = Some(at);
             if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
                 // A paused container cannot take SIGTERM; removal kills it outright.
-                if old.state != "paused" {
+                if old.state != crate::runtime::ContainerState::Paused {
                     rt.stop_container(&old.id).await.map_err(fail_rt)?;
                 }
                 rt.remove_container(&old.id).await.map_err(fail_rt)?;

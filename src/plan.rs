@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::hash::config_hash;
 use crate::observe::Observed;
-use crate::runtime::{ContainerSummary, ImageInfo};
+use crate::runtime::{ContainerState, ContainerSummary, HealthState, ImageInfo};
 use crate::spec::{DesiredState, PullPolicy, Service};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,12 +133,14 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 ),
                 // Drift that a start cannot fix: a crash loop, a pause, or the image's own
                 // HEALTHCHECK saying unhealthy. Recreated, then gated like any change.
-                Some(c) if c.state == "restarting" => (
+                Some(c) if c.state == ContainerState::Restarting => (
                     Action::Recreate,
                     "container is restarting (crash loop)".into(),
                 ),
-                Some(c) if c.state == "paused" => (Action::Recreate, "container is paused".into()),
-                Some(c) if c.running() && c.health.as_deref() == Some("unhealthy") => (
+                Some(c) if c.state == ContainerState::Paused => {
+                    (Action::Recreate, "container is paused".into())
+                }
+                Some(c) if c.running() && c.health == Some(HealthState::Unhealthy) => (
                     Action::Recreate,
                     "container is unhealthy by its HEALTHCHECK".into(),
                 ),
@@ -146,7 +148,7 @@ pub fn plan(desired: &DesiredState, observed: &Observed) -> Plan {
                 // "work ahead of the gate"): a create cut short may have left it without
                 // all of its networks, which its config hash does not show. It never ran:
                 // made again, not started.
-                Some(c) if c.state == "created" => (
+                Some(c) if c.state == ContainerState::Created => (
                     Action::Recreate,
                     "container was created but never started".into(),
                 ),

@@ -1,6 +1,6 @@
 //! The reconcile: controller policy over the executor in [`crate::converge`].
 //!
-//! [`reconcile`] is what `berth apply` runs and what the daemon will run on every trigger.
+//! [`reconcile`] is what `berth apply` runs and what the daemon runs on every trigger ([`crate::daemon::turn`]).
 //! It is level-triggered (docs/design.md §1): it is not told why it runs, it reads the
 //! store and the engine afresh, and it decides, in this order:
 //!

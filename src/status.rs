@@ -13,7 +13,7 @@ use crate::exit;
 use crate::hash::resolved_hash;
 use crate::lock::Holder;
 use crate::plan::{Action, plan};
-use crate::runtime::Runtime;
+use crate::runtime::{HealthState, Runtime};
 use crate::spec::DesiredState;
 use crate::store::{Generation, Outcome, Store};
 
@@ -91,7 +91,7 @@ pub struct ServiceStatus {
     /// Docker's state word (running, exited, restarting, paused...) or `missing`.
     pub state: String,
     /// berth's own probe, run now: `healthy` or `unhealthy` (None when not running).
-    pub health: Option<String>,
+    pub health: Option<HealthState>,
     /// What the probe saw.
     pub detail: String,
     /// The generation the container was made by.
@@ -293,12 +293,16 @@ pub async fn project_status<R: Runtime>(
                 service: s.name.clone(),
                 container: s.container_name.clone(),
                 state: c
-                    .map(|c| c.state.clone())
+                    .map(|c| c.state.to_string())
                     .unwrap_or_else(|| "missing".into()),
                 health: running
-                    .then(|| probe.map(|p| if p.healthy { "healthy" } else { "unhealthy" }))
-                    .flatten()
-                    .map(str::to_string),
+                    .then(|| {
+                        probe.map(|p| match p.healthy {
+                            true => HealthState::Healthy,
+                            false => HealthState::Unhealthy,
+                        })
+                    })
+                    .flatten(),
                 detail: probe.map(|p| p.detail.clone()).unwrap_or_default(),
                 generation: c.and_then(|c| c.generation),
             }
@@ -322,7 +326,7 @@ pub async fn project_status<R: Runtime>(
             report
                 .services
                 .iter()
-                .filter(|s| s.health.as_deref() == Some("unhealthy"))
+                .filter(|s| s.health == Some(HealthState::Unhealthy))
                 .map(|s| format!("{}: unhealthy: {}", s.service, s.detail)),
         )
         .collect();

@@ -143,7 +143,10 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
         vec![
             s.service.clone(),
             s.state.clone(),
-            s.health.clone().unwrap_or_else(|| "-".into()),
+            s.health
+                .as_ref()
+                .map(|h| h.to_string())
+                .unwrap_or_else(|| "-".into()),
             s.generation
                 .map(|g| format!("gen {g}"))
                 .unwrap_or_else(|| "-".into()),

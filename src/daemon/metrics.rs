@@ -411,7 +411,7 @@ impl Metrics {
                 project: project.clone(),
                 service: s.service.clone(),
             };
-            let healthy = s.health.as_deref() == Some("healthy");
+            let healthy = s.health == Some(crate::runtime::HealthState::Healthy);
             self.service_healthy
                 .get_or_create(&labels)
                 .set(i64::from(healthy));
@@ -476,7 +476,7 @@ mod tests {
                 "missing"
             }
             .into(),
-            health: health.map(str::to_string),
+            health: health.map(crate::runtime::HealthState::from),
             detail: String::new(),
             generation: Some(3),
         }

@@ -20,8 +20,8 @@ use bollard::query_parameters::{
 use futures::StreamExt;
 
 use super::{
-    ContainerDetails, ContainerSummary, EngineVersion, ExecOutcome, ImageInfo, NameHolder,
-    Networks, ProbeResult, PullProgress, Runtime, RuntimeError,
+    ContainerDetails, ContainerState, ContainerSummary, EngineVersion, ExecOutcome, HealthState,
+    ImageInfo, NameHolder, Networks, ProbeResult, PullProgress, Runtime, RuntimeError,
 };
 use crate::build_context::{LABEL_CONTEXT_HASH, context_entries};
 use crate::spec::registry_of;
@@ -289,7 +289,7 @@ impl Runtime for DockerRuntime {
                 let health = ["healthy", "unhealthy", "health: starting"]
                     .iter()
                     .find(|h| status.contains(&format!("({h})")))
-                    .map(|h| h.trim_start_matches("health: ").to_string());
+                    .map(|h| HealthState::from(h.trim_start_matches("health: ")));
                 ContainerSummary {
                     id: c.id.unwrap_or_default(),
                     name: c
@@ -302,7 +302,7 @@ impl Runtime for DockerRuntime {
                     config_hash: labels.get(LABEL_CONFIG_HASH).cloned(),
                     generation: labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
                     image_id: c.image_id.unwrap_or_default(),
-                    state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    state: ContainerState::from(c.state.map(|s| s.to_string()).unwrap_or_default()),
                     health,
                     published: c
                         .ports
@@ -794,7 +794,8 @@ impl Runtime for DockerRuntime {
                 .health
                 .and_then(|h| h.status)
                 .map(|s| s.to_string())
-                .filter(|s| !s.is_empty() && s != "none"),
+                .filter(|s| !s.is_empty() && s != "none")
+                .map(HealthState::from),
             ip,
             started_at: state.started_at,
         })
@@ -891,8 +892,8 @@ impl Runtime for DockerRuntime {
     async fn probe(&self, c: &ContainerDetails, probe: &Probe, timeout: Duration) -> ProbeResult {
         let fail = |detail: String| ProbeResult::new(false, detail);
         if let Probe::Docker = probe {
-            return match c.health.as_deref() {
-                Some("healthy") => ProbeResult::new(true, "docker health: healthy"),
+            return match &c.health {
+                Some(HealthState::Healthy) => ProbeResult::new(true, "docker health: healthy"),
                 Some(h) => fail(format!("docker health: {h}")),
                 None => fail("the image has no HEALTHCHECK".into()),
             };

@@ -302,7 +302,11 @@ impl Runtime for FakeRuntime {
                 config_hash: c.labels.get(LABEL_CONFIG_HASH).cloned(),
                 generation: c.labels.get(LABEL_GENERATION).and_then(|g| g.parse().ok()),
                 image_id: c.image_id.clone(),
-                state: if c.alive() { "running" } else { "exited" }.into(),
+                state: if c.alive() {
+                    super::ContainerState::Running
+                } else {
+                    super::ContainerState::Exited
+                },
                 health: None,
                 published: vec![],
             })

@@ -43,6 +43,85 @@ impl RuntimeError {
 /// Network name (as the desired state writes it) → the ID of the network berth uses for it.
 pub type Networks = std::collections::BTreeMap<String, String>;
 
+/// Docker's state word for a container, parsed once, here: the rest of berth matches on
+/// it, never on the engine's text. What the engine may add later is kept as `Other`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum ContainerState {
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+    Other(String),
+}
+
+/// A container's health: its HEALTHCHECK's verdict as the engine reports it, or berth's
+/// own probe's in a status report. Parsed once, here, as [`ContainerState`] is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum HealthState {
+    Starting,
+    Healthy,
+    Unhealthy,
+    Other(String),
+}
+
+macro_rules! words {
+    ($t:ident { $($v:ident => $w:literal),* $(,)? }) => {
+        impl $t {
+            /// The engine's word for it.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($t::$v => $w,)*
+                    $t::Other(s) => s,
+                }
+            }
+        }
+        impl From<&str> for $t {
+            fn from(s: &str) -> $t {
+                match s {
+                    $($w => $t::$v,)*
+                    other => $t::Other(other.to_string()),
+                }
+            }
+        }
+        impl From<String> for $t {
+            fn from(s: String) -> $t {
+                $t::from(s.as_str())
+            }
+        }
+        impl From<$t> for String {
+            fn from(t: $t) -> String {
+                t.as_str().to_string()
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+words!(ContainerState {
+    Created => "created",
+    Running => "running",
+    Paused => "paused",
+    Restarting => "restarting",
+    Removing => "removing",
+    Exited => "exited",
+    Dead => "dead",
+});
+
+words!(HealthState {
+    Starting => "starting",
+    Healthy => "healthy",
+    Unhealthy => "unhealthy",
+});
+
 /// A container as the list call shows it: enough to plan without an inspect.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ContainerSummary {
@@ -53,16 +132,16 @@ pub struct ContainerSummary {
     pub generation: Option<u64>,
     pub image_id: String,
     /// Docker's state word: created, running, exited, restarting...
-    pub state: String,
+    pub state: ContainerState,
     /// healthy / unhealthy / starting when the container has a HEALTHCHECK.
-    pub health: Option<String>,
+    pub health: Option<HealthState>,
     /// Host ports the container publishes (while it runs).
     pub published: Vec<u16>,
 }
 
 impl ContainerSummary {
     pub fn running(&self) -> bool {
-        self.state == "running"
+        self.state == ContainerState::Running
     }
 }
 
@@ -78,7 +157,7 @@ pub struct ContainerDetails {
     /// The kernel's OOM killer ended its last run.
     pub oom_killed: bool,
     pub restart_count: i64,
-    pub health: Option<String>,
+    pub health: Option<HealthState>,
     /// The container's address on the project network, used by tcp/http probes.
     pub ip: Option<String>,
     pub started_at: Option<String>,
