@@ -211,20 +211,6 @@ pub async fn converge_to_pinned<R: Runtime>(
 ) -> Result<Executed, ConvergeError> {
     let desired = target.desired()?;
     let pins = target.pins();
-    let failed = |reason: String| Executed {
-        result: Err(Failure::Gate(reason)),
-        timings: json!({}),
-    };
-    if let Some(s) = desired
-        .services
-        .values()
-        .find(|s| !pins.contains_key(&s.image))
-    {
-        return Ok(failed(format!(
-            "generation {} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
-            target.id, s.name, s.image
-        )));
-    }
     let observed = observed_with_pins(rt, &desired, &pins).await?;
     let mut the_plan = plan(&desired, &observed);
     // Held services are left as they are (a repair on hold for a crash loop).
@@ -235,13 +221,65 @@ pub async fn converge_to_pinned<R: Runtime>(
     {
         step.action = Action::Noop;
     }
+    let pinned = Pinned {
+        target: target.id,
+        desired: &desired,
+        pins: &pins,
+    };
+    execute_pinned(
+        rt, schema, pinned, &the_plan, generation, gate_all, report, shutdown,
+    )
+    .await
+}
+
+/// A stored generation, decoded: what [`execute_pinned`] puts the stack on.
+#[derive(Clone, Copy)]
+pub struct Pinned<'a> {
+    /// The generation it was read from (named when a pin is missing).
+    pub target: i64,
+    pub desired: &'a DesiredState,
+    pub pins: &'a Pins,
+}
+
+/// Carry out `the_plan` (made against `pinned`: see [`converge_to_pinned`]) with the
+/// pinned image IDs. A drift repair, which planned already, calls it directly.
+#[allow(clippy::too_many_arguments)]
+pub async fn execute_pinned<R: Runtime>(
+    rt: &R,
+    schema: SchemaStep<'_>,
+    pinned: Pinned<'_>,
+    the_plan: &Plan,
+    generation: i64,
+    gate_all: bool,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<Executed, ConvergeError> {
+    let Pinned {
+        target,
+        desired,
+        pins,
+    } = pinned;
+    let failed = |reason: String| Executed {
+        result: Err(Failure::Gate(reason)),
+        timings: json!({}),
+    };
+    if let Some(s) = desired
+        .services
+        .values()
+        .find(|s| !pins.contains_key(&s.image))
+    {
+        return Ok(failed(format!(
+            "generation {target} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
+            s.name, s.image
+        )));
+    }
     if the_plan.is_noop() && !gate_all {
         return Ok(Executed {
             result: Ok(()),
             timings: json!({}),
         });
     }
-    let images = match pinned_images(rt, &pins).await {
+    let images = match pinned_images(rt, pins).await {
         Ok(i) => i,
         Err(e) if e.is_unreachable() => {
             return Ok(Executed {
@@ -253,8 +291,8 @@ pub async fn converge_to_pinned<R: Runtime>(
     };
     Ok(execute(
         rt,
-        &desired,
-        &the_plan,
+        desired,
+        the_plan,
         Execution {
             images: &images,
             generation,
@@ -274,8 +312,22 @@ pub async fn observed_with_pins<R: Runtime>(
     desired: &DesiredState,
     pins: &Pins,
 ) -> Result<Observed, RuntimeError> {
+    Ok(with_pins(
+        rt.list_project(&desired.project.name).await?,
+        desired,
+        pins,
+    ))
+}
+
+/// `containers` (the project's, as listed) with the pinned images standing for the
+/// desired ones: what a stored generation is planned against.
+pub fn with_pins(
+    containers: Vec<crate::runtime::ContainerSummary>,
+    desired: &DesiredState,
+    pins: &Pins,
+) -> Observed {
     let mut observed = Observed {
-        containers: rt.list_project(&desired.project.name).await?,
+        containers,
         images: BTreeMap::new(),
     };
     for (reference, id) in pins {
@@ -284,7 +336,7 @@ pub async fn observed_with_pins<R: Runtime>(
             Some(crate::images::pinned_image_info(desired, reference, id)),
         );
     }
-    Ok(observed)
+    observed
 }
 
 /// A name clash with a container berth does not own is an error before anything changes.

@@ -23,8 +23,8 @@
 use serde_json::json;
 
 use crate::converge::{
-    ConvergeError, Executed, Execution, Failure, SchemaStep, check_names, converge_to_pinned,
-    execute, observed_with_pins,
+    ConvergeError, Executed, Execution, Failure, Pinned, SchemaStep, check_names,
+    converge_to_pinned, execute, execute_pinned, observed_with_pins, with_pins,
 };
 use crate::exit;
 use crate::hash::resolved_hash;
@@ -167,7 +167,7 @@ pub async fn reconcile<R: Runtime>(
     //    container of the last good generation from coming back.
     if let Some(p) = poisoned {
         if let Some(repaired) =
-            repair_running(rt, store, report, shutdown, project, None, &opts.hold).await?
+            repair_running(rt, store, report, shutdown, project, None, None, &opts.hold).await?
             && repaired.exit_code() != exit::OK
         {
             return Ok(repaired);
@@ -227,6 +227,7 @@ pub async fn reconcile<R: Runtime>(
             shutdown,
             project,
             Some(&hash),
+            Some(&observed.containers),
             &opts.hold,
         )
         .await?
@@ -594,11 +595,14 @@ pub async fn repair_drift<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Option<ApplyOutcome>, ConvergeError> {
-    repair_running(rt, store, report, shutdown, project, None, hold).await
+    repair_running(rt, store, report, shutdown, project, None, None, hold).await
 }
 
 /// When `hash` is None or the running generation's: repair drift of the running
-/// generation, if there is any. None when there is nothing to repair.
+/// generation, if there is any. None when there is nothing to repair. `listed` is the
+/// project's containers when this turn listed them already: the engine is asked once,
+/// and the plan made here is the one carried out.
+#[allow(clippy::too_many_arguments)]
 async fn repair_running<R: Runtime>(
     rt: &R,
     store: &Store,
@@ -606,6 +610,7 @@ async fn repair_running<R: Runtime>(
     shutdown: &Shutdown,
     project: &str,
     hash: Option<&str>,
+    listed: Option<&[crate::runtime::ContainerSummary]>,
     hold: &std::collections::BTreeSet<String>,
 ) -> Result<Option<ApplyOutcome>, ConvergeError> {
     let Some(latest) = store.latest(project).await? else {
@@ -618,10 +623,12 @@ async fn repair_running<R: Runtime>(
         return Ok(None);
     }
     let desired = running.desired()?;
-    let mut drift = plan(
-        &desired,
-        &observed_with_pins(rt, &desired, &running.pins()).await?,
-    );
+    let pins = running.pins();
+    let observed = match listed {
+        Some(containers) => with_pins(containers.to_vec(), &desired, &pins),
+        None => observed_with_pins(rt, &desired, &pins).await?,
+    };
+    let mut drift = plan(&desired, &observed);
     if drift.is_noop() {
         return Ok(None);
     }
@@ -633,18 +640,24 @@ async fn repair_running<R: Runtime>(
         // change of desired state either.
         return Ok(Some(ApplyOutcome::NoChanges));
     }
-    repair(rt, store, &running, &drift, hold, report, shutdown)
+    let pinned = Pinned {
+        target: running.id,
+        desired: &desired,
+        pins: &pins,
+    };
+    repair(rt, store, &running, pinned, &drift, report, shutdown)
         .await
         .map(Some)
 }
 
-/// Put drift of the running generation back, from its own spec and pins.
+/// Put drift of the running generation back, from its own spec and pins: `drift` is
+/// carried out as planned (held services already left out of it).
 async fn repair<R: Runtime>(
     rt: &R,
     store: &Store,
     running: &Generation,
+    pinned: Pinned<'_>,
     drift: &crate::plan::Plan,
-    hold: &std::collections::BTreeSet<String>,
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
@@ -663,13 +676,13 @@ async fn repair<R: Runtime>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let executed = converge_to_pinned(
+    let executed = execute_pinned(
         rt,
         SchemaStep::Skip,
-        running,
+        pinned,
+        drift,
         running.id,
         false,
-        hold,
         report,
         shutdown,
     )
@@ -695,7 +708,7 @@ async fn repair<R: Runtime>(
             Err(Failure::unreachable_error(&context, &message))
         }
         Err(Failure::Gate(reason)) => {
-            let reason = running.desired()?.redactor().text(&reason);
+            let reason = pinned.desired.redactor().text(&reason);
             store
                 .add_event(running.id, "repair-failed", None, &reason)
                 .await?;

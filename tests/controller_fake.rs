@@ -415,6 +415,25 @@ async fn drift_is_repaired_as_an_event_of_the_running_generation() {
 }
 
 #[tokio::test]
+async fn a_drift_repair_lists_the_engines_containers_once_and_carries_out_its_own_plan() {
+    let t = setup().await;
+    let d = desired(t.dir.path(), STACK);
+    apply(&t, &d, false).await.unwrap();
+    t.rt.stop_by_hand("fake-app");
+    let before = t.rt.calls();
+    let outcome = apply(&t, &d, false).await.unwrap();
+    assert!(
+        matches!(&outcome, ApplyOutcome::Repaired { services, .. } if services == &["app"]),
+        "{outcome:?}"
+    );
+    let after = t.rt.calls();
+    let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
+    // The plan of the desired state and the repair's plan are made from one list.
+    assert_eq!(delta("list_containers"), 1);
+    assert_eq!(delta("create_container"), 0, "a stopped container is started, not made");
+}
+
+#[tokio::test]
 async fn a_desired_state_that_removes_every_running_service_is_refused_unless_allowed() {
     let t = good_first().await;
     let other = desired(
