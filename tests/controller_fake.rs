@@ -430,7 +430,11 @@ async fn a_drift_repair_lists_the_engines_containers_once_and_carries_out_its_ow
     let delta = |k: &str| after.get(k).unwrap_or(&0) - before.get(k).unwrap_or(&0);
     // The plan of the desired state and the repair's plan are made from one list.
     assert_eq!(delta("list_containers"), 1);
-    assert_eq!(delta("create_container"), 0, "a stopped container is started, not made");
+    assert_eq!(
+        delta("create_container"),
+        0,
+        "a stopped container is started, not made"
+    );
 }
 
 #[tokio::test]
