@@ -875,7 +875,7 @@ impl Runtime for DockerRuntime {
                         super::ContainerEvent {
                             id: actor.id.unwrap_or_default(),
                             service: actor.attributes.and_then(|a| a.get(LABEL_SERVICE).cloned()),
-                            action: e.action.unwrap_or_default(),
+                            action: super::EventAction::from(e.action.unwrap_or_default()),
                         }
                     })
                     .map_err(api("reading the engine's events"));

@@ -210,7 +210,7 @@ impl FakeRuntime {
         let event = super::ContainerEvent {
             id: container.map(|c| c.id.clone()).unwrap_or_default(),
             service: container.and_then(|c| c.labels.get(LABEL_SERVICE).cloned()),
-            action: action.into(),
+            action: super::EventAction::from(action),
         };
         s.listeners
             .retain_mut(|l| match l.try_send(Ok(event.clone())) {

@@ -224,8 +224,79 @@ pub struct ContainerEvent {
     pub id: String,
     /// The `berth.service` label of the container, when it has one.
     pub service: Option<String>,
-    /// Docker's action word: die, stop, kill, destroy, oom, health_status: unhealthy...
-    pub action: String,
+    /// What happened: die, stop, kill, destroy, oom, health_status: unhealthy...
+    pub action: EventAction,
+}
+
+/// Docker's action word for a container event, parsed once, here. A HEALTHCHECK's
+/// verdict (`health_status: unhealthy`) carries its [`HealthState`]; the `exec_*` events a
+/// HEALTHCHECK makes on every run, creates and the rest are `Other`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventAction {
+    Start,
+    Die,
+    Stop,
+    Kill,
+    Destroy,
+    Oom,
+    Pause,
+    Unpause,
+    Restart,
+    Rename,
+    Update,
+    Health(HealthState),
+    Other(String),
+}
+
+impl From<&str> for EventAction {
+    fn from(s: &str) -> EventAction {
+        use EventAction::*;
+        match s {
+            "start" => Start,
+            "die" => Die,
+            "stop" => Stop,
+            "kill" => Kill,
+            "destroy" => Destroy,
+            "oom" => Oom,
+            "pause" => Pause,
+            "unpause" => Unpause,
+            "restart" => Restart,
+            "rename" => Rename,
+            "update" => Update,
+            other => match other.strip_prefix("health_status:") {
+                Some(h) => Health(HealthState::from(h.trim())),
+                None => Other(other.to_string()),
+            },
+        }
+    }
+}
+
+impl From<String> for EventAction {
+    fn from(s: String) -> EventAction {
+        EventAction::from(s.as_str())
+    }
+}
+
+impl std::fmt::Display for EventAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use EventAction::*;
+        let word = match self {
+            Start => "start",
+            Die => "die",
+            Stop => "stop",
+            Kill => "kill",
+            Destroy => "destroy",
+            Oom => "oom",
+            Pause => "pause",
+            Unpause => "unpause",
+            Restart => "restart",
+            Rename => "rename",
+            Update => "update",
+            Health(h) => return write!(f, "health_status: {h}"),
+            Other(s) => s,
+        };
+        f.write_str(word)
+    }
 }
 
 impl ContainerEvent {
@@ -233,28 +304,30 @@ impl ContainerEvent {
     /// health) may have changed: everything but the `exec_*` events a HEALTHCHECK makes
     /// on every run, and creates, renames and the like.
     pub fn changes_state(&self) -> bool {
+        use EventAction::*;
         matches!(
-            self.action.as_str(),
-            "start" | "die" | "stop" | "kill" | "destroy" | "oom" | "pause" | "unpause" | "restart"
-        ) || self.action.starts_with("health_status")
+            self.action,
+            Start | Die | Stop | Kill | Destroy | Oom | Pause | Unpause | Restart | Health(_)
+        )
     }
 
     /// Whether this may mean drift (a container stopped, gone, or unhealthy) or another
     /// hand at work (a start by `berth apply` or `docker start`), so the project must be
     /// looked at again. Creates and healthy reports are not worth a turn.
     pub fn may_be_drift(&self) -> bool {
+        use EventAction::*;
         matches!(
-            self.action.as_str(),
-            "start"
-                | "die"
-                | "stop"
-                | "kill"
-                | "destroy"
-                | "oom"
-                | "pause"
-                | "rename"
-                | "update"
-                | "health_status: unhealthy"
+            self.action,
+            Start
+                | Die
+                | Stop
+                | Kill
+                | Destroy
+                | Oom
+                | Pause
+                | Rename
+                | Update
+                | Health(HealthState::Unhealthy)
         )
     }
 }
@@ -412,4 +485,38 @@ pub trait Runtime: Send + Sync {
         stdin: Option<&mut (dyn std::io::Read + Send)>,
         stdout: &mut (dyn std::io::Write + Send),
     ) -> impl Future<Output = Result<ExecOutcome, RuntimeError>> + Send;
+}
+
+#[cfg(test)]
+mod words_tests {
+    use super::*;
+
+    #[test]
+    fn the_engines_words_are_parsed_once_and_shown_as_they_came() {
+        assert_eq!(ContainerState::from("running"), ContainerState::Running);
+        assert_eq!(
+            ContainerState::from("exotic"),
+            ContainerState::Other("exotic".into())
+        );
+        assert_eq!(ContainerState::Restarting.to_string(), "restarting");
+        assert_eq!(HealthState::from("unhealthy"), HealthState::Unhealthy);
+        let unhealthy = EventAction::from("health_status: unhealthy");
+        assert_eq!(unhealthy, EventAction::Health(HealthState::Unhealthy));
+        assert_eq!(unhealthy.to_string(), "health_status: unhealthy");
+        assert_eq!(
+            EventAction::from("exec_start: /bin/sh -c true"),
+            EventAction::Other("exec_start: /bin/sh -c true".into())
+        );
+        let event = |action: &str| ContainerEvent {
+            id: "c".into(),
+            service: None,
+            action: action.into(),
+        };
+        assert!(event("die").changes_state() && event("die").may_be_drift());
+        assert!(event("health_status: healthy").changes_state());
+        assert!(!event("health_status: healthy").may_be_drift());
+        assert!(event("health_status: unhealthy").may_be_drift());
+        assert!(!event("exec_die").changes_state() && !event("create").may_be_drift());
+        assert!(event("rename").may_be_drift() && !event("rename").changes_state());
+    }
 }
