@@ -133,6 +133,12 @@ def longest(modules, n):
             if not m:
                 continue
             indent = m.group(1)
+            # A declaration without a body (a trait's) ends with `;` before any `{`.
+            k = i
+            while k < len(lines) and "{" not in lines[k] and not lines[k].rstrip().endswith(";"):
+                k += 1
+            if k < len(lines) and "{" not in lines[k]:
+                continue
             for j in range(i + 1, len(lines)):
                 if lines[j] == indent + "}":
                     found.append((j - i + 1, f"{mod}::{m.group(5)}", f"{os.path.relpath(path, os.path.join(ROOT, '..'))}:{i + 1}"))
