@@ -37,12 +37,42 @@ fn parse_retention(text: &str) -> Result<Duration, String> {
 impl Resolver<'_> {
     /// The `[migrations]` block, once across all files. `defined` holds every service
     /// name, `active` those that run with this selection.
+    /// The `[migrations]` block, once across all files. `defined` holds every service
+    /// name, `active` those that run with this selection.
     pub(super) fn migrations(
         &mut self,
         sources: &[Source],
         defined: &BTreeMap<String, PathBuf>,
         active: &BTreeSet<&str>,
     ) -> Option<Migrations> {
+        let (src, m) = self.migrations_block(sources)?;
+        let raw = m.get_ref();
+        let service = self.migrations_service(src, raw, defined, active);
+        let url = self.migrations_url(src, raw);
+        let source = self.migrations_runner(src, m);
+        let backup_dir = self.migrations_backup_dir(src, m);
+        let retention = self.migrations_retention(src, raw);
+        let lock_timeout = self.migrations_lock_timeout(src, raw);
+        let snapshot = self.migrations_snapshots(src, raw);
+        let (source, source_hash, job) = source?;
+        Some(Migrations {
+            service,
+            url,
+            source,
+            source_hash,
+            backup: raw.backup.unwrap_or(true),
+            backup_dir,
+            retention,
+            snapshot,
+            lock_timeout,
+            job,
+        })
+    }
+
+    fn migrations_block<'s>(
+        &mut self,
+        sources: &'s [Source],
+    ) -> Option<(&'s Source, &'s Spanned<RawMigrations>)> {
         let mut found: Option<(&Source, &Spanned<RawMigrations>)> = None;
         for src in sources {
             if let Some(m) = &src.raw.migrations {
@@ -57,9 +87,17 @@ impl Resolver<'_> {
                 found = Some((src, m));
             }
         }
-        let (src, m) = found?;
-        let raw = m.get_ref();
+        found
+    }
 
+    /// The database service: defined, and enabled with this selection.
+    fn migrations_service(
+        &mut self,
+        src: &Source,
+        raw: &RawMigrations,
+        defined: &BTreeMap<String, PathBuf>,
+        active: &BTreeSet<&str>,
+    ) -> String {
         let service = self.string(src, &raw.service).unwrap_or_default();
         if !defined.contains_key(&service) {
             let msg = format!("migrations: the database service {service:?} is not defined");
@@ -70,7 +108,11 @@ impl Resolver<'_> {
             );
             self.err(src, raw.service.span(), msg);
         }
+        service
+    }
 
+    /// The database URL, a secret, and usable.
+    fn migrations_url(&mut self, src: &Source, raw: &RawMigrations) -> String {
         let url = self.string(src, &raw.url).unwrap_or_default();
         // Registered before any check, so no message can show it.
         self.secret(&Some(url.clone()));
@@ -82,8 +124,18 @@ impl Resolver<'_> {
                 format!("migrations: url is not a usable PostgreSQL URL: {why}"),
             );
         }
+        url
+    }
 
-        let source = match (&raw.source, &raw.job) {
+    /// What runs the migrations: a directory of sqlx migrations (its path and hash) or a
+    /// job, exactly one of them.
+    fn migrations_runner(
+        &mut self,
+        src: &Source,
+        m: &Spanned<RawMigrations>,
+    ) -> Option<(PathBuf, String, Option<crate::spec::MigrationJob>)> {
+        let raw = m.get_ref();
+        match (&raw.source, &raw.job) {
             (Some(v), None) => self.migration_source(src, v),
             (None, Some(job)) => self
                 .migration_job(src, job)
@@ -104,9 +156,12 @@ impl Resolver<'_> {
                 );
                 None
             }
-        };
+        }
+    }
 
-        let backup_dir = match &raw.backup_dir {
+    fn migrations_backup_dir(&mut self, src: &Source, m: &Spanned<RawMigrations>) -> PathBuf {
+        let raw = m.get_ref();
+        match &raw.backup_dir {
             Some(v) => self
                 .string(src, v)
                 .map(|rel| self.locate(src, rel))
@@ -119,8 +174,11 @@ impl Resolver<'_> {
                     .map(|c| c.path)
                     .unwrap_or_default()
             }
-        };
-        let retention = match &raw.retention {
+        }
+    }
+
+    fn migrations_retention(&mut self, src: &Source, raw: &RawMigrations) -> Duration {
+        match &raw.retention {
             Some(v) => match self.string(src, v).map(|t| parse_retention(&t)) {
                 Some(Ok(d)) if !d.is_zero() => d,
                 Some(Ok(_)) => {
@@ -134,9 +192,11 @@ impl Resolver<'_> {
                 None => DEFAULT_RETENTION,
             },
             None => DEFAULT_RETENTION,
-        };
+        }
+    }
 
-        let lock_timeout = match self.duration(src, &raw.lock_timeout) {
+    fn migrations_lock_timeout(&mut self, src: &Source, raw: &RawMigrations) -> Duration {
+        match self.duration(src, &raw.lock_timeout) {
             Some(d) if d.is_zero() => {
                 let at = raw.lock_timeout.as_ref().expect("given").span();
                 self.err(
@@ -148,8 +208,12 @@ impl Resolver<'_> {
             }
             Some(d) => d,
             None => crate::spec::DEFAULT_LOCK_TIMEOUT,
-        };
+        }
+    }
 
+    /// The snapshot directories: confined, and named apart (their archives share the
+    /// backup's name).
+    fn migrations_snapshots(&mut self, src: &Source, raw: &RawMigrations) -> Vec<PathBuf> {
         let mut snapshot: Vec<PathBuf> = Vec::new();
         for v in &raw.snapshot {
             let Some(rel) = self.string(src, v) else {
@@ -181,20 +245,7 @@ impl Resolver<'_> {
                 Some(_) => snapshot.push(path),
             }
         }
-
-        let (source, source_hash, job) = source?;
-        Some(Migrations {
-            service,
-            url,
-            source,
-            source_hash,
-            backup: raw.backup.unwrap_or(true),
-            backup_dir,
-            retention,
-            snapshot,
-            lock_timeout,
-            job,
-        })
+        snapshot
     }
 
     /// `[migrations.job]`, resolved; `None` after reporting what is wrong with it.
