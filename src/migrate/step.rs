@@ -130,12 +130,18 @@ pub async fn migrations_step<R: Runtime>(
     m: &Migrations,
     how: &Context<'_>,
 ) -> Result<(), StepError> {
+    // Both runners reach the database the same way; asked once, here.
+    let url = match database_url(rt, desired, m).await {
+        Ok(url) => url,
+        Err(AddressError::Runtime(e)) => return Err(StepError::Runtime(e)),
+        Err(e) => return Err(StepError::Failed(format!("migrations: {e}"))),
+    };
     match Runner::of(m) {
         Runner::Directory {
             source,
             source_hash,
-        } => directory_step(rt, desired, m, source, source_hash, how).await,
-        Runner::Job(job) => job_step(rt, desired, m, job, how).await,
+        } => directory_step(rt, desired, m, &url, source, source_hash, how).await,
+        Runner::Job(job) => job_step(rt, desired, m, &url, job, how).await,
     }
 }
 
@@ -149,19 +155,15 @@ async fn directory_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     m: &Migrations,
+    url: &str,
     source: &Path,
     source_hash: &str,
     how: &Context<'_>,
 ) -> Result<(), StepError> {
-    let url = match database_url(rt, desired, m).await {
-        Ok(url) => url,
-        Err(AddressError::Runtime(e)) => return Err(StepError::Runtime(e)),
-        Err(e) => return Err(StepError::Failed(format!("migrations: {e}"))),
-    };
     // The database just passed its gate: not reaching it now is a verdict, not an engine
     // that stopped answering.
     let failed = |e: super::Error| StepError::Failed(format!("migrations: {e}"));
-    let status = super::status(&url, source).await.map_err(failed)?;
+    let status = super::status(url, source).await.map_err(failed)?;
     record_schema(how, status.version()).await?;
     if status.pending.is_empty() {
         return Ok(());
@@ -192,7 +194,7 @@ async fn directory_step<R: Runtime>(
     backup_before(rt, desired, m, how, &names.join(", ")).await?;
     how.report
         .service(MIGRATIONS_NODE, &format!("applying {}", names.join(", ")));
-    let applied = match super::apply(&url, source).await {
+    let applied = match super::apply(url, source).await {
         Ok(applied) => applied,
         Err(e) => {
             how.report.service(MIGRATIONS_NODE, "FAILED");
@@ -274,17 +276,13 @@ async fn job_step<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
     m: &Migrations,
+    url: &str,
     job: &MigrationJob,
     how: &Context<'_>,
 ) -> Result<(), StepError> {
     use super::job;
-    let url = match database_url(rt, desired, m).await {
-        Ok(url) => url,
-        Err(AddressError::Runtime(e)) => return Err(StepError::Runtime(e)),
-        Err(e) => return Err(StepError::Failed(format!("migrations: {e}"))),
-    };
     let failed = |e: job::RevisionError| StepError::Failed(format!("migrations: {e}"));
-    let found = job::revision(&url, &job.version_table)
+    let found = job::revision(url, &job.version_table)
         .await
         .map_err(failed)?;
     record_revision(how, &found).await?;
@@ -318,7 +316,7 @@ async fn job_step<R: Runtime>(
             run.last_lines(3)
         ))));
     }
-    let reached = job::revision(&url, &job.version_table)
+    let reached = job::revision(url, &job.version_table)
         .await
         .map_err(failed)?;
     record_revision(how, &reached).await?;
