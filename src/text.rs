@@ -8,32 +8,29 @@
 /// How many characters of container text a reason keeps by default.
 pub const REASON_CHARS: usize = 240;
 
+/// The escape written for `c` when it is a control character (newlines, tabs, escape,
+/// DEL, the C1 controls, the Unicode line and paragraph separators); None for any other.
+fn escape(c: char) -> Option<std::borrow::Cow<'static, str>> {
+    Some(match c {
+        '\n' => "\\n".into(),
+        '\r' => "\\r".into(),
+        '\t' => "\\t".into(),
+        c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+            format!("\\u{{{:x}}}", c as u32).into()
+        }
+        _ => return None,
+    })
+}
+
 /// `text` as one line of at most `max_chars` characters (plus `…` when cut): every
-/// control character, including newlines, tabs, escape, DEL, the C1 controls and the
-/// Unicode line and paragraph separators, is written as an escape (`\n`, `\u{1b}`), and
-/// runs of whitespace at the ends are trimmed. Cuts fall on character boundaries, never
-/// inside an escape.
+/// control character is written as its [`escape`] (`\n`, `\u{1b}`), and runs of
+/// whitespace at the ends are trimmed. Cuts fall on character boundaries, never inside
+/// an escape.
 pub fn one_line(text: &str, max_chars: usize) -> String {
     let mut out = String::with_capacity(text.len().min(max_chars * 2));
     let mut kept = 0usize;
     for c in text.trim().chars() {
-        let piece: std::borrow::Cow<'static, str> = match c {
-            '\n' => "\\n".into(),
-            '\r' => "\\r".into(),
-            '\t' => "\\t".into(),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                format!("\\u{{{:x}}}", c as u32).into()
-            }
-            c => {
-                if kept >= max_chars {
-                    out.push('…');
-                    return out;
-                }
-                out.push(c);
-                kept += 1;
-                continue;
-            }
-        };
+        let piece = escape(c).unwrap_or_else(|| c.to_string().into());
         let n = piece.chars().count();
         if kept + n > max_chars {
             out.push('…');
@@ -51,14 +48,9 @@ pub fn one_line(text: &str, max_chars: usize) -> String {
 pub fn escaped(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
-                out.push_str(&format!("\\u{{{:x}}}", c as u32))
-            }
-            c => out.push(c),
+        match escape(c) {
+            Some(e) => out.push_str(&e),
+            None => out.push(c),
         }
     }
     out
