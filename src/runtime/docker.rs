@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, NetworkCreateRequest, NetworkingConfig,
@@ -143,116 +144,11 @@ impl Runtime for DockerRuntime {
         stdin: Option<&mut (dyn std::io::Read + Send)>,
         stdout: &mut (dyn std::io::Write + Send),
     ) -> Result<ExecOutcome, RuntimeError> {
-        use bollard::container::LogOutput;
-        use tokio::io::AsyncWriteExt;
-        let io = |context: &'static str| {
-            move |e: std::io::Error| RuntimeError::Api {
-                context: context.into(),
-                message: e.to_string(),
-            }
-        };
-        call("create_exec");
-        let exec = self
-            .docker
-            .create_exec(
-                id,
-                bollard::models::ExecConfig {
-                    cmd: Some(command.to_vec()),
-                    env: Some(env.to_vec()),
-                    attach_stdin: Some(stdin.is_some()),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(api(format!("creating exec in container {}", short(id))))?;
-        call("start_exec");
-        let bollard::exec::StartExecResults::Attached {
-            mut output,
-            mut input,
-        } = self
-            .docker
-            .start_exec(&exec.id, None)
-            .await
-            .map_err(api("starting exec"))?
-        else {
-            return Err(RuntimeError::Api {
-                context: "starting exec".into(),
-                message: "the engine started it detached".into(),
-            });
-        };
-        // stdin is fed and stdout drained at once: a command whose output is not read
-        // stops reading its input.
-        let feed = async move {
-            if let Some(r) = stdin {
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = r.read(&mut buf)?;
-                    if n == 0 {
-                        break;
-                    }
-                    input.write_all(&buf[..n]).await?;
-                }
-                // Closes the command's stdin: its end of input.
-                input.shutdown().await?;
-            }
-            Ok::<(), std::io::Error>(())
-        };
-        let drain = async {
-            let mut tail = String::new();
-            while let Some(chunk) = output.next().await {
-                match chunk.map_err(api("reading exec output"))? {
-                    LogOutput::StdOut { message } | LogOutput::Console { message } => {
-                        stdout
-                            .write_all(&message)
-                            .map_err(io("writing exec output"))?;
-                    }
-                    LogOutput::StdErr { message } => {
-                        super::push_tail(&mut tail, &String::from_utf8_lossy(&message))
-                    }
-                    LogOutput::StdIn { .. } => {}
-                }
-            }
-            Ok::<String, RuntimeError>(tail)
-        };
-        let mut feed = std::pin::pin!(feed);
-        let mut drain = std::pin::pin!(drain);
-        let mut feed_error = None;
-        let mut fed = false;
-        let stderr_tail = loop {
-            tokio::select! {
-                r = &mut feed, if !fed => {
-                    fed = true;
-                    if let Err(e) = r {
-                        // The command may have stopped reading (exited on an error): give
-                        // its output a while to end, for its own message.
-                        feed_error = Some(e);
-                        break tokio::time::timeout(Duration::from_secs(30), &mut drain)
-                            .await
-                            .unwrap_or_else(|_| Ok(String::new()))?;
-                    }
-                }
-                t = &mut drain => break t?,
-            }
-        };
-        // The engine records the exit code as the process is reaped, a moment after
-        // its output ends.
-        let mut exit_code = None;
-        for _ in 0..600 {
-            call("inspect_exec");
-            let info = self
-                .docker
-                .inspect_exec(&exec.id)
-                .await
-                .map_err(api("inspecting exec"))?;
-            if info.running != Some(true) {
-                exit_code = info.exit_code;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let exit_code = exit_code.unwrap_or(-1);
+        let (exec_id, output, input) = self
+            .start_attached_exec(id, command, env, stdin.is_some())
+            .await?;
+        let (stderr_tail, feed_error) = feed_and_drain(stdin, input, output, stdout).await?;
+        let exit_code = self.exec_exit_code(&exec_id).await?;
         if let Some(e) = feed_error
             && exit_code == 0
         {
@@ -889,6 +785,10 @@ impl Runtime for DockerRuntime {
         rx
     }
 
+    fn log_stream(&self, id: &str, options: &super::LogOptions) -> super::LogStream {
+        super::logs::docker_log_stream(&self.docker, id, options)
+    }
+
     async fn probe(&self, c: &ContainerDetails, probe: &Probe, timeout: Duration) -> ProbeResult {
         let fail = |detail: String| ProbeResult::new(false, detail);
         if let Probe::Docker = probe {
@@ -953,6 +853,67 @@ impl DockerRuntime {
             .map_err(api(format!("listing containers by {filter}")))
     }
 
+    /// Create an exec in container `id` and start it attached: its id, its output and its
+    /// stdin.
+    async fn start_attached_exec(
+        &self,
+        id: &str,
+        command: &[String],
+        env: &[String],
+        attach_stdin: bool,
+    ) -> Result<(String, ExecOutput, ExecInput), RuntimeError> {
+        call("create_exec");
+        let exec = self
+            .docker
+            .create_exec(
+                id,
+                bollard::models::ExecConfig {
+                    cmd: Some(command.to_vec()),
+                    env: Some(env.to_vec()),
+                    attach_stdin: Some(attach_stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(api(format!("creating exec in container {}", short(id))))?;
+        call("start_exec");
+        let bollard::exec::StartExecResults::Attached { output, input } = self
+            .docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(api("starting exec"))?
+        else {
+            return Err(RuntimeError::Api {
+                context: "starting exec".into(),
+                message: "the engine started it detached".into(),
+            });
+        };
+        Ok((exec.id, output, input))
+    }
+
+    /// The exit code of an exec whose output has ended, or -1 if the engine has none.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+        // The engine records the exit code as the process is reaped, a moment after
+        // its output ends.
+        let mut exit_code = None;
+        for _ in 0..600 {
+            call("inspect_exec");
+            let info = self
+                .docker
+                .inspect_exec(exec_id)
+                .await
+                .map_err(api("inspecting exec"))?;
+            if info.running != Some(true) {
+                exit_code = info.exit_code;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(exit_code.unwrap_or(-1))
+    }
+
     async fn exec(&self, id: &str, command: &[String]) -> Result<(i64, String), RuntimeError> {
         call("create_exec");
         let exec = self
@@ -996,6 +957,94 @@ impl DockerRuntime {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// An attached exec's output: its stdout and stderr, as frames.
+type ExecOutput =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<LogOutput, BollardError>> + Send>>;
+/// An attached exec's stdin.
+type ExecInput = std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+fn io(context: &'static str) -> impl FnOnce(std::io::Error) -> RuntimeError {
+    move |e| RuntimeError::Api {
+        context: context.into(),
+        message: e.to_string(),
+    }
+}
+
+/// Feed `stdin` to an exec and drain its output into `stdout` at once: a command whose
+/// output is not read stops reading its input. Gives the tail of its stderr, and the
+/// error that ended the feeding, if one did.
+async fn feed_and_drain(
+    stdin: Option<&mut (dyn std::io::Read + Send)>,
+    input: ExecInput,
+    output: ExecOutput,
+    stdout: &mut (dyn std::io::Write + Send),
+) -> Result<(String, Option<std::io::Error>), RuntimeError> {
+    let mut feed = std::pin::pin!(feed(stdin, input));
+    let mut drain = std::pin::pin!(drain(output, stdout));
+    let mut feed_error = None;
+    let mut fed = false;
+    let stderr_tail = loop {
+        tokio::select! {
+            r = &mut feed, if !fed => {
+                fed = true;
+                if let Err(e) = r {
+                    // The command may have stopped reading (exited on an error): give
+                    // its output a while to end, for its own message.
+                    feed_error = Some(e);
+                    break tokio::time::timeout(Duration::from_secs(30), &mut drain)
+                        .await
+                        .unwrap_or_else(|_| Ok(String::new()))?;
+                }
+            }
+            t = &mut drain => break t?,
+        }
+    };
+    Ok((stderr_tail, feed_error))
+}
+
+/// Copy `stdin` (if any) into an exec's input, then close it: the command's end of input.
+async fn feed(
+    stdin: Option<&mut (dyn std::io::Read + Send)>,
+    mut input: ExecInput,
+) -> Result<(), std::io::Error> {
+    use tokio::io::AsyncWriteExt;
+    if let Some(r) = stdin {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            input.write_all(&buf[..n]).await?;
+        }
+        input.shutdown().await?;
+    }
+    Ok(())
+}
+
+/// Write an exec's stdout into `stdout` until its output ends; gives the tail of its
+/// stderr.
+async fn drain(
+    mut output: ExecOutput,
+    stdout: &mut (dyn std::io::Write + Send),
+) -> Result<String, RuntimeError> {
+    let mut tail = String::new();
+    while let Some(chunk) = output.next().await {
+        match chunk.map_err(api("reading exec output"))? {
+            LogOutput::StdOut { message } | LogOutput::Console { message } => {
+                stdout
+                    .write_all(&message)
+                    .map_err(io("writing exec output"))?;
+            }
+            LogOutput::StdErr { message } => {
+                super::push_tail(&mut tail, &String::from_utf8_lossy(&message))
+            }
+            LogOutput::StdIn { .. } => {}
+        }
+    }
+    Ok(tail)
 }
 
 /// The credentials the Docker config file has for `registry`, or None to pull anonymously.
