@@ -497,96 +497,7 @@ impl Runtime for DockerRuntime {
     ) -> Result<String, RuntimeError> {
         call("create_container");
         let _slot = self.slot().await;
-        // By ID: a name can be ambiguous when Docker holds several networks of it.
-        let network_id = |n: &String| networks.get(n).cloned().unwrap_or_else(|| n.clone());
-        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        let mut exposed = Vec::new();
-        for p in &s.ports {
-            let key = format!("{}/{}", p.container, p.protocol);
-            exposed.push(key.clone());
-            if let Some(h) = p.host {
-                port_bindings
-                    .entry(key)
-                    .or_insert_with(|| Some(Vec::new()))
-                    .as_mut()
-                    .expect("inserted as Some")
-                    .push(PortBinding {
-                        host_ip: p.host_ip.clone(),
-                        host_port: Some(h.to_string()),
-                    });
-            }
-        }
-        let binds = s
-            .volumes
-            .iter()
-            .map(|v| match v {
-                Volume::Named {
-                    name,
-                    target,
-                    read_only,
-                } => {
-                    format!("{name}:{target}{}", if *read_only { ":ro" } else { "" })
-                }
-                Volume::Bind {
-                    source,
-                    target,
-                    read_only,
-                } => format!(
-                    "{}:{target}{}",
-                    source.display(),
-                    if *read_only { ":ro" } else { "" }
-                ),
-            })
-            .collect();
-        let (policy, retries) = match s.restart.split_once(':') {
-            Some((_, n)) => (RestartPolicyNameEnum::ON_FAILURE, n.parse().ok()),
-            None => (
-                match s.restart.as_str() {
-                    "always" => RestartPolicyNameEnum::ALWAYS,
-                    "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
-                    "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
-                    _ => RestartPolicyNameEnum::NO,
-                },
-                None,
-            ),
-        };
-        let first_network = s.networks[0].clone();
-        let endpoint = |_: &String| EndpointSettings {
-            aliases: Some(vec![s.name.clone()]),
-            ..Default::default()
-        };
-        let body = ContainerCreateBody {
-            image: Some(image.to_string()),
-            cmd: s.command.clone(),
-            entrypoint: s.entrypoint.clone(),
-            env: Some(
-                s.environment
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect(),
-            ),
-            labels: Some(labels.clone().into_iter().collect()),
-            user: s.user.clone(),
-            working_dir: s.working_dir.clone(),
-            exposed_ports: Some(exposed),
-            host_config: Some(HostConfig {
-                port_bindings: Some(port_bindings),
-                binds: Some(binds),
-                restart_policy: Some(RestartPolicy {
-                    name: Some(policy),
-                    maximum_retry_count: retries,
-                }),
-                network_mode: Some(network_id(&first_network)),
-                extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
-                ..Default::default()
-            }),
-            networking_config: Some(NetworkingConfig {
-                endpoints_config: Some(
-                    [(network_id(&first_network), endpoint(&first_network))].into(),
-                ),
-            }),
-            ..Default::default()
-        };
+        let body = container_body(s, image, labels, networks);
         let opts = CreateContainerOptionsBuilder::default().name(name).build();
         let created = self
             .docker
@@ -598,10 +509,10 @@ impl Runtime for DockerRuntime {
             call("connect_network");
             self.docker
                 .connect_network(
-                    &network_id(net),
+                    &network_id(networks, net),
                     bollard::models::NetworkConnectRequest {
                         container: created.id.clone(),
-                        endpoint_config: Some(endpoint(net)),
+                        endpoint_config: Some(endpoint(s)),
                     },
                 )
                 .await
@@ -957,6 +868,130 @@ impl DockerRuntime {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
+}
+
+/// What the engine is asked to create for service `s`: its image, command, environment,
+/// labels, ports, volumes, restart policy and first network.
+fn container_body(
+    s: &Service,
+    image: &str,
+    labels: &BTreeMap<String, String>,
+    networks: &Networks,
+) -> ContainerCreateBody {
+    let (exposed, port_bindings) = port_settings(s);
+    let first_network = network_id(networks, &s.networks[0]);
+    ContainerCreateBody {
+        image: Some(image.to_string()),
+        cmd: s.command.clone(),
+        entrypoint: s.entrypoint.clone(),
+        env: Some(
+            s.environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
+        ),
+        labels: Some(labels.clone().into_iter().collect()),
+        user: s.user.clone(),
+        working_dir: s.working_dir.clone(),
+        exposed_ports: Some(exposed),
+        host_config: Some(HostConfig {
+            port_bindings: Some(port_bindings),
+            binds: Some(volume_binds(s)),
+            restart_policy: Some(restart_policy(&s.restart)),
+            network_mode: Some(first_network.clone()),
+            extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
+            ..Default::default()
+        }),
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: Some([(first_network, endpoint(s))].into()),
+        }),
+        ..Default::default()
+    }
+}
+
+/// A network's ID, by its name: a name can be ambiguous when Docker holds several
+/// networks of it. A name not among `networks` is passed as it is.
+fn network_id(networks: &Networks, name: &str) -> String {
+    networks
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// How service `s` is joined to each of its networks: under its own name.
+fn endpoint(s: &Service) -> EndpointSettings {
+    EndpointSettings {
+        aliases: Some(vec![s.name.clone()]),
+        ..Default::default()
+    }
+}
+
+/// The container ports service `s` exposes (`port/protocol`), and those bound on the host.
+fn port_settings(s: &Service) -> (Vec<String>, HashMap<String, Option<Vec<PortBinding>>>) {
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed = Vec::new();
+    for p in &s.ports {
+        let key = format!("{}/{}", p.container, p.protocol);
+        exposed.push(key.clone());
+        if let Some(h) = p.host {
+            port_bindings
+                .entry(key)
+                .or_insert_with(|| Some(Vec::new()))
+                .as_mut()
+                .expect("inserted as Some")
+                .push(PortBinding {
+                    host_ip: p.host_ip.clone(),
+                    host_port: Some(h.to_string()),
+                });
+        }
+    }
+    (exposed, port_bindings)
+}
+
+/// Service `s`'s volumes as the engine's binds: `source:target`, with `:ro` when read-only.
+fn volume_binds(s: &Service) -> Vec<String> {
+    s.volumes
+        .iter()
+        .map(|v| match v {
+            Volume::Named {
+                name,
+                target,
+                read_only,
+            } => {
+                format!("{name}:{target}{}", if *read_only { ":ro" } else { "" })
+            }
+            Volume::Bind {
+                source,
+                target,
+                read_only,
+            } => format!(
+                "{}:{target}{}",
+                source.display(),
+                if *read_only { ":ro" } else { "" }
+            ),
+        })
+        .collect()
+}
+
+/// A service's `restart` (`no`, `always`, `unless-stopped`, `on-failure` or
+/// `on-failure:N`) as the engine's restart policy.
+fn restart_policy(restart: &str) -> RestartPolicy {
+    let (policy, retries) = match restart.split_once(':') {
+        Some((_, n)) => (RestartPolicyNameEnum::ON_FAILURE, n.parse().ok()),
+        None => (
+            match restart {
+                "always" => RestartPolicyNameEnum::ALWAYS,
+                "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+                "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                _ => RestartPolicyNameEnum::NO,
+            },
+            None,
+        ),
+    };
+    RestartPolicy {
+        name: Some(policy),
+        maximum_retry_count: retries,
+    }
 }
 
 /// An attached exec's output: its stdout and stderr, as frames.
