@@ -7,12 +7,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::check::{ServiceCheck, check};
+use crate::check::{CheckReport, ServiceCheck, check};
 use crate::converge::{ConvergeError, observed_with_pins};
 use crate::exit;
 use crate::hash::resolved_hash;
 use crate::lock::Holder;
-use crate::plan::{Action, plan};
+use crate::observe::Observed;
+use crate::plan::{Action, Plan, plan};
 use crate::runtime::{HealthState, Runtime};
 use crate::spec::DesiredState;
 use crate::store::{Generation, Outcome, Store};
@@ -279,7 +280,45 @@ pub async fn project_status<R: Runtime>(
     let observed = observed_with_pins(rt, &desired, &judged.pins()).await?;
     let drift = plan(&desired, &observed);
     let checks = check(rt, &desired).await?;
-    report.services = desired
+    report.services = service_statuses(&desired, &observed, &checks);
+    if let Some(r) = &running {
+        report.repairs = store
+            .events(r.id)
+            .await?
+            .iter()
+            .filter(|e| e.kind == "repair")
+            .count();
+    }
+
+    let problems = problems_now(&drift, &report.services);
+    report.status = worked_out_status(
+        &latest,
+        shown,
+        holder.as_ref(),
+        &problems,
+        running.is_some(),
+    );
+
+    if let Some(d) = on_disk
+        && d.project.name == project
+        && let Some(p) = store.poisoned_by(project, &resolved_hash(d)).await?
+    {
+        report.status = ProjectStatus::Blocked(format!(
+            "the desired state is poisoned: generation {} failed and was rolled back; change it, or apply it with --force",
+            p.id
+        ));
+    }
+    Ok(report)
+}
+
+/// Each desired service as `berth status` shows it: its container's state, and the
+/// verdict of berth's own probe while it runs.
+fn service_statuses(
+    desired: &DesiredState,
+    observed: &Observed,
+    checks: &CheckReport,
+) -> Vec<ServiceStatus> {
+    desired
         .services
         .values()
         .map(|s| {
@@ -307,32 +346,38 @@ pub async fn project_status<R: Runtime>(
                 generation: c.and_then(|c| c.generation),
             }
         })
-        .collect();
-    if let Some(r) = &running {
-        report.repairs = store
-            .events(r.id)
-            .await?
-            .iter()
-            .filter(|e| e.kind == "repair")
-            .count();
-    }
+        .collect()
+}
 
-    let problems: Vec<String> = drift
+/// What is wrong with the running services now, one line each: the drift the plan would
+/// repair, and the services whose probe fails.
+fn problems_now(drift: &Plan, services: &[ServiceStatus]) -> Vec<String> {
+    drift
         .steps
         .iter()
         .filter(|s| s.action != Action::Noop)
         .map(|s| format!("{}: {}", s.service, s.reason))
         .chain(
-            report
-                .services
+            services
                 .iter()
                 .filter(|s| s.health == Some(HealthState::Unhealthy))
                 .map(|s| format!("{}: unhealthy: {}", s.service, s.detail)),
         )
-        .collect();
+        .collect()
+}
+
+/// The status word from the newest generation's outcome as shown, and the `problems`
+/// of what runs (drift counts only while a generation is running).
+fn worked_out_status(
+    latest: &Generation,
+    shown: Outcome,
+    holder: Option<&Holder>,
+    problems: &[String],
+    has_running: bool,
+) -> ProjectStatus {
     let reason = |why: &Option<String>| why.clone().unwrap_or_default();
-    report.status = match shown {
-        Outcome::Progressing | Outcome::Reverting => ProjectStatus::Progressing(match &holder {
+    match shown {
+        Outcome::Progressing | Outcome::Reverting => ProjectStatus::Progressing(match holder {
             Some(h) => format!("generation {} by {h}", latest.id),
             None => format!("generation {}", latest.id),
         }),
@@ -346,24 +391,13 @@ pub async fn project_status<R: Runtime>(
                 .unwrap_or_default()
         )),
         Outcome::Down => ProjectStatus::Down,
-        _ if !problems.is_empty() && running.is_some() => {
+        _ if !problems.is_empty() && has_running => {
             ProjectStatus::Degraded(format!("drift: {}", problems.join("; ")))
         }
         Outcome::Healthy => ProjectStatus::Converged,
         Outcome::RolledBack => ProjectStatus::RolledBack(reason(&latest.reason)),
         Outcome::Failed | Outcome::Superseded => ProjectStatus::Degraded(reason(&latest.reason)),
-    };
-
-    if let Some(d) = on_disk
-        && d.project.name == project
-        && let Some(p) = store.poisoned_by(project, &resolved_hash(d)).await?
-    {
-        report.status = ProjectStatus::Blocked(format!(
-            "the desired state is poisoned: generation {} failed and was rolled back; change it, or apply it with --force",
-            p.id
-        ));
     }
-    Ok(report)
 }
 
 #[cfg(test)]
