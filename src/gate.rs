@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use tokio::sync::Notify;
 
-use crate::runtime::{ProbeResult, Runtime};
+use crate::runtime::{ContainerDetails, ProbeResult, Runtime};
 use crate::spec::{Probe, Service};
 
 /// How long a gate that follows the engine's events waits at most before it asks the
@@ -130,151 +130,224 @@ pub async fn gate<R: Runtime>(
     // nothing else to wait for, and one on berth's own probe is woken by a `die` or
     // `destroy` at once instead of at its next probe.
     let events = watch.follow(container_id);
-    let engine_judged = matches!(probe, None | Some(Probe::Docker));
-    let interval = service
-        .health
-        .as_ref()
-        .map(|h| h.interval)
-        .unwrap_or(Duration::from_millis(250));
-    let timeout = service
-        .health
-        .as_ref()
-        .map(|h| h.timeout)
-        .unwrap_or(Duration::from_secs(2));
-    let probe_name = probe
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| "running".into());
-    let start = Instant::now();
-    let mut first_restarts = None;
-    let mut healthy_since: Option<Instant> = None;
-    let mut first_healthy: Option<Duration> = None;
-    let mut last = ProbeResult::new(false, "not probed yet");
-    let mut fast = Duration::from_millis(25);
-    // When berth's own probe is next due (it is not run again on an event's wake-up).
-    let mut probe_due = start;
-    let network = &service.networks[0];
+    let mut run = GateRun::new(service, probe, healthy_deadline, min_healthy_time);
     loop {
-        match rt.inspect_container(container_id, network).await {
-            Err(crate::runtime::RuntimeError::Unreachable { context, message }) => {
-                return GateOutcome::Unreachable { context, message };
-            }
-            // Removed (by hand, or by anything else): nothing is left to become healthy.
-            Err(crate::runtime::RuntimeError::Gone { .. }) => {
-                return over(service, "was removed", start, &probe_name, &last);
-            }
-            Err(e) => last = ProbeResult::new(false, e.to_string()),
-            Ok(c) => {
-                let base = *first_restarts.get_or_insert(c.restart_count);
-                // A restart fails at once. So does an exit the engine will not undo
-                // (no restart policy, a policy that does not cover this exit, or a kill,
-                // which cancels the policy): the engine has said the container is over,
-                // and there is no deadline left worth waiting out, before or after the
-                // first pass.
-                if c.restart_count > base || c.restarting {
-                    return over(
-                        service,
-                        &format!("restarted (last exit {})", exit_words(&c)),
-                        start,
-                        &probe_name,
-                        &last,
-                    );
-                }
-                if !c.running {
-                    return over(
-                        service,
-                        &format!("exited ({})", exit_words(&c)),
-                        start,
-                        &probe_name,
-                        &last,
-                    );
-                }
-                let now = Instant::now();
-                // A window ends on a probe of its own, not on the last one before it.
-                let window_over = healthy_since.is_some_and(|t| now >= t + min_healthy_time);
-                if engine_judged || now >= probe_due || window_over {
-                    last = match probe {
-                        Some(p) => rt.probe(&c, p, timeout).await,
-                        None => ProbeResult::new(true, "container running"),
-                    };
-                    // Until the first pass, probe early and then less often (25 ms
-                    // doubling up to the interval): a service that is ready fast is seen
-                    // fast, one that is slow is not probed more often than asked.
-                    let wait = if last.ok || first_healthy.is_some() {
-                        interval
-                    } else {
-                        let w = interval.min(fast);
-                        fast = fast.saturating_mul(2);
-                        w
-                    };
-                    probe_due = now + wait;
-                }
-            }
+        if let Some(over) = run.look(rt, container_id).await {
+            return over;
         }
         let now = Instant::now();
-        if last.ok {
-            let since = *healthy_since.get_or_insert(now);
-            let first = *first_healthy.get_or_insert(now - start);
-            if let Some(tx) = ready.take() {
-                let _ = tx.send(first);
-            }
-            if now - since >= min_healthy_time {
-                return GateOutcome::Passed {
-                    after: first_healthy.unwrap_or_default(),
-                    probe: probe_name,
-                };
-            }
-        } else {
-            healthy_since = None;
+        if let Some(outcome) = run.judge(now, &mut ready) {
+            return outcome;
         }
-        if now - start >= healthy_deadline && healthy_since.is_none() {
-            return GateOutcome::Failed {
-                reason: format!(
-                    "service {:?} failed its gate: not healthy within healthy_deadline {}; probe {probe_name}, last result: {}",
-                    service.name,
-                    crate::spec::duration::format(healthy_deadline),
-                    last.detail
-                ),
-            };
-        }
-        // Wait for the container's next event, the window's end, the deadline, or the
-        // next probe, whichever comes first. A gate the engine judges has no probe of its
-        // own: only an event changes what inspect shows, so it waits at most the fallback.
-        let window_end = match healthy_since {
-            Some(since) => since + min_healthy_time,
-            None => (start + healthy_deadline).max(now),
-        };
-        let until = if engine_judged {
-            window_end.min(now + EVENT_FALLBACK)
-        } else {
-            window_end.min(probe_due)
-        };
         tokio::select! {
             () = events.notified() => {}
-            () = tokio::time::sleep_until(until.into()) => {}
+            () = tokio::time::sleep_until(run.wake_at(now).into()) => {}
         }
     }
 }
 
-/// The container is over: say how, how soon after the start, and what the probe last saw.
-fn over(
-    service: &Service,
-    what: &str,
+/// One gate under way: what it probes and how often, and what it has seen so far.
+struct GateRun<'a> {
+    service: &'a Service,
+    probe: Option<&'a Probe>,
+    /// The gate is on the image's HEALTHCHECK or on "running": only the engine's view of
+    /// the container is judged, and berth runs no probe of its own.
+    engine_judged: bool,
+    probe_name: String,
+    interval: Duration,
+    timeout: Duration,
+    healthy_deadline: Duration,
+    min_healthy_time: Duration,
     start: Instant,
-    probe_name: &str,
-    last: &ProbeResult,
-) -> GateOutcome {
-    GateOutcome::Failed {
-        reason: format!(
-            "service {:?} failed its gate: the container {what} {} after start; probe {probe_name}, last result: {}",
-            service.name,
-            secs(start.elapsed()),
-            last.detail
-        ),
+    /// The restart count at the first inspect: a higher one is a restart.
+    first_restarts: Option<i64>,
+    /// When the current run of passing probes began (None while failing).
+    healthy_since: Option<Instant>,
+    /// How long after the start the probe first passed.
+    first_healthy: Option<Duration>,
+    last: ProbeResult,
+    /// The wait before the next probe until the first pass; it doubles up to the interval.
+    fast: Duration,
+    /// When berth's own probe is next due (it is not run again on an event's wake-up).
+    probe_due: Instant,
+}
+
+impl<'a> GateRun<'a> {
+    fn new(
+        service: &'a Service,
+        probe: Option<&'a Probe>,
+        healthy_deadline: Duration,
+        min_healthy_time: Duration,
+    ) -> Self {
+        let start = Instant::now();
+        GateRun {
+            service,
+            probe,
+            engine_judged: matches!(probe, None | Some(Probe::Docker)),
+            probe_name: probe
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "running".into()),
+            interval: service
+                .health
+                .as_ref()
+                .map(|h| h.interval)
+                .unwrap_or(Duration::from_millis(250)),
+            timeout: service
+                .health
+                .as_ref()
+                .map(|h| h.timeout)
+                .unwrap_or(Duration::from_secs(2)),
+            healthy_deadline,
+            min_healthy_time,
+            start,
+            first_restarts: None,
+            healthy_since: None,
+            first_healthy: None,
+            last: ProbeResult::new(false, "not probed yet"),
+            fast: Duration::from_millis(25),
+            probe_due: start,
+        }
+    }
+
+    /// Inspect the container and, when due, probe it. Some when the gate is over: the
+    /// engine stopped answering, or the container is gone, restarted or exited.
+    async fn look<R: Runtime>(&mut self, rt: &R, container_id: &str) -> Option<GateOutcome> {
+        match rt
+            .inspect_container(container_id, &self.service.networks[0])
+            .await
+        {
+            Err(crate::runtime::RuntimeError::Unreachable { context, message }) => {
+                Some(GateOutcome::Unreachable { context, message })
+            }
+            // Removed (by hand, or by anything else): nothing is left to become healthy.
+            Err(crate::runtime::RuntimeError::Gone { .. }) => Some(self.over("was removed")),
+            Err(e) => {
+                self.last = ProbeResult::new(false, e.to_string());
+                None
+            }
+            Ok(c) => {
+                if let Some(over) = self.ended(&c) {
+                    return Some(over);
+                }
+                self.probe_if_due(rt, &c).await;
+                None
+            }
+        }
+    }
+
+    /// Some when the engine says the container is over.
+    fn ended(&mut self, c: &ContainerDetails) -> Option<GateOutcome> {
+        let base = *self.first_restarts.get_or_insert(c.restart_count);
+        // A restart fails at once. So does an exit the engine will not undo (no restart
+        // policy, a policy that does not cover this exit, or a kill, which cancels the
+        // policy): the engine has said the container is over, and there is no deadline
+        // left worth waiting out, before or after the first pass.
+        if c.restart_count > base || c.restarting {
+            return Some(self.over(&format!("restarted (last exit {})", exit_words(c))));
+        }
+        if !c.running {
+            return Some(self.over(&format!("exited ({})", exit_words(c))));
+        }
+        None
+    }
+
+    /// Probe the running container if the engine judges it, if berth's probe is due, or
+    /// if the stability window has ended.
+    async fn probe_if_due<R: Runtime>(&mut self, rt: &R, c: &ContainerDetails) {
+        let now = Instant::now();
+        // A window ends on a probe of its own, not on the last one before it.
+        let window_over = self
+            .healthy_since
+            .is_some_and(|t| now >= t + self.min_healthy_time);
+        if !(self.engine_judged || now >= self.probe_due || window_over) {
+            return;
+        }
+        self.last = match self.probe {
+            Some(p) => rt.probe(c, p, self.timeout).await,
+            None => ProbeResult::new(true, "container running"),
+        };
+        // Until the first pass, probe early and then less often (25 ms doubling up to the
+        // interval): a service that is ready fast is seen fast, one that is slow is not
+        // probed more often than asked.
+        let wait = if self.last.ok || self.first_healthy.is_some() {
+            self.interval
+        } else {
+            let w = self.interval.min(self.fast);
+            self.fast = self.fast.saturating_mul(2);
+            w
+        };
+        self.probe_due = now + wait;
+    }
+
+    /// Some when the gate is decided at `now`: passed (healthy for the whole window) or
+    /// failed (not healthy within the deadline). `ready` is told of the first pass.
+    fn judge(
+        &mut self,
+        now: Instant,
+        ready: &mut Option<tokio::sync::oneshot::Sender<Duration>>,
+    ) -> Option<GateOutcome> {
+        if self.last.ok {
+            let since = *self.healthy_since.get_or_insert(now);
+            let first = *self.first_healthy.get_or_insert(now - self.start);
+            if let Some(tx) = ready.take() {
+                let _ = tx.send(first);
+            }
+            if now - since >= self.min_healthy_time {
+                return Some(GateOutcome::Passed {
+                    after: self.first_healthy.unwrap_or_default(),
+                    probe: self.probe_name.clone(),
+                });
+            }
+        } else {
+            self.healthy_since = None;
+        }
+        if now - self.start >= self.healthy_deadline && self.healthy_since.is_none() {
+            return Some(GateOutcome::Failed {
+                reason: format!(
+                    "service {:?} failed its gate: not healthy within healthy_deadline {}; probe {}, last result: {}",
+                    self.service.name,
+                    crate::spec::duration::format(self.healthy_deadline),
+                    self.probe_name,
+                    self.last.detail
+                ),
+            });
+        }
+        None
+    }
+
+    /// When to look again, unless the container's next event comes first: at the
+    /// window's end, the deadline, or the next probe, whichever comes first. A gate the
+    /// engine judges has no probe of its own: only an event changes what inspect shows,
+    /// so it waits at most the fallback.
+    fn wake_at(&self, now: Instant) -> Instant {
+        let window_end = match self.healthy_since {
+            Some(since) => since + self.min_healthy_time,
+            None => (self.start + self.healthy_deadline).max(now),
+        };
+        if self.engine_judged {
+            window_end.min(now + EVENT_FALLBACK)
+        } else {
+            window_end.min(self.probe_due)
+        }
+    }
+
+    /// The container is over: say how, how soon after the start, and what the probe last
+    /// saw.
+    fn over(&self, what: &str) -> GateOutcome {
+        GateOutcome::Failed {
+            reason: format!(
+                "service {:?} failed its gate: the container {what} {} after start; probe {}, last result: {}",
+                self.service.name,
+                secs(self.start.elapsed()),
+                self.probe_name,
+                self.last.detail
+            ),
+        }
     }
 }
 
 /// "code 137, OOM killed": how the container's last run ended.
-fn exit_words(c: &crate::runtime::ContainerDetails) -> String {
+fn exit_words(c: &ContainerDetails) -> String {
     if c.oom_killed {
         format!("code {}, OOM killed", c.exit_code)
     } else {
