@@ -81,6 +81,9 @@ pub enum Command {
     Restore(cmd::restore::Args),
     /// Generations, outcomes and reasons.
     History(cmd::history::Args),
+    /// What changed between two generations (default: the last good one against the
+    /// newest), per service; exit 0 whether or not anything did.
+    Diff(cmd::diff::Args),
 }
 
 /// Run the CLI; returns the process exit code.
@@ -110,6 +113,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup(args) => cmd::backup::run(args, &state).await,
         Command::Restore(args) => cmd::restore::run(args, &state).await,
         Command::History(args) => cmd::history::run(args, &state).await,
+        Command::Diff(args) => cmd::diff::run(args, &state).await,
     }
 }
 

@@ -21,7 +21,6 @@ use std::time::Instant;
 use futures::FutureExt;
 use futures::future::join_all;
 use futures::stream::{FuturesUnordered, StreamExt};
-use serde_json::json;
 
 use crate::gate::{GateOutcome, Watch, effective_probe, gate};
 use crate::hash::config_hash;
@@ -35,7 +34,7 @@ use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE,
     MIGRATIONS_NODE, Service, Volume,
 };
-use crate::store::{Generation, StoreError, now_ms};
+use crate::store::{Generation, StoreError, Timing, Timings, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
@@ -149,7 +148,7 @@ impl std::fmt::Display for Failure {
 /// What [`execute`] did: how it ended, and per-service timings for the generation.
 pub struct Executed {
     pub result: Result<(), Failure>,
-    pub timings: serde_json::Value,
+    pub timings: Timings,
 }
 
 /// How to carry a plan out.
@@ -261,7 +260,7 @@ pub async fn execute_pinned<R: Runtime>(
     } = pinned;
     let failed = |reason: String| Executed {
         result: Err(Failure::Gate(reason)),
-        timings: json!({}),
+        timings: Timings::new(),
     };
     if let Some(s) = desired
         .services
@@ -276,7 +275,7 @@ pub async fn execute_pinned<R: Runtime>(
     if the_plan.is_noop() && !gate_all {
         return Ok(Executed {
             result: Ok(()),
-            timings: json!({}),
+            timings: Timings::new(),
         });
     }
     let images = match pinned_images(rt, pins).await {
@@ -284,7 +283,7 @@ pub async fn execute_pinned<R: Runtime>(
         Err(e) if e.is_unreachable() => {
             return Ok(Executed {
                 result: Err(Failure::of(e)),
-                timings: json!({}),
+                timings: Timings::new(),
             });
         }
         Err(e) => return Ok(failed(e.to_string())),
@@ -376,7 +375,7 @@ pub async fn execute<R: Runtime>(
     how: Execution<'_>,
 ) -> Executed {
     let deadline = desired.rollout.progress_deadline;
-    let mut timings = serde_json::Map::new();
+    let mut timings = Timings::new();
     let steps = execute_steps(rt, desired, plan, &how, &mut timings);
     let result = match tokio::time::timeout(deadline, steps).await {
         Ok(r) => r,
@@ -385,10 +384,7 @@ pub async fn execute<R: Runtime>(
             crate::spec::duration::format(deadline)
         ))),
     };
-    Executed {
-        result,
-        timings: json!(timings),
-    }
+    Executed { result, timings }
 }
 
 async fn execute_steps<R: Runtime>(
@@ -396,72 +392,33 @@ async fn execute_steps<R: Runtime>(
     desired: &DesiredState,
     plan: &Plan,
     how: &Execution<'_>,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
+    timings: &mut Timings,
 ) -> Result<(), Failure> {
-    let project = &desired.project.name;
-    let removals = plan.steps.iter().filter(|s| s.action == Action::Remove);
-    for r in join_all(removals.map(|step| async move {
-        let c = step
-            .container
-            .as_ref()
-            .expect("remove step has a container");
-        // Stopped first, so a database shuts down cleanly; a paused container cannot
-        // take SIGTERM, and removal kills it outright.
-        if c.state != crate::runtime::ContainerState::Paused {
-            rt.stop_container(&c.id).await?;
-        }
-        rt.remove_container(&c.id).await?;
-        how.report.service(
-            &step.service,
-            &format!("removed {} ({})", c.name, step.reason),
-        );
-        Ok::<_, RuntimeError>(())
-    }))
-    .await
-    {
-        r.map_err(Failure::of)?;
-    }
-
-    let mut wanted: Vec<&str> = desired
-        .services
-        .values()
-        .flat_map(|s| s.networks.iter().map(String::as_str))
-        .collect();
-    wanted.sort();
-    wanted.dedup();
-    // Every network at once.
-    let networks: Networks =
-        futures::future::try_join_all(wanted.into_iter().map(|n| async move {
-            Ok::<_, RuntimeError>((n.to_string(), rt.ensure_network(n, project).await?))
-        }))
-        .await
-        .map_err(Failure::of)?
-        .into_iter()
-        .collect();
-    if desired.services.is_empty() {
-        // The last container went: so does the project's network (never a volume).
-        rt.remove_project_networks(project)
-            .await
-            .map_err(Failure::of)?;
-    }
+    remove_unwanted(rt, plan, how).await?;
+    let networks = ensure_networks(rt, desired).await?;
 
     // Every service's converge, from its first action to the end of its stability
     // window. Under the pipelined rollout (docs/design.md §4) the next level starts as
     // soon as every service of this one passed its probe once, and the windows run on
     // beside it; the generation is healthy only once every one of them has closed. Under
     // `stability = "before-dependents"` a level waits for its windows to close first.
-    let strict = desired.rollout.stability == crate::spec::Stability::BeforeDependents;
-    let networks = &networks;
-    // When each service's container started: a converge that fails while others are
-    // still gating records those too (`cut_ms`), so history shows what overlapped.
     let started = std::sync::Mutex::new(BTreeMap::new());
-    let started_at = &started;
-    // Followed from before the first start, so no gate misses an event.
-    let watch = &Watch::start(rt, project);
     let levels = desired.levels();
     // When the migrations step began, while it runs: a converge that fails meanwhile
     // records it as cut short.
     let migrating_since = std::sync::Mutex::new(None);
+    let shared = Shared {
+        rt,
+        desired,
+        plan,
+        how,
+        networks: &networks,
+        strict: desired.rollout.stability == crate::spec::Stability::BeforeDependents,
+        started_at: &started,
+        // Followed from before the first start, so no gate misses an event.
+        watch: &Watch::start(rt, &desired.project.name),
+    };
+    let shared = &shared;
     let result = async {
         let mut running: FuturesUnordered<ServiceRun<'_>> = FuturesUnordered::new();
         // Containers are made one level ahead: level k+1's while level k starts and
@@ -476,13 +433,7 @@ async fn execute_steps<R: Runtime>(
             }
             // A level that holds a dependent of `migrations` begins once the step is
             // done; the windows below and the creates made ahead go on meanwhile.
-            let needs_schema = level.iter().any(|n| {
-                desired.services[n]
-                    .depends_on
-                    .iter()
-                    .any(|d| d == MIGRATIONS_NODE)
-            });
-            if needs_schema {
+            if needs_schema(desired, level) {
                 await_migrations(
                     &mut migrating,
                     &mut running,
@@ -495,54 +446,9 @@ async fn execute_steps<R: Runtime>(
                 .await?;
             }
             let next = levels.get(index + 1).map(Vec::as_slice).unwrap_or_default();
-            for name in level.iter().chain(next) {
-                let makes = plan
-                    .step(name)
-                    .is_some_and(|st| matches!(st.action, Action::Create | Action::Recreate));
-                if makes && !ahead.contains_key(name) {
-                    let s = &desired.services[name];
-                    let made = prepare(rt, desired, plan, s, networks, how)
-                        .boxed()
-                        .shared();
-                    ahead.insert(name.clone(), made.clone());
-                    let name = name.clone();
-                    driving.push(Box::pin(async move { (name, made.await) }));
-                }
-            }
+            make_ahead(shared, level.iter().chain(next), &mut ahead, &mut driving);
+            let mut readies = start_level(shared, level, &ahead, &mut running);
             let mut waiting: std::collections::BTreeSet<String> = level.iter().cloned().collect();
-            let mut readies = FuturesUnordered::new();
-            for name in level {
-                let s = &desired.services[name];
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let ready = (!strict).then_some(tx);
-                let prepared = ahead.get(name).cloned();
-                running.push(Box::pin(async move {
-                    (
-                        s.name.clone(),
-                        converge_service(
-                            rt,
-                            desired,
-                            plan,
-                            s,
-                            how,
-                            Gating {
-                                ready,
-                                started_at,
-                                prepared,
-                                watch,
-                            },
-                        )
-                        .await,
-                    )
-                }));
-                let name = name.clone();
-                readies.push(async move {
-                    // A closed channel (the converge ended, or never probes) is ready too:
-                    // its end arrives through `running`.
-                    let _ = rx.await;
-                    name
-                });
-            }
             while !waiting.is_empty() {
                 // Biased: the level's own starts and gates are polled before the creates
                 // made ahead, so they take their places among the engine calls first.
@@ -552,7 +458,7 @@ async fn execute_steps<R: Runtime>(
                         waiting.remove(&name);
                         finished(&mut running, timings, name, r)?;
                     }
-                    Some(name) = readies.next(), if !strict => {
+                    Some(name) = readies.next(), if !shared.strict => {
                         waiting.remove(&name);
                     }
                     r = step_of(&mut migrating) => {
@@ -568,15 +474,9 @@ async fn execute_steps<R: Runtime>(
             // level that holds a dependent of `migrations` waits for them (above); a
             // service that does not depend on them does not wait for the schema it does
             // not use, and the converge ends only once they are done.
-            if let Some(m) = &desired.migrations
-                && level.contains(&m.service)
-                && let Some(step) = how.migrations_step()
-            {
-                if let Some(signal) = how.shutdown.signal() {
-                    return Err(Failure::Interrupted(signal));
-                }
+            if let Some(step) = migrations_after(shared, level)? {
                 *migrating_since.lock().expect("migrations lock") = Some(now_ms());
-                migrating = Some(begin_migrations(rt, desired, m, step));
+                migrating = Some(step);
             }
         }
         await_migrations(
@@ -597,25 +497,220 @@ async fn execute_steps<R: Runtime>(
     }
     .await;
     if result.is_err() {
-        let cut = now_ms();
-        for (name, ms) in started.into_inner().expect("started lock") {
-            timings
-                .entry(name)
-                .or_insert_with(|| json!({"started_ms": ms, "cut_ms": cut}));
-        }
-        if let Some(t0) = migrating_since.into_inner().expect("migrations lock") {
-            timings
-                .entry(MIGRATIONS_NODE.to_string())
-                .or_insert_with(|| json!({"action": "migrate", "begin_ms": t0, "cut_ms": cut}));
-        }
+        record_cut(
+            timings,
+            started.into_inner().expect("started lock"),
+            migrating_since.into_inner().expect("migrations lock"),
+        );
     }
     result
+}
+
+/// Remove the containers of services no longer desired, all at once. Stopped first, so
+/// a database shuts down cleanly; a paused container cannot take SIGTERM, and removal
+/// kills it outright.
+async fn remove_unwanted<R: Runtime>(
+    rt: &R,
+    plan: &Plan,
+    how: &Execution<'_>,
+) -> Result<(), Failure> {
+    let removals = plan.steps.iter().filter(|s| s.action == Action::Remove);
+    for r in join_all(removals.map(|step| async move {
+        let c = step
+            .container
+            .as_ref()
+            .expect("remove step has a container");
+        if c.state != crate::runtime::ContainerState::Paused {
+            rt.stop_container(&c.id).await?;
+        }
+        rt.remove_container(&c.id).await?;
+        how.report.service(
+            &step.service,
+            &format!("removed {} ({})", c.name, step.reason),
+        );
+        Ok::<_, RuntimeError>(())
+    }))
+    .await
+    {
+        r.map_err(Failure::of)?;
+    }
+    Ok(())
+}
+
+/// Every network a service names, made at once if missing. With no service left, the
+/// project's networks go too (never a volume).
+async fn ensure_networks<R: Runtime>(rt: &R, desired: &DesiredState) -> Result<Networks, Failure> {
+    let project = &desired.project.name;
+    let mut wanted: Vec<&str> = desired
+        .services
+        .values()
+        .flat_map(|s| s.networks.iter().map(String::as_str))
+        .collect();
+    wanted.sort();
+    wanted.dedup();
+    let networks: Networks =
+        futures::future::try_join_all(wanted.into_iter().map(|n| async move {
+            Ok::<_, RuntimeError>((n.to_string(), rt.ensure_network(n, project).await?))
+        }))
+        .await
+        .map_err(Failure::of)?
+        .into_iter()
+        .collect();
+    if desired.services.is_empty() {
+        rt.remove_project_networks(project)
+            .await
+            .map_err(Failure::of)?;
+    }
+    Ok(networks)
+}
+
+/// What every service's converge in one execute reads.
+struct Shared<'a, R> {
+    rt: &'a R,
+    desired: &'a DesiredState,
+    plan: &'a Plan,
+    how: &'a Execution<'a>,
+    networks: &'a Networks,
+    /// `stability = "before-dependents"`: a level waits for its windows to close.
+    strict: bool,
+    /// When each service's container started: a converge that fails while others are
+    /// still gating records those too (`cut_ms`), so history shows what overlapped.
+    started_at: &'a std::sync::Mutex<BTreeMap<String, i64>>,
+    /// The project's events, for gates that judge only what the engine shows.
+    watch: &'a Watch,
+}
+
+/// Does this level hold a dependent of the migrations step?
+fn needs_schema(desired: &DesiredState, level: &[String]) -> bool {
+    level.iter().any(|n| {
+        desired.services[n]
+            .depends_on
+            .iter()
+            .any(|d| d == MIGRATIONS_NODE)
+    })
+}
+
+/// Begin making the containers of these services (a create or recreate) that are not
+/// being made yet; `driving` polls them while the level below gates.
+fn make_ahead<'a, 'n, R: Runtime>(
+    shared: &'a Shared<'a, R>,
+    names: impl Iterator<Item = &'n String>,
+    ahead: &mut BTreeMap<String, Prep<'a>>,
+    driving: &mut FuturesUnordered<NamedPrep<'a>>,
+) {
+    let Shared {
+        rt,
+        desired,
+        plan,
+        how,
+        networks,
+        ..
+    } = *shared;
+    for name in names {
+        let makes = plan
+            .step(name)
+            .is_some_and(|st| matches!(st.action, Action::Create | Action::Recreate));
+        if makes && !ahead.contains_key(name) {
+            let s = &desired.services[name];
+            let made = prepare(rt, desired, plan, s, networks, how)
+                .boxed()
+                .shared();
+            ahead.insert(name.clone(), made.clone());
+            let name = name.clone();
+            driving.push(Box::pin(async move { (name, made.await) }));
+        }
+    }
+}
+
+/// Start every service of a level on its converge (into `running`); what it returns
+/// yields each one's name once its probe first passed, or its converge ended.
+fn start_level<'a, R: Runtime>(
+    shared: &'a Shared<'a, R>,
+    level: &'a [String],
+    ahead: &BTreeMap<String, Prep<'a>>,
+    running: &mut FuturesUnordered<ServiceRun<'a>>,
+) -> FuturesUnordered<impl std::future::Future<Output = String> + 'a> {
+    let readies = FuturesUnordered::new();
+    for name in level {
+        let s = &shared.desired.services[name];
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let gating = Gating {
+            ready: (!shared.strict).then_some(tx),
+            started_at: shared.started_at,
+            prepared: ahead.get(name).cloned(),
+            watch: shared.watch,
+        };
+        running.push(Box::pin(async move {
+            let Shared {
+                rt,
+                desired,
+                plan,
+                how,
+                ..
+            } = *shared;
+            let r = converge_service(rt, desired, plan, s, how, gating).await;
+            (s.name.clone(), r)
+        }));
+        readies.push(async move {
+            // A closed channel (the converge ended, or never probes) is ready too: its
+            // end arrives through `running`.
+            let _ = rx.await;
+            name.clone()
+        });
+    }
+    readies
+}
+
+/// A converge that failed records what was under way when it ended: each service that
+/// started without a timing of its own, and the migrations step if it ran.
+fn record_cut(timings: &mut Timings, started: BTreeMap<String, i64>, migrating_since: Option<i64>) {
+    let cut = now_ms();
+    for (name, ms) in started {
+        timings.entry(name).or_insert_with(|| Timing {
+            started_ms: Some(ms),
+            cut_ms: Some(cut),
+            ..Timing::default()
+        });
+    }
+    if let Some(t0) = migrating_since {
+        timings
+            .entry(MIGRATIONS_NODE.to_string())
+            .or_insert_with(|| Timing {
+                begin_ms: Some(t0),
+                cut_ms: Some(cut),
+                ..Timing::of("migrate")
+            });
+    }
 }
 
 /// The migrations step under way. Not `Send`: sqlx's connection futures cannot be proven
 /// `Send` in a generic context (its `Acquire` bound is higher-ranked), and the converge
 /// held this step across awaits before it was boxed too.
 type Migrating<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), Failure>> + 'a>>;
+
+/// The migrations step, begun once this level (the database's) passed its probes; None
+/// for any other level, or without a migrations step.
+fn migrations_after<'a, R: Runtime>(
+    shared: &'a Shared<'a, R>,
+    level: &[String],
+) -> Result<Option<Migrating<'a>>, Failure> {
+    let Shared {
+        rt, desired, how, ..
+    } = *shared;
+    let Some(m) = &desired.migrations else {
+        return Ok(None);
+    };
+    if !level.contains(&m.service) {
+        return Ok(None);
+    }
+    let Some(step) = how.migrations_step() else {
+        return Ok(None);
+    };
+    if let Some(signal) = how.shutdown.signal() {
+        return Err(Failure::Interrupted(signal));
+    }
+    Ok(Some(begin_migrations(rt, desired, m, step)))
+}
 
 /// The migrations step, begun: it fails the converge as a gate does.
 fn begin_migrations<'a, R: Runtime>(
@@ -643,7 +738,7 @@ async fn step_of(migrating: &mut Option<Migrating<'_>>) -> Result<(), Failure> {
 /// ends the converge, like a gate's.
 fn migrated(
     migrating: &mut Option<Migrating<'_>>,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
+    timings: &mut Timings,
     since: &std::sync::Mutex<Option<i64>>,
     r: Result<(), Failure>,
 ) -> Result<(), Failure> {
@@ -653,7 +748,11 @@ fn migrated(
         .expect("migrations lock")
         .take()
         .unwrap_or_default();
-    let end = json!({"action": "migrate", "begin_ms": begin, "end_ms": now_ms()});
+    let end = Timing {
+        begin_ms: Some(begin),
+        end_ms: Some(now_ms()),
+        ..Timing::of("migrate")
+    };
     timings.insert(MIGRATIONS_NODE.to_string(), end);
     r
 }
@@ -665,7 +764,7 @@ async fn await_migrations<'a>(
     migrating: &mut Option<Migrating<'a>>,
     running: &mut FuturesUnordered<ServiceRun<'a>>,
     driving: &mut FuturesUnordered<NamedPrep<'a>>,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
+    timings: &mut Timings,
     plan: &Plan,
     how: &Execution<'_>,
     since: &std::sync::Mutex<Option<i64>>,
@@ -699,12 +798,15 @@ type ServiceRun<'a> = std::pin::Pin<
 
 /// A service's timings, with when its container was asked for (`create_ms`) and made
 /// (`created_ms`) when it was made ahead.
-fn with_created(mut t: Timing, made: Option<Made>) -> Timing {
-    if let (Some(m), Some(map)) = (made, t.as_object_mut()) {
-        map.insert("create_ms".into(), json!(m.asked_ms));
-        map.insert("created_ms".into(), json!(m.made_ms));
+fn with_created(t: Timing, made: Option<Made>) -> Timing {
+    match made {
+        Some(m) => Timing {
+            create_ms: Some(m.asked_ms),
+            created_ms: Some(m.made_ms),
+            ..t
+        },
+        None => t,
     }
-    t
 }
 
 /// A [`prepare`] under way, named.
@@ -716,7 +818,7 @@ type NamedPrep<'a> = std::pin::Pin<
 /// level has not begun (its spec is bad whatever happens below).
 fn made_ahead(
     running: &mut FuturesUnordered<ServiceRun<'_>>,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
+    timings: &mut Timings,
     plan: &Plan,
     how: &Execution<'_>,
     name: String,
@@ -727,7 +829,10 @@ fn made_ahead(
         Err(f) => {
             let action = plan.step(&name).map_or("", |s| s.action.word());
             how.report.service(&name, &format!("{action} FAILED"));
-            let t = json!({"action": action, "failed_ms": now_ms()});
+            let t = Timing {
+                failed_ms: Some(now_ms()),
+                ..Timing::of(action)
+            };
             finished(running, timings, name, Err((f, t)))
         }
     }
@@ -739,7 +844,7 @@ fn made_ahead(
 /// [`Failure::rank`]).
 fn finished(
     running: &mut FuturesUnordered<ServiceRun<'_>>,
-    timings: &mut serde_json::Map<String, serde_json::Value>,
+    timings: &mut Timings,
     name: String,
     r: Result<Timing, (Failure, Timing)>,
 ) -> Result<(), Failure> {
@@ -766,8 +871,6 @@ fn finished(
     }
     Err(failure)
 }
-
-type Timing = serde_json::Value;
 
 /// A service's container, made ahead of its start (docs/design.md §4, work ahead of the gate): its
 /// id, and when the create call began and returned.
@@ -876,6 +979,57 @@ async fn prepare<R: Runtime>(
     Ok(made(id))
 }
 
+/// Bring a service's container up for its gate: start it, or start the one made ahead
+/// (for a recreate, in the old one's place). Its id, and when it was made if it was made
+/// ahead; None for a noop that is not gated again.
+async fn bring_up<R: Runtime>(
+    rt: &R,
+    s: &Service,
+    step: &crate::plan::Step,
+    how: &Execution<'_>,
+    prepared: Option<Prep<'_>>,
+) -> Result<Option<(String, Option<Made>)>, Failure> {
+    let report = how.report;
+    let existing = || {
+        step.container
+            .as_ref()
+            .expect("a noop or start step has a container")
+            .id
+            .clone()
+    };
+    match step.action {
+        Action::Noop if !how.gate_all => Ok(None),
+        Action::Noop => Ok(Some((existing(), None))),
+        Action::Start => {
+            let id = existing();
+            rt.start_container(&id).await.map_err(Failure::of)?;
+            report.service(&s.name, "started");
+            Ok(Some((id, None)))
+        }
+        Action::Create | Action::Recreate => {
+            // Made ahead, while the level below was gating (see [`prepare`]).
+            let (id, made) = prepared
+                .expect("a create or recreate is made ahead")
+                .await?;
+            if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
+                // A paused container cannot take SIGTERM; removal kills it outright.
+                if old.state != crate::runtime::ContainerState::Paused {
+                    rt.stop_container(&old.id).await.map_err(Failure::of)?;
+                }
+                rt.remove_container(&old.id).await.map_err(Failure::of)?;
+                rt.rename_container(&id, &s.container_name)
+                    .await
+                    .map_err(Failure::of)?;
+                report.service(&s.name, &format!("recreated ({})", step.reason));
+            }
+            rt.start_container(&id).await.map_err(Failure::of)?;
+            report.service(&s.name, "started");
+            Ok(Some((id, Some(made))))
+        }
+        Action::Remove => unreachable!("removals are not per-service steps"),
+    }
+}
+
 async fn converge_service<R: Runtime>(
     rt: &R,
     desired: &DesiredState,
@@ -895,59 +1049,17 @@ async fn converge_service<R: Runtime>(
         .step(&s.name)
         .expect("every desired service has a step");
     let t0 = now_ms();
-    let fail_with = |f: Failure| {
-        (
-            f,
-            json!({"action": step.action.word(), "failed_ms": now_ms()}),
-        )
-    };
-    let fail_rt = |e: RuntimeError| fail_with(Failure::of(e));
     let has_healthcheck = how.images.get(&s.image).is_some_and(|i| i.1);
-    let mut made = None;
-    let id = match step.action {
-        Action::Noop if !how.gate_all => {
-            return Ok(json!({"action": "noop"}));
+    let (id, made) = match bring_up(rt, s, step, how, prepared).await {
+        Ok(Some(up)) => up,
+        Ok(None) => return Ok(Timing::of("noop")),
+        Err(f) => {
+            let failed = Timing {
+                failed_ms: Some(now_ms()),
+                ..Timing::of(step.action.word())
+            };
+            return Err((f, failed));
         }
-        Action::Noop => step
-            .container
-            .as_ref()
-            .expect("noop step has a container")
-            .id
-            .clone(),
-        Action::Start => {
-            let id = step
-                .container
-                .as_ref()
-                .expect("start step has a container")
-                .id
-                .clone();
-            rt.start_container(&id).await.map_err(fail_rt)?;
-            report.service(&s.name, "started");
-            id
-        }
-        Action::Create | Action::Recreate => {
-            // Made ahead, while the level below was gating (see [`prepare`]).
-            let (id, at) = prepared
-                .expect("a create or recreate is made ahead")
-                .await
-                .map_err(fail_with)?;
-            made = Some(at);
-            if let (Action::Recreate, Some(old)) = (&step.action, &step.container) {
-                // A paused container cannot take SIGTERM; removal kills it outright.
-                if old.state != crate::runtime::ContainerState::Paused {
-                    rt.stop_container(&old.id).await.map_err(fail_rt)?;
-                }
-                rt.remove_container(&old.id).await.map_err(fail_rt)?;
-                rt.rename_container(&id, &s.container_name)
-                    .await
-                    .map_err(fail_rt)?;
-                report.service(&s.name, &format!("recreated ({})", step.reason));
-            }
-            rt.start_container(&id).await.map_err(fail_rt)?;
-            report.service(&s.name, "started");
-            id
-        }
-        Action::Remove => unreachable!("removals are not per-service steps"),
     };
     let started_ms = now_ms();
     started_at
@@ -957,57 +1069,48 @@ async fn converge_service<R: Runtime>(
     let probe = effective_probe(s, has_healthcheck);
     let (deadline, min_healthy) = desired.gate_timing(s);
     let started = Instant::now();
+    // What every outcome of the gate records: the step, begun and started.
+    let begun = with_created(
+        Timing {
+            begin_ms: Some(t0),
+            started_ms: Some(started_ms),
+            ..Timing::of(step.action.word())
+        },
+        made,
+    );
     let gated = tokio::select! {
         g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready, watch) => g,
         signal = how.shutdown.requested() => {
             report.service(&s.name, "stopped while gating");
-            return Err((
-                Failure::Interrupted(signal),
-                with_created(json!({"action": step.action.word(), "begin_ms": t0, "started_ms": started_ms}), made),
-            ));
+            return Err((Failure::Interrupted(signal), begun));
         }
     };
-    let out = match gated {
+    match gated {
         GateOutcome::Passed { after, probe } => {
             report.service(
                 &s.name,
                 &format!("healthy in {:.1} s ({probe})", after.as_secs_f64()),
             );
-            Ok(json!({
-                "action": step.action.word(),
-                "begin_ms": t0,
-                "started_ms": started_ms,
-                "healthy_ms": started_ms + after.as_millis() as i64,
-                "gate_passed_ms": now_ms(),
-                "gate_s": started.elapsed().as_secs_f64(),
-            }))
+            Ok(Timing {
+                healthy_ms: Some(started_ms + after.as_millis() as i64),
+                gate_passed_ms: Some(now_ms()),
+                gate_s: Some(started.elapsed().as_secs_f64()),
+                ..begun
+            })
         }
         GateOutcome::Unreachable { context, message } => {
             report.service(&s.name, "engine unreachable while gating");
-            Err((
-                Failure::Unreachable { context, message },
-                json!({
-                    "action": step.action.word(),
-                    "begin_ms": t0,
-                    "started_ms": started_ms,
-                }),
-            ))
+            Err((Failure::Unreachable { context, message }, begun))
         }
         GateOutcome::Failed { reason } => {
             report.service(&s.name, "FAILED its gate");
             Err((
                 Failure::Gate(reason),
-                json!({
-                    "action": step.action.word(),
-                    "begin_ms": t0,
-                    "started_ms": started_ms,
-                    "failed_ms": now_ms(),
-                }),
+                Timing {
+                    failed_ms: Some(now_ms()),
+                    ..begun
+                },
             ))
         }
-    };
-    match out {
-        Ok(t) => Ok(with_created(t, made)),
-        Err((f, t)) => Err((f, with_created(t, made))),
     }
 }

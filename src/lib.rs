@@ -37,6 +37,7 @@
 //!   through gzip to a checked private file with retention; and the restore into a fresh
 //!   database that is then swapped in.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
+//! - [`diff`]: what changed between two generations, for `berth diff` and notifications.
 //! - [`redact`]: secrets never reach output; [`text`]: a container's text is one
 //!   bounded line before it reaches a terminal, the journal or the notify socket.
 //! - [`report`]: progress lines for `apply`.
@@ -60,6 +61,7 @@ pub mod cmd;
 pub mod converge;
 pub mod daemon;
 pub mod diag;
+pub mod diff;
 pub mod exit;
 pub mod gate;
 pub mod git;

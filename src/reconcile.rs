@@ -37,7 +37,7 @@ use crate::report::Reporter;
 use crate::runtime::Runtime;
 use crate::shutdown::{Shutdown, signal_name};
 use crate::spec::DesiredState;
-use crate::store::{Generation, Kind, NewGeneration, Outcome, Store};
+use crate::store::{Generation, Kind, NewGeneration, Outcome, Store, Timings};
 
 /// What a person (or the daemon) asked of this reconcile beyond the desired state.
 #[derive(Debug, Clone, Default)]
@@ -138,30 +138,11 @@ pub async fn reconcile<R: Runtime>(
     };
 
     // 1. The newest generation did not end (or failed and is asked for again).
-    let mut superseding = None;
-    if let Some(g) = store
-        .latest(project)
-        .await?
-        .filter(|g| needs_finishing(g, &hash))
-    {
-        let ours = g.kind == Kind::Apply && g.resolved_hash == hash;
-        if g.outcome == Outcome::Reverting {
-            // A gate already failed: only the revert is left to do, whatever is asked now.
-            let outcome = finish_revert(rt, store, &g, lock, report, shutdown).await?;
-            if ours || matches!(outcome, ApplyOutcome::Interrupted { .. }) {
-                return Ok(outcome);
-            }
-        } else if ours || poisoned.is_some() {
-            // A poisoned new desired state cannot replace it: it is finished as it is.
-            let outcome = resume(rt, store, &g, lock, report, shutdown).await?;
-            return Ok(match poisoned {
-                Some(p) if !ours && outcome.exit_code() == exit::OK => poisoned_outcome(p),
-                _ => outcome,
-            });
-        } else if g.outcome.unfinished() {
-            superseding = Some(g);
-        }
-    }
+    let superseding =
+        match finish_newest(rt, store, project, &hash, &poisoned, lock, report, shutdown).await? {
+            Newest::Done(outcome) => return Ok(outcome),
+            Newest::Supersede(g) => g,
+        };
 
     // 2. Poison. Drift of what runs is still repaired: a bad push must not stop a dead
     //    container of the last good generation from coming back.
@@ -188,18 +169,10 @@ pub async fn reconcile<R: Runtime>(
     let the_plan = plan(desired, &observed);
 
     // 3. A desired state that removes every running service.
-    if !opts.allow_empty {
-        let mut running: Vec<String> = observed
-            .containers
-            .iter()
-            .filter(|c| c.running())
-            .filter_map(|c| c.service.clone())
-            .collect();
-        running.sort();
-        running.dedup();
-        if !running.is_empty() && !running.iter().any(|s| desired.services.contains_key(s)) {
-            return Ok(ApplyOutcome::WouldRemoveAll { services: running });
-        }
+    if !opts.allow_empty
+        && let Some(services) = removes_every_running(desired, &observed)
+    {
+        return Ok(ApplyOutcome::WouldRemoveAll { services });
     }
 
     // Nothing to create, recreate, start or remove. A desired state that changed only
@@ -244,37 +217,8 @@ pub async fn reconcile<R: Runtime>(
             signal,
         });
     }
-    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
-    let images_json = json!(
-        images
-            .iter()
-            .map(|(k, v)| (k.clone(), json!(v.0)))
-            .collect::<std::collections::BTreeMap<_, _>>()
-    );
-    let source = desired
-        .files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let generation = store
-        .begin(
-            NewGeneration {
-                project,
-                kind: Kind::Apply,
-                source_hash: &desired.source_hash,
-                resolved_hash: &hash,
-                source: &source,
-                spec_json: &spec_json,
-                images: &images_json,
-                commit: desired
-                    .origin
-                    .as_ref()
-                    .map(|o| (o.commit.as_str(), o.subject.as_str())),
-            },
-            superseding.as_ref().map(|g| g.id),
-        )
-        .await?;
+    let generation =
+        begin_generation(store, desired, &hash, &images, superseding.as_deref()).await?;
     lock.set_generation(generation)?;
     let executed = execute(
         rt,
@@ -291,6 +235,117 @@ pub async fn reconcile<R: Runtime>(
     )
     .await;
     conclude(rt, store, desired, generation, executed, report, shutdown).await
+}
+
+/// What became of the newest generation, if it needed finishing.
+enum Newest {
+    /// It was finished (or its revert was), and that is this reconcile's outcome.
+    Done(ApplyOutcome),
+    /// Go on to the desired state; the generation it replaces, if one is left unfinished.
+    Supersede(Option<Box<Generation>>),
+}
+
+/// Finish the newest generation if its converge did not end (or it failed and is asked
+/// for again): a revert under way is finished whatever is asked now; an apply of this
+/// very desired state, or any while the new one is poisoned, is resumed; anything else
+/// unfinished is superseded by the new generation.
+#[allow(clippy::too_many_arguments)]
+async fn finish_newest<R: Runtime>(
+    rt: &R,
+    store: &Store,
+    project: &str,
+    hash: &str,
+    poisoned: &Option<Generation>,
+    lock: &mut ProjectLock,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<Newest, ConvergeError> {
+    let Some(g) = store
+        .latest(project)
+        .await?
+        .filter(|g| needs_finishing(g, hash))
+    else {
+        return Ok(Newest::Supersede(None));
+    };
+    let ours = g.kind == Kind::Apply && g.resolved_hash == hash;
+    if g.outcome == Outcome::Reverting {
+        let outcome = finish_revert(rt, store, &g, lock, report, shutdown).await?;
+        if ours || matches!(outcome, ApplyOutcome::Interrupted { .. }) {
+            return Ok(Newest::Done(outcome));
+        }
+        Ok(Newest::Supersede(None))
+    } else if ours || poisoned.is_some() {
+        // A poisoned new desired state cannot replace it: it is finished as it is.
+        let outcome = resume(rt, store, &g, lock, report, shutdown).await?;
+        Ok(Newest::Done(match poisoned {
+            Some(p) if !ours && outcome.exit_code() == exit::OK => poisoned_outcome(p.clone()),
+            _ => outcome,
+        }))
+    } else if g.outcome.unfinished() {
+        Ok(Newest::Supersede(Some(Box::new(g))))
+    } else {
+        Ok(Newest::Supersede(None))
+    }
+}
+
+/// The running services a desired state would remove, when it would remove every one of
+/// them (refused without `--allow-empty`); None when any would stay.
+fn removes_every_running(
+    desired: &DesiredState,
+    observed: &crate::observe::Observed,
+) -> Option<Vec<String>> {
+    let mut running: Vec<String> = observed
+        .containers
+        .iter()
+        .filter(|c| c.running())
+        .filter_map(|c| c.service.clone())
+        .collect();
+    running.sort();
+    running.dedup();
+    (!running.is_empty() && !running.iter().any(|s| desired.services.contains_key(s)))
+        .then_some(running)
+}
+
+/// Record a new apply generation of `desired`, with the images it pins, superseding an
+/// unfinished one if any.
+async fn begin_generation(
+    store: &Store,
+    desired: &DesiredState,
+    hash: &str,
+    images: &crate::images::Images,
+    superseding: Option<&Generation>,
+) -> Result<i64, ConvergeError> {
+    let spec_json = serde_json::to_string(desired).expect("desired state serializes");
+    let images_json = json!(
+        images
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v.0)))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    );
+    let source = desired
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    Ok(store
+        .begin(
+            NewGeneration {
+                project: &desired.project.name,
+                kind: Kind::Apply,
+                source_hash: &desired.source_hash,
+                resolved_hash: hash,
+                source: &source,
+                spec_json: &spec_json,
+                images: &images_json,
+                commit: desired
+                    .origin
+                    .as_ref()
+                    .map(|o| (o.commit.as_str(), o.subject.as_str())),
+            },
+            superseding.map(|g| g.id),
+        )
+        .await?)
 }
 
 /// Finish a generation whose converge did not end (or an apply that failed and is asked
@@ -433,7 +488,7 @@ async fn conclude<R: Runtime>(
 async fn unanswered(
     store: &Store,
     generation: i64,
-    timings: &serde_json::Value,
+    timings: &Timings,
     context: &str,
     message: &str,
 ) -> Result<ApplyOutcome, ConvergeError> {
@@ -804,7 +859,7 @@ pub async fn rollback<R: Runtime>(
     };
     if let SchemaUndo::NotUndone(why) = schema {
         store
-            .finish(g.id, Outcome::Failed, Some(&why), &json!({}))
+            .finish(g.id, Outcome::Failed, Some(&why), &Timings::new())
             .await?;
         return Ok(ApplyOutcome::Degraded {
             generation: g.id,

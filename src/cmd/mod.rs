@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod backup;
 pub mod check;
+pub mod diff;
 pub mod down;
 pub mod history;
 pub mod migrate;

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+mod timing;
+pub use timing::{Timing, Timings};
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("state store {path}: {source}")]
@@ -137,7 +140,7 @@ pub struct Generation {
     pub images: serde_json::Value,
     pub outcome: Outcome,
     pub reason: Option<String>,
-    pub timings: serde_json::Value,
+    pub timings: Timings,
     /// For a rolled-back generation: the generation the stack went back to.
     pub reverted_to: Option<i64>,
     /// The database schema version (newest applied migration) this generation's
@@ -373,12 +376,12 @@ impl Store {
         id: i64,
         to: i64,
         reason: &str,
-        timings: &serde_json::Value,
+        timings: &Timings,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET outcome = 'reverting', reverted_to = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(to)
             .bind(reason_line(reason))
-            .bind(timings.to_string())
+            .bind(serde_json::to_string(timings).expect("timings are plain data"))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -390,13 +393,13 @@ impl Store {
         id: i64,
         outcome: Outcome,
         reason: Option<&str>,
-        timings: &serde_json::Value,
+        timings: &Timings,
     ) -> Result<(), StoreError> {
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(now_ms())
             .bind(outcome.as_str())
             .bind(reason_line(reason))
-            .bind(timings.to_string())
+            .bind(serde_json::to_string(timings).expect("timings are plain data"))
             .bind(id)
             .execute(&self.pool)
             .await?;
@@ -796,7 +799,7 @@ mod tests {
         let b = store.begin(new("h2"), Some(a)).await.unwrap();
         assert_eq!(b, a + 1);
         store
-            .finish(b, Outcome::Failed, Some("why"), &serde_json::json!({}))
+            .finish(b, Outcome::Failed, Some("why"), &Timings::new())
             .await
             .unwrap();
         let latest = store.latest("p").await.unwrap().unwrap();
