@@ -60,11 +60,11 @@ pub async fn run(
         Err(e) => return lock_failed(e),
     };
     match preflight(&rt, &d).await {
-        Ok(lines) => lines.iter().for_each(|l| {
-            if l.starts_with("pre-flight: ") {
-                println!("{l}")
-            }
-        }),
+        Ok(passed) => passed
+            .summary
+            .iter()
+            .chain(&passed.created)
+            .for_each(|l| println!("pre-flight: {l}")),
         Err(code) => return Ok(code),
     }
     let report = Reporter::new(redactor.clone());

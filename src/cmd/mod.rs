@@ -137,9 +137,19 @@ async fn project_of(store: &Store, project: &ProjectArg) -> anyhow::Result<Strin
     Ok(all.remove(0))
 }
 
+/// What the host pre-flight found, once it passed.
+struct Preflight {
+    /// Each check that passed, as a line.
+    checks: Vec<String>,
+    /// With a `[preflight]` table: how many checks passed.
+    summary: Option<String>,
+    /// The data directories it created.
+    created: Vec<String>,
+}
+
 /// The host pre-flight; on success the missing data directories are created and what
 /// passed is returned. A failure prints its diagnostics and changes nothing (exit 2).
-async fn preflight(rt: &DockerRuntime, d: &DesiredState) -> Result<Vec<String>, i32> {
+async fn preflight(rt: &DockerRuntime, d: &DesiredState) -> Result<Preflight, i32> {
     let passed = crate::preflight::check(rt, d).await.map_err(|diags| {
         eprintln!("{diags}");
         eprintln!("berth: pre-flight failed; nothing was changed");
@@ -149,12 +159,15 @@ async fn preflight(rt: &DockerRuntime, d: &DesiredState) -> Result<Vec<String>, 
         eprintln!("berth: error: creating data directories: {e}");
         EXIT_RUNTIME
     })?;
-    let mut lines = passed.lines;
-    if d.preflight.declared {
-        lines.insert(0, format!("pre-flight: {} checks passed", lines.len()));
-    }
-    lines.extend(created.into_iter().map(|c| format!("pre-flight: {c}")));
-    Ok(lines)
+    let checks = passed.lines;
+    Ok(Preflight {
+        summary: d
+            .preflight
+            .declared
+            .then(|| format!("{} checks passed", checks.len())),
+        checks,
+        created,
+    })
 }
 
 /// What a converging command about a stored project works with, its lock held.

@@ -21,17 +21,12 @@ pub async fn run(Args { args, static_only }: Args) -> anyhow::Result<i32> {
     };
     if !static_only {
         let rt = connect().await?;
-        let lines = match preflight(&rt, &d).await {
-            Ok(l) => l,
+        let passed = match preflight(&rt, &d).await {
+            Ok(p) => p,
             Err(code) => return Ok(code),
         };
-        for l in lines.iter().filter(|l| !l.starts_with("pre-flight: ")) {
+        for l in passed.checks.iter().chain(&passed.created) {
             println!("✓ {l}");
-        }
-        for l in lines.iter().filter_map(|l| l.strip_prefix("pre-flight: ")) {
-            if !l.ends_with("checks passed") {
-                println!("✓ {l}");
-            }
         }
     }
     println!(
