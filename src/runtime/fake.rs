@@ -39,6 +39,8 @@ struct FakeContainer {
     exit_code: i64,
     /// Killed by hand ([`FakeRuntime::kill_by_hand`]): the exit code and the OOM flag.
     killed: Option<(i64, bool)>,
+    /// What it wrote: `event=start` at each start, and what [`FakeRuntime::say`] adds.
+    log: Vec<super::LogLine>,
 }
 
 impl FakeContainer {
@@ -73,7 +75,11 @@ struct State {
     refuse_create: std::collections::BTreeSet<String>,
     /// Services whose create panics: a stand-in for a bug berth's input finds.
     panic_on_create: std::collections::BTreeSet<String>,
+    /// Who follows a container's log (its ID): ended when the container stops or goes.
+    log_followers: Vec<(String, futures::channel::mpsc::UnboundedSender<LogResult>)>,
 }
+
+type LogResult = Result<super::LogLine, RuntimeError>;
 
 #[derive(Default)]
 pub struct FakeRuntime {
@@ -182,6 +188,8 @@ impl FakeRuntime {
         let mut s = self.state.lock().unwrap();
         if let Some(c) = s.containers.iter_mut().find(|c| c.name == name) {
             c.running = false;
+            let id = c.id.clone();
+            Self::end_logs(&mut s, &id);
         }
         Self::tell(&mut s, name, "die");
     }
@@ -193,6 +201,8 @@ impl FakeRuntime {
         if let Some(c) = s.containers.iter_mut().find(|c| c.name == name) {
             c.running = false;
             c.killed = Some((exit_code, oom));
+            let id = c.id.clone();
+            Self::end_logs(&mut s, &id);
         }
         Self::tell(&mut s, name, "die");
     }
@@ -201,6 +211,14 @@ impl FakeRuntime {
     pub fn remove_by_hand(&self, name: &str) {
         let mut s = self.state.lock().unwrap();
         Self::tell(&mut s, name, "destroy");
+        if let Some(id) = s
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id.clone())
+        {
+            Self::end_logs(&mut s, &id);
+        }
         s.containers.retain(|c| c.name != name);
     }
 
@@ -219,6 +237,38 @@ impl FakeRuntime {
                 // engine's reader would wait; one that left is dropped.
                 Err(e) => !e.is_disconnected(),
             });
+    }
+
+    /// Make the container `name` write `text` as one line to `source`.
+    pub fn say(&self, name: &str, source: super::LogSource, text: &str) {
+        let mut s = self.state.lock().unwrap();
+        if let Some(id) = s
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.id.clone())
+        {
+            Self::write_log(&mut s, &id, source, text);
+        }
+    }
+
+    /// Append a line to a container's log and hand it to who follows it.
+    fn write_log(s: &mut State, id: &str, source: super::LogSource, text: &str) {
+        let line = super::LogLine {
+            source,
+            timestamp: Some(jiff::Timestamp::now()),
+            text: text.to_string(),
+        };
+        if let Some(c) = s.containers.iter_mut().find(|c| c.id == id) {
+            c.log.push(line.clone());
+        }
+        s.log_followers
+            .retain(|(of, tx)| of != id || tx.unbounded_send(Ok(line.clone())).is_ok());
+    }
+
+    /// A container stopped or went: the streams following its log end, as the engine's do.
+    fn end_logs(s: &mut State, id: &str) {
+        s.log_followers.retain(|(of, _)| of != id);
     }
 
     /// Names of the containers there are now, any state.
@@ -463,6 +513,7 @@ impl Runtime for FakeRuntime {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(1),
             killed: None,
+            log: Vec::new(),
         });
         s.events
             .push((Instant::now(), format!("create {}", service.name)));
@@ -484,6 +535,7 @@ impl Runtime for FakeRuntime {
             c.labels.get(LABEL_SERVICE).cloned().unwrap_or_default()
         );
         s.events.push((Instant::now(), what));
+        Self::write_log(&mut s, id, super::LogSource::Stdout, "event=start");
         Ok(())
     }
 
@@ -492,11 +544,13 @@ impl Runtime for FakeRuntime {
         if let Some(c) = s.containers.iter_mut().find(|c| c.id == id) {
             c.running = false;
         }
+        Self::end_logs(&mut s, id);
         Ok(())
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
         let mut s = self.call("remove_container")?;
+        Self::end_logs(&mut s, id);
         if let Some(pos) = s.containers.iter().position(|c| c.id == id) {
             let c = s.containers.remove(pos);
             let what = format!(
@@ -557,6 +611,40 @@ impl Runtime for FakeRuntime {
             .find(|c| c.id == id)
             .map(|_| String::new())
             .ok_or_else(|| not_found(id))
+    }
+
+    /// What the container wrote so far (`since` and `tail` applied), then, when following
+    /// a running one, what it writes until it stops.
+    fn log_stream(&self, id: &str, options: &super::LogOptions) -> super::LogStream {
+        use futures::StreamExt;
+        let mut s = match self.call("logs") {
+            Ok(s) => s,
+            Err(e) => return futures::stream::iter([Err(e)]).boxed(),
+        };
+        let Some(c) = s.containers.iter().find(|c| c.id == id) else {
+            return futures::stream::iter([Err(not_found(id))]).boxed();
+        };
+        let since = options.since.map(jiff::Timestamp::try_from);
+        let mut lines: Vec<super::LogLine> = c
+            .log
+            .iter()
+            .filter(|l| match (&since, l.timestamp) {
+                (Some(Ok(since)), Some(t)) => t >= *since,
+                _ => true,
+            })
+            .cloned()
+            .collect();
+        if let Some(n) = options.tail {
+            lines.drain(..lines.len().saturating_sub(n));
+        }
+        let follow = options.follow && c.alive();
+        let backlog = futures::stream::iter(lines.into_iter().map(Ok));
+        if !follow {
+            return backlog.boxed();
+        }
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        s.log_followers.push((id.to_string(), tx));
+        backlog.chain(rx).boxed()
     }
 
     fn events(&self, _project: &str) -> super::Events {

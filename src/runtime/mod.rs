@@ -7,10 +7,13 @@
 
 pub mod docker;
 pub mod fake;
+pub mod logs;
 
 use std::future::Future;
 
 use crate::spec::{Build, Probe, Service};
+
+pub use logs::{LogLine, LogOptions, LogSource, LogStream};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -465,6 +468,9 @@ pub trait Runtime: Send + Sync {
     -> impl Future<Output = Result<String, RuntimeError>> + Send;
     /// The engine's events for this project's containers, from now on (one long call).
     fn events(&self, project: &str) -> Events;
+    /// A container's log as lines (`berth logs`): what `options` selects, then, when
+    /// following, what it writes until it stops.
+    fn log_stream(&self, id: &str, options: &LogOptions) -> LogStream;
     /// Run one probe against a started container.
     fn probe(
         &self,
