@@ -81,6 +81,12 @@ pub enum Command {
     Restore(cmd::restore::Args),
     /// Generations, outcomes and reasons.
     History(cmd::history::Args),
+    /// The `[[notify]]` receivers: send each a test event, or deliver what the outbox
+    /// holds now (`berth run` delivers on its own).
+    Notify {
+        #[command(subcommand)]
+        command: cmd::notify::Command,
+    },
     /// What changed between two generations (default: the last good one against the
     /// newest), per service; exit 0 whether or not anything did.
     Diff(cmd::diff::Args),
@@ -113,6 +119,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Backup(args) => cmd::backup::run(args, &state).await,
         Command::Restore(args) => cmd::restore::run(args, &state).await,
         Command::History(args) => cmd::history::run(args, &state).await,
+        Command::Notify { command } => cmd::notify::run(command, &state).await,
         Command::Diff(args) => cmd::diff::run(args, &state).await,
     }
 }

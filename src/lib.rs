@@ -42,6 +42,8 @@
 //!   bounded line before it reaches a terminal, the journal or the notify socket.
 //! - [`report`]: progress lines for `apply`.
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
+//! - [`notify`]: notifications to the `[[notify]]` receivers: the event decided from
+//!   what the store recorded, Standard Webhooks signatures, the sender of the outbox.
 //! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
 //! - [`status`]: the one place that decides a project's status and its exit code
 //!   ([`exit`]: the codes themselves).
@@ -70,6 +72,7 @@ pub mod hash;
 pub mod images;
 pub mod lock;
 pub mod migrate;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod preflight;

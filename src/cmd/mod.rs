@@ -11,6 +11,7 @@ pub mod diff;
 pub mod down;
 pub mod history;
 pub mod migrate;
+pub mod notify;
 pub mod plan;
 pub mod print;
 pub mod restore;

@@ -150,6 +150,16 @@ struct ServiceLabels {
     service: String,
 }
 
+/// How a notification delivery attempt went: `delivered`, `retried` or `failed` (given
+/// up after 24 h), as [`crate::notify::send::Next::label`] says.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct NotifyLabels {
+    result: String,
+}
+
+/// Every `result` of `berth_notifications_total`, so each series exists at 0.
+const NOTIFY_RESULTS: [&str; 3] = ["delivered", "retried", "failed"];
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RepairLabels {
     service: String,
@@ -206,6 +216,8 @@ pub struct Metrics {
     status: Family<StatusLabels, Gauge>,
     service_healthy: Family<ServiceLabels, Gauge>,
     generation_info: Family<GenerationInfoLabels, Gauge>,
+    notifications: Family<NotifyLabels, Counter>,
+    outbox_depth: Gauge,
     /// Per project, what [`Metrics::set_status`] set last.
     shown: Mutex<HashMap<String, Shown>>,
 }
@@ -238,6 +250,8 @@ impl Metrics {
             status: Family::default(),
             service_healthy: Family::default(),
             generation_info: Family::default(),
+            notifications: Family::default(),
+            outbox_depth: Gauge::default(),
             shown: Mutex::new(HashMap::new()),
         };
         m.registry.register(
@@ -301,6 +315,16 @@ impl Metrics {
             m.generation_info.clone(),
         );
         m.registry.register(
+            "notifications",
+            "Notification delivery attempts, by result: delivered, retried (the receiver did not take it; tried again later), failed (given up after 24 h)",
+            m.notifications.clone(),
+        );
+        m.registry.register(
+            "notify_outbox_depth",
+            "Notification deliveries waiting in the outbox (not yet taken, not given up)",
+            m.outbox_depth.clone(),
+        );
+        m.registry.register(
             "build",
             "The berth binary serving these metrics",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
@@ -308,6 +332,11 @@ impl Metrics {
         for result in ReconcileResult::ALL {
             // Created now, at 0; the guard it returns is not needed.
             let _ = m.reconciles.get_or_create(&ResultLabels { result });
+        }
+        for result in NOTIFY_RESULTS {
+            let _ = m.notifications.get_or_create(&NotifyLabels {
+                result: result.into(),
+            });
         }
         m
     }
@@ -363,6 +392,21 @@ impl Metrics {
     /// The stack was put back on the last good generation.
     pub fn record_revert(&self) {
         self.reverts.inc();
+    }
+
+    /// One notification delivery attempt ended as `result` (`delivered`, `retried`,
+    /// `failed`).
+    pub fn record_notification(&self, result: &str) {
+        self.notifications
+            .get_or_create(&NotifyLabels {
+                result: result.into(),
+            })
+            .inc();
+    }
+
+    /// How many notification deliveries wait in the outbox.
+    pub fn set_outbox_depth(&self, depth: i64) {
+        self.outbox_depth.set(depth);
     }
 
     /// Whether the Docker engine answered the last time the daemon asked.
@@ -520,6 +564,31 @@ mod tests {
         assert!(has(&text, "berth_gate_failures_total 0"), "{text}");
         assert!(has(&text, "berth_reverts_total 0"), "{text}");
         assert!(text.contains("berth_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn notifications_are_counted_by_result_and_the_outbox_depth_is_shown() {
+        let m = Metrics::new();
+        let text = m.encode();
+        for r in NOTIFY_RESULTS {
+            let line = format!("berth_notifications_total{{result=\"{r}\"}} 0");
+            assert!(has(&text, &line), "missing {line} in\n{text}");
+        }
+        assert!(has(&text, "berth_notify_outbox_depth 0"), "{text}");
+        m.record_notification("retried");
+        m.record_notification("retried");
+        m.record_notification("delivered");
+        m.set_outbox_depth(3);
+        let text = m.encode();
+        assert!(
+            has(&text, "berth_notifications_total{result=\"retried\"} 2"),
+            "{text}"
+        );
+        assert!(
+            has(&text, "berth_notifications_total{result=\"delivered\"} 1"),
+            "{text}"
+        );
+        assert!(has(&text, "berth_notify_outbox_depth 3"), "{text}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::daemon::metrics::{Metrics, ReconcileResult};
 use crate::daemon::systemd::{self, Heartbeat};
 use crate::daemon::turn::{Memory, Target, TurnOutcome, turn};
 use crate::lock::ProjectLock;
+use crate::notify::Happened;
 use crate::reconcile::ApplyOutcome;
 use crate::report::Reporter;
 use crate::runtime::docker::DockerRuntime;
@@ -74,6 +75,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     if let Some(token) = &settings.api_token {
         shared.set_token(token.clone());
     }
+    let notify_wake = spawn_sender(&settings, &shared, &shutdown).await?;
     // Plain addresses are bound at once (a port in use ends the daemon before it does
     // anything); host-gateway ones once the engine told us its address.
     let mut endpoint = None;
@@ -162,6 +164,7 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
         follower: None,
         ready: false,
         crashloops: crate::daemon::controller::crashloop::RestartTracker::new(Default::default()),
+        notify_wake,
     };
     scheduler.run(shutdown, async || daemon.turn().await).await;
     systemd::stopping();
@@ -192,6 +195,8 @@ struct Daemon {
     ready: bool,
     /// Drift repairs of a service that keeps dying are held, not retried in a tight loop.
     crashloops: crate::daemon::controller::crashloop::RestartTracker,
+    /// Wakes the notification sender: a turn may have recorded an event.
+    notify_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Daemon {
@@ -226,6 +231,8 @@ impl Daemon {
             crashlooping,
         )
         .await;
+        self.record_standing(&result).await;
+        self.notify_wake.notify_one();
         // The git source's trees and objects no kept generation uses go, now that
         // this turn's generation is recorded.
         if let Some(git) = &self.settings.target.git {
@@ -240,6 +247,43 @@ impl Daemon {
             Some(after) => scheduler::Action::Requeue(after),
             None => scheduler::Action::AwaitChange,
         })
+    }
+
+    /// What only the daemon knows, for notifications (docs/design.md §14): the desired
+    /// state is blocked (invalid, its pre-flight failed, poisoned), or the project is
+    /// converged again, which ends an incident it was in. The store writes an event only
+    /// when it is news: the same blocked desired state on every turn is one event.
+    async fn record_standing(&self, result: &Result<TurnOutcome, crate::daemon::turn::TurnError>) {
+        let (project, problem) = {
+            let m = self.memory.lock().expect("memory lock");
+            (m.project.clone(), m.problem.clone())
+        };
+        let Some(project) = project else { return };
+        let status = self
+            .shared
+            .reports()
+            .into_iter()
+            .find(|r| r.project == project)
+            .map(|r| r.status);
+        let happened = match (&problem, status) {
+            (Some(_), _) => Happened::Blocked {
+                poisoned_by: match result {
+                    Ok(TurnOutcome::Reconciled(ApplyOutcome::Poisoned { generation, .. })) => {
+                        Some(*generation)
+                    }
+                    _ => None,
+                },
+            },
+            (None, Some(ProjectStatus::Converged)) => Happened::Converged,
+            _ => return,
+        };
+        if let Err(e) = self
+            .store
+            .record_standing(&project, happened, problem.as_deref())
+            .await
+        {
+            tracing::warn!(error = %e, "cannot record the project's standing for notifications");
+        }
     }
 
     /// Once a desired state names the project: take its daemon lock (saying where this
@@ -333,6 +377,32 @@ impl Daemon {
             Err(_) => metrics.record_reconcile(ReconcileResult::Error, took),
         }
     }
+}
+
+/// Start the notification sender beside the loop, with its own store handle (it never
+/// holds up a turn, nor a turn it), counting what it sends in the metrics. What wakes it.
+async fn spawn_sender(
+    settings: &Settings,
+    shared: &Arc<Shared>,
+    shutdown: &Shutdown,
+) -> Result<Arc<tokio::sync::Notify>, DaemonError> {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let observe: crate::notify::send::Observe = {
+        let shared = shared.clone();
+        Arc::new(move |sent, depth| {
+            for s in sent {
+                shared.metrics().record_notification(s.next.label());
+            }
+            shared.metrics().set_outbox_depth(depth);
+        })
+    };
+    tokio::spawn(crate::notify::send::run(
+        Store::open(&settings.target.state).await?,
+        wake.clone(),
+        shutdown.clone(),
+        observe,
+    ));
+    Ok(wake)
 }
 
 async fn serve_on(

@@ -61,6 +61,11 @@ pub struct DesiredState {
     /// The `[migrations]` block, when there is one (docs/design.md §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migrations: Option<Migrations>,
+    /// The `[[notify]]` receivers (docs/design.md §14). Kept with the generation (its
+    /// events go to them) but outside the resolved hash and every config hash: adding a
+    /// receiver changes no container and is no new generation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<crate::notify::Receiver>,
 }
 
 /// The git commit a desired state was read from.
@@ -553,6 +558,11 @@ impl DesiredState {
                 }
                 values.extend(url_password(value));
             }
+        }
+        for r in &self.notify {
+            values.push(r.url.clone());
+            values.extend(url_password(&r.url));
+            values.extend(r.secret.clone());
         }
         values.sort();
         values.dedup();

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
+mod outbox;
+pub use outbox::Delivery;
+
 mod timing;
 pub use timing::{Timing, Timings};
 
@@ -395,14 +398,18 @@ impl Store {
         reason: Option<&str>,
         timings: &Timings,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ?, timings_json = ? WHERE id = ?")
             .bind(now_ms())
             .bind(outcome.as_str())
             .bind(reason_line(reason))
             .bind(serde_json::to_string(timings).expect("timings are plain data"))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        // Its notification, in the same transaction (docs/design.md §14).
+        outbox::record(&mut tx, id, outbox::happened(outcome), None).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -413,13 +420,16 @@ impl Store {
         outcome: Outcome,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE generations SET finished_ms = ?, outcome = ?, reason = ? WHERE id = ?")
             .bind(now_ms())
             .bind(outcome.as_str())
             .bind(reason_line(reason))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        outbox::record(&mut tx, id, outbox::happened(outcome), None).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -513,13 +523,16 @@ impl Store {
 
     /// Mark a generation rolled back to `to`, now that `to` is healthy again.
     pub async fn mark_rolled_back(&self, id: i64, to: i64, reason: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE generations SET outcome = 'rolled-back', finished_ms = ?, reverted_to = ?, reason = ? WHERE id = ?")
             .bind(now_ms())
             .bind(to)
             .bind(reason_line(reason))
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        outbox::record(&mut tx, id, outbox::happened(Outcome::RolledBack), None).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -632,6 +645,7 @@ impl Store {
         service: Option<&str>,
         message: &str,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO events (generation, at_ms, kind, service, message) VALUES (?, ?, ?, ?, ?)",
         )
@@ -640,8 +654,19 @@ impl Store {
         .bind(kind)
         .bind(service)
         .bind(message)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        // A repair of the running generation that failed (or went well after one that
+        // failed) is news for notifications, written with the event.
+        let happened = match kind {
+            "repair-failed" => Some(crate::notify::Happened::RepairFailed),
+            "repair" => Some(crate::notify::Happened::Repaired),
+            _ => None,
+        };
+        if let Some(h) = happened {
+            outbox::record(&mut tx, generation, h, Some(message)).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -8,11 +8,13 @@
 //! - `env_file`: `KEY=VALUE` env files and what in them is secret.
 //! - `preflight`: the `[preflight]` block's checks that need no host.
 //! - `migrations`: the `[migrations]` block and its directory of sqlx migrations.
+//! - `notify`: the `[[notify]]` receivers of notifications.
 //! - `parse`: the small grammars (ports, volumes, names, sizes, versions).
 
 mod env_file;
 mod health;
 mod migrations;
+mod notify;
 mod parse;
 mod preflight;
 mod raw;

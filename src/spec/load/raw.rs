@@ -21,6 +21,9 @@ pub(super) struct RawFile {
     pub(super) migrations: Option<Spanned<RawMigrations>>,
     #[serde(default)]
     pub(super) services: BTreeMap<S, Spanned<RawService>>,
+    /// `[[notify]]` receivers: see `super::notify`.
+    #[serde(default)]
+    pub(super) notify: Vec<Spanned<super::notify::RawNotify>>,
 }
 
 /// The runbook's pre-flight (`validate_config.py`): see [`crate::preflight`].
@@ -202,6 +205,7 @@ pub(super) struct RawService {
     #[serde(default)]
     pub(super) extra_hosts: Vec<S>,
     pub(super) pull_policy: Option<S>,
+    pub(super) mem_limit: Option<S>,
 }
 
 #[derive(Deserialize)]

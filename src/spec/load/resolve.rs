@@ -160,6 +160,7 @@ impl Resolver<'_> {
             preflight,
             origin: None,
             migrations,
+            notify: self.notify(sources),
         })
     }
 
