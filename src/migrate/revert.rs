@@ -76,47 +76,11 @@ pub async fn undo_schema<R: Runtime>(
     let Some(m) = &desired.migrations else {
         return Ok(SchemaUndo::Done);
     };
-    match Runner::of(m) {
-        Runner::Directory { source, .. } => {
-            undo_directory_schema(
-                rt, store, desired, m, source, current, target, restore, report,
-            )
-            .await
-        }
-        Runner::Job(job) => {
-            undo_job_schema(rt, store, desired, m, job, current, target, restore, report).await
-        }
-    }
-}
-
-/// [`undo_schema`] with a directory of sqlx migrations: its down migrations run, newest
-/// first, down to the version `target` recorded.
-#[allow(clippy::too_many_arguments)]
-async fn undo_directory_schema<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    desired: &DesiredState,
-    m: &Migrations,
-    source: &Path,
-    current: &Generation,
-    target: &Generation,
-    restore: bool,
-    report: &Reporter,
-) -> Result<SchemaUndo, RevertError> {
-    if current.schema_version.is_none() {
-        // Its step never reached the database.
-        return Ok(SchemaUndo::Done);
-    }
-    let Some(version) = target.schema_version else {
-        // Recorded before schema versions were (or it had no migrations): undoing to a
-        // guess could drop data; the schema stays as it is.
-        report.line(&format!(
-            "migrations: generation {} recorded no schema version; the schema is left as it is",
-            target.id
-        ));
+    let Some(to) = UndoTo::of(Runner::of(m), current, target, report) else {
         return Ok(SchemaUndo::Done);
     };
     let redact = |t: String| desired.redactor().text(&t);
+    // Both runners reach the database the same way; asked once, here.
     let url = match super::step::database_url(rt, desired, m).await {
         Ok(url) => url,
         Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
@@ -124,49 +88,144 @@ async fn undo_directory_schema<R: Runtime>(
         }
         Err(e) => {
             return Ok(SchemaUndo::NotUndone(redact(format!(
-                "{SCHEMA_NOT_UNDONE} to version {version}: {e}"
+                "{SCHEMA_NOT_UNDONE} to {to}: {e}"
             ))));
         }
     };
-    match super::undo_to(&url, source, version, m.lock_timeout).await {
-        Ok(undone) if undone.is_empty() => Ok(SchemaUndo::Done),
+    let undone = match &to {
+        UndoTo::Version { source, version } => {
+            undo_directory_schema(&url, source, *version, m, report).await
+        }
+        UndoTo::Revision { job, revision } => {
+            undo_job_schema(rt, store, desired, m, job, current, &url, revision, report).await?
+        }
+    };
+    let error = match undone {
+        RunnerUndo::Ended(undo) => return Ok(undo.redacted(redact)),
+        RunnerUndo::Failed(error) => error,
+    };
+    report.service(MIGRATIONS_NODE, "could not be undone");
+    if !restore {
+        return Ok(SchemaUndo::NotUndone(redact(restore_by_hand(
+            current,
+            &to.point(),
+            &error,
+        ))));
+    }
+    restore_backup_instead(rt, store, desired, current, &to.point(), &error, report)
+        .await
+        .map(|undo| undo.redacted(redact))
+}
+
+/// What the schema goes back to, by the runner of `current`'s migrations.
+enum UndoTo<'a> {
+    /// A directory's down migrations run down to the schema version `target` recorded.
+    Version { source: &'a Path, version: i64 },
+    /// The job's downgrade runs to the revision `target` recorded.
+    Revision {
+        job: &'a MigrationJob,
+        revision: String,
+    },
+}
+
+impl<'a> UndoTo<'a> {
+    /// None when there is nothing to undo: `current`'s step never reached the database,
+    /// or `target` recorded no schema to go back to (it is left as it is, and the report
+    /// says so).
+    fn of(
+        runner: Runner<'a>,
+        current: &Generation,
+        target: &Generation,
+        report: &Reporter,
+    ) -> Option<Self> {
+        let (reached, to, word) = match runner {
+            Runner::Directory { source, .. } => (
+                current.schema_version.is_some(),
+                target
+                    .schema_version
+                    .map(|version| UndoTo::Version { source, version }),
+                "version",
+            ),
+            Runner::Job(job) => (
+                current.schema_revision.is_some(),
+                target
+                    .schema_revision
+                    .clone()
+                    .map(|revision| UndoTo::Revision { job, revision }),
+                "revision",
+            ),
+        };
+        if !reached {
+            // Its step never reached the database.
+            return None;
+        }
+        if to.is_none() {
+            // Recorded before schema versions were (or it had no migrations): undoing to
+            // a guess could drop data; the schema stays as it is.
+            report.line(&format!(
+                "migrations: generation {} recorded no schema {word}; the schema is left as it is",
+                target.id
+            ));
+        }
+        to
+    }
+
+    /// The version or revision alone.
+    fn point(&self) -> String {
+        match self {
+            UndoTo::Version { version, .. } => version.to_string(),
+            UndoTo::Revision { revision, .. } => revision.clone(),
+        }
+    }
+}
+
+/// `version 5`, `revision 0042`.
+impl std::fmt::Display for UndoTo<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UndoTo::Version { version, .. } => write!(f, "version {version}"),
+            UndoTo::Revision { revision, .. } => write!(f, "revision {revision}"),
+        }
+    }
+}
+
+/// How a runner's own undo ended.
+enum RunnerUndo {
+    /// The schema is back, or the undo cannot be judged (the reason says why).
+    Ended(SchemaUndo),
+    /// A down migration or the downgrade is missing or failed (the error): the backup
+    /// may stand in.
+    Failed(String),
+}
+
+/// [`undo_schema`] with a directory of sqlx migrations: its down migrations run, newest
+/// first, down to `version`.
+async fn undo_directory_schema(
+    url: &str,
+    source: &Path,
+    version: i64,
+    m: &Migrations,
+    report: &Reporter,
+) -> RunnerUndo {
+    match super::undo_to(url, source, version, m.lock_timeout).await {
+        Ok(undone) if undone.is_empty() => RunnerUndo::Ended(SchemaUndo::Done),
         Ok(undone) => {
             let list: Vec<String> = undone.iter().map(|v| v.to_string()).collect();
             report.service(
                 MIGRATIONS_NODE,
                 &format!("undone {}; schema {version}", list.join(", ")),
             );
-            Ok(SchemaUndo::Done)
+            RunnerUndo::Ended(SchemaUndo::Done)
         }
-        Err(e) => {
-            report.service(MIGRATIONS_NODE, "could not be undone");
-            if !restore {
-                return Ok(SchemaUndo::NotUndone(redact(restore_by_hand(
-                    current,
-                    &version.to_string(),
-                    &e,
-                ))));
-            }
-            restore_backup_instead(
-                rt,
-                store,
-                desired,
-                current,
-                &version.to_string(),
-                &e,
-                report,
-            )
-            .await
-            .map(|undo| undo.redacted(redact))
-        }
+        Err(e) => RunnerUndo::Failed(e.to_string()),
     }
 }
 
-/// [`undo_schema`] with a migration job: when the database is not at the revision
-/// `target` recorded, the job's `downgrade` runs to it in a one-shot container of the
-/// image `current` pinned (it holds the revisions it applied); without a downgrade
-/// command, or when it fails, the backup `current` took is restored instead (as for a
-/// missing or failing down migration).
+/// [`undo_schema`] with a migration job: when the database is not at `revision`, the
+/// job's `downgrade` runs to it in a one-shot container of the image `current` pinned (it
+/// holds the revisions it applied); without a downgrade command, or when it fails, the
+/// backup `current` took is restored instead (as for a missing or failing down
+/// migration).
 #[allow(clippy::too_many_arguments)]
 async fn undo_job_schema<R: Runtime>(
     rt: &R,
@@ -175,47 +234,25 @@ async fn undo_job_schema<R: Runtime>(
     m: &Migrations,
     job: &MigrationJob,
     current: &Generation,
-    target: &Generation,
-    restore: bool,
+    url: &str,
+    revision: &str,
     report: &Reporter,
-) -> Result<SchemaUndo, RevertError> {
+) -> Result<RunnerUndo, RevertError> {
     use super::job as mjob;
-    if current.schema_revision.is_none() {
-        // Its step never reached the database.
-        return Ok(SchemaUndo::Done);
-    }
     let redact = |t: String| desired.redactor().text(&t);
-    let Some(revision) = target.schema_revision.clone() else {
-        report.line(&format!(
-            "migrations: generation {} recorded no schema revision; the schema is left as it is",
-            target.id
-        ));
-        return Ok(SchemaUndo::Done);
-    };
-    let url = match super::step::database_url(rt, desired, m).await {
-        Ok(url) => url,
-        Err(super::step::AddressError::Runtime(e)) if e.is_unreachable() => {
-            return Err(RevertError::Runtime(e));
-        }
-        Err(e) => {
-            return Ok(SchemaUndo::NotUndone(redact(format!(
-                "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
-            ))));
-        }
-    };
-    let now = match mjob::revision(&url, &job.version_table).await {
+    let now = match mjob::revision(url, &job.version_table).await {
         Ok(now) => now,
         Err(e) => {
-            return Ok(SchemaUndo::NotUndone(redact(format!(
+            return Ok(RunnerUndo::Ended(SchemaUndo::NotUndone(format!(
                 "{SCHEMA_NOT_UNDONE} to revision {revision}: {e}"
             ))));
         }
     };
     if now == revision {
-        return Ok(SchemaUndo::Done);
+        return Ok(RunnerUndo::Ended(SchemaUndo::Done));
     }
     let image = current.pins().get(&job.image).cloned();
-    let error: String = match (mjob::downgrade_command(job, &revision), image) {
+    let error: String = match (mjob::downgrade_command(job, revision), image) {
         (None, _) => format!("the migration job has no downgrade command (revision {now})"),
         (Some(_), None) => format!(
             "generation {} has no pinned ID for the job image {}",
@@ -237,7 +274,7 @@ async fn undo_job_schema<R: Runtime>(
                 Err(e) if e.is_unreachable() => return Err(RevertError::Runtime(e)),
                 Err(e) => e.to_string(),
                 Ok(run) => {
-                    let after = mjob::revision(&url, &job.version_table).await;
+                    let after = mjob::revision(url, &job.version_table).await;
                     let text = run.event_text(&command);
                     store
                         .add_event(
@@ -253,7 +290,7 @@ async fn undo_job_schema<R: Runtime>(
                                 MIGRATIONS_NODE,
                                 &format!("downgraded; revision {revision}"),
                             );
-                            return Ok(SchemaUndo::Done);
+                            return Ok(RunnerUndo::Ended(SchemaUndo::Done));
                         }
                         Ok(after) => format!(
                             "`{command}` {} and left revision {after}: {}",
@@ -266,15 +303,7 @@ async fn undo_job_schema<R: Runtime>(
             }
         }
     };
-    report.service(MIGRATIONS_NODE, "could not be undone");
-    if !restore {
-        return Ok(SchemaUndo::NotUndone(redact(restore_by_hand(
-            current, &revision, &error,
-        ))));
-    }
-    restore_backup_instead(rt, store, desired, current, &revision, &error, report)
-        .await
-        .map(|undo| undo.redacted(redact))
+    Ok(RunnerUndo::Failed(error))
 }
 
 /// What a person must do when the schema could not be undone and no backup was restored.
