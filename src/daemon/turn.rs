@@ -144,10 +144,15 @@ pub async fn turn<R: Runtime>(
 ) -> Result<TurnOutcome, TurnError> {
     use futures::FutureExt;
     use std::panic::AssertUnwindSafe;
-    let caught = AssertUnwindSafe(turn_inner(rt, store, target, memory, report, shutdown))
-        .catch_unwind()
-        .await;
-    let panic = match caught {
+    let turn = Turn {
+        rt,
+        store,
+        target,
+        memory,
+        report,
+        shutdown,
+    };
+    let panic = match AssertUnwindSafe(turn.run()).catch_unwind().await {
         Ok(result) => return result,
         Err(panic) => panic,
     };
@@ -164,26 +169,14 @@ pub async fn turn<R: Runtime>(
         m.panicked = m.attempting.take().map(|hash| (hash, problem.clone()));
     }
     // The repair of the last good generation may meet the same bug: caught as well.
-    match AssertUnwindSafe(keep(
-        rt,
-        store,
-        target,
-        memory,
-        report,
-        shutdown,
-        problem.clone(),
-    ))
-    .catch_unwind()
-    .await
+    match AssertUnwindSafe(turn.keep(problem.clone()))
+        .catch_unwind()
+        .await
     {
         Ok(kept) => kept,
         Err(_) => {
             memory.clear_poison();
-            memory.lock().expect("memory lock").problem = Some(problem.clone());
-            Ok(TurnOutcome::Kept {
-                problem,
-                repair: None,
-            })
+            Ok(turn.kept_unrepaired(problem))
         }
     }
 }
@@ -199,97 +192,134 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-async fn turn_inner<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    target: &Target,
-    memory: &Mutex<Memory>,
-    report: &Reporter,
-    shutdown: &Shutdown,
-) -> Result<TurnOutcome, TurnError> {
-    memory.lock().expect("memory lock").attempting = None;
-    let loaded = read_desired(target).await;
-    let desired = match loaded {
-        Ok(d) => d,
-        Err(problem) => {
-            tracing::error!(%problem, "the desired state is invalid; the running generation is kept");
-            return keep(
-                rt,
-                store,
-                target,
-                memory,
-                report,
-                shutdown,
-                format!("invalid: {problem}"),
-            )
-            .await;
+/// What one turn works with.
+struct Turn<'a, R> {
+    rt: &'a R,
+    store: &'a Store,
+    target: &'a Target,
+    memory: &'a Mutex<Memory>,
+    report: &'a Reporter,
+    shutdown: &'a Shutdown,
+}
+
+impl<R: Runtime> Turn<'_, R> {
+    /// Read the desired state and reconcile it, or keep the running generation.
+    async fn run(&self) -> Result<TurnOutcome, TurnError> {
+        let memory = self.memory;
+        memory.lock().expect("memory lock").attempting = None;
+        let desired = match read_desired(self.target).await {
+            Ok(d) => d,
+            Err(problem) => {
+                tracing::error!(%problem, "the desired state is invalid; the running generation is kept");
+                return self.keep(format!("invalid: {problem}")).await;
+            }
+        };
+        crate::redact::register(&desired.redactor());
+        let project = desired.project.name.clone();
+        let hash = resolved_hash(&desired);
+        let (preflight_due, panicked) = {
+            let mut m = memory.lock().expect("memory lock");
+            m.project = Some(project.clone());
+            m.attempting = Some(hash.clone());
+            let panicked = m
+                .panicked
+                .as_ref()
+                .filter(|(h, _)| *h == hash)
+                .map(|(_, p)| p.clone());
+            (m.preflighted.as_deref() != Some(hash.as_str()), panicked)
+        };
+        if let Some(problem) = panicked {
+            // This desired state panicked a turn: keep the running generation until it
+            // changes (or the daemon restarts with a fixed berth).
+            return self.keep(problem).await;
         }
-    };
-    crate::redact::register(&desired.redactor());
-    let project = desired.project.name.clone();
-    let hash = resolved_hash(&desired);
-    let (preflight_due, panicked) = {
-        let mut m = memory.lock().expect("memory lock");
-        m.project = Some(project.clone());
-        m.attempting = Some(hash.clone());
-        let panicked = m
-            .panicked
-            .as_ref()
-            .filter(|(h, _)| *h == hash)
-            .map(|(_, p)| p.clone());
-        (m.preflighted.as_deref() != Some(hash.as_str()), panicked)
-    };
-    if let Some(problem) = panicked {
-        // This desired state panicked a turn: keep the running generation until it
-        // changes (or the daemon restarts with a fixed berth).
-        return keep(rt, store, target, memory, report, shutdown, problem).await;
+        let mut lock = acquire(self.target, &project, self.shutdown).await?;
+        // (Under the lock: a `down` running now has ended by here.)
+        // A project taken down on purpose stays down: the daemon does not undo `berth down`
+        // at its next trigger; `berth apply` brings the project up again.
+        if let Some(g) = self
+            .store
+            .latest(&project)
+            .await
+            .map_err(ConvergeError::from)?
+            && g.kind == crate::store::Kind::Down
+            && g.outcome == crate::store::Outcome::Down
+        {
+            return Ok(self.kept_unrepaired(format!(
+                "taken down with `berth down` (generation {}); `berth apply` brings it up again",
+                g.id
+            )));
+        }
+        if preflight_due {
+            if let Err(problem) = preflight(self.rt, &desired).await {
+                drop(lock);
+                tracing::error!(%problem, "the pre-flight failed; the running generation is kept");
+                return self.keep(format!("pre-flight failed: {problem}")).await;
+            }
+            memory.lock().expect("memory lock").preflighted = Some(hash);
+        }
+        // Services in a crash loop are not repaired while their hold lasts.
+        let opts = Options {
+            hold: memory.lock().expect("memory lock").hold.clone(),
+            ..Default::default()
+        };
+        let outcome = reconcile(
+            self.rt,
+            self.store,
+            &desired,
+            &mut lock,
+            opts,
+            self.report,
+            self.shutdown,
+        )
+        .await?;
+        if let (ApplyOutcome::NoChanges, Some(o)) = (&outcome, &desired.origin) {
+            // A commit that changes nothing berth runs: seen, not applied.
+            tracing::debug!(commit = %o.commit, subject = %o.subject, "commit seen: its desired state is the one running; nothing applied");
+        }
+        memory.lock().expect("memory lock").problem = standing_problem(&outcome, &desired);
+        Ok(TurnOutcome::Reconciled(outcome))
     }
-    let mut lock = acquire(target, &project, shutdown).await?;
-    // (Under the lock: a `down` running now has ended by here.)
-    // A project taken down on purpose stays down: the daemon does not undo `berth down`
-    // at its next trigger; `berth apply` brings the project up again.
-    if let Some(g) = store.latest(&project).await.map_err(ConvergeError::from)?
-        && g.kind == crate::store::Kind::Down
-        && g.outcome == crate::store::Outcome::Down
-    {
-        let problem = format!(
-            "taken down with `berth down` (generation {}); `berth apply` brings it up again",
-            g.id
-        );
-        memory.lock().expect("memory lock").problem = Some(problem.clone());
-        return Ok(TurnOutcome::Kept {
+
+    /// The desired state cannot be used: keep the running generation, repair its drift.
+    async fn keep(&self, problem: String) -> Result<TurnOutcome, TurnError> {
+        let (project, hold) = {
+            let mut m = self.memory.lock().expect("memory lock");
+            m.problem = Some(problem.clone());
+            (m.project.clone(), m.hold.clone())
+        };
+        let repair = match project {
+            Some(project) => {
+                let _lock = acquire(self.target, &project, self.shutdown).await?;
+                repair_drift(
+                    self.rt,
+                    self.store,
+                    &project,
+                    &hold,
+                    self.report,
+                    self.shutdown,
+                )
+                .await?
+            }
+            None => None,
+        };
+        Ok(TurnOutcome::Kept { problem, repair })
+    }
+
+    /// Keep the running generation as it is, without a repair: `problem` stands.
+    fn kept_unrepaired(&self, problem: String) -> TurnOutcome {
+        self.memory.lock().expect("memory lock").problem = Some(problem.clone());
+        TurnOutcome::Kept {
             problem,
             repair: None,
-        });
-    }
-    if preflight_due {
-        if let Err(problem) = preflight(rt, &desired).await {
-            drop(lock);
-            tracing::error!(%problem, "the pre-flight failed; the running generation is kept");
-            return keep(
-                rt,
-                store,
-                target,
-                memory,
-                report,
-                shutdown,
-                format!("pre-flight failed: {problem}"),
-            )
-            .await;
         }
-        memory.lock().expect("memory lock").preflighted = Some(hash);
     }
-    // Services in a crash loop are not repaired while their hold lasts.
-    let opts = Options {
-        hold: memory.lock().expect("memory lock").hold.clone(),
-        ..Default::default()
-    };
-    let outcome = reconcile(rt, store, &desired, &mut lock, opts, report, shutdown).await?;
-    if let (ApplyOutcome::NoChanges, Some(o)) = (&outcome, &desired.origin) {
-        // A commit that changes nothing berth runs: seen, not applied.
-        tracing::debug!(commit = %o.commit, subject = %o.subject, "commit seen: its desired state is the one running; nothing applied");
-    }
-    let problem = match &outcome {
+}
+
+/// What a reconcile left standing against the desired state (shown as `blocked`): it is
+/// poisoned, or it would remove every running service.
+fn standing_problem(outcome: &ApplyOutcome, desired: &DesiredState) -> Option<String> {
+    match outcome {
         ApplyOutcome::Poisoned { generation, .. } => Some(match &desired.origin {
             Some(o) => format!(
                 "commit {} ({}) is poisoned: generation {generation} failed and was rolled back; the next commit that changes the desired state is applied",
@@ -305,34 +335,7 @@ async fn turn_inner<R: Runtime>(
             services.join(", ")
         )),
         _ => None,
-    };
-    memory.lock().expect("memory lock").problem = problem;
-    Ok(TurnOutcome::Reconciled(outcome))
-}
-
-/// The desired state cannot be used: keep the running generation, repair its drift.
-async fn keep<R: Runtime>(
-    rt: &R,
-    store: &Store,
-    target: &Target,
-    memory: &Mutex<Memory>,
-    report: &Reporter,
-    shutdown: &Shutdown,
-    problem: String,
-) -> Result<TurnOutcome, TurnError> {
-    let (project, hold) = {
-        let mut m = memory.lock().expect("memory lock");
-        m.problem = Some(problem.clone());
-        (m.project.clone(), m.hold.clone())
-    };
-    let repair = match project {
-        Some(project) => {
-            let _lock = acquire(target, &project, shutdown).await?;
-            repair_drift(rt, store, &project, &hold, report, shutdown).await?
-        }
-        None => None,
-    };
-    Ok(TurnOutcome::Kept { problem, repair })
+    }
 }
 
 async fn acquire(
