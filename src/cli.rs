@@ -59,6 +59,9 @@ pub enum Command {
     /// Probe every service once, like the runbook's health_check.sh; exit 0 only when
     /// all pass (1 otherwise).
     Check(cmd::check::Args),
+    /// The project's containers' output, a `name |` prefix per service; `-f` follows it,
+    /// also the containers a converge creates meanwhile, until Ctrl-C.
+    Logs(cmd::logs::Args),
     /// The controller daemon (what the systemd unit runs): converge whenever the desired
     /// state changes, repair drift from the engine's events, resync periodically. SIGTERM
     /// finishes the current step and exits 0 without stopping any container; SIGHUP reads
@@ -114,6 +117,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Down(args) => cmd::down::run(args, &state).await,
         Command::Status(args) => cmd::status::run(args, &state).await,
         Command::Check(args) => cmd::check::run(args).await,
+        Command::Logs(args) => cmd::logs::run(args, &state).await,
         Command::Run(args) => cmd::run::run(args, &state).await,
         Command::Migrate { command } => cmd::migrate::run(command, &state).await,
         Command::Backup(args) => cmd::backup::run(args, &state).await,

@@ -41,6 +41,8 @@
 //! - [`redact`]: secrets never reach output; [`text`]: a container's text is one
 //!   bounded line before it reaches a terminal, the journal or the notify socket.
 //! - [`report`]: progress lines for `apply`.
+//! - [`logs`]: `berth logs`: the project's container logs merged, followed across
+//!   recreates, every line redacted and escaped.
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
 //! - [`notify`]: notifications to the `[[notify]]` receivers: the event decided from
 //!   what the store recorded, Standard Webhooks signatures, the sender of the outbox.
@@ -71,6 +73,7 @@ pub mod graph;
 pub mod hash;
 pub mod images;
 pub mod lock;
+pub mod logs;
 pub mod migrate;
 pub mod notify;
 pub mod observe;

@@ -10,6 +10,7 @@ pub mod check;
 pub mod diff;
 pub mod down;
 pub mod history;
+pub mod logs;
 pub mod migrate;
 pub mod notify;
 pub mod plan;
