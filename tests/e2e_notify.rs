@@ -1,0 +1,461 @@
+//! End-to-end: notifications (docs/design.md §14) from `berth run` against the real
+//! engine, to a receiver of the test's own on 127.0.0.1 that records what it is sent and
+//! can be told to answer 500, to never answer, or to be down. Signatures are checked with
+//! Standard Webhooks' reference implementation (the `standardwebhooks` crate).
+//!
+//! (`e2e_notify_text.rs` is another thing: the text berth writes to systemd's notify
+//! socket.)
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::daemon::Daemon;
+use common::{ONE_WEB, Project, free_port, wait_for};
+
+const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
+
+/// One request the receiver was sent.
+#[derive(Debug, Clone)]
+struct Request {
+    headers: HashMap<String, String>,
+    body: String,
+    /// What the receiver answered (0: nothing).
+    answered: u16,
+}
+
+impl Request {
+    fn id(&self) -> &str {
+        &self.headers["webhook-id"]
+    }
+
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    requests: Vec<Request>,
+    /// Answer 500 to this many requests, then 200.
+    fail_next: usize,
+    /// Never answer (hold the connection open).
+    hang: bool,
+}
+
+/// A webhook receiver on 127.0.0.1:`port`, until dropped.
+struct Receiver {
+    state: Arc<Mutex<State>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Receiver {
+    fn start(port: u16, state: State) -> Receiver {
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let state = Arc::new(Mutex::new(state));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (state.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => {
+                        let (s, st) = (s.clone(), st.clone());
+                        std::thread::spawn(move || serve(conn, &s, &st));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        });
+        Receiver { state, stop }
+    }
+
+    fn url(port: u16) -> String {
+        format!("http://127.0.0.1:{port}/hook")
+    }
+
+    fn requests(&self) -> Vec<Request> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.requests().iter().map(|r| r.id().to_string()).collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// One request on `conn`: read it whole, record it, answer as told, close.
+fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
+    conn.set_nonblocking(false).unwrap();
+    let mut reader = BufReader::new(conn.try_clone().unwrap());
+    let mut headers = HashMap::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap_or(0);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+        }
+    }
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap_or(());
+    let answer = {
+        let mut s = state.lock().unwrap();
+        let answer = match (s.hang, s.fail_next) {
+            (true, _) => 0,
+            (false, 0) => 200,
+            (false, n) => {
+                s.fail_next = n - 1;
+                500
+            }
+        };
+        s.requests.push(Request {
+            headers,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            answered: answer,
+        });
+        answer
+    };
+    let mut conn = conn;
+    if answer == 0 {
+        // Hold the connection, answering nothing, until the sender gives up on it.
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        return;
+    }
+    let reason = if answer == 200 {
+        "OK"
+    } else {
+        "Internal Server Error"
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {answer} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+    );
+}
+
+/// ONE_WEB with a 3 s deadline (a failing gate ends soon) and one `[[notify]]` receiver.
+fn with_receiver(port: u16, notify: &str, version: &str) -> String {
+    format!(
+        "{}\n[[notify]]\nurl = \"{}\"\nsecret = \"{SECRET}\"\n{notify}\n",
+        ONE_WEB
+            .replace("healthy_deadline = \"10s\"", "healthy_deadline = \"3s\"")
+            .replace("VERSION = \"1\"", version),
+        Receiver::url(port)
+    )
+}
+
+/// `request` is signed by berth's secret as Standard Webhooks' own library signs.
+fn assert_signed(request: &Request) {
+    let ts: i64 = request.headers["webhook-timestamp"].parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!((now - ts).abs() < 300, "timestamp {ts} is not now ({now})");
+    let expected = standardwebhooks::Webhook::new(SECRET)
+        .unwrap()
+        .sign(request.id(), ts, request.body.as_bytes())
+        .unwrap();
+    assert_eq!(
+        request.headers["webhook-signature"], expected,
+        "{request:?}"
+    );
+}
+
+fn metric(d: &Daemon, line_start: &str) -> String {
+    let (_, text) = d.get("/metrics");
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_rolled_back_deploy_delivers_one_signed_event_and_recovered_follows_the_fix() {
+    let p = Project::new("notify-revert");
+    let port = free_port();
+    let receiver = Receiver::start(port, State::default());
+    p.write(&with_receiver(port, "", "VERSION = \"1\""));
+    let d = Daemon::build(&p).file().start();
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+
+    // A deploy whose container exits at once: its gate fails, the stack goes back.
+    p.edit(&with_receiver(
+        port,
+        "",
+        "VERSION = \"2\", FIXTURE_EXIT_AFTER = \"0\"",
+    ));
+    wait_for("the rolled-back event", Duration::from_secs(40), || {
+        !receiver.requests().is_empty()
+    });
+    // The poisoned desired state the next turns find is that same incident: no more.
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 1, "one event, once: {:?}", receiver.ids());
+    let event = &requests[0];
+    assert_eq!(event.id(), format!("{}:2:rolled-back", p.name));
+    assert_signed(event);
+    let v = event.json();
+    assert_eq!(v["type"], "berth.rolled-back", "{v}");
+    let data = &v["data"];
+    assert_eq!(data["project"], p.name.as_str());
+    assert_eq!(data["generation"], 2);
+    assert_eq!(data["reverted_to"], 1);
+    assert_eq!(data["failing_services"], serde_json::json!(["web"]));
+    assert_eq!(data["services"], serde_json::json!(["web"]));
+    assert!(
+        data["reason"].as_str().unwrap().contains("web"),
+        "the reason names the service: {data}"
+    );
+    assert!(
+        !event.body.contains(&Receiver::url(port)),
+        "the url is a secret"
+    );
+    assert_eq!(d.status()["status"], "blocked");
+
+    // The fix: a generation that passes its gate closes the incident.
+    p.edit(&with_receiver(port, "", "VERSION = \"3\""));
+    wait_for("the recovered event", Duration::from_secs(40), || {
+        receiver.requests().len() >= 2
+    });
+    let recovered = &receiver.requests()[1];
+    assert_eq!(recovered.id(), format!("{}:3:recovered", p.name));
+    assert_signed(recovered);
+    assert_eq!(recovered.json()["type"], "berth.recovered");
+    assert_eq!(
+        metric(&d, "berth_notifications_total{result=\"delivered\"}"),
+        "berth_notifications_total{result=\"delivered\"} 2"
+    );
+    assert_eq!(
+        metric(&d, "berth_notify_outbox_depth"),
+        "berth_notify_outbox_depth 0"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn a_receiver_that_answers_500_three_times_gets_the_event_once_more_with_the_same_id() {
+    let p = Project::new("notify-retry");
+    let port = free_port();
+    let receiver = Receiver::start(
+        port,
+        State {
+            fail_next: 3,
+            ..State::default()
+        },
+    );
+    p.write(&with_receiver(
+        port,
+        "events = [\"deployed\"]",
+        "VERSION = \"1\"",
+    ));
+    let d = Daemon::build(&p).file().start();
+    wait_for("four attempts", Duration::from_secs(60), || {
+        receiver.requests().len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let requests = receiver.requests();
+    let answers: Vec<u16> = requests.iter().map(|r| r.answered).collect();
+    assert_eq!(answers, [500, 500, 500, 200], "{:?}", receiver.ids());
+    let id = format!("{}:1:deployed", p.name);
+    for r in &requests {
+        assert_eq!(r.id(), id);
+        assert_signed(r);
+        assert_eq!(r.body, requests[0].body, "the same body on every attempt");
+    }
+    assert_eq!(
+        metric(&d, "berth_notifications_total{result=\"retried\"}"),
+        "berth_notifications_total{result=\"retried\"} 3"
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+#[test]
+fn with_the_receiver_down_a_killed_daemon_delivers_the_event_once_the_receiver_is_back() {
+    let p = Project::new("notify-kill");
+    let port = free_port();
+    p.write(&with_receiver(
+        port,
+        "events = [\"deployed\"]",
+        "VERSION = \"1\"",
+    ));
+    let mut first = Daemon::build(&p).file().start();
+    wait_for("the first converge", Duration::from_secs(30), || {
+        first.status()["status"] == "converged"
+    });
+    // Refused at least once, then killed outright.
+    wait_for("a refused attempt", Duration::from_secs(20), || {
+        metric(&first, "berth_notifications_total{result=\"retried\"}")
+            != "berth_notifications_total{result=\"retried\"} 0"
+    });
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = Daemon::build(&p).file().start();
+    let receiver = Receiver::start(port, State::default());
+    wait_for(
+        "the event after the restart",
+        Duration::from_secs(60),
+        || !receiver.requests().is_empty(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(receiver.ids(), [format!("{}:1:deployed", p.name)]);
+    assert_signed(&receiver.requests()[0]);
+    assert_eq!(second.stop(), 0);
+}
+
+#[test]
+fn a_failure_that_persists_is_sent_once_then_reminded_once_per_repeat_never_once_per_turn() {
+    let p = Project::new("notify-repeat");
+    let port = free_port();
+    let receiver = Receiver::start(port, State::default());
+    let good = with_receiver(port, "repeat = \"2s\"", "VERSION = \"1\"");
+    p.write(&good);
+    // A turn a second: a flood would show.
+    let d = Daemon::build(&p).file().args(&["--resync", "1s"]).start();
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    assert!(
+        receiver.requests().is_empty(),
+        "deployed is not sent by default"
+    );
+
+    p.edit(&good.replace("image = \"berth-fixture:test\"", "image = 12"));
+    wait_for("the blocked event", Duration::from_secs(20), || {
+        !receiver.requests().is_empty()
+    });
+    let since = Instant::now();
+    // Three reminder intervals.
+    std::thread::sleep(Duration::from_millis(6_900));
+    let ids = receiver.ids();
+    let blocked = format!("{}:1:blocked", p.name);
+    assert_eq!(ids[0], blocked, "{ids:?}");
+    assert_eq!(
+        ids.iter().filter(|i| **i == blocked).count(),
+        1,
+        "the event once: {ids:?}"
+    );
+    let reminders: Vec<&String> = ids.iter().skip(1).collect();
+    eprintln!("in {:?}: {ids:?}", since.elapsed());
+    assert!(
+        (2..=4).contains(&reminders.len()),
+        "one reminder per 2 s over 7 s: {ids:?}"
+    );
+    for (n, id) in reminders.iter().enumerate() {
+        assert_eq!(**id, format!("{blocked}:reminder:{}", n + 1));
+    }
+    let last = receiver.requests().last().unwrap().json();
+    assert_eq!(last["type"], "berth.blocked", "{last}");
+    assert!(
+        last["data"]["reminder"]["n"].as_i64().unwrap() >= 2,
+        "{last}"
+    );
+    assert!(
+        last["data"]["reason"].as_str().unwrap().contains("invalid"),
+        "{last}"
+    );
+
+    // Fixed: converged again, and the incident closes.
+    p.edit(&good);
+    wait_for("the recovered event", Duration::from_secs(20), || {
+        receiver.ids().contains(&format!("{}:1:recovered", p.name))
+    });
+    let count = receiver.requests().len();
+    std::thread::sleep(Duration::from_millis(4_500));
+    assert_eq!(
+        receiver.requests().len(),
+        count,
+        "no reminder after recovered: {:?}",
+        receiver.ids()
+    );
+    assert_eq!(d.stop(), 0);
+}
+
+/// Timings are printed, not asserted: the figures go in the report of the change.
+#[test]
+fn a_receiver_that_never_answers_does_not_slow_a_converge() {
+    fn converges(p: &Project, d: &Daemon, text: &dyn Fn(&str) -> String) -> Vec<f64> {
+        let mut took = Vec::new();
+        for n in 2..=4 {
+            let t0 = Instant::now();
+            p.edit(&text(&format!("VERSION = \"{n}\"")));
+            wait_for("the edit to converge", Duration::from_secs(40), || {
+                let s = d.status();
+                s["generation"] == n && s["status"] == "converged"
+            });
+            took.push(t0.elapsed().as_secs_f64());
+        }
+        took
+    }
+    fn recorded(p: &Project) -> Vec<i64> {
+        p.history()
+            .iter()
+            .filter_map(|g| Some(g["finished_ms"].as_i64()? - g["started_ms"].as_i64()?))
+            .collect()
+    }
+
+    let plain = Project::new("notify-plain");
+    let text = |v: &str| ONE_WEB.replace("VERSION = \"1\"", v);
+    plain.write(&text("VERSION = \"1\""));
+    let d = Daemon::build(&plain).file().start();
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    let without = converges(&plain, &d, &text);
+    assert_eq!(d.stop(), 0);
+
+    let p = Project::new("notify-hang");
+    let port = free_port();
+    let receiver = Receiver::start(
+        port,
+        State {
+            hang: true,
+            ..State::default()
+        },
+    );
+    let hanging = |v: &str| {
+        with_receiver(port, "events = [\"deployed\"]", v)
+            .replace("healthy_deadline = \"3s\"", "healthy_deadline = \"10s\"")
+    };
+    p.write(&hanging("VERSION = \"1\""));
+    let d = Daemon::build(&p).file().start();
+    wait_for("the first converge", Duration::from_secs(30), || {
+        d.status()["status"] == "converged"
+    });
+    let with = converges(&p, &d, &hanging);
+    assert!(
+        !receiver.requests().is_empty(),
+        "the receiver was sent events it never answered"
+    );
+    eprintln!(
+        "edit to converged (s), without notify: {without:.2?}; with a receiver that never answers: {with:.2?}"
+    );
+    eprintln!(
+        "recorded converge (ms), without: {:?}; with: {:?}",
+        recorded(&plain),
+        recorded(&p)
+    );
+    assert_eq!(d.stop(), 0);
+}
