@@ -34,7 +34,7 @@ use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE,
     MIGRATIONS_NODE, Service, Volume,
 };
-use crate::store::{Generation, StoreError, Timing, Timings, now_ms};
+use crate::store::{Cause, Evidence, Generation, StoreError, Timing, Timings, now_ms};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConvergeError {
@@ -145,10 +145,24 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// What [`execute`] did: how it ended, and per-service timings for the generation.
+/// What [`execute`] did: how it ended, per-service timings for the generation, and the
+/// evidence of each container that failed its gate or had died (to keep before anything
+/// else touches them).
 pub struct Executed {
     pub result: Result<(), Failure>,
     pub timings: Timings,
+    pub evidence: Vec<Evidence>,
+}
+
+impl Executed {
+    /// An execute that ended before any step ran.
+    fn before_any_step(result: Result<(), Failure>) -> Executed {
+        Executed {
+            result,
+            timings: Timings::new(),
+            evidence: Vec::new(),
+        }
+    }
 }
 
 /// How to carry a plan out.
@@ -258,10 +272,7 @@ pub async fn execute_pinned<R: Runtime>(
         desired,
         pins,
     } = pinned;
-    let failed = |reason: String| Executed {
-        result: Err(Failure::Gate(reason)),
-        timings: Timings::new(),
-    };
+    let failed = |reason: String| Executed::before_any_step(Err(Failure::Gate(reason)));
     if let Some(s) = desired
         .services
         .values()
@@ -273,18 +284,12 @@ pub async fn execute_pinned<R: Runtime>(
         )));
     }
     if the_plan.is_noop() && !gate_all {
-        return Ok(Executed {
-            result: Ok(()),
-            timings: Timings::new(),
-        });
+        return Ok(Executed::before_any_step(Ok(())));
     }
     let images = match pinned_images(rt, pins).await {
         Ok(i) => i,
         Err(e) if e.is_unreachable() => {
-            return Ok(Executed {
-                result: Err(Failure::of(e)),
-                timings: Timings::new(),
-            });
+            return Ok(Executed::before_any_step(Err(Failure::of(e))));
         }
         Err(e) => return Ok(failed(e.to_string())),
     };
@@ -376,7 +381,8 @@ pub async fn execute<R: Runtime>(
 ) -> Executed {
     let deadline = desired.rollout.progress_deadline;
     let mut timings = Timings::new();
-    let steps = execute_steps(rt, desired, plan, &how, &mut timings);
+    let evidence = std::sync::Mutex::new(Vec::new());
+    let steps = execute_steps(rt, desired, plan, &how, &mut timings, &evidence);
     let result = match tokio::time::timeout(deadline, steps).await {
         Ok(r) => r,
         Err(_) => Err(Failure::Gate(format!(
@@ -384,7 +390,11 @@ pub async fn execute<R: Runtime>(
             crate::spec::duration::format(deadline)
         ))),
     };
-    Executed { result, timings }
+    Executed {
+        result,
+        timings,
+        evidence: evidence.into_inner().expect("evidence lock"),
+    }
 }
 
 async fn execute_steps<R: Runtime>(
@@ -393,6 +403,7 @@ async fn execute_steps<R: Runtime>(
     plan: &Plan,
     how: &Execution<'_>,
     timings: &mut Timings,
+    evidence: &std::sync::Mutex<Vec<Evidence>>,
 ) -> Result<(), Failure> {
     remove_unwanted(rt, plan, how).await?;
     let networks = ensure_networks(rt, desired).await?;
@@ -417,6 +428,7 @@ async fn execute_steps<R: Runtime>(
         started_at: &started,
         // Followed from before the first start, so no gate misses an event.
         watch: &Watch::start(rt, &desired.project.name),
+        evidence,
     };
     let shared = &shared;
     let result = async {
@@ -578,6 +590,8 @@ struct Shared<'a, R> {
     started_at: &'a std::sync::Mutex<BTreeMap<String, i64>>,
     /// The project's events, for gates that judge only what the engine shows.
     watch: &'a Watch,
+    /// What failed or dead containers left behind, captured before they are touched.
+    evidence: &'a std::sync::Mutex<Vec<Evidence>>,
 }
 
 /// Does this level hold a dependent of the migrations step?
@@ -639,6 +653,7 @@ fn start_level<'a, R: Runtime>(
             started_at: shared.started_at,
             prepared: ahead.get(name).cloned(),
             watch: shared.watch,
+            evidence: shared.evidence,
         };
         running.push(Box::pin(async move {
             let Shared {
@@ -789,6 +804,8 @@ struct Gating<'a> {
     prepared: Option<Prep<'a>>,
     /// The project's events, for gates that judge only what the engine shows.
     watch: &'a Watch,
+    /// Where the evidence of a failed or dead container goes.
+    evidence: &'a std::sync::Mutex<Vec<Evidence>>,
 }
 
 /// One service's converge, to the end of its gate, named.
@@ -988,8 +1005,35 @@ async fn bring_up<R: Runtime>(
     step: &crate::plan::Step,
     how: &Execution<'_>,
     prepared: Option<Prep<'_>>,
+    evidence: &std::sync::Mutex<Vec<Evidence>>,
 ) -> Result<Option<(String, Option<Made>)>, Failure> {
     let report = how.report;
+    // A container of this very generation that died is restarted or replaced here (a
+    // repair): what it left behind is kept first, since a start overwrites how it ended
+    // and a recreate removes it. (One a revert replaces failed its gate, and was kept
+    // then.)
+    if let Some(old) = &step.container
+        && old.generation == u64::try_from(how.generation).ok()
+        && matches!(step.action, Action::Start | Action::Recreate)
+        && matches!(
+            old.state,
+            crate::runtime::ContainerState::Exited | crate::runtime::ContainerState::Dead
+        )
+    {
+        let kept = crate::evidence::capture(
+            rt,
+            crate::evidence::Subject {
+                generation: how.generation,
+                service: &s.name,
+                id: &old.id,
+                container: &old.name,
+                cause: Cause::Died,
+                probe: None,
+            },
+        )
+        .await;
+        evidence.lock().expect("evidence lock").push(kept);
+    }
     let existing = || {
         step.container
             .as_ref()
@@ -1043,6 +1087,7 @@ async fn converge_service<R: Runtime>(
         started_at,
         prepared,
         watch,
+        evidence,
     } = gating;
     let report = how.report;
     let step = plan
@@ -1050,7 +1095,7 @@ async fn converge_service<R: Runtime>(
         .expect("every desired service has a step");
     let t0 = now_ms();
     let has_healthcheck = how.images.get(&s.image).is_some_and(|i| i.1);
-    let (id, made) = match bring_up(rt, s, step, how, prepared).await {
+    let (id, made) = match bring_up(rt, s, step, how, prepared, evidence).await {
         Ok(Some(up)) => up,
         Ok(None) => return Ok(Timing::of("noop")),
         Err(f) => {
@@ -1102,8 +1147,27 @@ async fn converge_service<R: Runtime>(
             report.service(&s.name, "engine unreachable while gating");
             Err((Failure::Unreachable { context, message }, begun))
         }
-        GateOutcome::Failed { reason } => {
+        GateOutcome::Failed { reason, probe } => {
             report.service(&s.name, "FAILED its gate");
+            // Kept before the revert removes the container; its last words go into the
+            // reason, so the short cause is what a person reads first.
+            let kept = crate::evidence::capture(
+                rt,
+                crate::evidence::Subject {
+                    generation: how.generation,
+                    service: &s.name,
+                    id: &id,
+                    container: &s.container_name,
+                    cause: Cause::GateFailed,
+                    probe: Some(probe),
+                },
+            )
+            .await;
+            let reason = match crate::evidence::last_line(&kept) {
+                Some(line) => format!("{reason}; {line}"),
+                None => reason,
+            };
+            evidence.lock().expect("evidence lock").push(kept);
             Err((
                 Failure::Gate(reason),
                 Timing {

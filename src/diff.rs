@@ -401,6 +401,7 @@ fn other_fields(a: &Service, b: &Service) -> Vec<String> {
         profiles,
         extra_hosts,
         pull_policy,
+        mem_limit,
     } = a;
     [
         ("build", *build != b.build),
@@ -416,6 +417,7 @@ fn other_fields(a: &Service, b: &Service) -> Vec<String> {
         ("profiles", *profiles != b.profiles),
         ("extra_hosts", *extra_hosts != b.extra_hosts),
         ("pull_policy", *pull_policy != b.pull_policy),
+        ("mem_limit", *mem_limit != b.mem_limit),
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)

@@ -82,18 +82,14 @@ impl Drop for Watch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum GateOutcome {
     /// Healthy `after` its start, and stayed so for min_healthy_time.
-    Passed {
-        after: Duration,
-        probe: String,
-    },
+    Passed { after: Duration, probe: String },
     Failed {
         reason: String,
+        /// The probe's last result, as `probe: result`, kept with the evidence.
+        probe: String,
     },
     /// The engine stopped answering: the gate could not be judged.
-    Unreachable {
-        context: String,
-        message: String,
-    },
+    Unreachable { context: String, message: String },
 }
 
 /// The probe a service is gated on: its own, else its image's HEALTHCHECK, else none
@@ -310,6 +306,7 @@ impl<'a> GateRun<'a> {
                     self.probe_name,
                     self.last.detail
                 ),
+                probe: self.last_probe(),
             });
         }
         None
@@ -331,6 +328,11 @@ impl<'a> GateRun<'a> {
         }
     }
 
+    /// The probe's last result, for the evidence.
+    fn last_probe(&self) -> String {
+        format!("{}: {}", self.probe_name, self.last.detail)
+    }
+
     /// The container is over: say how, how soon after the start, and what the probe last
     /// saw.
     fn over(&self, what: &str) -> GateOutcome {
@@ -342,6 +344,7 @@ impl<'a> GateRun<'a> {
                 self.probe_name,
                 self.last.detail
             ),
+            probe: self.last_probe(),
         }
     }
 }

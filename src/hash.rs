@@ -26,6 +26,9 @@ struct Hashed<'a> {
     /// Left out when empty, so hashes of services without it did not change.
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     extra_hosts: &'a [String],
+    /// Left out when unset, likewise: a changed limit recreates the container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mem_limit: &'a Option<u64>,
 }
 
 /// The config hash of a service, hex encoded.
@@ -44,6 +47,7 @@ pub fn config_hash(s: &Service) -> String {
         working_dir: &s.working_dir,
         container_name: &s.container_name,
         extra_hosts: &s.extra_hosts,
+        mem_limit: &s.mem_limit,
     };
     let json = serde_json::to_vec(&h).expect("service spec serializes");
     format!("{:x}", Sha256::digest(json))
@@ -101,7 +105,24 @@ mod tests {
             health: None,
             extra_hosts: vec![],
             pull_policy: Default::default(),
+            mem_limit: None,
         }
+    }
+
+    #[test]
+    fn a_memory_limit_changes_the_hash_and_no_limit_keeps_the_old_one() {
+        let unlimited = config_hash(&svc());
+        let mut b = svc();
+        b.mem_limit = Some(64 * 1024 * 1024);
+        assert_ne!(config_hash(&b), unlimited);
+        // Hashes of services written before mem_limit existed do not move.
+        assert_eq!(
+            unlimited,
+            config_hash(&Service {
+                mem_limit: None,
+                ..svc()
+            })
+        );
     }
 
     #[test]

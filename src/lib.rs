@@ -37,6 +37,8 @@
 //!   through gzip to a checked private file with retention; and the restore into a fresh
 //!   database that is then swapped in.
 //! - [`store`]: generations in SQLite (sqlx), with their own schema migrations.
+//! - [`evidence`]: what a failed or dead container leaves behind (last log lines, how it
+//!   ended, its health runs), read before it is removed and kept on its generation.
 //! - [`diff`]: what changed between two generations, for `berth diff` and notifications.
 //! - [`redact`]: secrets never reach output; [`text`]: a container's text is one
 //!   bounded line before it reaches a terminal, the journal or the notify socket.
@@ -66,6 +68,7 @@ pub mod converge;
 pub mod daemon;
 pub mod diag;
 pub mod diff;
+pub mod evidence;
 pub mod exit;
 pub mod gate;
 pub mod git;

@@ -416,6 +416,27 @@ async fn resume<R: Runtime>(
     }
 }
 
+/// Keep what failed or dead containers left behind on generation `on`, before a revert
+/// or the next turn touches the stack again.
+async fn keep_evidence(
+    store: &Store,
+    project: &str,
+    on: i64,
+    executed: &Executed,
+) -> Result<(), ConvergeError> {
+    let kept: Vec<_> = executed
+        .evidence
+        .iter()
+        .cloned()
+        .map(|mut e| {
+            e.generation = on;
+            e
+        })
+        .collect();
+    store.add_evidence(project, &kept).await?;
+    Ok(())
+}
+
 /// Record how a generation's converge ended, and revert the stack when a gate failed.
 async fn conclude<R: Runtime>(
     rt: &R,
@@ -426,7 +447,10 @@ async fn conclude<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
-    let Executed { result, timings } = executed;
+    keep_evidence(store, &desired.project.name, generation, &executed).await?;
+    let Executed {
+        result, timings, ..
+    } = executed;
     let reason = match result {
         Ok(()) => {
             store
@@ -581,6 +605,7 @@ async fn revert<R: Runtime>(
         shutdown,
     )
     .await?;
+    keep_evidence(store, &failed.project, failed.id, &reverted).await?;
     match reverted.result {
         Ok(()) if schema.not_undone().is_some() => {
             let why = format!(
@@ -742,6 +767,7 @@ async fn repair<R: Runtime>(
         shutdown,
     )
     .await?;
+    keep_evidence(store, &running.project, running.id, &executed).await?;
     match executed.result {
         Ok(()) => {
             for s in &drifted {
@@ -785,6 +811,7 @@ async fn finish_plain(
     executed: Executed,
     ok: Outcome,
 ) -> Result<ApplyOutcome, ConvergeError> {
+    keep_evidence(store, &g.project, g.id, &executed).await?;
     if let Err(Failure::Unreachable { context, message }) = &executed.result {
         return unanswered(store, g.id, &executed.timings, context, message).await;
     }

@@ -3,7 +3,7 @@
 
 use crate::reconcile::ApplyOutcome;
 use crate::redact::Redactor;
-use crate::store::{Event, Generation, format_ms};
+use crate::store::{Event, Evidence, Generation, format_ms};
 
 /// What a converging command (apply, rollback, down) ended with, for a person.
 pub(super) fn print_outcome(project: &str, outcome: &ApplyOutcome, redactor: &Redactor) {
@@ -168,6 +168,8 @@ pub(super) struct HistoryRow {
     /// What else happened to it: a migration job's runs (with their output), a backup
     /// restored by its revert.
     pub events: Vec<Event>,
+    /// What its failed or dead containers left behind.
+    pub evidence: Vec<Evidence>,
 }
 
 /// `berth history --json`: each generation with its count of drift repairs and its
@@ -179,6 +181,7 @@ pub(super) fn history_json(shown: &[HistoryRow]) -> serde_json::Result<String> {
             let mut v = serde_json::to_value(&s.generation).expect("generation serializes");
             v["repairs"] = s.repairs.into();
             v["events"] = serde_json::to_value(&s.events).expect("events serialize");
+            v["evidence"] = serde_json::to_value(&s.evidence).expect("evidence serializes");
             v
         })
         .collect();
@@ -222,6 +225,72 @@ pub(super) fn history_table(shown: &[HistoryRow]) -> String {
         ],
         rows,
     )
+}
+
+/// `berth history N`: one generation's row, then what happened to it and the evidence
+/// its failed or dead containers left (their last `lines` log lines each; `berth logs
+/// --generation N` prints all that was kept).
+pub(super) fn generation_detail(s: &HistoryRow, lines: usize) -> String {
+    let mut out = history_table(std::slice::from_ref(s));
+    for e in &s.events {
+        out += &format!(
+            "{}  {}{}: {}\n",
+            format_ms(e.at_ms),
+            e.kind,
+            e.service
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            e.message
+        );
+    }
+    for e in &s.evidence {
+        out += &evidence_block(e, lines);
+    }
+    out
+}
+
+/// One container's evidence: how it ended, its health runs and probe, its last lines.
+pub(super) fn evidence_block(e: &Evidence, lines: usize) -> String {
+    let ended = match (e.running, e.exit_code) {
+        (true, _) | (false, None) => "still running".to_string(),
+        (false, Some(code)) if e.oom_killed => format!("exited code {code}, OOM killed"),
+        (false, Some(code)) => format!("exited code {code}"),
+    };
+    let why = match e.why {
+        crate::store::Cause::GateFailed => "failed its gate",
+        crate::store::Cause::Died => "died",
+    };
+    let mut out = format!(
+        "\n== {} ({}, {why}; {ended}; restarts {}; captured {})\n",
+        e.service,
+        e.container,
+        e.restart_count,
+        format_ms(e.captured_ms)
+    );
+    if let Some(t) = &e.started_at {
+        out += &format!("started:  {t}\n");
+    }
+    if let Some(t) = &e.finished_at {
+        out += &format!("finished: {t}\n");
+    }
+    if let Some(p) = &e.probe {
+        out += &format!("probe:    {p}\n");
+    }
+    for h in &e.health {
+        out += &format!("health:   {} exit {}: {}\n", h.end, h.exit_code, h.output);
+    }
+    let from = e.lines.len().saturating_sub(lines);
+    if from > 0 {
+        out += &format!(
+            "({} earlier lines kept: berth logs --generation {})\n",
+            from, e.generation
+        );
+    }
+    for l in &e.lines[from..] {
+        out += &format!("{} | {l}\n", e.service);
+    }
+    out
 }
 
 /// A commit as people read it: its first 12 hex digits.

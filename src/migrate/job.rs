@@ -195,6 +195,7 @@ fn empty_service() -> Service {
         health: None,
         extra_hosts: Vec::new(),
         pull_policy: Default::default(),
+        mem_limit: None,
     }
 }
 

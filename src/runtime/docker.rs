@@ -585,6 +585,19 @@ impl Runtime for DockerRuntime {
             }
         })?;
         let state = c.state.unwrap_or_default();
+        let health_log = state
+            .health
+            .as_ref()
+            .and_then(|h| h.log.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| super::HealthRun {
+                start: r.start.map(|t| t.to_string()).unwrap_or_default(),
+                end: r.end.map(|t| t.to_string()).unwrap_or_default(),
+                exit_code: r.exit_code.unwrap_or_default(),
+                output: crate::text::one_line(&r.output.unwrap_or_default(), 500),
+            })
+            .collect();
         let ip = c
             .network_settings
             .and_then(|n| n.networks)
@@ -605,6 +618,8 @@ impl Runtime for DockerRuntime {
                 .map(HealthState::from),
             ip,
             started_at: state.started_at,
+            finished_at: state.finished_at.filter(|t| !t.starts_with("0001-01-01")),
+            health_log,
         })
     }
 
@@ -900,6 +915,7 @@ fn container_body(
             restart_policy: Some(restart_policy(&s.restart)),
             network_mode: Some(first_network.clone()),
             extra_hosts: (!s.extra_hosts.is_empty()).then(|| s.extra_hosts.clone()),
+            memory: s.mem_limit.map(|m| m as i64),
             ..Default::default()
         }),
         networking_config: Some(NetworkingConfig {

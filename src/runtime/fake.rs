@@ -601,6 +601,8 @@ impl Runtime for FakeRuntime {
             health: None,
             ip: Some("10.0.0.1".into()),
             started_at: None,
+            finished_at: None,
+            health_log: Vec::new(),
         })
     }
 

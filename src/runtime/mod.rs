@@ -164,6 +164,20 @@ pub struct ContainerDetails {
     /// The container's address on the project network, used by tcp/http probes.
     pub ip: Option<String>,
     pub started_at: Option<String>,
+    /// When its last run ended (the engine's RFC 3339 time); None while it has not.
+    pub finished_at: Option<String>,
+    /// The HEALTHCHECK's last runs as the engine keeps them (at most five), oldest first.
+    pub health_log: Vec<HealthRun>,
+}
+
+/// One run of a container's HEALTHCHECK, as the engine recorded it.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HealthRun {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    /// What the check printed: the container's words, kept as one bounded line.
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -375,6 +375,10 @@ pub struct Service {
     /// When to pull the image from its registry (compose's `pull_policy`).
     #[serde(default)]
     pub pull_policy: PullPolicy,
+    /// The container's memory limit in bytes (`mem_limit`); the kernel's OOM killer
+    /// ends it past this. None: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<u64>,
 }
 
 /// When berth pulls a service's image (compose's `pull_policy`).

@@ -11,11 +11,13 @@ use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions};
 
-mod outbox;
-pub use outbox::Delivery;
-
+mod evidence;
+pub use evidence::{Cause, Evidence};
 mod timing;
 pub use timing::{Timing, Timings};
+
+mod outbox;
+pub use outbox::Delivery;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -37,6 +37,7 @@ impl Resolver<'_> {
         let health = raw.health.as_ref().and_then(|h| self.health(src, h));
         let extra_hosts = self.extra_hosts(src, raw);
         let pull_policy = self.pull_policy(src, raw);
+        let mem_limit = raw.mem_limit.as_ref().and_then(|m| self.mem_limit(src, m));
         Some(Service {
             name,
             image,
@@ -57,7 +58,41 @@ impl Resolver<'_> {
             health,
             extra_hosts,
             pull_policy,
+            mem_limit,
         })
+    }
+
+    /// `mem_limit`: a size as Docker and Compose write it (`512m`, `1g`, `1.5GiB`,
+    /// `268435456`). A single letter means a binary unit, as Docker reads it.
+    fn mem_limit(&mut self, src: &Source, raw: &S) -> Option<u64> {
+        let v = self.string(src, raw)?;
+        let t = v.trim();
+        let docker_form = match t.char_indices().last() {
+            Some((i, c)) if matches!(c.to_ascii_lowercase(), 'k' | 'm' | 'g' | 't') => {
+                format!("{}{}iB", &t[..i], c.to_ascii_uppercase())
+            }
+            _ => t.to_string(),
+        };
+        match docker_form.parse::<bytesize::ByteSize>() {
+            // Docker's own floor: a smaller limit is refused when the container is made.
+            Ok(b) if b.as_u64() >= 6 * 1024 * 1024 => Some(b.as_u64()),
+            Ok(_) => {
+                self.err(
+                    src,
+                    raw.span(),
+                    format!("mem_limit {v:?} is below Docker's minimum of 6 MiB"),
+                );
+                None
+            }
+            Err(_) => {
+                self.err(
+                    src,
+                    raw.span(),
+                    format!("bad mem_limit {v:?}: use a size such as \"512m\" or \"1g\""),
+                );
+                None
+            }
+        }
     }
 
     /// The image: as written, or the tag berth makes for a build (`PROJECT-NAME:latest`).
