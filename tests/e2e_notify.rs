@@ -459,3 +459,53 @@ fn a_receiver_that_never_answers_does_not_slow_a_converge() {
     );
     assert_eq!(d.stop(), 0);
 }
+
+#[test]
+fn notify_test_prints_each_receivers_answer_and_flush_delivers_what_apply_recorded() {
+    let p = Project::new("notify-cli");
+    let (up, down) = (free_port(), free_port());
+    let receiver = Receiver::start(up, State::default());
+    p.write(&format!(
+        "{}\n[[notify]]\nurl = \"{}\"\nevents = [\"deployed\"]\n",
+        with_receiver(up, "events = [\"deployed\"]", "VERSION = \"1\""),
+        Receiver::url(down)
+    ));
+    let run = p.berth(&["notify", "test"]);
+    assert_eq!(run.code, 1, "one receiver is down");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("receiver 1 http://127.0.0.1:{up}/… (standard, signed): 200 OK: ok")
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "receiver 2 http://127.0.0.1:{down}/… (standard, unsigned): cannot connect"
+        )),
+        "{}",
+        lines[1]
+    );
+    let test = &receiver.requests()[0];
+    assert_signed(test);
+    assert_eq!(test.json()["type"], "berth.test");
+
+    // `apply` records the event and delivers nothing; `flush` delivers it.
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    assert_eq!(receiver.requests().len(), 1, "apply only records");
+    let run = p.berth(&["notify", "flush"]);
+    assert_eq!(run.code, 1, "the receiver that is down did not take it");
+    let deployed = format!("{}:1:deployed", p.name);
+    assert!(
+        run.stdout.contains(&format!(
+            "{deployed} to http://127.0.0.1:{up}/…: 200 OK: ok (delivered)"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("1 still waiting in the outbox"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(receiver.ids()[1], deployed);
+    assert_signed(&receiver.requests()[1]);
+}
