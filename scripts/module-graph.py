@@ -18,18 +18,20 @@ from collections import defaultdict
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
 
-# Lower layers first. A module not listed is its parent's layer.
+# Lower layers first. A module not listed is its parent's layer; a listed submodule
+# (`notify::send`) has its own.
 LAYERS = [
     ["diag", "text", "redact", "shutdown", "report", "graph", "exit"],
+    ["notify"],
     ["spec"],
     ["hash", "build_context"],
     ["runtime", "probe"],
     ["store", "lock"],
-    ["observe", "plan", "images", "build_context", "preflight", "check", "gate"],
+    ["observe", "plan", "images", "preflight", "check", "gate", "evidence", "logs", "notify::send"],
     ["migrate", "backup"],
     ["converge"],
     ["reconcile"],
-    ["status"],
+    ["status", "diff"],
     ["git"],
     ["daemon"],
     ["cli", "bin", "cmd"],
@@ -37,10 +39,13 @@ LAYERS = [
 
 
 def layer_of(module):
-    top = module.split("::")[0]
-    for i, names in enumerate(LAYERS):
-        if top in names:
-            return i
+    """The layer of the longest listed prefix of `module` (`a::b::c`: `a::b`, then `a`)."""
+    parts = module.split("::")
+    for n in range(len(parts), 0, -1):
+        prefix = "::".join(parts[:n])
+        for i, names in enumerate(LAYERS):
+            if prefix in names:
+                return i
     return None
 
 
