@@ -242,7 +242,7 @@ if [ $# -ge 2 ]; then
     if [[ "$a" == n/a || "$b" == n/a ]]; then
       printf 'growth %s/%s: %-10s n/a (no successful run at one size)\n' "$2" "$1" "$s"
     else
-      awk -v a="$a" -v b="$b" -v s="$s" -v x="$2/$1" 'BEGIN { printf "growth %s: %-10s %.2fx (medians %.2f -> %.2f s)%s\n", x, s, b / a, a, b, (s == "berth" ? "  (issue 12 target: 2.2 or less)" : "") }'
+      awk -v a="$a" -v b="$b" -v s="$s" -v x="$2/$1" 'BEGIN { printf "growth %s: %-10s %.2fx (medians %.2f -> %.2f s)%s\n", x, s, b / a, a, b, (s == "berth" ? "  (target: 2.2 or less)" : "") }'
     fi
   done
 fi

@@ -339,7 +339,7 @@ print(t["create_ms"], t["created_ms"])' "$s" <<<"$hist") || die "no create_ms/cr
 done
 printf '  median: apply %s ms | critical path %s ms | overhead %s ms = %s %%\n' \
   "$(median "${C_WALL[@]}")" "$(mediani "${C_CP[@]}")" "$(median "${C_OVH[@]}")" "$(median "${C_PCT[@]}")"
-printf '  median: floor %s ms | apply / floor = %s (issue 12 target: 1.10 or less)\n' \
+printf '  median: floor %s ms | apply / floor = %s (target: 1.10 or less)\n' \
   "$(mediani "${C_FLOOR[@]}")" "$(printf '%s\n' "${C_FRATIO[@]}" | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }')"
 STATE3="$WORK/three-tier/state-$COLD_RUNS.db"
 
