@@ -60,7 +60,8 @@ pub enum Command {
     /// all pass (1 otherwise).
     Check(cmd::check::Args),
     /// The project's containers' output, a `name |` prefix per service; `-f` follows it,
-    /// also the containers a converge creates meanwhile, until Ctrl-C.
+    /// also the containers a converge creates meanwhile, until Ctrl-C. `--generation N`:
+    /// what was kept of generation N's failed containers (their last lines, how they ended).
     Logs(cmd::logs::Args),
     /// The controller daemon (what the systemd unit runs): converge whenever the desired
     /// state changes, repair drift from the engine's events, resync periodically. SIGTERM

@@ -180,3 +180,80 @@ fn logs_follow_keeps_reading_a_service_recreated_while_it_runs_and_shows_no_secr
         "{text}\n{stderr}"
     );
 }
+
+/// `web` with no restart policy and a window long enough to die inside, so a version
+/// that exits fails its gate and is rolled back.
+const DIES: &str = r#"
+[project]
+name = "{project}"
+[rollout]
+healthy_deadline = "10s"
+min_healthy_time = "3s"
+[services.web]
+image = "berth-fixture:test"
+restart = "no"
+environment = { VERSION = "1" }
+health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
+"#;
+
+#[test]
+fn logs_generation_prints_the_last_200_lines_captured_for_a_failed_generation() {
+    let p = Project::new("logsgen");
+    p.write(DIES);
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    p.write(&DIES.replace(
+        r#"VERSION = "1""#,
+        r#"VERSION = "2", FIXTURE_PRINT_LINES = "500", FIXTURE_HEALTHY_FOR = "0.5", FIXTURE_EXIT_CODE = "3""#,
+    ));
+    assert_eq!(p.berth(&["apply"]).code, 3, "generation 2 is rolled back");
+
+    let run = p.berth(&["logs", "--generation", "2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header = format!("== web (container {}", p.container("web"));
+    assert!(lines[0].starts_with(&header), "{}", lines[0]);
+    assert!(
+        lines[0].contains("gate failed, exited code 3, captured 20"),
+        "{}",
+        lines[0]
+    );
+    let body = &lines[1..];
+    assert_eq!(body.len(), 200, "the last 200 lines:\n{}", run.stdout);
+    assert!(body.iter().all(|l| l.starts_with("web | ")), "{body:?}");
+    assert!(body.contains(&"web | line 500 of 500"), "{body:?}");
+    assert!(
+        !body.contains(&"web | line 1 of 500"),
+        "only the end is kept"
+    );
+    assert!(body.last().unwrap().contains("code=3"), "{body:?}");
+    assert!(!run.stdout.contains('\x1b'), "not a terminal: no colour");
+
+    // One service named: the same; one without evidence, or a generation without any, or
+    // one that is not there: an error that says which.
+    assert_eq!(
+        p.berth(&["logs", "--generation", "2", "web"]).stdout,
+        run.stdout
+    );
+    let other = p.berth(&["logs", "--generation", "2", "db"]);
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("no evidence of db (it has: web)"),
+        "{}",
+        other.stderr
+    );
+    let healthy = p.berth(&["logs", "--generation", "1"]);
+    assert_eq!(healthy.code, 1);
+    assert!(
+        healthy.stderr.contains("generation 1 of project")
+            && healthy.stderr.contains("(healthy) has no evidence"),
+        "{}",
+        healthy.stderr
+    );
+    let missing = p.berth(&["logs", "--generation", "99"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("generation 99 does not exist"),
+        "{}",
+        missing.stderr
+    );
+}

@@ -1,9 +1,10 @@
 //! `berth logs`: the project's containers' output, as `docker compose logs` shows it: a
 //! `name |` prefix per service, padded to one width and coloured per service on a
 //! terminal, plain `name | line` otherwise. `-f` follows, also the containers a converge
-//! creates meanwhile, until Ctrl-C.
+//! creates meanwhile, until Ctrl-C. `--generation N` shows instead what was captured of
+//! generation N's failed or dead containers (docs/design.md §13), from the state store.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use crate::exit::OK as EXIT_OK;
 use crate::logs::{Request, Shown};
 use crate::runtime::LogOptions;
 use crate::shutdown::Shutdown;
+use crate::store::{Cause, Evidence, Store, format_ms};
 
 /// `berth logs`'s flags. `-f` is `--follow` here, as in `docker logs` and `docker compose
 /// logs`; the desired state is named with `--file` (or `BERTH_FILE`).
@@ -38,6 +40,10 @@ pub struct Args {
     /// Never colour the prefixes (also when `NO_COLOR` is set, or not on a terminal).
     #[arg(long)]
     pub no_color: bool,
+    /// Show what was captured of generation N's failed or dead containers (their last
+    /// log lines and how they ended), from the state store, instead of the engine's logs.
+    #[arg(long, value_name = "N", conflicts_with_all = ["follow", "since", "tail", "timestamps"])]
+    pub generation: Option<i64>,
     /// Desired state: a TOML file or a directory of *.toml files.
     #[arg(long = "file", env = "BERTH_FILE", default_value = "desired-state")]
     pub file: PathBuf,
@@ -74,7 +80,11 @@ fn parse_since(s: &str) -> Result<SystemTime, String> {
     })
 }
 
-pub async fn run(args: Args, _state_path: &Path) -> anyhow::Result<i32> {
+pub async fn run(args: Args, state_path: &Path) -> anyhow::Result<i32> {
+    let colour = !args.no_color && colour_wanted();
+    if let Some(generation) = args.generation {
+        return evidence(generation, &args.services, state_path, colour).await;
+    }
     let file_args = FileArgs {
         file: args.file.clone(),
         profiles: args.profiles.clone(),
@@ -96,7 +106,6 @@ pub async fn run(args: Args, _state_path: &Path) -> anyhow::Result<i32> {
     } else {
         request.services.iter().map(String::as_str).collect()
     };
-    let colour = !args.no_color && colour_wanted();
     let mut prefix = Prefixer::new(names, colour);
     let shutdown = Shutdown::on_signals();
     let mut out = std::io::stdout().lock();
@@ -117,6 +126,97 @@ pub async fn run(args: Args, _state_path: &Path) -> anyhow::Result<i32> {
         anyhow::bail!("writing the logs to stdout: {e}");
     }
     Ok(EXIT_OK)
+}
+
+/// `berth logs --generation N [SERVICE…]`: a header per container captured, then its
+/// lines behind the same prefix as the engine's logs.
+async fn evidence(
+    generation: i64,
+    services: &[String],
+    state_path: &Path,
+    colour: bool,
+) -> anyhow::Result<i32> {
+    let store = Store::open(state_path).await?;
+    let mut found = None;
+    for project in store.projects().await? {
+        if let Some(g) = store.get(&project, generation).await? {
+            found = Some(g);
+            break;
+        }
+    }
+    let Some(g) = found else {
+        anyhow::bail!(
+            "generation {generation} does not exist in the state store {}",
+            state_path.display()
+        );
+    };
+    let all = store.evidence(generation).await?;
+    if all.is_empty() {
+        anyhow::bail!(
+            "generation {generation} of project {:?} ({}) has no evidence: it is kept only when a container fails its gate or dies",
+            g.project,
+            g.outcome
+        );
+    }
+    let shown: Vec<&Evidence> = all
+        .iter()
+        .filter(|e| services.is_empty() || services.contains(&e.service))
+        .collect();
+    if shown.is_empty() {
+        let kept: BTreeSet<&str> = all.iter().map(|e| e.service.as_str()).collect();
+        anyhow::bail!(
+            "generation {generation} has no evidence of {} (it has: {})",
+            services.join(", "),
+            kept.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    // Kept already redacted; redacted again with the generation's own secrets, as
+    // `history` does its reasons: what reaches the screen is never only the capture's word.
+    let redactor = g.desired().map(|d| d.redactor()).unwrap_or_default();
+    let mut prefix = Prefixer::new(shown.iter().map(|e| e.service.as_str()), colour);
+    let mut out = std::io::stdout().lock();
+    for e in shown {
+        let head = format!(
+            "{}{}{}",
+            prefix.colour_start(&e.service),
+            header(e),
+            prefix.colour_end()
+        );
+        let mut lines = vec![head];
+        for l in &e.lines {
+            let text = crate::logs::safe_text(&redactor, l);
+            lines.push(format!("{}{text}", prefix.prefix(&e.service)));
+        }
+        for line in lines {
+            match writeln!(out, "{line}") {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(EXIT_OK),
+                Err(e) => anyhow::bail!("writing the evidence to stdout: {e}"),
+            }
+        }
+    }
+    Ok(EXIT_OK)
+}
+
+/// `== web (container p-web, gate failed, exited code 3, captured 2026-12-07 10:00:00 UTC)`.
+fn header(e: &Evidence) -> String {
+    let why = match e.why {
+        Cause::GateFailed => "gate failed",
+        Cause::Died => "died",
+    };
+    let ended = match (e.running, e.exit_code) {
+        (true, _) => "still running".to_string(),
+        (false, Some(code)) if e.oom_killed => format!("exited code {code}, OOM-killed"),
+        (false, Some(code)) => format!("exited code {code}"),
+        (false, None) if e.oom_killed => "OOM-killed".to_string(),
+        (false, None) => "not running".to_string(),
+    };
+    format!(
+        "== {} (container {}, {why}, {ended}, captured {})",
+        crate::text::escaped(&e.service),
+        crate::text::escaped(&e.container),
+        format_ms(e.captured_ms)
+    )
 }
 
 /// Colours on a terminal, unless `NO_COLOR` asks for none (no-color.org).
@@ -154,6 +254,20 @@ impl Prefixer {
     fn colour_of(&mut self, service: &str) -> &'static str {
         let next = PALETTE[self.colours.len() % PALETTE.len()];
         self.colours.entry(service.to_string()).or_insert(next)
+    }
+
+    /// Where a header in `service`'s colour begins (nothing without colours).
+    fn colour_start(&mut self, service: &str) -> String {
+        if self.colour {
+            format!("\x1b[{}m", self.colour_of(service))
+        } else {
+            String::new()
+        }
+    }
+
+    /// Where a coloured header ends.
+    fn colour_end(&self) -> &'static str {
+        if self.colour { "\x1b[0m" } else { "" }
     }
 
     /// The prefix of a line of `service`: `web   | `.
@@ -224,6 +338,36 @@ mod tests {
         assert_eq!(p.prefix("db"), db);
         // A later service takes the next colour.
         assert!(p.prefix("cache").starts_with("\x1b[32m"));
+    }
+
+    #[test]
+    fn an_evidence_header_says_whose_it_is_how_it_ended_and_when() {
+        let mut e = Evidence {
+            generation: 2,
+            service: "web".into(),
+            container: "p-web".into(),
+            why: Cause::GateFailed,
+            captured_ms: 1796637600000,
+            running: false,
+            exit_code: Some(3),
+            oom_killed: false,
+            restart_count: 0,
+            started_at: None,
+            finished_at: None,
+            health: vec![],
+            probe: None,
+            lines: vec![],
+        };
+        assert_eq!(
+            header(&e),
+            "== web (container p-web, gate failed, exited code 3, captured 2026-12-07 10:00:00 UTC)"
+        );
+        e.why = Cause::Died;
+        e.exit_code = Some(137);
+        e.oom_killed = true;
+        assert!(header(&e).contains("died, exited code 137, OOM-killed,"));
+        e.running = true;
+        assert!(header(&e).contains("still running"));
     }
 
     #[test]
