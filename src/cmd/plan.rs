@@ -7,7 +7,6 @@ use crate::cmd::{FileArgs, connect, load};
 use crate::exit::OK as EXIT_OK;
 use crate::observe::observe;
 use crate::plan::plan;
-use crate::runtime::docker::DockerRuntime;
 use crate::store::Store;
 
 pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
@@ -20,7 +19,7 @@ pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
     let p = plan(&d, &observed);
     print!("{}", d.redactor().text(&p.to_string()));
     if let Some(m) = &d.migrations
-        && let Some(line) = plan_migrations(&rt, &d, m).await
+        && let Some(line) = crate::migrate::step::would_run(&rt, &d, m).await
     {
         println!("{}", d.redactor().text(&line));
     }
@@ -47,51 +46,4 @@ pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
         }
     }
     Ok(EXIT_OK)
-}
-
-/// `berth plan`'s line about the schema: asked of the running database container (at its
-/// address on the project network), or why it cannot tell; None when none would run.
-async fn plan_migrations(
-    rt: &DockerRuntime,
-    d: &crate::spec::DesiredState,
-    m: &crate::spec::Migrations,
-) -> Option<String> {
-    use crate::migrate::step;
-    let cannot = |why: String| Some(format!("migrations: cannot tell which would run ({why})"));
-    let url = match step::database_url(rt, d, m).await {
-        Ok(url) => url,
-        Err(e) => return cannot(e.to_string()),
-    };
-    let source = match crate::migrate::Runner::of(m) {
-        crate::migrate::Runner::Directory { source, .. } => source,
-        crate::migrate::Runner::Job(job) => {
-            let revision = tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                crate::migrate::job::revision(&url, &job.version_table),
-            )
-            .await;
-            return match revision {
-                Ok(Ok(rev)) => Some(format!(
-                    "migrations: job `{}` in {} when its image has not run to revision {rev} before (database at revision {rev})",
-                    job.upgrade.join(" "),
-                    job.image
-                )),
-                Ok(Err(e)) => cannot(e.to_string()),
-                Err(_) => cannot("the database did not answer within 10 s".into()),
-            };
-        }
-    };
-    let newest = crate::migrate::resolve(source)
-        .map(|l| l.iter().map(|(m, _)| m.version).max().unwrap_or(0))
-        .unwrap_or(0);
-    let status = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        crate::migrate::status(&url, source),
-    )
-    .await;
-    match status {
-        Ok(Ok(s)) => step::plan_line(&s, newest),
-        Ok(Err(e)) => cannot(e.to_string()),
-        Err(_) => cannot("the database did not answer within 10 s".into()),
-    }
 }

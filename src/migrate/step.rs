@@ -76,6 +76,48 @@ pub fn name(file: &std::path::Path) -> String {
         .to_string()
 }
 
+/// `berth plan`'s line about the schema: asked of the running database container (at its
+/// address on the project network), or why it cannot tell; None when none would run.
+pub async fn would_run<R: Runtime>(rt: &R, d: &DesiredState, m: &Migrations) -> Option<String> {
+    let cannot = |why: String| Some(format!("migrations: cannot tell which would run ({why})"));
+    let url = match database_url(rt, d, m).await {
+        Ok(url) => url,
+        Err(e) => return cannot(e.to_string()),
+    };
+    let source = match Runner::of(m) {
+        Runner::Directory { source, .. } => source,
+        Runner::Job(job) => {
+            let revision = tokio::time::timeout(
+                std::time::Duration::from_secs(10),
+                super::job::revision(&url, &job.version_table),
+            )
+            .await;
+            return match revision {
+                Ok(Ok(rev)) => Some(format!(
+                    "migrations: job `{}` in {} when its image has not run to revision {rev} before (database at revision {rev})",
+                    job.upgrade.join(" "),
+                    job.image
+                )),
+                Ok(Err(e)) => cannot(e.to_string()),
+                Err(_) => cannot("the database did not answer within 10 s".into()),
+            };
+        }
+    };
+    let newest = super::resolve(source)
+        .map(|l| l.iter().map(|(m, _)| m.version).max().unwrap_or(0))
+        .unwrap_or(0);
+    let status = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        super::status(&url, source),
+    )
+    .await;
+    match status {
+        Ok(Ok(s)) => plan_line(&s, newest),
+        Ok(Err(e)) => cannot(e.to_string()),
+        Err(_) => cannot("the database did not answer within 10 s".into()),
+    }
+}
+
 /// What `berth plan` says about the schema: the migrations apply would run, or, when
 /// the database has applied migrations the source no longer holds (above its newest),
 /// the ones a return to this desired state undoes. None when there is nothing to do.
