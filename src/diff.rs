@@ -402,6 +402,7 @@ fn other_fields(a: &Service, b: &Service) -> Vec<String> {
         extra_hosts,
         pull_policy,
         mem_limit,
+        swarm,
     } = a;
     [
         ("build", *build != b.build),
@@ -418,6 +419,7 @@ fn other_fields(a: &Service, b: &Service) -> Vec<String> {
         ("extra_hosts", *extra_hosts != b.extra_hosts),
         ("pull_policy", *pull_policy != b.pull_policy),
         ("mem_limit", *mem_limit != b.mem_limit),
+        ("replicas, placement, update_order", *swarm != b.swarm),
     ]
     .into_iter()
     .filter(|(_, differs)| *differs)

@@ -29,6 +29,9 @@ struct Hashed<'a> {
     /// Left out when unset, likewise: a changed limit recreates the container.
     #[serde(skip_serializing_if = "Option::is_none")]
     mem_limit: &'a Option<u64>,
+    /// Swarm's replicas, placement and update order, likewise left out at their defaults.
+    #[serde(skip_serializing_if = "crate::spec::SwarmKeys::is_default")]
+    swarm: &'a crate::spec::SwarmKeys,
 }
 
 /// The config hash of a service, hex encoded.
@@ -48,6 +51,7 @@ pub fn config_hash(s: &Service) -> String {
         container_name: &s.container_name,
         extra_hosts: &s.extra_hosts,
         mem_limit: &s.mem_limit,
+        swarm: &s.swarm,
     };
     let json = serde_json::to_vec(&h).expect("service spec serializes");
     format!("{:x}", Sha256::digest(json))
@@ -106,6 +110,7 @@ mod tests {
             extra_hosts: vec![],
             pull_policy: Default::default(),
             mem_limit: None,
+            swarm: Default::default(),
         }
     }
 

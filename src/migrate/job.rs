@@ -196,6 +196,7 @@ fn empty_service() -> Service {
         extra_hosts: Vec::new(),
         pull_policy: Default::default(),
         mem_limit: None,
+        swarm: Default::default(),
     }
 }
 

@@ -294,6 +294,85 @@ pub struct Project {
     pub name: String,
     /// The network every service joins unless it lists its own.
     pub network: String,
+    /// What runs the services: one Docker host, or a Swarm through its manager
+    /// (docs/swarm.md). Left out of the stored JSON at its default, so older desired
+    /// states keep their resolved hashes.
+    #[serde(default, skip_serializing_if = "Engine::is_default")]
+    pub engine: Engine,
+}
+
+/// `[project] engine`: who runs the services.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Engine {
+    /// Containers on the one engine berth talks to.
+    #[default]
+    Docker,
+    /// Swarm services through the manager berth talks to; Swarm schedules the tasks.
+    Swarm,
+}
+
+impl Engine {
+    fn is_default(&self) -> bool {
+        *self == Engine::Docker
+    }
+}
+
+/// The service keys only `engine = "swarm"` reads (docs/swarm.md): at their defaults
+/// under `engine = "docker"`, which refuses them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwarmKeys {
+    /// How many tasks Swarm keeps running (never 0: scaling a service away is removing it).
+    pub replicas: u64,
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub placement: Placement,
+    /// Whether an update starts the new task before stopping the old one; None: Swarm's
+    /// default (stop-first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_order: Option<UpdateOrder>,
+}
+
+impl Default for SwarmKeys {
+    fn default() -> Self {
+        SwarmKeys {
+            replicas: 1,
+            placement: Placement::default(),
+            update_order: None,
+        }
+    }
+}
+
+impl SwarmKeys {
+    pub fn is_default(&self) -> bool {
+        *self == SwarmKeys::default()
+    }
+}
+
+/// Where Swarm may place a service's tasks, as `docker service create` writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    /// `node.hostname == db1`, `node.labels.role != edge`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<String>,
+    /// Spread descriptors (`node.labels.zone`), from `spread=node.labels.zone`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preferences: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replicas_per_node: Option<u64>,
+}
+
+impl Placement {
+    pub fn is_empty(&self) -> bool {
+        *self == Placement::default()
+    }
+}
+
+/// `update_order`: Swarm's `UpdateConfig.Order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    StartFirst,
+    StopFirst,
 }
 
 /// Gate timing defaults for the whole project (docs/design.md "Concepts: gate").
@@ -379,6 +458,10 @@ pub struct Service {
     /// ends it past this. None: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mem_limit: Option<u64>,
+    /// `replicas`, `placement`, `update_order`: read only under `engine = "swarm"`. Left
+    /// out of the stored JSON at their defaults, so older desired states keep their hashes.
+    #[serde(default, skip_serializing_if = "SwarmKeys::is_default")]
+    pub swarm: SwarmKeys,
 }
 
 /// When berth pulls a service's image (compose's `pull_policy`).

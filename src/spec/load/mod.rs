@@ -9,6 +9,7 @@
 //! - `preflight`: the `[preflight]` block's checks that need no host.
 //! - `migrations`: the `[migrations]` block and its directory of sqlx migrations.
 //! - `notify`: the `[[notify]]` receivers of notifications.
+//! - `swarm`: `[project] engine` and the service keys only Swarm reads.
 //! - `parse`: the small grammars (ports, volumes, names, sizes, versions).
 
 mod env_file;
@@ -21,6 +22,7 @@ mod raw;
 mod reference;
 mod resolve;
 mod service;
+mod swarm;
 mod timing;
 
 use std::collections::{BTreeSet, HashMap};

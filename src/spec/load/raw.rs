@@ -84,6 +84,8 @@ pub(super) struct RawProject {
     pub(super) env_file: Option<S>,
     #[serde(default)]
     pub(super) profiles: Vec<S>,
+    /// `"docker"` or `"swarm"`: see `super::swarm`.
+    pub(super) engine: Option<S>,
 }
 
 #[derive(Deserialize, Default)]
@@ -206,6 +208,10 @@ pub(super) struct RawService {
     pub(super) extra_hosts: Vec<S>,
     pub(super) pull_policy: Option<S>,
     pub(super) mem_limit: Option<S>,
+    /// Swarm's keys (`super::swarm`): refused under `engine = "docker"`.
+    pub(super) replicas: Option<Spanned<i64>>,
+    pub(super) placement: Option<Spanned<super::swarm::RawPlacement>>,
+    pub(super) update_order: Option<S>,
 }
 
 #[derive(Deserialize)]

@@ -113,6 +113,7 @@ impl Resolver<'_> {
     ) -> Option<DesiredState> {
         let (psrc, praw) = self.project_block(sources)?;
         let (name, network, profiles) = self.project(psrc, praw, extra_profiles);
+        let engine = self.engine(psrc, praw);
         let (rollout, origins) = self.rollout(sources);
         let (seen, all) = self.services_by_name(sources, exclude);
         let enabled = |svc: &RawService| {
@@ -134,12 +135,13 @@ impl Resolver<'_> {
             if !active_names.contains(key.get_ref().as_str()) {
                 continue;
             }
-            if let Some(s) = self.service(src, key, svc, &name, &network) {
+            if let Some(s) = self.service(src, key, svc, (&name, &network, engine)) {
                 services.insert(s.name.clone(), s);
             }
         }
 
         let migrations = self.migrations(sources, &seen, &active_names);
+        self.check_swarm_project(engine, sources);
         self.check_migrations_database(migrations.as_ref(), &all);
         self.check_cycles(&services, migrations.as_ref(), &all);
         let host_port_list = self.check_unique_ports_and_names(&all, &services);
@@ -150,7 +152,11 @@ impl Resolver<'_> {
         preflight.base_dir = psrc.dir.clone();
 
         Some(DesiredState {
-            project: Project { name, network },
+            project: Project {
+                name,
+                network,
+                engine,
+            },
             rollout,
             services,
             source_hash,

@@ -20,8 +20,7 @@ impl Resolver<'_> {
         src: &Source,
         key: &S,
         svc: &Spanned<RawService>,
-        project: &str,
-        network: &str,
+        (project, network, engine): (&str, &str, crate::spec::Engine),
     ) -> Option<Service> {
         let name = key.get_ref().clone();
         let raw = svc.get_ref();
@@ -38,6 +37,7 @@ impl Resolver<'_> {
         let extra_hosts = self.extra_hosts(src, raw);
         let pull_policy = self.pull_policy(src, raw);
         let mem_limit = raw.mem_limit.as_ref().and_then(|m| self.mem_limit(src, m));
+        let swarm = self.swarm_keys(src, raw, engine);
         Some(Service {
             name,
             image,
@@ -59,6 +59,7 @@ impl Resolver<'_> {
             extra_hosts,
             pull_policy,
             mem_limit,
+            swarm,
         })
     }
 

@@ -1,0 +1,237 @@
+//! `[project] engine` and the service keys only Swarm reads (docs/swarm.md).
+//!
+//! Under `engine = "docker"` (the default) `replicas`, `placement` and `update_order` are
+//! refused: a second replica on one host would collide on its container name and its
+//! published ports. Under `engine = "swarm"` a service that keeps data on a node (a bind
+//! mount, a local named volume) must be pinned to one node, and what the swarm engine
+//! does not do yet is refused rather than ignored.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::Source;
+use super::parse::parse_volume;
+use super::raw::{RawProject, RawService, S};
+use super::resolve::Resolver;
+use crate::spec::{Engine, Placement, SwarmKeys, UpdateOrder, Volume};
+
+/// `placement = { constraints = [...], preferences = [...], max_replicas_per_node = N }`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawPlacement {
+    #[serde(default)]
+    constraints: Vec<S>,
+    #[serde(default)]
+    preferences: Vec<S>,
+    max_replicas_per_node: Option<Spanned<i64>>,
+}
+
+impl Resolver<'_> {
+    /// `[project] engine`: `"docker"` (the default) or `"swarm"`.
+    pub(super) fn engine(&mut self, src: &Source, praw: &RawProject) -> Engine {
+        let Some(raw) = &praw.engine else {
+            return Engine::Docker;
+        };
+        match self.string(src, raw).as_deref() {
+            Some("docker") | None => Engine::Docker,
+            Some("swarm") => Engine::Swarm,
+            Some(other) => {
+                self.err(
+                    src,
+                    raw.span(),
+                    format!(
+                        "engine {other:?}: use \"docker\" (one Docker host, the default) or \"swarm\" (services on a Swarm, through its manager)"
+                    ),
+                );
+                Engine::Docker
+            }
+        }
+    }
+
+    /// A service's `replicas`, `placement` and `update_order`, and under Swarm the
+    /// checks of what the rest of the service asks of it.
+    pub(super) fn swarm_keys(
+        &mut self,
+        src: &Source,
+        raw: &RawService,
+        engine: Engine,
+    ) -> SwarmKeys {
+        if engine == Engine::Docker {
+            self.refuse_on_docker(src, raw);
+            return SwarmKeys::default();
+        }
+        let mut keys = SwarmKeys::default();
+        if let Some(r) = &raw.replicas {
+            match u64::try_from(*r.get_ref()) {
+                Ok(n) if n >= 1 => keys.replicas = n,
+                _ => self.err(
+                    src,
+                    r.span(),
+                    format!(
+                        "replicas = {}: a service runs at least 1 replica (remove the service to run none)",
+                        r.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(p) = &raw.placement {
+            keys.placement = self.placement(src, p.get_ref());
+        }
+        if let Some(o) = &raw.update_order {
+            match self.string(src, o).as_deref() {
+                Some("start-first") => keys.update_order = Some(UpdateOrder::StartFirst),
+                Some("stop-first") => keys.update_order = Some(UpdateOrder::StopFirst),
+                Some(other) => self.err(
+                    src,
+                    o.span(),
+                    format!("update_order {other:?}: use \"start-first\" or \"stop-first\""),
+                ),
+                None => {}
+            }
+        }
+        self.check_on_swarm(src, raw, &keys.placement);
+        keys
+    }
+
+    fn placement(&mut self, src: &Source, raw: &RawPlacement) -> Placement {
+        let mut p = Placement::default();
+        for c in &raw.constraints {
+            let Some(v) = self.string(src, c) else {
+                continue;
+            };
+            if v.contains("==") || v.contains("!=") {
+                p.constraints.push(v);
+            } else {
+                self.err(
+                    src,
+                    c.span(),
+                    format!(
+                        "placement constraint {v:?}: write it as Swarm does, e.g. \"node.hostname == db1\" or \"node.labels.role != edge\""
+                    ),
+                );
+            }
+        }
+        for pref in &raw.preferences {
+            let Some(v) = self.string(src, pref) else {
+                continue;
+            };
+            match v.strip_prefix("spread=") {
+                Some(d) if !d.trim().is_empty() => p.preferences.push(d.trim().to_string()),
+                _ => self.err(
+                    src,
+                    pref.span(),
+                    format!(
+                        "placement preference {v:?}: Swarm knows one kind, written \"spread=node.labels.zone\""
+                    ),
+                ),
+            }
+        }
+        if let Some(m) = &raw.max_replicas_per_node {
+            match u64::try_from(*m.get_ref()) {
+                Ok(n) if n >= 1 => p.max_replicas_per_node = Some(n),
+                _ => self.err(
+                    src,
+                    m.span(),
+                    format!(
+                        "max_replicas_per_node = {}: use 1 or more (leave it out for no limit)",
+                        m.get_ref()
+                    ),
+                ),
+            }
+        }
+        p
+    }
+
+    /// The Swarm keys given under `engine = "docker"`: each refused where it is written.
+    fn refuse_on_docker(&mut self, src: &Source, raw: &RawService) {
+        let why = "needs [project] engine = \"swarm\": on one Docker host a second replica would collide with the first on its container name and published ports";
+        if let Some(r) = &raw.replicas {
+            self.err(src, r.span(), format!("replicas {why}"));
+        }
+        if let Some(p) = &raw.placement {
+            self.err(
+                src,
+                p.span(),
+                "placement needs [project] engine = \"swarm\": one Docker host places nothing",
+            );
+        }
+        if let Some(o) = &raw.update_order {
+            self.err(
+                src,
+                o.span(),
+                "update_order needs [project] engine = \"swarm\": one Docker host replaces its one container, there is no order to choose",
+            );
+        }
+    }
+
+    /// What a service asks that Swarm cannot give it, or that the swarm engine does not do
+    /// yet: refused at its place, never silently dropped.
+    fn check_on_swarm(&mut self, src: &Source, raw: &RawService, placement: &Placement) {
+        // Data on a node stays on that node: a task placed elsewhere would start empty.
+        if placement.constraints.is_empty() {
+            for v in &raw.volumes {
+                let Some(text) = self.string(src, v) else {
+                    continue;
+                };
+                let kind = match parse_volume(&text, &src.dir) {
+                    Ok(Volume::Bind { .. }) => "a bind mount",
+                    Ok(Volume::Named { .. }) => "a local named volume",
+                    Err(_) => continue,
+                };
+                self.err(
+                    src,
+                    v.span(),
+                    format!(
+                        "volume {text:?} is {kind}, so the service must be placed on one node: add placement.constraints, e.g. \"node.hostname == …\""
+                    ),
+                );
+            }
+        }
+        for p in &raw.ports {
+            if let Some(text) = self.string(src, p)
+                && let Ok(port) = super::parse::parse_port(&text)
+                && port.host_ip.is_some()
+            {
+                self.err(
+                    src,
+                    p.span(),
+                    format!(
+                        "port {text:?} names a host address: Swarm publishes on every address of every node (its routing mesh); leave the address out"
+                    ),
+                );
+            }
+        }
+        if let Some(b) = &raw.build {
+            self.err(
+                src,
+                b.span(),
+                "build is not supported under engine = \"swarm\" yet: every node pulls the image by its registry digest, so build and push it yourself and name it in `image`",
+            );
+        }
+        if let Some(h) = &raw.health
+            && matches!(h.get_ref().probe.get_ref().as_str(), "exec")
+        {
+            self.err(
+                src,
+                h.get_ref().probe.span(),
+                "probe \"exec\" is not supported under engine = \"swarm\" yet: use http, tcp, postgres or redis (berth reaches each task), or docker (the image's HEALTHCHECK, which Swarm waits for)",
+            );
+        }
+    }
+
+    /// What the swarm engine does not do for the project as a whole yet.
+    pub(super) fn check_swarm_project(&mut self, engine: Engine, sources: &[Source]) {
+        if engine != Engine::Swarm {
+            return;
+        }
+        for src in sources {
+            if let Some(m) = &src.raw.migrations {
+                self.err(
+                    src,
+                    m.span(),
+                    "[migrations] is not supported under engine = \"swarm\" yet (docs/not-yet-built.md): run them by hand, or use engine = \"docker\"",
+                );
+            }
+        }
+    }
+}
