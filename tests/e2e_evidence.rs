@@ -98,6 +98,57 @@ fn a_service_that_prints_500_lines_and_exits_3_in_its_window_leaves_its_last_200
         shown.stdout
     );
     assert_eq!(p.berth(&["history", "99"]).code, 1);
+
+    // `berth logs --generation 2` prints all that was kept.
+    let run = p.berth(&["logs", "--generation", "2"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    let header = format!("== web (container {}", p.container("web"));
+    assert!(lines[0].starts_with(&header), "{}", lines[0]);
+    assert!(
+        lines[0].contains("gate failed, exited code 3, captured 20"),
+        "{}",
+        lines[0]
+    );
+    let body = &lines[1..];
+    assert_eq!(body.len(), 200, "the last 200 lines:\n{}", run.stdout);
+    assert!(body.iter().all(|l| l.starts_with("web | ")), "{body:?}");
+    assert!(body.contains(&"web | line 500 of 500"), "{body:?}");
+    assert!(
+        !body.contains(&"web | line 1 of 500"),
+        "only the end is kept"
+    );
+    assert!(body.last().unwrap().contains("code=3"), "{body:?}");
+    assert!(!run.stdout.contains('\x1b'), "not a terminal: no colour");
+
+    // One service named: the same; one without evidence, or a generation without any, or
+    // one that is not there: an error that says which.
+    assert_eq!(
+        p.berth(&["logs", "--generation", "2", "web"]).stdout,
+        run.stdout
+    );
+    let other = p.berth(&["logs", "--generation", "2", "db"]);
+    assert_eq!(other.code, 1);
+    assert!(
+        other.stderr.contains("no evidence of db (it has: web)"),
+        "{}",
+        other.stderr
+    );
+    let healthy = p.berth(&["logs", "--generation", "1"]);
+    assert_eq!(healthy.code, 1);
+    assert!(
+        healthy.stderr.contains("generation 1 of project")
+            && healthy.stderr.contains("(healthy) has no evidence"),
+        "{}",
+        healthy.stderr
+    );
+    let missing = p.berth(&["logs", "--generation", "99"]);
+    assert_eq!(missing.code, 1);
+    assert!(
+        missing.stderr.contains("generation 99 does not exist"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
