@@ -48,6 +48,8 @@
 //! - [`lock`]: one converge at a time per project; [`shutdown`]: a stop request passed down.
 //! - [`notify`]: notifications to the `[[notify]]` receivers: the event decided from
 //!   what the store recorded, Standard Webhooks signatures, the sender of the outbox.
+//! - [`swarm`]: `engine = "swarm"`: the same plan carried out as Swarm services through a
+//!   manager, gated on task states and berth's own probe of every task.
 //! - [`reconcile`]: controller policy (resume, poison, repair, revert) over [`converge`].
 //! - [`status`]: the one place that decides a project's status and its exit code
 //!   ([`exit`]: the codes themselves).
@@ -91,4 +93,5 @@ pub mod shutdown;
 pub mod spec;
 pub mod status;
 pub mod store;
+pub mod swarm;
 pub mod text;

@@ -19,6 +19,11 @@
 //!    last good generation and the failed one is poisoned.
 //!
 //! Every outcome is an [`ApplyOutcome`], which maps to one exit code.
+//!
+//! The same policy runs over either executor: the one-host [`crate::converge`], or
+//! [`crate::swarm`]'s when the desired state (or the stored generation being finished,
+//! reverted to or repaired) says `engine = "swarm"`; only the observe, execute and
+//! name-check calls differ ([`swarm_of`]).
 
 use serde_json::json;
 
@@ -131,6 +136,8 @@ pub async fn reconcile<R: Runtime>(
     shutdown: &Shutdown,
 ) -> Result<ApplyOutcome, ConvergeError> {
     let project = &desired.project.name;
+    // Under Swarm, the premise first: an engine that is not a manager changes nothing.
+    let swarm = swarm_of(desired).await?;
     let hash = resolved_hash(desired);
     let poisoned = match opts.force {
         true => None,
@@ -165,7 +172,10 @@ pub async fn reconcile<R: Runtime>(
     // Pulls that the images' pull_policy asks for (always, or a period) come first, so a
     // moved tag shows in the plan.
     crate::images::refresh(rt, desired, report).await?;
-    let observed = observe(rt, desired).await?;
+    let observed = match &swarm {
+        Some(sw) => crate::swarm::observe(rt, sw, desired).await?,
+        None => observe(rt, desired).await?,
+    };
     let the_plan = plan(desired, &observed);
 
     // 3. A desired state that removes every running service.
@@ -209,7 +219,10 @@ pub async fn reconcile<R: Runtime>(
     }
 
     // 5. A new generation.
-    check_names(rt, desired, &the_plan).await?;
+    match &swarm {
+        Some(sw) => crate::swarm::check_names(sw, desired, &the_plan).await?,
+        None => check_names(rt, desired, &the_plan).await?,
+    }
     let images = ensure_images(rt, desired, &the_plan, &observed, report).await?;
     if let Some(signal) = shutdown.signal() {
         return Ok(ApplyOutcome::Interrupted {
@@ -220,20 +233,18 @@ pub async fn reconcile<R: Runtime>(
     let generation =
         begin_generation(store, desired, &hash, &images, superseding.as_deref()).await?;
     lock.set_generation(generation)?;
-    let executed = execute(
-        rt,
-        desired,
-        &the_plan,
-        Execution {
-            images: &images,
-            generation,
-            gate_all,
-            report,
-            shutdown,
-            schema: SchemaStep::Run(store),
-        },
-    )
-    .await;
+    let how = Execution {
+        images: &images,
+        generation,
+        gate_all,
+        report,
+        shutdown,
+        schema: SchemaStep::Run(store),
+    };
+    let executed = match &swarm {
+        Some(sw) => crate::swarm::execute(sw, desired, &the_plan, how).await,
+        None => execute(rt, desired, &the_plan, how).await,
+    };
     conclude(rt, store, desired, generation, executed, report, shutdown).await
 }
 
@@ -374,7 +385,7 @@ async fn resume<R: Runtime>(
         .await?;
     match g.kind {
         Kind::Apply => {
-            let executed = converge_to_pinned(
+            let executed = to_pinned(
                 rt,
                 SchemaStep::Run(store),
                 g,
@@ -396,7 +407,7 @@ async fn resume<R: Runtime>(
             })
         }
         Kind::Rollback => {
-            let executed = converge_to_pinned(
+            let executed = to_pinned(
                 rt,
                 SchemaStep::Run(store),
                 g,
@@ -594,7 +605,7 @@ async fn revert<R: Runtime>(
         report,
     )
     .await?;
-    let reverted = converge_to_pinned(
+    let reverted = to_pinned(
         rt,
         SchemaStep::Skip,
         good,
@@ -704,9 +715,10 @@ async fn repair_running<R: Runtime>(
     }
     let desired = running.desired()?;
     let pins = running.pins();
-    let observed = match listed {
-        Some(containers) => with_pins(containers.to_vec(), &desired, &pins),
-        None => observed_with_pins(rt, &desired, &pins).await?,
+    let observed = match (listed, swarm_of(&desired).await?) {
+        (Some(containers), _) => with_pins(containers.to_vec(), &desired, &pins),
+        (None, Some(sw)) => crate::swarm::observed_with_pins(&sw, &desired, &pins).await?,
+        (None, None) => observed_with_pins(rt, &desired, &pins).await?,
     };
     let mut drift = plan(&desired, &observed);
     if drift.is_noop() {
@@ -756,17 +768,27 @@ async fn repair<R: Runtime>(
             .collect::<Vec<_>>()
             .join(", ")
     ));
-    let executed = execute_pinned(
-        rt,
-        SchemaStep::Skip,
-        pinned,
-        drift,
-        running.id,
-        false,
-        report,
-        shutdown,
-    )
-    .await?;
+    let executed = match swarm_of(pinned.desired).await? {
+        Some(sw) => {
+            crate::swarm::execute_pinned(
+                rt, &sw, pinned, drift, running.id, false, report, shutdown,
+            )
+            .await?
+        }
+        None => {
+            execute_pinned(
+                rt,
+                SchemaStep::Skip,
+                pinned,
+                drift,
+                running.id,
+                false,
+                report,
+                shutdown,
+            )
+            .await?
+        }
+    };
     keep_evidence(store, &running.project, running.id, &executed).await?;
     match executed.result {
         Ok(()) => {
@@ -893,7 +915,7 @@ pub async fn rollback<R: Runtime>(
             reason: why,
         });
     }
-    let executed = converge_to_pinned(
+    let executed = to_pinned(
         rt,
         SchemaStep::Run(store),
         &g,
@@ -975,20 +997,63 @@ async fn take_down<R: Runtime>(
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
     let desired = g.desired()?;
-    let observed = observe(rt, &desired).await?;
-    let the_plan = plan(&desired, &observed);
-    Ok(execute(
-        rt,
-        &desired,
-        &the_plan,
-        Execution {
-            images: &Default::default(),
-            generation,
-            gate_all: false,
-            report,
-            shutdown,
-            schema: SchemaStep::Skip,
-        },
-    )
-    .await)
+    let images = Default::default();
+    let how = Execution {
+        images: &images,
+        generation,
+        gate_all: false,
+        report,
+        shutdown,
+        schema: SchemaStep::Skip,
+    };
+    Ok(match swarm_of(&desired).await? {
+        Some(sw) => {
+            let observed =
+                crate::swarm::observed_with_pins(&sw, &desired, &Default::default()).await?;
+            let the_plan = plan(&desired, &observed);
+            crate::swarm::execute(&sw, &desired, &the_plan, how).await
+        }
+        None => {
+            let observed = observe(rt, &desired).await?;
+            let the_plan = plan(&desired, &observed);
+            execute(rt, &desired, &the_plan, how).await
+        }
+    })
+}
+
+/// The Swarm a desired state runs on, connected, when its engine is `"swarm"` (its
+/// premise checked: a manager); None for one Docker host.
+async fn swarm_of(desired: &DesiredState) -> Result<Option<crate::swarm::Swarm>, ConvergeError> {
+    match desired.project.engine {
+        crate::spec::Engine::Docker => Ok(None),
+        crate::spec::Engine::Swarm => Ok(Some(crate::swarm::Swarm::connect().await?)),
+    }
+}
+
+/// [`converge_to_pinned`] by the engine the stored generation names.
+#[allow(clippy::too_many_arguments)]
+async fn to_pinned<R: Runtime>(
+    rt: &R,
+    schema: SchemaStep<'_>,
+    target: &Generation,
+    generation: i64,
+    gate_all: bool,
+    skip: &std::collections::BTreeSet<String>,
+    report: &Reporter,
+    shutdown: &Shutdown,
+) -> Result<Executed, ConvergeError> {
+    match swarm_of(&target.desired()?).await? {
+        Some(sw) => {
+            crate::swarm::converge_to_pinned(
+                rt, &sw, target, generation, gate_all, skip, report, shutdown,
+            )
+            .await
+        }
+        None => {
+            converge_to_pinned(
+                rt, schema, target, generation, gate_all, skip, report, shutdown,
+            )
+            .await
+        }
+    }
 }

@@ -97,6 +97,9 @@ pub struct ServiceStatus {
     pub detail: String,
     /// The generation the container was made by.
     pub generation: Option<u64>,
+    /// Under Swarm: running tasks of the desired replicas (`2/2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<String>,
 }
 
 /// A project's status report.
@@ -277,10 +280,28 @@ pub async fn project_status<R: Runtime>(
         ..Default::default()
     });
     let desired = judged.desired()?;
-    let observed = observed_with_pins(rt, &desired, &judged.pins()).await?;
+    let swarm = match desired.project.engine {
+        crate::spec::Engine::Docker => None,
+        crate::spec::Engine::Swarm => Some(crate::swarm::Swarm::connect().await?),
+    };
+    let (observed, checks) = match &swarm {
+        Some(sw) => (
+            crate::swarm::observed_with_pins(sw, &desired, &judged.pins()).await?,
+            crate::swarm::check::check(sw, &desired).await?,
+        ),
+        None => (
+            observed_with_pins(rt, &desired, &judged.pins()).await?,
+            check(rt, &desired).await?,
+        ),
+    };
     let drift = plan(&desired, &observed);
-    let checks = check(rt, &desired).await?;
     report.services = service_statuses(&desired, &observed, &checks);
+    if let Some(sw) = &swarm {
+        let replicas = sw.replicas(project).await?;
+        for s in &mut report.services {
+            s.replicas = replicas.get(&s.service).map(|(r, d)| format!("{r}/{d}"));
+        }
+    }
     if let Some(r) = &running {
         report.repairs = store
             .events(r.id)
@@ -344,6 +365,7 @@ fn service_statuses(
                     .flatten(),
                 detail: probe.map(|p| p.detail.clone()).unwrap_or_default(),
                 generation: c.and_then(|c| c.generation),
+                replicas: None,
             }
         })
         .collect()

@@ -61,6 +61,7 @@ fn report() -> Report {
             health: Some("healthy".into()),
             detail: "http 200".into(),
             generation: Some(7),
+            replicas: None,
         }],
         repairs: 1,
         holder: None,

@@ -142,7 +142,10 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
     let rows = r.services.iter().map(|s| {
         vec![
             s.service.clone(),
-            s.state.clone(),
+            match &s.replicas {
+                Some(r) => format!("{} {r}", s.state),
+                None => s.state.clone(),
+            },
             s.health
                 .as_ref()
                 .map(|h| h.to_string())

@@ -523,6 +523,7 @@ mod tests {
             health: health.map(crate::runtime::HealthState::from),
             detail: String::new(),
             generation: Some(3),
+            replicas: None,
         }
     }
 

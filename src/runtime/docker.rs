@@ -48,7 +48,7 @@ pub struct DockerRuntime {
 /// bounded. `BERTH_ENGINE_CALLS` sets it.
 pub const ENGINE_CALLS: usize = 8;
 
-fn api(context: impl Into<String>) -> impl FnOnce(BollardError) -> RuntimeError {
+pub(crate) fn api(context: impl Into<String>) -> impl FnOnce(BollardError) -> RuntimeError {
     let context = context.into();
     move |e| {
         if no_answer(&e) {

@@ -1,0 +1,314 @@
+//! End-to-end: `engine = "swarm"` on a real single-node Swarm (docs/swarm.md). The engine
+//! is made a manager for this test only (`docker swarm init --advertise-addr 127.0.0.1`
+//! when it is not in a swarm yet) and always leaves again, its services deleted first,
+//! even when an assertion fails ([`SwarmGuard`]). Swarm is engine-wide, so every case
+//! runs in sequence in one test function; a single-node swarm leaves plain containers
+//! alone, so the one-host tests beside it are not disturbed.
+//!
+//! The image comes from a registry of the test's own on 127.0.0.1 (Debian's
+//! `docker-registry`), so every pin has a registry digest, as Swarm needs.
+
+mod common;
+
+use common::{FIXTURE, Project, Registry, docker, text};
+
+const STACK: &str = r#"
+[project]
+name = "{project}"
+engine = "swarm"
+
+[rollout]
+healthy_deadline = "{deadline}"
+min_healthy_time = "500ms"
+
+[services.db]
+image = "{image}"
+environment = { FIXTURE_READY_AFTER = "1", ROLE = "{db_role}" }
+health = { probe = "http", port = 8080, path = "/health", interval = "200ms" }
+
+[services.api]
+image = "{image}"
+depends_on = ["db"]
+replicas = 2
+update_order = "start-first"
+environment = { ROLE = "api"{api_extra} }
+health = { probe = "http", port = 8080, path = "/health", interval = "200ms" }
+
+[services.web]
+image = "{image}"
+depends_on = ["api"]
+environment = { ROLE = "web" }
+health = { probe = "tcp", port = 8080, interval = "200ms" }
+"#;
+
+fn stack(image: &str, deadline: &str, db_role: &str, api_extra: &str) -> String {
+    STACK
+        .replace("{image}", image)
+        .replace("{deadline}", deadline)
+        .replace("{db_role}", db_role)
+        .replace("{api_extra}", api_extra)
+}
+
+/// The engine as a single-node Swarm manager for the life of the guard. On drop (or
+/// [`SwarmGuard::leave`]) the projects' services are deleted, their tasks waited out and
+/// their networks removed, then the engine leaves the swarm.
+struct SwarmGuard {
+    projects: Vec<String>,
+    left: bool,
+}
+
+fn swarm_state() -> String {
+    text(&docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]))
+        .trim()
+        .to_string()
+}
+
+impl SwarmGuard {
+    fn join() -> SwarmGuard {
+        if swarm_state() != "active" {
+            let out = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+            assert!(
+                out.status.success(),
+                "docker swarm init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        assert_eq!(swarm_state(), "active", "premise: a swarm manager");
+        SwarmGuard {
+            projects: Vec::new(),
+            left: false,
+        }
+    }
+
+    fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        for p in &self.projects {
+            let label = format!("label=berth.project={p}");
+            let ids = text(&docker(&["service", "ls", "-q", "--filter", &label]));
+            for id in ids.split_whitespace() {
+                docker(&["service", "rm", id]);
+            }
+            // Tasks stop after their service goes; only then do the networks come free.
+            common::wait_for(
+                "the services' tasks to end",
+                std::time::Duration::from_secs(60),
+                || {
+                    text(&docker(&[
+                        "ps",
+                        "-aq",
+                        "--filter",
+                        &format!("label=com.docker.swarm.service.name={p}-api"),
+                    ]))
+                    .trim()
+                    .is_empty()
+                        && ["db", "web"].iter().all(|s| {
+                            text(&docker(&[
+                                "ps",
+                                "-aq",
+                                "--filter",
+                                &format!("label=com.docker.swarm.service.name={p}-{s}"),
+                            ]))
+                            .trim()
+                            .is_empty()
+                        })
+                },
+            );
+            let nets = text(&docker(&["network", "ls", "-q", "--filter", &label]));
+            for id in nets.split_whitespace() {
+                docker(&["network", "rm", id]);
+            }
+        }
+        docker(&["swarm", "leave", "--force"]);
+    }
+}
+
+impl Drop for SwarmGuard {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+fn service_inspect(p: &Project, service: &str, format: &str) -> String {
+    text(&docker(&[
+        "service",
+        "inspect",
+        "--format",
+        format,
+        &p.container(service),
+    ]))
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn a_stack_on_a_single_node_swarm_converges_in_order_reverts_whole_and_is_repaired() {
+    assert!(
+        std::path::Path::new(common::REGISTRY_BIN).exists(),
+        "{} is missing: run scripts/test-setup.sh",
+        common::REGISTRY_BIN
+    );
+    let mut swarm = SwarmGuard::join();
+    let reg = Registry::start();
+    let p = Project::new("swarm");
+    swarm.projects.push(p.name.clone());
+    let image = reg.reference(&format!("{}:1", p.name));
+    // Kept locally: the pin is the local image ID, its RepoDigest the push's digest.
+    reg.push(FIXTURE, &image, true);
+    let good = stack(&image, "30s", "db", "");
+
+    // (a) The three tiers converge in dependency order, the api with 2 replicas, every
+    // service running its image by registry digest.
+    p.write(&good);
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let at = |line: &str| {
+        run.stdout
+            .find(line)
+            .unwrap_or_else(|| panic!("{line:?} in {}", run.stdout))
+    };
+    assert!(at("db: healthy in") < at("api: created service"));
+    assert!(at("api: healthy in") < at("web: created service"));
+    assert!(run.stdout.contains("on 2 tasks"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("Converged: generation 1"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        service_inspect(&p, "api", "{{.Spec.Mode.Replicated.Replicas}}"),
+        "2"
+    );
+    let running_image = service_inspect(&p, "api", "{{.Spec.TaskTemplate.ContainerSpec.Image}}");
+    assert!(
+        running_image.starts_with(&format!("{}@sha256:", image.rsplit_once(':').unwrap().0)),
+        "{running_image}"
+    );
+    assert_eq!(
+        service_inspect(&p, "api", "{{.Spec.UpdateConfig.FailureAction}}"),
+        "pause",
+        "Swarm's own rollback is never asked for"
+    );
+    assert_eq!(p.berth(&["apply"]).stdout.trim_end(), "No changes.");
+
+    // (d) status shows each service's replicas and exits 0 when every one is healthy.
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 0, "{}", status.stdout);
+    assert!(status.stdout.contains("converged"), "{}", status.stdout);
+    let api_row = status
+        .stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("api "))
+        .unwrap_or_else(|| panic!("an api row in {}", status.stdout));
+    assert!(api_row.contains("running 2/2"), "{api_row}");
+    assert!(api_row.contains("healthy"), "{api_row}");
+
+    // (b) An update of db (healthy) and api (never healthy) reverts every service to
+    // generation 1: exit 3, history rolled-back, and the same state is then poisoned.
+    p.write(&stack(
+        &image,
+        "6s",
+        "db-2",
+        r#", FIXTURE_NEVER_HEALTHY = "1""#,
+    ));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("db: updated in place"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("api: FAILED its gate"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("reverting project"), "{}", run.stdout);
+    for s in ["db", "api", "web"] {
+        assert_eq!(
+            service_inspect(&p, s, "{{index .Spec.Labels \"berth.generation\"}}"),
+            "1",
+            "{s} is back on generation 1"
+        );
+        let env = service_inspect(&p, s, "{{json .Spec.TaskTemplate.ContainerSpec.Env}}");
+        assert!(!env.contains("FIXTURE_NEVER_HEALTHY"), "{s}: {env}");
+        assert!(!env.contains("db-2"), "{s}: {env}");
+    }
+    let history = p.history();
+    let second = history
+        .iter()
+        .find(|g| g["outcome"] == "rolled-back")
+        .unwrap_or_else(|| panic!("a rolled-back generation in {history:?}"));
+    assert!(
+        second["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reverted to generation 1"),
+        "{second}"
+    );
+    let again = p.berth(&["apply"]);
+    assert_eq!(again.code, 5, "poisoned: {}{}", again.stdout, again.stderr);
+
+    // (c) A service scaled to 0 by hand is repaired by the next apply, as generation 1.
+    p.write(&good);
+    assert_eq!(p.berth(&["apply"]).stdout.trim_end(), "No changes.");
+    assert!(
+        docker(&[
+            "service",
+            "scale",
+            "-d",
+            &format!("{}=0", p.container("api"))
+        ])
+        .status
+        .success()
+    );
+    let status = p.berth(&["status"]);
+    assert_eq!(
+        status.code, 1,
+        "scaled down is not converged: {}",
+        status.stdout
+    );
+    assert!(
+        status.stdout.contains("scaled to 0 of 2"),
+        "{}",
+        status.stdout
+    );
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("repairing drift of generation 1"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        service_inspect(&p, "api", "{{.Spec.Mode.Replicated.Replicas}}"),
+        "2"
+    );
+    // The newest generation is still the rolled-back one: status says so (exit 1, as
+    // on one host), with every replica back.
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stdout);
+    assert!(status.stdout.contains("rolled-back"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("api  running 2/2  healthy"),
+        "{}",
+        status.stdout
+    );
+
+    // (e) Against an engine that is not a manager: a clear error, exit 1, nothing changed.
+    let generations = p.history().len();
+    swarm.leave();
+    assert_eq!(swarm_state(), "inactive", "premise: left the swarm");
+    p.write(&stack(&image, "30s", "db-3", ""));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 1, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("is not a Swarm manager"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(p.history().len(), generations, "no generation recorded");
+    assert!(p.containers().is_empty(), "nothing started");
+}
