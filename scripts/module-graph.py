@@ -29,7 +29,7 @@ LAYERS = [
     ["store", "lock"],
     ["observe", "plan", "images", "preflight", "check", "gate", "evidence", "logs", "notify::send"],
     ["migrate", "backup"],
-    ["converge"],
+    ["converge", "swarm"],
     ["reconcile"],
     ["status", "diff"],
     ["git"],
