@@ -26,6 +26,8 @@ async fn start() -> Endpoint {
 
 /// An endpoint whose listener counts as `scope`, with `limits`.
 async fn start_with(scope: Scope, limits: Limits) -> Endpoint {
+    // The test's own reqwest clients need a TLS provider, as berth's main installs.
+    berth::notify::tls::install_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let enqueued = Arc::new(AtomicUsize::new(0));

@@ -1,7 +1,8 @@
 //! End-to-end: notifications (docs/design.md §14) from `berth run` against the real
 //! engine, to a receiver of the test's own on 127.0.0.1 that records what it is sent and
-//! can be told to answer 500, to never answer, or to be down. Signatures are checked with
-//! Standard Webhooks' reference implementation (the `standardwebhooks` crate).
+//! can be told to answer 500, to never answer, or to be down; over http, or over TLS with
+//! a certificate the test makes (rcgen) and serves with rustls. Signatures are checked
+//! with Standard Webhooks' reference implementation (the `standardwebhooks` crate).
 //!
 //! (`e2e_notify_text.rs` is another thing: the text berth writes to systemd's notify
 //! socket.)
@@ -46,6 +47,11 @@ struct State {
     fail_next: usize,
     /// Never answer (hold the connection open).
     hang: bool,
+    /// Over TLS: connections whose first byte was not a TLS handshake (plain http).
+    plain: usize,
+    /// Over TLS: connections that ended before a request could be read (the client
+    /// refused the certificate).
+    no_request: usize,
 }
 
 /// A webhook receiver on 127.0.0.1:`port`, until dropped.
@@ -56,6 +62,15 @@ struct Receiver {
 
 impl Receiver {
     fn start(port: u16, state: State) -> Receiver {
+        Receiver::listen(port, state, None)
+    }
+
+    /// The receiver over TLS, presenting `tls`'s certificate.
+    fn start_tls(port: u16, state: State, tls: Arc<rustls::ServerConfig>) -> Receiver {
+        Receiver::listen(port, state, Some(tls))
+    }
+
+    fn listen(port: u16, state: State, tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
         let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
         listener.set_nonblocking(true).unwrap();
         let state = Arc::new(Mutex::new(state));
@@ -65,8 +80,15 @@ impl Receiver {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
                     Ok((conn, _)) => {
-                        let (s, st) = (s.clone(), st.clone());
-                        std::thread::spawn(move || serve(conn, &s, &st));
+                        let (s, st, tls) = (s.clone(), st.clone(), tls.clone());
+                        conn.set_nonblocking(false).unwrap();
+                        std::thread::spawn(move || match tls {
+                            None => {
+                                let mut conn = conn;
+                                serve(&mut conn, &s, &st);
+                            }
+                            Some(tls) => serve_tls(conn, tls, &s, &st),
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(20)),
                 }
@@ -94,13 +116,38 @@ impl Drop for Receiver {
     }
 }
 
-/// One request on `conn`: read it whole, record it, answer as told, close.
-fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
-    conn.set_nonblocking(false).unwrap();
-    let mut reader = BufReader::new(conn.try_clone().unwrap());
+/// One TLS connection: note whether it began as TLS, then serve its request over TLS.
+fn serve_tls(
+    conn: TcpStream,
+    tls: Arc<rustls::ServerConfig>,
+    state: &Mutex<State>,
+    stop: &AtomicBool,
+) {
+    conn.set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    let mut first = [0u8; 1];
+    // 0x16: a TLS handshake record. Anything else is a client speaking plain http.
+    if conn.peek(&mut first).unwrap_or(0) == 1 && first[0] != 0x16 {
+        state.lock().unwrap().plain += 1;
+    }
+    let mut stream = rustls::StreamOwned::new(rustls::ServerConnection::new(tls).unwrap(), conn);
+    if !serve(&mut stream, state, stop) {
+        state.lock().unwrap().no_request += 1;
+        return;
+    }
+    stream.conn.send_close_notify();
+    let _ = stream.flush();
+}
+
+/// One request on `conn`: read it whole, record it, answer as told. False when no
+/// request came (the connection failed or closed first).
+fn serve<S: Read + Write>(conn: &mut S, state: &Mutex<State>, stop: &AtomicBool) -> bool {
+    let mut reader = BufReader::new(conn);
     let mut headers = HashMap::new();
     let mut line = String::new();
-    reader.read_line(&mut line).unwrap_or(0);
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return false;
+    }
     loop {
         line.clear();
         if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
@@ -133,23 +180,25 @@ fn serve(conn: TcpStream, state: &Mutex<State>, stop: &AtomicBool) {
         });
         answer
     };
-    let mut conn = conn;
     if answer == 0 {
         // Hold the connection, answering nothing, until the sender gives up on it.
         while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(100));
         }
-        return;
+        return true;
     }
     let reason = if answer == 200 {
         "OK"
     } else {
         "Internal Server Error"
     };
+    let conn = reader.get_mut();
     let _ = write!(
         conn,
         "HTTP/1.1 {answer} {reason}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
     );
+    let _ = conn.flush();
+    true
 }
 
 /// ONE_WEB with a 3 s deadline (a failing gate ends soon) and one `[[notify]]` receiver.
@@ -508,4 +557,111 @@ fn notify_test_prints_each_receivers_answer_and_flush_delivers_what_apply_record
     );
     assert_eq!(receiver.ids()[1], deployed);
     assert_signed(&receiver.requests()[1]);
+}
+
+/// A CA of the test's own, and the server config of a receiver on 127.0.0.1 whose
+/// certificate it signed.
+struct Tls {
+    ca_pem: String,
+    server: Arc<rustls::ServerConfig>,
+}
+
+fn tls_signed_by(ca_name: &str) -> Tls {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    ca.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca, rcgen::KeyPair::generate().unwrap()).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let server =
+        rustls::ServerConfig::builder_with_provider(Arc::new(berth::notify::tls::provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone(), ca.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .unwrap();
+    Tls {
+        ca_pem: ca.pem(),
+        server: Arc::new(server),
+    }
+}
+
+#[test]
+fn an_https_receiver_gets_the_signed_event_and_one_whose_certificate_is_not_trusted_gets_nothing() {
+    let p = Project::new("notify-tls");
+    let (trusted, untrusted) = (free_port(), free_port());
+    let ours = tls_signed_by("berth test CA");
+    let strangers = tls_signed_by("a CA berth is not told of");
+    let good = Receiver::start_tls(trusted, State::default(), ours.server.clone());
+    let bad = Receiver::start_tls(untrusted, State::default(), strangers.server.clone());
+    let ca_file = p.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ours.ca_pem).unwrap();
+    p.write(&format!(
+        "{ONE_WEB}\n[[notify]]\nurl = \"https://127.0.0.1:{trusted}/hook\"\nsecret = \"{SECRET}\"\nevents = [\"deployed\"]\n[[notify]]\nurl = \"https://127.0.0.1:{untrusted}/hook\"\nevents = [\"deployed\"]\n"
+    ));
+    // berth trusts the test's CA, and only it (SSL_CERT_FILE replaces the host's store).
+    let env = [("SSL_CERT_FILE", ca_file.to_str().unwrap())];
+    let refused = |state: &Receiver| {
+        let s = state.state.lock().unwrap();
+        (s.requests.len(), s.no_request > 0, s.plain)
+    };
+
+    let t0 = Instant::now();
+    let run = p.berth_env(&["notify", "test"], &env);
+    assert!(
+        t0.elapsed() < Duration::from_secs(8),
+        "a refused certificate is no hang: {:?}",
+        t0.elapsed()
+    );
+    assert_eq!(run.code, 1, "the untrusted receiver did not take it");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("receiver 1 https://127.0.0.1:{trusted}/… (standard, signed): 200 OK: ok")
+    );
+    let untrusted_line = format!(
+        "receiver 2 https://127.0.0.1:{untrusted}/… (standard, unsigned): cannot connect: the TLS handshake failed: invalid peer certificate: UnknownIssuer"
+    );
+    assert!(lines[1].starts_with(&untrusted_line), "{}", lines[1]);
+    let test = &good.requests()[0];
+    assert_signed(test);
+    assert_eq!(test.json()["type"], "berth.test");
+    assert_eq!(refused(&bad), (0, true, 0), "nothing read, over TLS only");
+    assert_eq!(refused(&good).2, 0, "never plain http");
+
+    // `apply` records the deployed event; `flush` delivers it over TLS to the one, and
+    // keeps the other's delivery with the TLS error as its answer.
+    assert_eq!(p.berth(&["apply"]).code, 0);
+    let run = p.berth_env(&["notify", "flush"], &env);
+    assert_eq!(run.code, 1);
+    let deployed = format!("{}:1:deployed", p.name);
+    assert!(
+        run.stdout.contains(&format!(
+            "{deployed} to https://127.0.0.1:{trusted}/…: 200 OK: ok (delivered)"
+        )),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains(&format!(
+            "{deployed} to https://127.0.0.1:{untrusted}/…: cannot connect: the TLS handshake failed: invalid peer certificate: UnknownIssuer"
+        )) && run.stdout.contains("(not taken; retried after"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(good.ids(), [test.id().to_string(), deployed]);
+    assert_signed(&good.requests()[1]);
+    assert_eq!(refused(&bad), (0, true, 0));
+    assert_eq!(refused(&good).2, 0);
 }

@@ -20,6 +20,7 @@ async fn main() {
         LogFormat::Auto if journal => fmt.without_time().with_ansi(false).init(),
         LogFormat::Auto | LogFormat::Text => fmt.init(),
     }
+    berth::notify::tls::install_provider();
     let code = berth::cli::run(cli).await;
     std::process::exit(code);
 }

@@ -24,6 +24,7 @@
 pub mod format;
 pub mod send;
 pub mod sign;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

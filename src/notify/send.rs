@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::Receiver;
 use super::format::{Note, Payload, body};
-use super::sign;
+use super::{sign, tls};
 use crate::shutdown::Shutdown;
 use crate::store::{Delivery, Store, StoreError, now_ms};
 
@@ -95,11 +95,22 @@ pub fn backoff(attempts: i64) -> Duration {
     doubled.mul_f64(0.5 + fastrand::f64())
 }
 
-/// The HTTP client every attempt uses.
+/// The HTTP client every attempt uses: http, or https trusting the roots [`tls`] chose.
+///
+/// Redirects are not followed: a receiver's URL is where the signed event goes, and a
+/// redirect could take it elsewhere (to plain http, even). A 3xx answer is not taken and
+/// shows in the answer line, so the URL can be fixed.
 pub fn client() -> reqwest::Client {
+    let (tls, roots) = tls::client_config();
+    tracing::debug!(
+        ?roots,
+        "the certificate authorities https receivers are checked against"
+    );
     reqwest::Client::builder()
         .timeout(ATTEMPT_TIMEOUT)
         .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+        .redirect(reqwest::redirect::Policy::none())
+        .tls_backend_preconfigured(tls)
         .build()
         .expect("an HTTP client builds")
 }
@@ -164,6 +175,18 @@ fn unanswered(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return format!("no answer within {} s", ATTEMPT_TIMEOUT.as_secs());
     }
+    if let Some(tls) = tls_error(e) {
+        let hint = match tls {
+            rustls::Error::InvalidCertificate(_) => {
+                " (berth trusts this host's CA certificates, or those of SSL_CERT_FILE)"
+            }
+            _ => "",
+        };
+        return crate::text::one_line(
+            &format!("cannot connect: the TLS handshake failed: {tls}{hint}"),
+            300,
+        );
+    }
     let mut why = if e.is_connect() {
         "cannot connect".to_string()
     } else {
@@ -178,6 +201,28 @@ fn unanswered(e: &reqwest::Error) -> String {
         source = s.source();
     }
     crate::text::one_line(&why.without_url(), 300)
+}
+
+/// The TLS error under `e`, when the handshake is what failed.
+fn tls_error(e: &reqwest::Error) -> Option<&rustls::Error> {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(tls) = rustls_error(s) {
+            return Some(tls);
+        }
+        source = s.source();
+    }
+    None
+}
+
+/// `e` as rustls's error, looking inside the I/O errors it comes up wrapped in (one in
+/// another, even), which name no source of their own.
+fn rustls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return Some(tls);
+    }
+    let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+    rustls_error(inner)
 }
 
 /// Text without any URL in it (reqwest names the request's).
@@ -424,6 +469,13 @@ mod tests {
             "a date gone by is now"
         );
         assert_eq!(retry_after("soon"), None);
+    }
+
+    #[test]
+    fn the_client_builds_with_berths_tls_config() {
+        // reqwest takes a ready-made rustls config only of its own rustls version; any
+        // other is refused when the client is built.
+        let _ = client();
     }
 
     #[test]

@@ -159,13 +159,8 @@ impl Resolver<'_> {
 fn check_url(url: &str) -> Result<(), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))?;
     match parsed.scheme() {
-        "http" => {}
-        // This build's HTTP client has no TLS: an https receiver would fail every attempt
-        // for a day. Said now, where it is written.
-        "https" => {
-            return Err("is https://, which this build of berth cannot send to yet (its HTTP client has no TLS): use an http:// receiver, e.g. a relay on this host".into());
-        }
-        other => return Err(format!("must be http://, not {other}://")),
+        "http" | "https" => {}
+        other => return Err(format!("must be http:// or https://, not {other}://")),
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("has no host".into());
@@ -259,6 +254,20 @@ mod tests {
     }
 
     #[test]
+    fn an_https_receiver_is_read() {
+        let d = load(
+            "[[notify]]\nurl = \"https://hooks.example/services/T0/B0/token-123\"\nformat = \"slack\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            d.notify[0].url,
+            "https://hooks.example/services/T0/B0/token-123"
+        );
+        assert_eq!(d.notify[0].describe(), "https://hooks.example/…");
+    }
+
+    #[test]
     fn notify_changes_no_hash_of_the_desired_state() {
         let plain = load("", &[]).unwrap();
         let with = load("[[notify]]\nurl = \"http://127.0.0.1:9/x\"\n", &[]).unwrap();
@@ -277,11 +286,11 @@ mod tests {
         let cases = [
             (
                 "[[notify]]\nurl = \"ftp://secret-host/token-123\"\n",
-                "DIR/berth.toml:6:7: notify.url must be http://, not ftp://",
+                "DIR/berth.toml:6:7: notify.url must be http:// or https://, not ftp://",
             ),
             (
-                "[[notify]]\nurl = \"https://hooks.example/token-123\"\n",
-                "DIR/berth.toml:6:7: notify.url is https://, which this build of berth cannot send to yet",
+                "[[notify]]\nurl = \"file:///token-123\"\n",
+                "DIR/berth.toml:6:7: notify.url must be http:// or https://, not file://",
             ),
             (
                 "[[notify]]\nurl = \"http://h/x\"\nevents = [\"deployd\"]\n",
