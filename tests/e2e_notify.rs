@@ -243,18 +243,25 @@ fn a_rolled_back_deploy_delivers_one_signed_event_and_recovered_follows_the_fix(
     let p = Project::new("notify-revert");
     let port = free_port();
     let receiver = Receiver::start(port, State::default());
-    p.write(&with_receiver(port, "", "VERSION = \"1\""));
+    // No restart policy: the failed container's exit is final, its exit code certain.
+    let text = |env: &str| {
+        with_receiver(port, "", env).replace(
+            "image = \"berth-fixture:test\"",
+            "image = \"berth-fixture:test\"\nrestart = \"no\"",
+        )
+    };
+    p.write(&text("VERSION = \"1\""));
     let d = Daemon::build(&p).file().start();
     wait_for("the first converge", Duration::from_secs(30), || {
         d.status()["status"] == "converged"
     });
 
-    // A deploy whose container exits at once: its gate fails, the stack goes back.
-    p.edit(&with_receiver(
-        port,
-        "",
-        "VERSION = \"2\", FIXTURE_EXIT_AFTER = \"0\"",
-    ));
+    // A deploy whose container exits at once with code 7, having printed a secret: its
+    // gate fails, the stack goes back.
+    let token = "tok-e2e-4f9a7c1d";
+    p.edit(&text(&format!(
+        "VERSION = \"2\", FIXTURE_EXIT_AFTER = \"0\", FIXTURE_EXIT_CODE = \"7\", API_TOKEN = \"{token}\", FIXTURE_ECHO_ENV = \"API_TOKEN\""
+    )));
     wait_for("the rolled-back event", Duration::from_secs(40), || {
         !receiver.requests().is_empty()
     });
@@ -281,10 +288,40 @@ fn a_rolled_back_deploy_delivers_one_signed_event_and_recovered_follows_the_fix(
         !event.body.contains(&Receiver::url(port)),
         "the url is a secret"
     );
+    // The evidence: how the container ended and its last line.
+    let evidence = data["evidence"].as_array().expect("evidence");
+    assert_eq!(evidence.len(), 1, "{data}");
+    assert_eq!(evidence[0]["service"], "web");
+    assert_eq!(evidence[0]["exit_code"], 7, "{data}");
+    assert_eq!(evidence[0]["oom_killed"], false);
+    let last = evidence[0]["last_line"].as_str().unwrap();
+    assert!(
+        last.contains("event=exit") && last.contains("code=7"),
+        "{last}"
+    );
+    // What generation 2 changed from generation 1: keys, no secret's value.
+    let changes: Vec<&str> = data["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    for key in ["~VERSION", "+API_TOKEN", "+FIXTURE_EXIT_CODE"] {
+        assert!(
+            changes[0].starts_with("web: ") && changes[0].contains(key),
+            "{changes:?}"
+        );
+    }
+    assert!(
+        !event.body.contains(token),
+        "the secret the container printed is in no part of the event: {}",
+        event.body
+    );
     assert_eq!(d.status()["status"], "blocked");
 
     // The fix: a generation that passes its gate closes the incident.
-    p.edit(&with_receiver(port, "", "VERSION = \"3\""));
+    p.edit(&text("VERSION = \"3\""));
     wait_for("the recovered event", Duration::from_secs(40), || {
         receiver.requests().len() >= 2
     });

@@ -39,7 +39,66 @@ pub struct Payload {
     pub berth_version: String,
     /// When it happened (unix ms).
     pub at_ms: i64,
+    /// For a failure: what each container whose evidence its generation keeps left
+    /// behind, in short (the newest of each container). Written with the event.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<EvidenceSummary>,
+    /// For a rolled-back generation: what it changed from the one the stack went back
+    /// to, `berth diff`'s summary lines. Added when it is sent (the two generations never
+    /// change, so every attempt sends the same); empty when they are the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changes: Vec<String>,
 }
+
+/// One container's evidence, as a notification tells it. Everything the container wrote
+/// was redacted and made one line before it was kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceSummary {
+    pub service: String,
+    pub container: String,
+    /// `gate-failed` or `died`.
+    pub why: String,
+    /// How its last run ended; None when it still ran (a gate can fail on a probe).
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub restart_count: i64,
+    /// Its last log line that is not blank.
+    pub last_line: Option<String>,
+}
+
+impl EvidenceSummary {
+    /// `web (shop-web): exited with code 1, OOM killed, 2 restarts; last line: …`.
+    pub fn text(&self) -> String {
+        let mut how = vec![match self.exit_code {
+            Some(code) => format!("exited with code {code}"),
+            None => "still running".to_string(),
+        }];
+        if self.oom_killed {
+            how.push("OOM killed".into());
+        }
+        match self.restart_count {
+            0 => {}
+            1 => how.push("1 restart".into()),
+            n => how.push(format!("{n} restarts")),
+        }
+        let last = self
+            .last_line
+            .as_deref()
+            .map(|l| format!("; last line: {l}"))
+            .unwrap_or_default();
+        format!(
+            "{} ({}): {}{last}",
+            self.service,
+            self.container,
+            how.join(", ")
+        )
+    }
+}
+
+/// How many evidence lines and change lines a slack text shows (the JSON has them all).
+const SLACK_LINES: usize = 5;
+/// How long a slack text's extra line may be.
+const SLACK_LINE_CHARS: usize = 300;
 
 /// What a delivery adds to its event.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -116,10 +175,36 @@ pub fn text(p: &Payload, note: Note) -> String {
             format!("Reminder {n}: still so since {}. ", utc(since_ms))
         }
     };
-    slack_escaped(&format!(
+    let mut lines = vec![format!(
         "{reminder}berth on {}: project {} {what}{commit}",
         p.host, p.project
-    ))
+    )];
+    lines.extend(details(p));
+    slack_escaped(&lines.join("\n"))
+}
+
+/// The few short lines after the first: each container's evidence, then what the
+/// generation changed.
+fn details(p: &Payload) -> Vec<String> {
+    let mut lines = Vec::new();
+    let short = |l: &str| crate::text::one_line(l, SLACK_LINE_CHARS);
+    let more = |n: usize, what: &str| {
+        (n > SLACK_LINES).then(|| format!("… and {} more {what}", n - SLACK_LINES))
+    };
+    for e in p.evidence.iter().take(SLACK_LINES) {
+        lines.push(short(&format!("Evidence: {}", e.text())));
+    }
+    lines.extend(more(p.evidence.len(), "containers"));
+    if !p.changes.is_empty() {
+        let from = p
+            .reverted_to
+            .map(|g| format!(" from generation {g}"))
+            .unwrap_or_default();
+        lines.push(format!("Changes{from}:"));
+        lines.extend(p.changes.iter().take(SLACK_LINES).map(|c| short(c)));
+        lines.extend(more(p.changes.len(), "lines (berth diff)"));
+    }
+    lines
 }
 
 /// Slack reads `&`, `<` and `>` as markup: a reason quoting a container's words must
@@ -164,6 +249,24 @@ mod tests {
             host: "h1".into(),
             berth_version: "0.1.0".into(),
             at_ms: 1_795_000_000_000,
+            evidence: vec![],
+            changes: vec![],
+        }
+    }
+
+    fn with_details() -> Payload {
+        Payload {
+            evidence: vec![EvidenceSummary {
+                service: "web".into(),
+                container: "p-web".into(),
+                why: "gate-failed".into(),
+                exit_code: Some(137),
+                oom_killed: true,
+                restart_count: 2,
+                last_line: Some("allocated 64 MiB <oops>".into()),
+            }],
+            changes: vec!["web: env ~VERSION +API_TOKEN".into()],
+            ..rolled_back()
         }
     }
 
@@ -203,6 +306,52 @@ mod tests {
         assert_eq!(
             v,
             serde_json::json!({"text": "berth on h1: project p generation 3 failed and was rolled back to generation 2: service \"web\" failed its gate: &lt;exited 1&gt; (commit 0123456789ab bump web)"})
+        );
+    }
+
+    #[test]
+    fn the_slack_text_puts_evidence_and_changes_on_short_lines_after_the_reason() {
+        let t = text(&with_details(), Note::First);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].ends_with("(commit 0123456789ab bump web)"), "{t}");
+        assert_eq!(
+            lines[1..],
+            [
+                "Evidence: web (p-web): exited with code 137, OOM killed, 2 restarts; last line: allocated 64 MiB &lt;oops&gt;",
+                "Changes from generation 2:",
+                "web: env ~VERSION +API_TOKEN",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_long_list_is_cut_to_a_few_lines_in_slack_and_kept_whole_in_the_standard_body() {
+        let mut p = with_details();
+        p.changes = (1..=8).map(|n| format!("s{n}: env ~X")).collect();
+        let t = text(&p, Note::First);
+        assert!(
+            t.contains("s5: env ~X\n… and 3 more lines (berth diff)"),
+            "{t}"
+        );
+        assert!(!t.contains("s6:"), "{t}");
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(Format::Standard, &p, Note::First)).unwrap();
+        assert_eq!(v["data"]["changes"].as_array().unwrap().len(), 8);
+        assert_eq!(v["data"]["evidence"][0]["exit_code"], 137);
+        assert_eq!(v["data"]["evidence"][0]["oom_killed"], true);
+    }
+
+    #[test]
+    fn a_payload_without_details_has_no_such_fields_and_an_old_one_still_reads() {
+        let v: serde_json::Value =
+            serde_json::from_slice(&body(Format::Standard, &rolled_back(), Note::First)).unwrap();
+        assert!(v["data"].get("evidence").is_none() && v["data"].get("changes").is_none());
+        // What the outbox kept before these fields existed reads as it did.
+        let stored = serde_json::to_string(&rolled_back()).unwrap();
+        assert!(!stored.contains("evidence") && !stored.contains("changes"));
+        assert_eq!(
+            serde_json::from_str::<Payload>(&stored).unwrap(),
+            rolled_back()
         );
     }
 }

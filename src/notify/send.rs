@@ -262,8 +262,57 @@ pub struct Sent {
     pub next: Next,
 }
 
+/// The lines of `berth diff` a rolled-back event carries at most.
+const CHANGE_LINES: usize = 40;
+
+/// What a rolled-back generation changed from the one the stack went back to, as
+/// `berth diff`'s summary lines; none when they are the same. Worked out when it is sent,
+/// from two generations that never change: every attempt sends the same body. A
+/// generation that cannot be read (or is gone) gives none; a store that does not answer
+/// is an error, and the attempt waits for it.
+async fn changes(store: &Store, payload: &Payload) -> Result<Vec<String>, StoreError> {
+    let Some(from) = payload.reverted_to else {
+        return Ok(vec![]);
+    };
+    if payload.event != super::EventKind::RolledBack.as_str() {
+        return Ok(vec![]);
+    }
+    let (Some(a), Some(b)) = (
+        store.get(&payload.project, from).await?,
+        store.get(&payload.project, payload.generation).await?,
+    ) else {
+        return Ok(vec![]);
+    };
+    let diff = match crate::diff::diff(&a, &b) {
+        Ok(d) if d.is_empty() => return Ok(vec![]),
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(id = %payload.id, error = %e, "what changed is left out of the notification");
+            return Ok(vec![]);
+        }
+    };
+    let lines: Vec<String> = crate::diff::summary(&diff)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let more = lines.len().saturating_sub(CHANGE_LINES);
+    let mut kept: Vec<String> = lines.into_iter().take(CHANGE_LINES).collect();
+    if more > 0 {
+        kept.push(format!(
+            "… and {more} more lines (berth diff {from} {})",
+            payload.generation
+        ));
+    }
+    Ok(kept)
+}
+
 /// One delivery: its body, the attempt, and the store told how it went.
-async fn deliver(store: &Store, client: &reqwest::Client, d: Delivery) -> Result<Sent, StoreError> {
+async fn deliver(
+    store: &Store,
+    client: &reqwest::Client,
+    mut d: Delivery,
+) -> Result<Sent, StoreError> {
+    d.payload.changes = changes(store, &d.payload).await?;
     let note = match d.reminder {
         0 => Note::First,
         n => Note::Reminder {
@@ -385,6 +434,8 @@ pub async fn test(client: &reqwest::Client, project: &str, receiver: &Receiver) 
         host: super::host(),
         berth_version: env!("CARGO_PKG_VERSION").into(),
         at_ms: now,
+        evidence: vec![],
+        changes: vec![],
     };
     post(
         client,

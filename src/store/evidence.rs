@@ -128,39 +128,49 @@ impl Store {
 
     /// The evidence kept on a generation, in the order it was captured.
     pub async fn evidence(&self, generation: i64) -> Result<Vec<Evidence>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT generation, service, container, why, captured_ms, body_json FROM evidence WHERE generation = ? ORDER BY id",
-        )
-        .bind(generation)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.into_iter()
-            .map(|r| {
-                let generation: i64 = r.get(0);
-                let body: Body =
-                    serde_json::from_str(r.get::<&str, _>(5)).map_err(|e| StoreError::Corrupt {
-                        generation,
-                        message: format!("its evidence: {e}"),
-                    })?;
-                Ok(Evidence {
-                    generation,
-                    service: r.get(1),
-                    container: r.get(2),
-                    why: Cause::parse(r.get::<&str, _>(3)),
-                    captured_ms: r.get(4),
-                    running: body.running,
-                    exit_code: body.exit_code,
-                    oom_killed: body.oom_killed,
-                    restart_count: body.restart_count,
-                    started_at: body.started_at,
-                    finished_at: body.finished_at,
-                    health: body.health,
-                    probe: body.probe,
-                    lines: body.lines,
-                })
-            })
-            .collect()
+        let mut conn = self.pool.acquire().await?;
+        evidence_on(&mut conn, generation).await
     }
+}
+
+/// The evidence kept on `generation`, read on `conn` (inside a caller's transaction: the
+/// notification outbox summarizes it in the one that records the outcome).
+pub(super) async fn evidence_on(
+    conn: &mut sqlx::SqliteConnection,
+    generation: i64,
+) -> Result<Vec<Evidence>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT generation, service, container, why, captured_ms, body_json FROM evidence WHERE generation = ? ORDER BY id",
+    )
+    .bind(generation)
+    .fetch_all(&mut *conn)
+    .await?;
+    rows.into_iter()
+        .map(|r| {
+            let generation: i64 = r.get(0);
+            let body: Body =
+                serde_json::from_str(r.get::<&str, _>(5)).map_err(|e| StoreError::Corrupt {
+                    generation,
+                    message: format!("its evidence: {e}"),
+                })?;
+            Ok(Evidence {
+                generation,
+                service: r.get(1),
+                container: r.get(2),
+                why: Cause::parse(r.get::<&str, _>(3)),
+                captured_ms: r.get(4),
+                running: body.running,
+                exit_code: body.exit_code,
+                oom_killed: body.oom_killed,
+                restart_count: body.restart_count,
+                started_at: body.started_at,
+                finished_at: body.finished_at,
+                health: body.health,
+                probe: body.probe,
+                lines: body.lines,
+            })
+        })
+        .collect()
 }
 
 /// Remove `project`'s evidence older than [`KEEP_DAYS`] at `now`, or kept on a

@@ -9,8 +9,8 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteConnection;
 
-use super::{Outcome, Store, StoreError, now_ms};
-use crate::notify::format::Payload;
+use super::{Evidence, Outcome, Store, StoreError, now_ms};
+use crate::notify::format::{EvidenceSummary, Payload};
 use crate::notify::{self, Decision, EventKind, Format, Happened, Incident, Receiver};
 
 /// What an outcome is to notifications.
@@ -132,6 +132,14 @@ pub(super) async fn record(
         host: notify::host(),
         berth_version: env!("CARGO_PKG_VERSION").into(),
         at_ms: now,
+        evidence: match kind {
+            EventKind::RolledBack | EventKind::Degraded => {
+                evidence_summary(conn, generation, &redactor).await?
+            }
+            _ => vec![],
+        },
+        // Added by the sender: the diff is worked out above the store.
+        changes: vec![],
     };
     sqlx::query(
         "INSERT INTO outbox (id, project, generation, kind, fingerprint, payload_json, created_ms, closed_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -160,6 +168,53 @@ pub(super) async fn record(
         .await?;
     }
     Ok(Some(id))
+}
+
+/// How many containers' evidence an event carries.
+const EVIDENCE_CONTAINERS: usize = 20;
+/// How long an evidence's last line may be in an event.
+const LAST_LINE_CHARS: usize = 500;
+
+/// The evidence kept on `generation`, in short: the newest of each container, in the
+/// order captured. Evidence that cannot be read is left out, never an error: the
+/// outcome is recorded all the same.
+async fn evidence_summary(
+    conn: &mut SqliteConnection,
+    generation: i64,
+    redactor: &crate::redact::Redactor,
+) -> Result<Vec<EvidenceSummary>, StoreError> {
+    let kept = match super::evidence::evidence_on(conn, generation).await {
+        Ok(kept) => kept,
+        Err(StoreError::Corrupt { message, .. }) => {
+            tracing::warn!(generation, %message, "evidence left out of the notification");
+            return Ok(vec![]);
+        }
+        Err(e) => return Err(e),
+    };
+    let mut newest: Vec<Evidence> = Vec::new();
+    for e in kept {
+        newest.retain(|n| n.container != e.container);
+        newest.push(e);
+    }
+    let skip = newest.len().saturating_sub(EVIDENCE_CONTAINERS);
+    Ok(newest
+        .into_iter()
+        .skip(skip)
+        .map(|e| EvidenceSummary {
+            last_line: e
+                .lines
+                .iter()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(|l| redactor.text(&crate::text::one_line(l, LAST_LINE_CHARS))),
+            service: e.service,
+            container: e.container,
+            why: e.why.as_str().into(),
+            exit_code: e.exit_code,
+            oom_killed: e.oom_killed,
+            restart_count: e.restart_count,
+        })
+        .collect())
 }
 
 /// The services whose step failed, from a generation's timings (`failed_ms` set).
@@ -559,6 +614,85 @@ repeat = "1s"
         assert_eq!(store.outbox_depth().await.unwrap(), 1);
         deliver_all(&store).await;
         assert_eq!(store.outbox_depth().await.unwrap(), 0);
+    }
+
+    fn kept(generation: i64, container: &str, code: i64, lines: &[&str]) -> Evidence {
+        Evidence {
+            generation,
+            service: "web".into(),
+            container: container.into(),
+            why: crate::store::Cause::GateFailed,
+            captured_ms: now_ms(),
+            running: false,
+            exit_code: Some(code),
+            oom_killed: code == 137,
+            restart_count: 1,
+            started_at: None,
+            finished_at: None,
+            health: vec![],
+            probe: None,
+            lines: lines.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_rolled_back_event_carries_the_newest_evidence_of_each_container_and_the_same_fingerprint()
+     {
+        let (_dir, store, spec) = store().await;
+        let g1 = begin(&store, &spec).await;
+        store
+            .finish(g1, Outcome::Healthy, None, &Default::default())
+            .await
+            .unwrap();
+        deliver_all(&store).await;
+        let g2 = begin(&store, &spec).await;
+        store
+            .add_evidence(
+                "p",
+                &[
+                    kept(g2, "p-web", 1, &["an older run"]),
+                    kept(g2, "p-worker", 2, &["worker down"]),
+                    // The receiver's secret, written by the container, is no secret's news.
+                    kept(
+                        g2,
+                        "p-web",
+                        137,
+                        &["allocating", "token s3cret leaked", "  "],
+                    ),
+                ],
+            )
+            .await
+            .unwrap();
+        let reason = "service \"web\" failed its gate: exited (code 137)";
+        store.mark_rolled_back(g2, g1, reason).await.unwrap();
+        let due = store.due_deliveries(None, 100).await.unwrap();
+        let evidence = &due[0].payload.evidence;
+        assert_eq!(
+            evidence
+                .iter()
+                .map(|e| (e.container.as_str(), e.exit_code))
+                .collect::<Vec<_>>(),
+            [("p-worker", Some(2)), ("p-web", Some(137))],
+            "the newest of each container, in the order captured"
+        );
+        assert_eq!(
+            evidence[1].last_line.as_deref(),
+            Some("token <redacted> leaked"),
+            "the last line that is not blank, redacted"
+        );
+        assert!(evidence[1].oom_killed);
+        assert_eq!(evidence[1].why, "gate-failed");
+        let fingerprint: String = sqlx::query("SELECT fingerprint FROM outbox WHERE id = ?")
+            .bind(&due[0].event)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            fingerprint,
+            notify::fingerprint("p", EventKind::RolledBack, reason, &[]),
+            "evidence is no part of what makes a failure the same"
+        );
     }
 
     #[tokio::test]
