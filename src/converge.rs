@@ -1082,8 +1082,11 @@ async fn converge_service<R: Runtime>(
     how: &Execution<'_>,
     gating: Gating<'_>,
 ) -> Result<Timing, (Failure, Timing)> {
+    // `ready` lives until this converge returns: its sender dropped reads as "ready" to
+    // the level loop, which must not start dependents while a failed gate's evidence is
+    // still being kept.
     let Gating {
-        ready,
+        mut ready,
         started_at,
         prepared,
         watch,
@@ -1124,7 +1127,7 @@ async fn converge_service<R: Runtime>(
         made,
     );
     let gated = tokio::select! {
-        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, ready, watch) => g,
+        g = gate(rt, &id, s, probe.as_ref(), deadline, min_healthy, &mut ready, watch) => g,
         signal = how.shutdown.requested() => {
             report.service(&s.name, "stopped while gating");
             return Err((Failure::Interrupted(signal), begun));

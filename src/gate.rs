@@ -118,7 +118,7 @@ pub async fn gate<R: Runtime>(
     probe: Option<&Probe>,
     healthy_deadline: Duration,
     min_healthy_time: Duration,
-    mut ready: Option<tokio::sync::oneshot::Sender<Duration>>,
+    ready: &mut Option<tokio::sync::oneshot::Sender<Duration>>,
     watch: &Watch,
 ) -> GateOutcome {
     // Told before the first inspect, so no change after it goes unseen. Every gate
@@ -132,7 +132,7 @@ pub async fn gate<R: Runtime>(
             return over;
         }
         let now = Instant::now();
-        if let Some(outcome) = run.judge(now, &mut ready) {
+        if let Some(outcome) = run.judge(now, ready) {
             return outcome;
         }
         tokio::select! {
