@@ -226,14 +226,7 @@ pub async fn converge_to_pinned<R: Runtime>(
     let pins = target.pins();
     let observed = observed_with_pins(rt, &desired, &pins).await?;
     let mut the_plan = plan(&desired, &observed);
-    // Held services are left as they are (a repair on hold for a crash loop).
-    for step in the_plan
-        .steps
-        .iter_mut()
-        .filter(|s| skip.contains(&s.service))
-    {
-        step.action = Action::Noop;
-    }
+    the_plan.hold(skip);
     let pinned = Pinned {
         target: target.id,
         desired: &desired,

@@ -55,6 +55,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Leave these services as they are: a repair on hold for a crash loop.
+    pub fn hold(&mut self, services: &std::collections::BTreeSet<String>) {
+        for step in self
+            .steps
+            .iter_mut()
+            .filter(|s| services.contains(&s.service))
+        {
+            step.action = Action::Noop;
+        }
+    }
+
     pub fn is_noop(&self) -> bool {
         self.steps.iter().all(|s| s.action == Action::Noop)
     }

@@ -394,13 +394,7 @@ pub async fn converge_to_pinned<R: Runtime>(
     let pins = target.pins();
     let observed = super::observed_with_pins(sw, &desired, &pins).await?;
     let mut the_plan = plan(&desired, &observed);
-    for step in the_plan
-        .steps
-        .iter_mut()
-        .filter(|s| skip.contains(&s.service))
-    {
-        step.action = Action::Noop;
-    }
+    the_plan.hold(skip);
     let pinned = Pinned {
         target: target.id,
         desired: &desired,
