@@ -101,6 +101,7 @@ pub fn backoff(attempts: i64) -> Duration {
 /// redirect could take it elsewhere (to plain http, even). A 3xx answer is not taken and
 /// shows in the answer line, so the URL can be fixed.
 pub fn client() -> reqwest::Client {
+    tls::install_provider();
     let (tls, roots) = tls::client_config();
     tracing::debug!(
         ?roots,
