@@ -106,6 +106,7 @@ impl Swarm {
             };
             return Err(SwarmError::NotManager { state });
         }
+        crate::notify::tls::install_provider();
         Ok(Swarm {
             docker,
             node_id: swarm.node_id.unwrap_or_default(),
