@@ -83,7 +83,8 @@ pub enum Command {
     /// database are stopped, the dump goes into a fresh database that is checked and then
     /// swapped in (the old one kept as `<db>_before_restore_<ts>`), and they start again.
     Restore(cmd::restore::Args),
-    /// Generations, outcomes and reasons.
+    /// Generations, outcomes and reasons; `history N`: one generation with its events and
+    /// the evidence its failed or dead containers left (their last lines, how they ended).
     History(cmd::history::Args),
     /// The `[[notify]]` receivers: send each a test event, or deliver what the outbox
     /// holds now (`berth run` delivers on its own).
