@@ -1,25 +1,36 @@
 #!/usr/bin/env bash
-# Try a two-node Swarm on this one machine: the host engine as the manager, and a second
+# A two-node Swarm on this one machine: the host engine as the manager, and a second
 # Docker engine in a network namespace of this script's own, joined as a worker.
 #
-#   host  -- veth 10.231.77.1/30 <-> 10.231.77.2/30 -- netns berth-worker-$$
+#   host  -- veth 10.231.77.1/30 <-> 10.231.77.2/30 -- netns berth-worker-PID
 #            (dockerd)                                 (dockerd, hostname berth-worker)
 #
-# Then one service constrained to the worker (node.hostname == berth-worker) on an
-# overlay network, its port published in host mode, asked from the host over the veth.
-# Everything it made is removed on exit: the service, the network, the swarm (only when
-# this script created it), the second dockerd and its directories, the netns and veth.
-# Refuses to run when the host engine is already in a swarm (Swarm is engine-wide: the
-# e2e swarm tests may be using it). Needs root, ip(8), unshare(1), dockerd.
+#   scripts/swarm-two-node.sh          try it: one service constrained to the worker
+#                                      (node.hostname == berth-worker) on an overlay
+#                                      network, its port published in host mode, asked
+#                                      from the host over the veth; then remove it all
+#   scripts/swarm-two-node.sh up DIR   make the two nodes and leave them up; DIR/env says
+#                                      what was made (tests/e2e_swarm_two_node.rs)
+#   scripts/swarm-two-node.sh down DIR remove what `up DIR` made
+#
+# Removed on exit (or by `down`): the swarm (only when this script created it), the
+# second dockerd and its directories, the netns and veth. Refuses to run when the host
+# engine is already in a swarm (Swarm is engine-wide: the e2e swarm tests may be using
+# it), exit 2. Needs root, ip(8), nsenter(1), unshare(1), dockerd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+mode=${1:-try}
 ns=berth-worker-$$
 veth_host=bwh$$
 veth_worker=bww$$
 host_addr=10.231.77.1
 worker_addr=10.231.77.2
-dir=$(mktemp -d /tmp/berth-worker.XXXXXX)
+case $mode in
+  try) dir=$(mktemp -d /tmp/berth-worker.XXXXXX) ;;
+  up | down) dir=${2:?"usage: $0 up|down DIR"} ;;
+  *) echo "usage: $0 [up DIR | down DIR]" >&2; exit 64 ;;
+esac
 sock=$dir/docker.sock
 wdocker() { docker -H "unix://$sock" "$@"; }
 created_swarm=
@@ -49,9 +60,18 @@ cleanup() {
   grep -o " $dir[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
   ip netns del "$ns" 2>/dev/null
   ip link del "$veth_host" 2>/dev/null
-  rm -rf "$dir"
+  # `up DIR`'s directory is the caller's: only what this script put in it goes.
+  if [ "$mode" = try ]; then rm -rf "$dir"; else rm -rf "$dir/data" "$dir/exec"; fi
   step "cleaned up"
 }
+if [ "$mode" = down ]; then
+  [ -f "$dir/env" ] || exit 0
+  # shellcheck disable=SC1091
+  . "$dir/env"
+  sock=$dir/docker.sock
+  cleanup
+  exit 0
+fi
 trap cleanup EXIT
 
 state=$(docker info --format '{{.Swarm.LocalNodeState}}')
@@ -62,6 +82,8 @@ fi
 
 step "netns $ns and veth $veth_host <-> $veth_worker"
 ip netns add "$ns"
+# What `down` removes.
+printf 'ns=%s\nveth_host=%s\n' "$ns" "$veth_host" >"$dir/env"
 ip link add "$veth_host" type veth peer name "$veth_worker"
 ip link set "$veth_worker" netns "$ns"
 ip addr add "$host_addr/30" dev "$veth_host"
@@ -96,9 +118,15 @@ wdocker info --format 'worker engine {{.ServerVersion}}, {{.Driver}}, hostname {
 step "swarm init on the host (advertise $host_addr) and join the worker"
 docker swarm init --advertise-addr "$host_addr" --listen-addr "$host_addr:2377" >/dev/null
 created_swarm=1
+echo created_swarm=1 >>"$dir/env"
 token=$(docker swarm join-token -q worker)
 wdocker swarm join --token "$token" --advertise-addr "$worker_addr" --listen-addr "$worker_addr:2377" "$host_addr:2377"
 docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}'
+if [ "$mode" = up ]; then
+  trap - EXIT
+  step "up: the worker engine at unix://$sock, netns $ns"
+  exit 0
+fi
 
 step "the fixture image on the worker (save | load; no registry in this smoke)"
 docker save berth-fixture:test | wdocker load -q

@@ -100,6 +100,9 @@ pub struct ServiceStatus {
     /// Under Swarm: running tasks of the desired replicas (`2/2`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<String>,
+    /// Under Swarm: each task Swarm wants running, with its node and its own probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<Vec<crate::swarm::tasks::TaskStatus>>,
 }
 
 /// A project's status report.
@@ -298,8 +301,10 @@ pub async fn project_status<R: Runtime>(
     report.services = service_statuses(&desired, &observed, &checks);
     if let Some(sw) = &swarm {
         let replicas = sw.replicas(project).await?;
+        let mut tasks = crate::swarm::tasks::tasks(sw, &desired).await?;
         for s in &mut report.services {
             s.replicas = replicas.get(&s.service).map(|(r, d)| format!("{r}/{d}"));
+            s.tasks = tasks.remove(&s.service);
         }
     }
     if let Some(r) = &running {
@@ -366,6 +371,7 @@ fn service_statuses(
                 detail: probe.map(|p| p.detail.clone()).unwrap_or_default(),
                 generation: c.and_then(|c| c.generation),
                 replicas: None,
+                tasks: None,
             }
         })
         .collect()

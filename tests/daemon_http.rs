@@ -64,6 +64,7 @@ fn report() -> Report {
             detail: "http 200".into(),
             generation: Some(7),
             replicas: None,
+            tasks: None,
         }],
         repairs: 1,
         holder: None,

@@ -140,7 +140,7 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
         }
     }
     let rows = r.services.iter().map(|s| {
-        vec![
+        let mut row = vec![
             s.service.clone(),
             match &s.replicas {
                 Some(r) => format!("{} {r}", s.state),
@@ -153,7 +153,12 @@ pub(super) fn status_text(r: &crate::status::Report) -> String {
             s.generation
                 .map(|g| format!("gen {g}"))
                 .unwrap_or_else(|| "-".into()),
-        ]
+        ];
+        // Under Swarm: where each replica runs (`1@vm 2@worker`).
+        if let Some(tasks) = &s.tasks {
+            row.push(crate::swarm::tasks::compact(tasks));
+        }
+        row
     });
     for line in table(&[], rows).lines() {
         out += &format!("  {line}\n");

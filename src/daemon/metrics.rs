@@ -524,6 +524,7 @@ mod tests {
             detail: String::new(),
             generation: Some(3),
             replicas: None,
+            tasks: None,
         }
     }
 

@@ -20,12 +20,14 @@
 //! - `spec`: a [`Service`] as a Swarm `ServiceSpec` (pure).
 //! - `gate`: the verdict on a service's tasks (pure), and the loop that asks for them.
 //! - `check`: each service's replicas and probes now, for `berth status`.
+//! - `tasks`: the node, state and probe of each task now, for `berth status`.
 //! - `execute`: removals, overlay networks, then each level's creates and updates.
 
 pub mod check;
 pub mod execute;
 pub mod gate;
 pub mod spec;
+pub mod tasks;
 
 use std::collections::{BTreeMap, HashMap};
 
