@@ -121,6 +121,16 @@ impl SwarmGuard {
                 docker(&["network", "rm", id]);
             }
         }
+        // Another test may share this engine's swarm (e2e_swarm_two_node): its services
+        // are waited out before leaving, so its swarm is not pulled from under it.
+        // Never a panic here: this runs in Drop, maybe while unwinding.
+        let start = std::time::Instant::now();
+        while start.elapsed() < std::time::Duration::from_secs(300)
+            && swarm_state() == "active"
+            && !text(&docker(&["service", "ls", "-q"])).trim().is_empty()
+        {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
         docker(&["swarm", "leave", "--force"]);
     }
 }
@@ -296,6 +306,134 @@ fn a_stack_on_a_single_node_swarm_converges_in_order_reverts_whole_and_is_repair
         "{}",
         status.stdout
     );
+
+    // (f) Configs and secrets: made by content hash before the service that uses them
+    // (web), a changed config updates only web, the old one is pruned once no generation
+    // of the newest five uses it, and the secret's value is never shown nor stored.
+    let secret_value = "s3cr3t-swarm-pw-4711";
+    let dir = p.dir.path();
+    std::fs::write(dir.join("app.yml"), "level: 1\n").unwrap();
+    let secret_file = dir.join("db_password");
+    std::fs::write(&secret_file, format!("{secret_value}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let with_files = good.replace(
+        "[services.web]\n",
+        "[services.web]\nconfigs = [{ source = \"app.yml\", target = \"/etc/app.yml\" }]\nsecrets = [{ source = \"db_password\", target = \"db_password\" }]\n",
+    );
+    p.write(&with_files);
+    let plan = p.berth(&["plan"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("web: updated in place"),
+        "{}",
+        run.stdout
+    );
+    let configs = || {
+        let label = format!("label=berth.project={}", p.name);
+        let ls = text(&docker(&[
+            "config",
+            "ls",
+            "--filter",
+            &label,
+            "--format",
+            "{{.Name}}",
+        ]));
+        ls.split_whitespace().map(String::from).collect::<Vec<_>>()
+    };
+    let first_configs = configs();
+    assert_eq!(first_configs.len(), 1, "{first_configs:?}");
+    let first_config = first_configs[0].clone();
+    assert!(
+        first_config.starts_with(&format!("{}_web_app.yml_", p.name)),
+        "{first_config}"
+    );
+    let web_task = || {
+        let filter = format!("label=com.docker.swarm.service.name={}", p.container("web"));
+        text(&docker(&["ps", "-q", "--filter", &filter]))
+            .split_whitespace()
+            .next()
+            .map(String::from)
+            .unwrap_or_else(|| panic!("a running web task"))
+    };
+    let in_task = |path: &str| {
+        // The fixture is FROM scratch (no cat), and docker cp does not read a task's
+        // secrets (a tmpfs): the file is read through the task's root, as root here.
+        let pid = text(&docker(&[
+            "inspect",
+            "--format",
+            "{{.State.Pid}}",
+            &web_task(),
+        ]));
+        let file = format!("/proc/{}/root{path}", pid.trim());
+        std::fs::read_to_string(&file).unwrap_or_else(|e| panic!("reading {file}: {e}"))
+    };
+    assert!(in_task("/run/secrets/db_password").contains(secret_value));
+    assert!(in_task("/etc/app.yml").contains("level: 1"));
+    let version = |s: &str| service_inspect(&p, s, "{{.Version.Index}}");
+    let (db_version, api_version) = (version("db"), version("api"));
+
+    // Nowhere in what berth prints or stores.
+    let mut shown = String::new();
+    for args in [&["plan"][..], &["status"], &["history", "--json"]] {
+        let out = p.berth(args);
+        shown.push_str(&out.stdout);
+        shown.push_str(&out.stderr);
+    }
+    shown.push_str(&run.stdout);
+    shown.push_str(&run.stderr);
+    assert!(!shown.contains(secret_value), "the secret shown: {shown}");
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("state.db")
+        {
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret_value),
+                "the secret is in {}",
+                path.display()
+            );
+        }
+    }
+
+    // A changed config: a new config, web alone updated.
+    std::fs::write(dir.join("app.yml"), "level: 2\n").unwrap();
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("web: updated in place"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(version("db"), db_version, "db is not touched");
+    assert_eq!(version("api"), api_version, "api is not touched");
+    assert!(in_task("/etc/app.yml").contains("level: 2"));
+    let now = configs();
+    assert_eq!(
+        now.len(),
+        2,
+        "the old one is kept while a recent generation uses it: {now:?}"
+    );
+    // Four more generations, and the first config is used by none of the newest five.
+    for level in 3..=6 {
+        std::fs::write(dir.join("app.yml"), format!("level: {level}\n")).unwrap();
+        let run = p.berth(&["apply"]);
+        assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    }
+    let now = configs();
+    assert!(!now.contains(&first_config), "pruned: {now:?}");
+    assert_eq!(
+        now.len(),
+        5,
+        "the newest five generations' configs: {now:?}"
+    );
+    assert_eq!(version("db"), db_version, "db is not touched");
 
     // (e) Against an engine that is not a manager: a clear error, exit 1, nothing changed.
     let generations = p.history().len();

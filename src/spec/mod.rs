@@ -330,6 +330,12 @@ pub struct SwarmKeys {
     /// default (stop-first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_order: Option<UpdateOrder>,
+    /// `configs`: files made Swarm configs, mounted read-only in every task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<SwarmFile>,
+    /// `secrets`: files made Swarm secrets. Only their hash is stored, never the content.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SwarmFile>,
 }
 
 impl Default for SwarmKeys {
@@ -338,7 +344,78 @@ impl Default for SwarmKeys {
             replicas: 1,
             placement: Placement::default(),
             update_order: None,
+            configs: Vec::new(),
+            secrets: Vec::new(),
         }
+    }
+}
+
+/// A file a service gets as a Swarm config or secret. Swarm's are immutable, so each is
+/// named by its content's hash ([`SwarmFile::swarm_name`]): a change of the file makes a
+/// new one, and changes the config hash of exactly the services that use it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SwarmFile {
+    /// Where the file was read, as the trust checks confined it.
+    pub source: PathBuf,
+    /// Where the task sees it: an absolute path, or for a secret a name under /run/secrets/.
+    pub target: String,
+    /// SHA-256 of the content, hex.
+    pub sha256: String,
+    /// The content read at load time; never stored (a stored generation has only the
+    /// hash: its Swarm object is found by name, or the file read again if it still hashes so).
+    #[serde(skip)]
+    pub content: Option<FileContent>,
+}
+
+/// A file's bytes, kept out of Debug output (a secret's are secret) and out of equality
+/// (the hash beside it decides).
+#[derive(Clone)]
+pub struct FileContent(pub Vec<u8>);
+
+impl std::fmt::Debug for FileContent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0.len())
+    }
+}
+
+impl PartialEq for FileContent {
+    fn eq(&self, _: &FileContent) -> bool {
+        true
+    }
+}
+
+impl SwarmFile {
+    /// `<project>_<service>_<basename>_<first 12 hex of sha256>`, within Swarm's rules for
+    /// a name (64 characters at most; letters, digits, `-`, `_`, `.`): the basename is
+    /// cleaned and shortened first, so the hash always stays whole.
+    pub fn swarm_name(&self, project: &str, service: &str) -> String {
+        let clean = |s: &str| -> String {
+            s.chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect()
+        };
+        let base = clean(
+            &self
+                .source
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        );
+        let hash = &self.sha256[..self.sha256.len().min(12)];
+        let head = format!("{}_{}", clean(project), clean(service));
+        let room = 64usize.saturating_sub(head.len() + hash.len() + 2);
+        let base: String = base.chars().take(room).collect();
+        let name = format!("{head}_{base}_{hash}");
+        // Too long a project and service name: keep the end, where the hash is.
+        let name = name[name.len().saturating_sub(64)..].to_string();
+        name.trim_start_matches(|c: char| !c.is_ascii_alphanumeric())
+            .to_string()
     }
 }
 

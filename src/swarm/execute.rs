@@ -42,6 +42,11 @@ pub async fn execute(
             crate::spec::duration::format(deadline)
         ))),
     };
+    if result.is_ok()
+        && let crate::converge::SchemaStep::Run(store) = &how.schema
+    {
+        prune_files(sw, store, desired, &how).await;
+    }
     Executed {
         result,
         timings,
@@ -106,6 +111,34 @@ async fn execute_steps(
         }
     }
     Ok(())
+}
+
+/// Once a generation is healthy: the project's configs and secrets that none of its
+/// newest generations uses go (a revert within them finds its own by name).
+async fn prune_files(
+    sw: &Swarm,
+    store: &crate::store::Store,
+    desired: &DesiredState,
+    how: &Execution<'_>,
+) {
+    let project = &desired.project.name;
+    let Ok(history) = store.history(Some(project)).await else {
+        return;
+    };
+    let mut kept: Vec<DesiredState> = history
+        .iter()
+        .rev()
+        .filter(|g| g.id <= how.generation)
+        .take(super::files::KEEP_GENERATIONS)
+        .filter_map(|g| g.desired().ok())
+        .collect();
+    kept.push(desired.clone());
+    for name in super::files::prune(sw, project, &kept).await {
+        how.report.line(&format!(
+            "removed {name} (no generation of the newest {} uses it)",
+            super::files::KEEP_GENERATIONS
+        ));
+    }
 }
 
 /// Of failures at once, a stop outranks an engine gone, which outranks a gate failure.
@@ -231,6 +264,8 @@ async fn apply_spec(
         )));
     };
     let digest = registry_digest(sw, &s.image, image_id).await?;
+    // Configs and secrets exist before the spec that points at them.
+    let file_ids = super::files::ensure(sw, desired, s).await?;
     let spec = service_spec(
         desired,
         s,
@@ -240,6 +275,7 @@ async fn apply_spec(
         },
         how.generation,
         networks,
+        &file_ids,
     );
     if step.action == Action::Create {
         sw.docker

@@ -21,10 +21,12 @@
 //! - `gate`: the verdict on a service's tasks (pure), and the loop that asks for them.
 //! - `check`: each service's replicas and probes now, for `berth status`.
 //! - `tasks`: the node, state and probe of each task now, for `berth status`.
+//! - `files`: configs and secrets, named by content hash, made before and pruned after.
 //! - `execute`: removals, overlay networks, then each level's creates and updates.
 
 pub mod check;
 pub mod execute;
+pub mod files;
 pub mod gate;
 pub mod spec;
 pub mod tasks;

@@ -16,16 +16,17 @@ use bollard::models::{
     EndpointSpec, Limit, Mount, MountType, MountVolumeOptions, NetworkAttachmentConfig,
     ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, ServiceSpecUpdateConfig,
     ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecPlacement, TaskSpecPlacementPreferences,
-    TaskSpecPlacementSpread, TaskSpecResources, TaskSpecRestartPolicy,
-    TaskSpecRestartPolicyConditionEnum,
+    TaskSpecContainerSpec, TaskSpecContainerSpecConfigs, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecFile1, TaskSpecContainerSpecSecrets, TaskSpecPlacement,
+    TaskSpecPlacementPreferences, TaskSpecPlacementSpread, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
 use super::LABEL_IMAGE_ID;
 use crate::hash::config_hash;
 use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe,
-    Service, UpdateOrder, Volume,
+    Service, SwarmFile, UpdateOrder, Volume,
 };
 
 /// The name berth gives the published probe port, so it is told from the service's own.
@@ -60,14 +61,39 @@ pub fn task_labels(s: &Service, generation: i64) -> BTreeMap<String, String> {
     labels
 }
 
+/// Whether a file goes to Swarm as a config or a secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Config,
+    Secret,
+}
+
+/// A service's configs and secrets, each with the Swarm name it goes by.
+pub fn files<'a>(desired: &DesiredState, s: &'a Service) -> Vec<(String, FileKind, &'a SwarmFile)> {
+    let name = |f: &SwarmFile| f.swarm_name(&desired.project.name, &s.name);
+    s.swarm
+        .configs
+        .iter()
+        .map(|f| (name(f), FileKind::Config, f))
+        .chain(
+            s.swarm
+                .secrets
+                .iter()
+                .map(|f| (name(f), FileKind::Secret, f)),
+        )
+        .collect()
+}
+
 /// The Swarm spec of service `s` of `desired`, labelled with `generation`, running
-/// `image`, attached to `networks` (network name as written → its ID).
+/// `image`, attached to `networks` (network name as written → its ID), given its configs
+/// and secrets (`file_ids`: Swarm name → ID; they are made before the service).
 pub fn service_spec(
     desired: &DesiredState,
     s: &Service,
     image: &Image<'_>,
     generation: i64,
     networks: &BTreeMap<String, String>,
+    file_ids: &BTreeMap<String, String>,
 ) -> ServiceSpec {
     let mut labels: HashMap<String, String> = s.labels.clone().into_iter().collect();
     labels.insert(LABEL_PROJECT.into(), desired.project.name.clone());
@@ -80,7 +106,11 @@ pub fn service_spec(
         name: Some(s.container_name.clone()),
         labels: Some(labels),
         task_template: Some(TaskSpec {
-            container_spec: Some(container_spec(desired, s, image, generation)),
+            container_spec: Some(TaskSpecContainerSpec {
+                configs: Some(configs(desired, s, file_ids)),
+                secrets: Some(secrets(desired, s, file_ids)),
+                ..container_spec(desired, s, image, generation)
+            }),
             resources: s.mem_limit.map(|m| TaskSpecResources {
                 limits: Some(Limit {
                     memory_bytes: Some(m as i64),
@@ -195,6 +225,51 @@ fn container_spec(
         ),
         ..Default::default()
     }
+}
+
+/// Configs as files in the task, root's and readable by every user (as Swarm's default).
+fn configs(
+    desired: &DesiredState,
+    s: &Service,
+    file_ids: &BTreeMap<String, String>,
+) -> Vec<TaskSpecContainerSpecConfigs> {
+    files(desired, s)
+        .into_iter()
+        .filter(|(_, kind, _)| *kind == FileKind::Config)
+        .map(|(name, _, f)| TaskSpecContainerSpecConfigs {
+            file: Some(TaskSpecContainerSpecFile1 {
+                name: Some(f.target.clone()),
+                uid: Some("0".into()),
+                gid: Some("0".into()),
+                mode: Some(0o444),
+            }),
+            config_id: file_ids.get(&name).cloned(),
+            config_name: Some(name),
+            ..Default::default()
+        })
+        .collect()
+}
+
+/// Secrets in the task's /run/secrets/ (a bare name) or at an absolute path.
+fn secrets(
+    desired: &DesiredState,
+    s: &Service,
+    file_ids: &BTreeMap<String, String>,
+) -> Vec<TaskSpecContainerSpecSecrets> {
+    files(desired, s)
+        .into_iter()
+        .filter(|(_, kind, _)| *kind == FileKind::Secret)
+        .map(|(name, _, f)| TaskSpecContainerSpecSecrets {
+            file: Some(TaskSpecContainerSpecFile {
+                name: Some(f.target.clone()),
+                uid: Some("0".into()),
+                gid: Some("0".into()),
+                mode: Some(0o444),
+            }),
+            secret_id: file_ids.get(&name).cloned(),
+            secret_name: Some(name),
+        })
+        .collect()
 }
 
 /// Compose's restart words as Swarm's restart conditions.
@@ -316,7 +391,14 @@ health = {{ probe = "http", port = 8080, path = "/health" }}
             digest_reference: "127.0.0.1:5000/app@sha256:def",
         };
         let networks = BTreeMap::from([("shop_default".to_string(), "net1".to_string())]);
-        service_spec(d, &d.services["app"], &image, 7, &networks)
+        service_spec(
+            d,
+            &d.services["app"],
+            &image,
+            7,
+            &networks,
+            &BTreeMap::new(),
+        )
     }
 
     #[test]
@@ -351,6 +433,97 @@ health = {{ probe = "http", port = 8080, path = "/health" }}
         let nets = task.networks.unwrap();
         assert_eq!(nets[0].target.as_deref(), Some("net1"));
         assert_eq!(nets[0].aliases, Some(vec!["app".to_string()]));
+    }
+
+    fn with_config(content: &str) -> DesiredState {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("app.yml"), content).unwrap();
+        let f = dir.path().join("berth.toml");
+        std::fs::write(
+            &f,
+            r#"
+[project]
+name = "shop"
+engine = "swarm"
+[services.app]
+image = "127.0.0.1:5000/app:1"
+configs = [{ source = "app.yml", target = "/etc/app.yml" }]
+[services.other]
+image = "127.0.0.1:5000/app:1"
+"#,
+        )
+        .unwrap();
+        crate::spec::load_with_env(&f, &Default::default(), &Default::default()).unwrap()
+    }
+
+    #[test]
+    fn a_config_is_named_by_its_content_and_a_change_touches_only_its_service() {
+        let (one, two) = (with_config("level: 1\n"), with_config("level: 2\n"));
+        let names = |d: &DesiredState| -> Vec<String> {
+            files(d, &d.services["app"])
+                .into_iter()
+                .map(|(n, _, _)| n)
+                .collect()
+        };
+        let (n1, n2) = (names(&one), names(&two));
+        assert_eq!(n1.len(), 1);
+        assert!(n1[0].starts_with("shop_app_app.yml_"), "{n1:?}");
+        assert_eq!(n1[0].len(), "shop_app_app.yml_".len() + 12);
+        assert_ne!(n1, n2, "new content, new name");
+        assert_ne!(
+            config_hash(&one.services["app"]),
+            config_hash(&two.services["app"])
+        );
+        assert_eq!(
+            config_hash(&one.services["other"]),
+            config_hash(&two.services["other"])
+        );
+        let ids = BTreeMap::from([(n1[0].clone(), "cfg1".to_string())]);
+        let image = Image {
+            id: "sha256:abc",
+            digest_reference: "127.0.0.1:5000/app@sha256:def",
+        };
+        let spec = service_spec(
+            &one,
+            &one.services["app"],
+            &image,
+            1,
+            &BTreeMap::new(),
+            &ids,
+        );
+        let configs = spec
+            .task_template
+            .unwrap()
+            .container_spec
+            .unwrap()
+            .configs
+            .unwrap();
+        assert_eq!(configs[0].config_id.as_deref(), Some("cfg1"));
+        assert_eq!(
+            configs[0].file.as_ref().unwrap().name.as_deref(),
+            Some("/etc/app.yml")
+        );
+        // The stored desired state holds the hash, not the content.
+        let stored = serde_json::to_string(&one).unwrap();
+        assert!(!stored.contains("level: 1"), "{stored}");
+    }
+
+    #[test]
+    fn a_long_name_keeps_swarms_limit_and_the_whole_hash() {
+        let f = crate::spec::SwarmFile {
+            source: "/x/a very long file name with spaces and more and more and more.yml".into(),
+            target: "/etc/x".into(),
+            sha256: "0123456789abcdef".repeat(4),
+            content: None,
+        };
+        let name = f.swarm_name("a-rather-long-project-name", "a-rather-long-service-name");
+        assert!(name.len() <= 64, "{name}");
+        assert!(name.ends_with("_0123456789ab"), "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
+            "{name}"
+        );
     }
 
     #[test]

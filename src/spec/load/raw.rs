@@ -212,6 +212,10 @@ pub(super) struct RawService {
     pub(super) replicas: Option<Spanned<i64>>,
     pub(super) placement: Option<Spanned<super::swarm::RawPlacement>>,
     pub(super) update_order: Option<S>,
+    #[serde(default)]
+    pub(super) configs: Vec<Spanned<super::swarm::RawSwarmFile>>,
+    #[serde(default)]
+    pub(super) secrets: Vec<Spanned<super::swarm::RawSwarmFile>>,
 }
 
 #[derive(Deserialize)]

@@ -7,13 +7,29 @@
 //! does not do yet is refused rather than ignored.
 
 use serde::Deserialize;
+use sha2::Digest;
 use toml::Spanned;
 
 use super::Source;
 use super::parse::parse_volume;
 use super::raw::{RawProject, RawService, S};
 use super::resolve::Resolver;
-use crate::spec::{Engine, Placement, SwarmKeys, UpdateOrder, Volume};
+use crate::spec::{Engine, FileContent, Placement, SwarmFile, SwarmKeys, UpdateOrder, Volume};
+
+/// `configs = [{ source = "config/x.yml", target = "/etc/x.yml" }]`, and `secrets` alike.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSwarmFile {
+    source: S,
+    target: S,
+}
+
+/// Which of the two a file is: what its target may be, and whether its content is secret.
+#[derive(Clone, Copy, PartialEq)]
+enum FileKind {
+    Config,
+    Secret,
+}
 
 /// `placement = { constraints = [...], preferences = [...], max_replicas_per_node = N }`.
 #[derive(Deserialize)]
@@ -89,8 +105,106 @@ impl Resolver<'_> {
                 None => {}
             }
         }
+        keys.configs = self.swarm_files(src, &raw.configs, FileKind::Config);
+        keys.secrets = self.swarm_files(src, &raw.secrets, FileKind::Secret);
         self.check_on_swarm(src, raw, &keys.placement);
         keys
+    }
+
+    /// Each file of `configs` or `secrets`: its source confined as any path a commit
+    /// names, read now and hashed; a secret's content joins the redacted values.
+    fn swarm_files(
+        &mut self,
+        src: &Source,
+        raw: &[Spanned<RawSwarmFile>],
+        kind: FileKind,
+    ) -> Vec<SwarmFile> {
+        let word = match kind {
+            FileKind::Config => "config",
+            FileKind::Secret => "secret",
+        };
+        let mut out = Vec::new();
+        for f in raw {
+            let f = f.get_ref();
+            let (Some(source), Some(target)) =
+                (self.string(src, &f.source), self.string(src, &f.target))
+            else {
+                continue;
+            };
+            let target_ok = match kind {
+                FileKind::Config => target.starts_with('/'),
+                FileKind::Secret => {
+                    target.starts_with('/')
+                        || (!target.is_empty() && !target.contains('/') && target != "..")
+                }
+            };
+            if !target_ok {
+                let want = match kind {
+                    FileKind::Config => "an absolute path in the task, e.g. \"/etc/app/app.yml\"",
+                    FileKind::Secret => {
+                        "a name under /run/secrets/ (\"db_password\") or an absolute path"
+                    }
+                };
+                self.err(
+                    src,
+                    f.target.span(),
+                    format!("{word} target {target:?}: use {want}"),
+                );
+                continue;
+            }
+            let path = self.locate_raw(src, &source);
+            let what = format!("{word} source");
+            let Some(confined) = self.confine(src, f.source.span(), &what, path) else {
+                continue;
+            };
+            let bytes = match std::fs::read(&confined.path) {
+                Ok(b) => b,
+                Err(e) => {
+                    self.err(
+                        src,
+                        f.source.span(),
+                        format!(
+                            "{word} source {} cannot be read: {e}",
+                            confined.path.display()
+                        ),
+                    );
+                    continue;
+                }
+            };
+            if kind == FileKind::Secret {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&confined.path)
+                    .map(|m| m.permissions().mode() & 0o777)
+                    .unwrap_or(0);
+                // As for an env file: one that group or others can read has leaked already.
+                if mode & 0o077 != 0 {
+                    self.err(
+                        src,
+                        f.source.span(),
+                        format!(
+                            "secret source {} has mode {mode:03o}: group and others must not read it (chmod 600)",
+                            confined.path.display()
+                        ),
+                    );
+                    continue;
+                }
+            }
+            if kind == FileKind::Secret
+                && let Ok(text) = std::str::from_utf8(&bytes)
+            {
+                // Redacted as written and as a shell would read it (without its newline).
+                for v in [text, text.trim()] {
+                    self.secret(&Some(v.to_string()));
+                }
+            }
+            out.push(SwarmFile {
+                source: confined.path,
+                target,
+                sha256: format!("{:x}", sha2::Sha256::digest(&bytes)),
+                content: Some(FileContent(bytes)),
+            });
+        }
+        out
     }
 
     fn placement(&mut self, src: &Source, raw: &RawPlacement) -> Placement {
@@ -161,6 +275,17 @@ impl Resolver<'_> {
                 o.span(),
                 "update_order needs [project] engine = \"swarm\": one Docker host replaces its one container, there is no order to choose",
             );
+        }
+        for (list, word) in [(&raw.configs, "configs"), (&raw.secrets, "secrets")] {
+            if let Some(first) = list.first() {
+                self.err(
+                    src,
+                    first.span(),
+                    format!(
+                        "{word} needs [project] engine = \"swarm\" (Swarm {word}); on one Docker host mount the file read-only instead, e.g. volumes = [\"./config/app.yml:/etc/app.yml:ro\"]"
+                    ),
+                );
+            }
         }
     }
 
