@@ -10,6 +10,9 @@
 
 mod common;
 
+use std::time::Duration;
+
+use common::daemon::Daemon;
 use common::{FIXTURE, Project, Registry, docker, text};
 
 const STACK: &str = r#"
@@ -434,6 +437,50 @@ fn a_stack_on_a_single_node_swarm_converges_in_order_reverts_whole_and_is_repair
         "the newest five generations' configs: {now:?}"
     );
     assert_eq!(version("db"), db_version, "db is not touched");
+
+    // (g) Drift by Swarm's events under `berth run`: a `docker service update` by hand
+    // keeps berth's labels but changes the spec; the daemon wakes on the service event
+    // and puts the spec back, as a repair of the current generation.
+    let d = Daemon::build(&p).file().start();
+    common::wait_for("the daemon's first turn", Duration::from_secs(60), || {
+        d.status()["status"] == "converged"
+    });
+    let current = p.history().last().unwrap()["id"].as_i64().unwrap();
+    let env = || service_inspect(&p, "web", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}");
+    assert!(
+        docker(&[
+            "service",
+            "update",
+            "--detach",
+            "--env-add",
+            "X=1",
+            &p.container("web")
+        ])
+        .status
+        .success()
+    );
+    assert!(env().contains("X=1"), "{}", env());
+    let t0 = std::time::Instant::now();
+    common::wait_for("the hand update undone", Duration::from_secs(30), || {
+        !env().contains("X=1")
+    });
+    common::wait_for("the repair recorded", Duration::from_secs(30), || {
+        d.status()["repairs"].as_u64().unwrap_or(0) >= 1
+    });
+    eprintln!("a hand update undone in {:?}", t0.elapsed());
+    let history = p.history();
+    let g = history.last().unwrap();
+    assert_eq!(
+        g["id"].as_i64(),
+        Some(current),
+        "a repair, not a generation"
+    );
+    // history --json counts a generation's repair events (they are not listed).
+    assert!(
+        g["repairs"].as_u64().unwrap_or(0) >= 1,
+        "a repair event of generation {current}: {g}"
+    );
+    assert_eq!(d.stop(), 0, "the daemon stops cleanly");
 
     // (e) Against an engine that is not a manager: a clear error, exit 1, nothing changed.
     let generations = p.history().len();

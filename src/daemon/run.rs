@@ -309,17 +309,27 @@ impl Daemon {
                 task.abort();
             }
             let on_event = self.wake.clone();
+            let on_service = self.wake.clone();
             let wake = self.wake.clone();
             let on_reachable = engine_reachable(self.shared.clone(), move |r| wake(r));
+            let containers = crate::daemon::triggers::follow_engine(
+                self.rt.clone(),
+                project.clone(),
+                Arc::new(move || on_event(Reason::Engine)),
+                on_reachable,
+                self.shutdown.clone(),
+            );
+            // Under engine = "swarm" its services' events too (idle on a plain engine).
+            let services = crate::daemon::triggers::follow_swarm_services(
+                project.clone(),
+                Arc::new(move || on_service(Reason::Engine)),
+                self.shutdown.clone(),
+            );
             self.follower = Some((
                 project.clone(),
-                tokio::spawn(crate::daemon::triggers::follow_engine(
-                    self.rt.clone(),
-                    project.clone(),
-                    Arc::new(move || on_event(Reason::Engine)),
-                    on_reachable,
-                    self.shutdown.clone(),
-                )),
+                tokio::spawn(async move {
+                    tokio::join!(containers, services);
+                }),
             ));
         }
     }

@@ -130,6 +130,67 @@ pub async fn follow_engine<R: Runtime>(
     }
 }
 
+/// Under `engine = "swarm"`, follow Swarm's service events too, until `shutdown`: a
+/// service of `project` updated (`docker service update` by hand, which keeps berth's
+/// labels but changes the spec, or a scale) or removed wakes at once, and the turn's
+/// observation finds the drift ([`crate::swarm::summary`]). Tasks Swarm restarts make no
+/// service event, and are not drift. Service events carry the service's name, not its
+/// labels, so the project's services are known by name from a list by label, kept fresh
+/// at each event (a removed one is still known from the list before). An engine that is
+/// not a Swarm manager is asked again every 30 s; a lost stream is opened again a second
+/// later (and wakes, for what it missed).
+pub async fn follow_swarm_services(project: String, wake: Wake, shutdown: Shutdown) {
+    use std::collections::{BTreeSet, HashMap};
+    loop {
+        let connected = tokio::select! {
+            sw = crate::swarm::Swarm::connect() => sw.ok(),
+            _ = shutdown.requested() => return,
+        };
+        let Some(sw) = connected else {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(30)) => continue,
+                _ = shutdown.requested() => return,
+            }
+        };
+        let names = |services: Vec<bollard::models::Service>| -> BTreeSet<String> {
+            services
+                .into_iter()
+                .filter_map(|s| s.spec.and_then(|sp| sp.name))
+                .collect()
+        };
+        let mut known = names(sw.services(&project).await.unwrap_or_default());
+        let filters = HashMap::from([("type", vec!["service".to_string()])]);
+        let mut events = sw.docker.events(Some(
+            bollard::query_parameters::EventsOptionsBuilder::new()
+                .filters(&filters)
+                .build(),
+        ));
+        wake();
+        loop {
+            let next = tokio::select! {
+                n = events.next() => n,
+                _ = shutdown.requested() => return,
+            };
+            let Some(Ok(e)) = next else { break };
+            let name = e
+                .actor
+                .and_then(|a| a.attributes)
+                .and_then(|a| a.get("name").cloned())
+                .unwrap_or_default();
+            let fresh = names(sw.services(&project).await.unwrap_or_default());
+            if known.contains(&name) || fresh.contains(&name) {
+                tracing::debug!(service = %name, action = ?e.action, "swarm service event");
+                wake();
+            }
+            known = fresh;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.requested() => return,
+        }
+    }
+}
+
 /// When to look again after an event that may be drift (each relative to the previous).
 const LOOK_AGAIN: [Duration; 3] = [
     Duration::from_millis(60),

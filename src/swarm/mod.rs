@@ -51,6 +51,10 @@ pub use execute::{converge_to_pinned, execute, execute_pinned};
 /// desired image's ID (the spec itself names the registry digest).
 pub const LABEL_IMAGE_ID: &str = "berth.image-id";
 
+/// [`spec::spec_hash`] of the spec berth set, on the service: a spec that no longer
+/// hashes so was changed by hand, though berth's other labels survived.
+pub const LABEL_SPEC_HASH: &str = "berth.spec-hash";
+
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
     #[error(
@@ -207,7 +211,8 @@ impl Swarm {
 
 /// A Swarm service in the terms [`crate::plan::plan`] plans over: its name, berth's
 /// labels, and the image ID it runs. Its state is `running` unless its replica count is
-/// not the desired one (scaled by hand): then the plan's "start" puts the spec back.
+/// not the desired one (scaled by hand), or its spec no longer hashes as the one berth
+/// set (a `docker service update` by hand): then the plan's "start" puts the spec back.
 /// Swarm's own task restarts are not drift: they show in `berth status`, not here.
 pub fn summary(s: &bollard::models::Service, desired: &DesiredState) -> ContainerSummary {
     let spec = s.spec.clone().unwrap_or_default();
@@ -223,9 +228,15 @@ pub fn summary(s: &bollard::models::Service, desired: &DesiredState) -> Containe
         .as_deref()
         .and_then(|n| desired.services.get(n))
         .map(|d| d.swarm.replicas as i64);
+    let changed = labels
+        .get(LABEL_SPEC_HASH)
+        .is_some_and(|h| *h != spec::spec_hash(&spec));
     let state = match wanted {
         Some(w) if w != replicas => {
             ContainerState::Other(format!("scaled to {replicas} of {w} replicas"))
+        }
+        _ if changed => {
+            ContainerState::Other("changed by hand (its spec is not the one berth set)".into())
         }
         _ => ContainerState::Running,
     };

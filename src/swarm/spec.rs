@@ -22,7 +22,7 @@ use bollard::models::{
     TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum,
 };
 
-use super::LABEL_IMAGE_ID;
+use super::{LABEL_IMAGE_ID, LABEL_SPEC_HASH};
 use crate::hash::config_hash;
 use crate::spec::{
     DesiredState, LABEL_CONFIG_HASH, LABEL_GENERATION, LABEL_PROJECT, LABEL_SERVICE, Probe,
@@ -102,7 +102,7 @@ pub fn service_spec(
     labels.insert(LABEL_GENERATION.into(), generation.to_string());
     labels.insert(LABEL_IMAGE_ID.into(), image.id.to_string());
     let (_, min_healthy) = desired.gate_timing(s);
-    ServiceSpec {
+    let mut spec = ServiceSpec {
         name: Some(s.container_name.clone()),
         labels: Some(labels),
         task_template: Some(TaskSpec {
@@ -157,6 +157,82 @@ pub fn service_spec(
             ports: Some(ports(s)),
         }),
         ..Default::default()
+    };
+    let hash = spec_hash(&spec);
+    if let Some(l) = spec.labels.as_mut() {
+        l.insert(LABEL_SPEC_HASH.into(), hash);
+    }
+    spec
+}
+
+/// A hash of what berth sets in a service's spec, read the same way from the spec it
+/// sends and from the spec Swarm holds: a `docker service update` by hand changes it
+/// while berth's labels (and with them the config hash) stay as they were. Only the
+/// fields berth writes are read, and an empty value counts as absent (Swarm leaves out
+/// what is empty, as Go's `omitempty` does), so Swarm's own defaults are not drift.
+pub fn spec_hash(spec: &ServiceSpec) -> String {
+    use sha2::Digest;
+    let task = spec.task_template.clone().unwrap_or_default();
+    let c = task.container_spec.unwrap_or_default();
+    let view = serde_json::json!({
+        "image": c.image,
+        "labels": c.labels,
+        "command": c.command,
+        "args": c.args,
+        "env": c.env,
+        "dir": c.dir,
+        "user": c.user,
+        "hosts": c.hosts,
+        "mounts": c.mounts.unwrap_or_default().iter().map(|m| serde_json::json!([
+            m.typ.map(|t| t.to_string()), m.source, m.target, m.read_only
+        ])).collect::<Vec<_>>(),
+        "configs": c.configs.unwrap_or_default().iter().map(|x| serde_json::json!([
+            x.config_name, x.file.as_ref().and_then(|f| f.name.clone())
+        ])).collect::<Vec<_>>(),
+        "secrets": c.secrets.unwrap_or_default().iter().map(|x| serde_json::json!([
+            x.secret_name, x.file.as_ref().and_then(|f| f.name.clone())
+        ])).collect::<Vec<_>>(),
+        "memory": task.resources.and_then(|r| r.limits).and_then(|l| l.memory_bytes),
+        "restart": task.restart_policy.and_then(|r| r.condition).map(|c| c.to_string()),
+        "placement": task.placement.map(|p| serde_json::json!([p.constraints, p.max_replicas])),
+        "networks": task.networks.unwrap_or_default().iter().map(|n| serde_json::json!([
+            n.target, n.aliases
+        ])).collect::<Vec<_>>(),
+        "replicas": spec.mode.as_ref().and_then(|m| m.replicated.as_ref()).and_then(|r| r.replicas),
+        "ports": spec.endpoint_spec.as_ref().and_then(|e| e.ports.clone()).unwrap_or_default().iter().map(|p| serde_json::json!([
+            p.name, p.target_port, p.published_port, p.publish_mode.map(|m| m.to_string()), p.protocol.map(|x| x.to_string())
+        ])).collect::<Vec<_>>(),
+    });
+    let json = serde_json::to_vec(&without_empty(view)).expect("a JSON value serializes");
+    format!("{:x}", sha2::Sha256::digest(json))
+}
+
+/// `v` with null, false, 0, "", [] and {} left out of objects (and arrays' such members
+/// kept in place as null, so positions still count).
+fn without_empty(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    match v {
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k, without_empty(v)))
+                .filter(|(_, v)| !empty(v))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(without_empty)
+                .map(|v| if empty(&v) { Value::Null } else { v })
+                .collect(),
+        ),
+        other => other,
     }
 }
 
@@ -524,6 +600,34 @@ image = "127.0.0.1:5000/app:1"
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')),
             "{name}"
         );
+    }
+
+    #[test]
+    fn a_hand_update_changes_the_spec_hash_and_swarms_empty_fields_do_not() {
+        let d = desired("");
+        let sent = spec_of(&d);
+        let label = sent.labels.as_ref().unwrap()[LABEL_SPEC_HASH].clone();
+        assert_eq!(spec_hash(&sent), label);
+        // As Swarm hands it back: empty lists and false flags left out, its own defaults.
+        let mut held = sent.clone();
+        let task = held.task_template.as_mut().unwrap();
+        let c = task.container_spec.as_mut().unwrap();
+        c.mounts = None;
+        c.configs = None;
+        c.secrets = None;
+        c.isolation = Some(bollard::models::TaskSpecContainerSpecIsolationEnum::DEFAULT);
+        task.force_update = Some(0);
+        assert_eq!(spec_hash(&held), label, "Swarm's normal form is not drift");
+        // `docker service update --env-add X=1`: berth's labels stay, the spec differs.
+        let c = held
+            .task_template
+            .as_mut()
+            .unwrap()
+            .container_spec
+            .as_mut()
+            .unwrap();
+        c.env.as_mut().unwrap().push("X=1".into());
+        assert_ne!(spec_hash(&held), label);
     }
 
     #[test]
