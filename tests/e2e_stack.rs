@@ -142,6 +142,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 /// GET a URL on the host, returning (status, body).
 async fn get(url: &str) -> Result<(u16, String), String> {
+    // The test's own reqwest client needs a TLS provider, as berth's main installs.
+    berth::notify::tls::install_provider();
     let r = reqwest::Client::builder()
         .no_proxy()
         .build()
