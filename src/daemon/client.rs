@@ -28,8 +28,7 @@ pub async fn status(holder: &Holder, project: &str) -> Result<Report, String> {
         .as_deref()
         .ok_or("it has not said where it listens")?;
     let url = format!("http://{endpoint}/api/v1/status");
-    crate::notify::tls::install_provider();
-    let client = reqwest::Client::builder()
+    let client = crate::notify::tls::builder()
         .no_proxy()
         .timeout(ASK_TIMEOUT)
         .build()

@@ -24,6 +24,16 @@ pub fn install_provider() {
     let _ = provider().install_default();
 }
 
+/// A reqwest client builder with berth's TLS: the provider installed and the trust of
+/// [`client_config`]. Every client berth makes starts here, even one that only speaks
+/// plain http (a probe, the daemon's own endpoint): reqwest builds TLS into each client,
+/// and its own platform verifier refuses to build at all on a host without a CA store,
+/// such as berth's `FROM scratch` image.
+pub fn builder() -> reqwest::ClientBuilder {
+    install_provider();
+    reqwest::Client::builder().tls_backend_preconfigured(client_config().0)
+}
+
 /// rustls's `ring` provider. rustls marks it deprecated since 0.23.48 because ring has
 /// no post-quantum key exchange; aws-lc-rs has, but needs cmake to build. A webhook's
 /// event is short-lived news, not a secret to keep for decades: ring it is.

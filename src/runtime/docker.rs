@@ -116,12 +116,9 @@ impl DockerRuntime {
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(ENGINE_CALLS);
-        // reqwest builds TLS into every client: the process's provider must be set,
-        // also when berth is driven as a library rather than through its main.
-        crate::notify::tls::install_provider();
         Ok(DockerRuntime {
             docker,
-            http: reqwest::Client::builder()
+            http: crate::notify::tls::builder()
                 .no_proxy()
                 .build()
                 .expect("http client builds"),

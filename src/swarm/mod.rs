@@ -114,11 +114,10 @@ impl Swarm {
             };
             return Err(SwarmError::NotManager { state });
         }
-        crate::notify::tls::install_provider();
         Ok(Swarm {
             docker,
             node_id: swarm.node_id.unwrap_or_default(),
-            http: reqwest::Client::builder()
+            http: crate::notify::tls::builder()
                 .no_proxy()
                 .build()
                 .expect("http client builds"),
