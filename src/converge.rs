@@ -260,35 +260,13 @@ pub async fn execute_pinned<R: Runtime>(
     report: &Reporter,
     shutdown: &Shutdown,
 ) -> Result<Executed, ConvergeError> {
-    let Pinned {
-        target,
-        desired,
-        pins,
-    } = pinned;
-    let failed = |reason: String| Executed::before_any_step(Err(Failure::Gate(reason)));
-    if let Some(s) = desired
-        .services
-        .values()
-        .find(|s| !pins.contains_key(&s.image))
-    {
-        return Ok(failed(format!(
-            "generation {target} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
-            s.name, s.image
-        )));
-    }
-    if the_plan.is_noop() && !gate_all {
-        return Ok(Executed::before_any_step(Ok(())));
-    }
-    let images = match pinned_images(rt, pins).await {
-        Ok(i) => i,
-        Err(e) if e.is_unreachable() => {
-            return Ok(Executed::before_any_step(Err(Failure::of(e))));
-        }
-        Err(e) => return Ok(failed(e.to_string())),
+    let images = match pinned_images_for(rt, pinned, the_plan, gate_all).await {
+        Ok(images) => images,
+        Err(ended) => return Ok(ended),
     };
     Ok(execute(
         rt,
-        desired,
+        pinned.desired,
         the_plan,
         Execution {
             images: &images,
@@ -300,6 +278,42 @@ pub async fn execute_pinned<R: Runtime>(
         },
     )
     .await)
+}
+
+/// The images a stored generation's plan runs, by their pinned IDs; or how its execute
+/// ends before any step: a service without a pin or a pinned image that is gone fails it
+/// (a tag may point elsewhere by now), an engine that does not answer is unreachable, and
+/// a plan with nothing to do under `gate_all = false` is done. Both engines start here.
+pub async fn pinned_images_for<R: Runtime>(
+    rt: &R,
+    pinned: Pinned<'_>,
+    the_plan: &Plan,
+    gate_all: bool,
+) -> Result<Images, Executed> {
+    let Pinned {
+        target,
+        desired,
+        pins,
+    } = pinned;
+    let failed = |reason: String| Executed::before_any_step(Err(Failure::Gate(reason)));
+    if let Some(s) = desired
+        .services
+        .values()
+        .find(|s| !pins.contains_key(&s.image))
+    {
+        return Err(failed(format!(
+            "generation {target} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
+            s.name, s.image
+        )));
+    }
+    if the_plan.is_noop() && !gate_all {
+        return Err(Executed::before_any_step(Ok(())));
+    }
+    match pinned_images(rt, pins).await {
+        Ok(images) => Ok(images),
+        Err(e) if e.is_unreachable() => Err(Executed::before_any_step(Err(Failure::of(e)))),
+        Err(e) => Err(failed(e.to_string())),
+    }
 }
 
 /// Observe, with the desired images' IDs taken from pins rather than from what the

@@ -18,7 +18,6 @@ use super::gate::{Gate, gate};
 use super::spec::{Image, digest_reference, service_spec};
 use crate::converge::{ConvergeError, Executed, Execution, Failure, Pinned};
 use crate::gate::effective_probe;
-use crate::images::pinned_images;
 use crate::plan::{Action, Plan, plan};
 use crate::runtime::docker::api;
 use crate::runtime::{Runtime, RuntimeError};
@@ -455,47 +454,13 @@ pub async fn execute_pinned<R: Runtime>(
     report: &crate::report::Reporter,
     shutdown: &crate::shutdown::Shutdown,
 ) -> Result<Executed, ConvergeError> {
-    let Pinned {
-        target,
-        desired,
-        pins,
-    } = pinned;
-    let failed = |reason: String| Executed {
-        result: Err(Failure::Gate(reason)),
-        timings: Timings::new(),
-        evidence: Vec::new(),
-    };
-    if let Some(s) = desired
-        .services
-        .values()
-        .find(|s| !pins.contains_key(&s.image))
-    {
-        return Ok(failed(format!(
-            "generation {target} has no pinned image ID for service {:?} ({}); berth does not fall back to the tag, which may point elsewhere now",
-            s.name, s.image
-        )));
-    }
-    if the_plan.is_noop() && !gate_all {
-        return Ok(Executed {
-            result: Ok(()),
-            timings: Timings::new(),
-            evidence: Vec::new(),
-        });
-    }
-    let images = match pinned_images(rt, pins).await {
-        Ok(i) => i,
-        Err(e) if e.is_unreachable() => {
-            return Ok(Executed {
-                result: Err(Failure::of(e)),
-                timings: Timings::new(),
-                evidence: Vec::new(),
-            });
-        }
-        Err(e) => return Ok(failed(e.to_string())),
+    let images = match crate::converge::pinned_images_for(rt, pinned, the_plan, gate_all).await {
+        Ok(images) => images,
+        Err(ended) => return Ok(ended),
     };
     Ok(execute(
         sw,
-        desired,
+        pinned.desired,
         the_plan,
         Execution {
             images: &images,
