@@ -38,6 +38,8 @@ quiet() {
 #   git, python3, openssl   tests/e2e_gitops.rs: real repositories over git's
 #                           http-backend behind a small TLS server
 #   openssh-server/-client  tests/e2e_gitops.rs: an sshd of the test's own, ssh-keygen
+#   iproute2, util-linux    tests/e2e_swarm_two_node.rs: ip netns and a veth pair for the
+#                           worker engine, nsenter and unshare to start it there
 #   mmdebstrap              scripts/build-images.sh bootstraps the base image with it
 #                           when no registry answers (it installs it itself too)
 need=()
@@ -51,6 +53,8 @@ command -v python3 >/dev/null || need+=(python3)
 command -v openssl >/dev/null || need+=(openssl)
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
