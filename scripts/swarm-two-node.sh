@@ -34,6 +34,7 @@ esac
 sock=$dir/docker.sock
 wdocker() { docker -H "unix://$sock" "$@"; }
 created_swarm=
+made_gwbridge=
 service=berth-two-node-probe
 network=berth-two-node-net
 
@@ -54,6 +55,7 @@ cleanup() {
   fi
   if [ -n "$created_swarm" ]; then
     docker swarm leave --force >/dev/null 2>&1
+    [ -n "$made_gwbridge" ] && docker network rm docker_gwbridge >/dev/null 2>&1
   fi
   # A mount left under the data root (fuse-overlayfs, netns files) would keep rm from
   # removing it.
@@ -116,9 +118,11 @@ fi
 wdocker info --format 'worker engine {{.ServerVersion}}, {{.Driver}}, hostname {{.Name}}'
 
 step "swarm init on the host (advertise $host_addr) and join the worker"
+# swarm init makes docker_gwbridge, which outlives the swarm: removed again if made here.
+docker network inspect docker_gwbridge >/dev/null 2>&1 || made_gwbridge=1
 docker swarm init --advertise-addr "$host_addr" --listen-addr "$host_addr:2377" >/dev/null
 created_swarm=1
-echo created_swarm=1 >>"$dir/env"
+printf 'created_swarm=1\nmade_gwbridge=%s\n' "$made_gwbridge" >>"$dir/env"
 token=$(docker swarm join-token -q worker)
 wdocker swarm join --token "$token" --advertise-addr "$worker_addr" --listen-addr "$worker_addr:2377" "$host_addr:2377"
 docker node ls --format '{{.Hostname}} {{.Status}} {{.Availability}} {{.ManagerStatus}}'

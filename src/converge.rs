@@ -181,7 +181,7 @@ pub struct Execution<'a> {
 
 impl<'a> Execution<'a> {
     /// What the migrations step works with, when this converge runs it.
-    fn migrations_step(&self) -> Option<crate::migrate::step::Context<'a>> {
+    pub(crate) fn migrations_step(&self) -> Option<crate::migrate::step::Context<'a>> {
         match self.schema {
             SchemaStep::Run(store) => Some(crate::migrate::step::Context {
                 images: self.images,

@@ -242,7 +242,7 @@ pub async fn reconcile<R: Runtime>(
         schema: SchemaStep::Run(store),
     };
     let executed = match &swarm {
-        Some(sw) => crate::swarm::execute(sw, desired, &the_plan, how).await,
+        Some(sw) => crate::swarm::execute(rt, sw, desired, &the_plan, how).await,
         None => execute(rt, desired, &the_plan, how).await,
     };
     conclude(rt, store, desired, generation, executed, report, shutdown).await
@@ -595,11 +595,13 @@ async fn revert<R: Runtime>(
                 generation,
                 message: "the generation being reverted is not in the state store".into(),
             })?;
+    let failed_desired = failed.desired()?;
+    let local = crate::swarm::local::Local::of(rt, &failed_desired).await?;
     let schema = crate::migrate::revert::undo_schema(
-        rt,
+        &local,
         store,
         &failed,
-        &failed.desired()?,
+        &failed_desired,
         good,
         true,
         report,
@@ -901,7 +903,9 @@ pub async fn rollback<R: Runtime>(
     // The schema first, as in an auto-revert, with the source of what ran last.
     let schema = match &current {
         Some(c) => {
-            crate::migrate::revert::undo_schema(rt, store, c, &c.desired()?, target, false, report)
+            let current = c.desired()?;
+            let local = crate::swarm::local::Local::of(rt, &current).await?;
+            crate::migrate::revert::undo_schema(&local, store, c, &current, target, false, report)
                 .await?
         }
         None => SchemaUndo::Done,
@@ -1011,7 +1015,7 @@ async fn take_down<R: Runtime>(
             let observed =
                 crate::swarm::observed_with_pins(&sw, &desired, &Default::default()).await?;
             let the_plan = plan(&desired, &observed);
-            crate::swarm::execute(&sw, &desired, &the_plan, how).await
+            crate::swarm::execute(rt, &sw, &desired, &the_plan, how).await
         }
         None => {
             let observed = observe(rt, &desired).await?;

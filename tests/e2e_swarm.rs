@@ -2,8 +2,9 @@
 //! is made a manager for this test only (`docker swarm init --advertise-addr 127.0.0.1`
 //! when it is not in a swarm yet) and always leaves again, its services deleted first,
 //! even when an assertion fails ([`SwarmGuard`]). Swarm is engine-wide, so every case
-//! runs in sequence in one test function; a single-node swarm leaves plain containers
-//! alone, so the one-host tests beside it are not disturbed.
+//! runs in sequence in one test function (the migrations' test takes its turn after or
+//! before it, [`one_swarm_test`]); a single-node swarm leaves plain containers alone,
+//! so the one-host tests beside it are not disturbed.
 //!
 //! The image comes from a registry of the test's own on 127.0.0.1 (Debian's
 //! `docker-registry`), so every pin has a registry digest, as Swarm needs.
@@ -58,6 +59,8 @@ fn stack(image: &str, deadline: &str, db_role: &str, api_extra: &str) -> String 
 struct SwarmGuard {
     projects: Vec<String>,
     left: bool,
+    /// `docker swarm init` made `docker_gwbridge` (it outlives the swarm): removed on leave.
+    made_gwbridge: bool,
 }
 
 fn swarm_state() -> String {
@@ -68,6 +71,9 @@ fn swarm_state() -> String {
 
 impl SwarmGuard {
     fn join() -> SwarmGuard {
+        let made_gwbridge = !docker(&["network", "inspect", "docker_gwbridge"])
+            .status
+            .success();
         if swarm_state() != "active" {
             let out = docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
             assert!(
@@ -80,6 +86,7 @@ impl SwarmGuard {
         SwarmGuard {
             projects: Vec::new(),
             left: false,
+            made_gwbridge,
         }
     }
 
@@ -135,6 +142,9 @@ impl SwarmGuard {
             std::thread::sleep(std::time::Duration::from_secs(1));
         }
         docker(&["swarm", "leave", "--force"]);
+        if self.made_gwbridge && swarm_state() == "inactive" {
+            docker(&["network", "rm", "docker_gwbridge"]);
+        }
     }
 }
 
@@ -156,8 +166,15 @@ fn service_inspect(p: &Project, service: &str, format: &str) -> String {
     .to_string()
 }
 
+/// Swarm is engine-wide: this binary's tests take turns, each joining and leaving.
+fn one_swarm_test() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn a_stack_on_a_single_node_swarm_converges_in_order_reverts_whole_and_is_repaired() {
+    let _one = one_swarm_test();
     assert!(
         std::path::Path::new(common::REGISTRY_BIN).exists(),
         "{} is missing: run scripts/test-setup.sh",
@@ -496,4 +513,237 @@ fn a_stack_on_a_single_node_swarm_converges_in_order_reverts_whole_and_is_repair
     );
     assert_eq!(p.history().len(), generations, "no generation recorded");
     assert!(p.containers().is_empty(), "nothing started");
+}
+
+const POSTGRES: &str = "berth-postgres:15";
+const PG_PASSWORD: &str = "e2e-swarm-mig-pw-7Rt";
+
+/// PostgreSQL (placed on the manager, its data in a named volume) and an app that waits
+/// for the migrations: `db` and `api`, so the guard's clean-up finds their tasks.
+const MIGRATING: &str = r#"
+[project]
+name = "{project}"
+engine = "swarm"
+
+[rollout]
+healthy_deadline = "{deadline}"
+min_healthy_time = "500ms"
+progress_deadline = "10m"
+
+[services.db]
+image = "{pg}"
+environment = { POSTGRES_USER = "assistant", POSTGRES_PASSWORD = "{password}", POSTGRES_DB = "assistant" }
+volumes = ["{project}-pg:/var/lib/postgresql/data"]
+placement = { constraints = ["node.role == manager"] }
+health = { probe = "postgres", port = 5432, user = "assistant", password = "{password}", database = "assistant", interval = "250ms", healthy_deadline = "120s" }
+
+[services.api]
+image = "{image}"
+depends_on = ["migrations"]
+environment = { ROLE = "api", VERSION = "{version}"{api_extra} }
+health = { probe = "http", port = 8080, path = "/health", interval = "200ms" }
+
+[migrations]
+service = "db"
+url = "postgresql://assistant:{password}@db:5432/assistant"
+source = "migrations"
+backup = true
+backup_dir = "{backups}"
+"#;
+
+/// One SQL command through psql in the database's task container (this node's).
+fn task_psql(p: &Project, query: &str) -> String {
+    let filter = format!("label=com.docker.swarm.service.name={}", p.container("db"));
+    let task = text(&docker(&["ps", "-q", "--filter", &filter]));
+    let task = task
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("a running db task"));
+    let out = docker(&[
+        "exec",
+        task,
+        "psql",
+        "-X",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-U",
+        "assistant",
+        "-d",
+        "assistant",
+        "-c",
+        query,
+    ]);
+    assert!(
+        out.status.success(),
+        "psql {query:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text(&out).trim().to_string()
+}
+
+/// Migrations under Swarm, with a backup, and a failed deploy reverting the schema with
+/// every service.
+#[test]
+fn migrations_on_a_swarm_run_gated_and_a_failed_deploy_reverts_the_schema_with_the_services() {
+    common::require_images(&[POSTGRES], "scripts/build-images.sh postgres");
+    let _one = one_swarm_test();
+    // Dropped last: its volume comes free once the swarm guard removed the services.
+    let p = Project::new("swarm-mig");
+    let mut swarm = SwarmGuard::join();
+    let reg = Registry::start();
+    let app_image = &reg.reference(&format!("{}-app:1", p.name));
+    reg.push(FIXTURE, app_image, true);
+    swarm.projects.push(p.name.clone());
+    common::copy_repo_migrations(&p.dir.path().join("migrations"));
+    let pg = reg.reference(&format!("{}-pg:15", p.name));
+    reg.push(POSTGRES, &pg, true);
+    let backups = p.dir.path().join("backups");
+    let stack = |version: &str, deadline: &str, api_extra: &str| {
+        MIGRATING
+            .replace("{pg}", &pg)
+            .replace("{image}", app_image)
+            .replace("{password}", PG_PASSWORD)
+            .replace("{version}", version)
+            .replace("{deadline}", deadline)
+            .replace("{api_extra}", api_extra)
+            .replace("{backups}", &backups.display().to_string())
+    };
+
+    // Generation 1: the migrations run once the database passed its gate, backed up
+    // first (pg_dump in the task's container), before the app that waits for them.
+    p.write(&stack("1", "30s", ""));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let at = |out: &str, line: &str| {
+        out.find(line)
+            .unwrap_or_else(|| panic!("{line:?} in {out}"))
+    };
+    assert!(at(&run.stdout, "db: healthy in") < at(&run.stdout, "migrations: backup "));
+    assert!(
+        at(&run.stdout, "migrations: applying 0001_initial_schema")
+            < at(&run.stdout, "api: created service")
+    );
+    assert_eq!(
+        task_psql(&p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations"),
+        "3"
+    );
+    let h = p.history();
+    assert_eq!(h[0]["schema_version"], 3, "{}", h[0]);
+    let backup = h[0]["backup"]
+        .as_str()
+        .unwrap_or_else(|| panic!("a recorded backup: {}", h[0]));
+    assert!(
+        std::path::Path::new(backup).starts_with(&backups),
+        "{backup}"
+    );
+    // plan asks the database on this node, and the services stand for containers.
+    let plan = p.berth(&["plan"]);
+    assert_eq!(plan.code, 0, "{}{}", plan.stdout, plan.stderr);
+    assert!(
+        !plan.stdout.contains("create"),
+        "nothing to create: {}",
+        plan.stdout
+    );
+    assert!(!plan.stdout.contains("migrations:"), "{}", plan.stdout);
+    // berth check probes every task.
+    let check = p.berth(&["check"]);
+    assert_eq!(check.code, 0, "{}{}", check.stdout, check.stderr);
+
+    // Generation 2 adds 0004 and an app that never gets healthy: 0004 is applied, the
+    // app fails its gate, and the revert undoes 0004 and puts the app back.
+    std::fs::write(
+        p.dir.path().join("migrations/0004_add_widgets.up.sql"),
+        "CREATE TABLE e2e_widgets (id bigserial PRIMARY KEY);\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.dir.path().join("migrations/0004_add_widgets.down.sql"),
+        "DROP TABLE e2e_widgets;\n",
+    )
+    .unwrap();
+    p.write(&stack("2", "6s", r#", FIXTURE_NEVER_HEALTHY = "1""#));
+    let plan = p.berth(&["plan"]);
+    assert!(
+        plan.stdout.contains("migrations: apply 0004_add_widgets"),
+        "{}",
+        plan.stdout
+    );
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 3, "{}{}", run.stdout, run.stderr);
+    assert!(
+        at(&run.stdout, "migrations: applying 0004_add_widgets")
+            < at(&run.stdout, "api: FAILED its gate"),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("reverting project"), "{}", run.stdout);
+    assert_eq!(
+        task_psql(&p, "SELECT to_regclass('public.e2e_widgets') IS NULL"),
+        "t",
+        "0004 is undone"
+    );
+    assert_eq!(
+        task_psql(&p, "SELECT coalesce(max(version), 0) FROM _sqlx_migrations"),
+        "3"
+    );
+    assert_eq!(
+        service_inspect(&p, "api", "{{index .Spec.Labels \"berth.generation\"}}"),
+        "1"
+    );
+    let env = service_inspect(&p, "api", "{{json .Spec.TaskTemplate.ContainerSpec.Env}}");
+    assert!(
+        env.contains("VERSION=1") && !env.contains("FIXTURE_NEVER_HEALTHY"),
+        "{env}"
+    );
+    let h = p.history();
+    let g = h.last().unwrap();
+    assert_eq!(g["outcome"], "rolled-back", "{g}");
+    assert!(
+        g["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("reverted to generation 1"),
+        "{g}"
+    );
+
+    // A service removed by hand is made again by the next apply, on the generation it
+    // belonged to.
+    assert!(
+        docker(&["service", "rm", &p.container("api")])
+            .status
+            .success()
+    );
+    p.write(&stack("1", "30s", ""));
+    let run = p.berth(&["apply"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("api: created service"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        service_inspect(&p, "api", "{{.Spec.Mode.Replicated.Replicas}}"),
+        "1"
+    );
+
+    // down removes every service and network of the project, and keeps its volume.
+    let run = p.berth(&["down"]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let label = format!("label=berth.project={}", p.name);
+    assert!(
+        text(&docker(&["service", "ls", "-q", "--filter", &label]))
+            .trim()
+            .is_empty(),
+        "no service left"
+    );
+    assert_eq!(p.history().last().unwrap()["outcome"], "down");
+    let volume = format!("{}-pg", p.name);
+    assert!(
+        docker(&["volume", "inspect", &volume]).status.success(),
+        "the database's volume {volume} is kept"
+    );
+    let status = p.berth(&["status"]);
+    assert_eq!(status.code, 1, "{}", status.stdout);
+    assert!(status.stdout.contains("down"), "{}", status.stdout);
 }

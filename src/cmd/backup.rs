@@ -28,7 +28,8 @@ pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
         Err(code) => return Ok(code),
     };
     let m = d.migrations.as_ref().expect("checked above");
-    let rt = connect().await?;
+    let engine = connect().await?;
+    let rt = crate::swarm::local::Local::of(&engine, &d).await?;
     let store = Store::open(state_path).await?;
     let taken = crate::backup::take(&rt, Some(&store), &d.project.name, m).await?;
     println!(

@@ -17,8 +17,13 @@ pub async fn run(Args { args, json }: Args) -> anyhow::Result<i32> {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let rt = connect().await?;
-    let report = crate::check::check(&rt, &d).await?;
+    let report = match d.project.engine {
+        crate::spec::Engine::Docker => crate::check::check(&connect().await?, &d).await?,
+        // Every replica's task, through its published probe port, as `berth status`.
+        crate::spec::Engine::Swarm => {
+            crate::swarm::check::check(&crate::swarm::Swarm::connect().await?, &d).await?
+        }
+    };
     let redactor = d.redactor();
     if json {
         println!("{}", redactor.text(&serde_json::to_string_pretty(&report)?));

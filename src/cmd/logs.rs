@@ -100,7 +100,9 @@ pub async fn run(args: Args, state_path: &Path) -> anyhow::Result<i32> {
         tail: args.tail.and_then(|t| t.0),
     };
     let request = Request::new(&d, &args.services, options)?;
-    let rt = connect().await?;
+    let engine = connect().await?;
+    // Under engine = "swarm": the tasks that run on this node (docs/swarm.md).
+    let rt = crate::swarm::local::Local::of(&engine, &d).await?;
     let names: Vec<&str> = if request.services.is_empty() {
         d.services.keys().map(String::as_str).collect()
     } else {

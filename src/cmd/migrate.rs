@@ -40,7 +40,8 @@ pub async fn run(command: Command, state_path: &Path) -> anyhow::Result<i32> {
     let url = match migrate::host_url(m, service) {
         Ok(url) => url,
         Err(not_published) => {
-            let rt = connect().await?;
+            let engine = connect().await?;
+            let rt = crate::swarm::local::Local::of(&engine, &d).await?;
             match migrate::step::database_url(&rt, &d, m).await {
                 Ok(url) => url,
                 Err(e) => anyhow::bail!("{not_published}; nor at its container: {e}"),

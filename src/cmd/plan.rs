@@ -14,8 +14,17 @@ pub async fn run(args: FileArgs, state_path: &Path) -> anyhow::Result<i32> {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let rt = connect().await?;
-    let observed = observe(&rt, &d).await?;
+    let engine = connect().await?;
+    // Under engine = "swarm" the project's services stand for its containers, and the
+    // database's task on this node for its container.
+    let rt = crate::swarm::local::Local::of(&engine, &d).await?;
+    let observed = match d.project.engine {
+        crate::spec::Engine::Docker => observe(&engine, &d).await?,
+        crate::spec::Engine::Swarm => {
+            let sw = crate::swarm::Swarm::connect().await?;
+            crate::swarm::observe(&engine, &sw, &d).await?
+        }
+    };
     let p = plan(&d, &observed);
     print!("{}", d.redactor().text(&p.to_string()));
     if let Some(m) = &d.migrations

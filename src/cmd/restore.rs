@@ -49,7 +49,8 @@ pub async fn run(
         }
     };
     let shutdown = Shutdown::on_signals();
-    let rt = connect().await?;
+    let engine = connect().await?;
+    let rt = crate::swarm::local::Local::of(&engine, &d).await?;
     let _held = match lock(state_path, &project, "restore", &lock_args, &shutdown).await {
         Ok(l) => l,
         Err(e) => return lock_failed(e),

@@ -15,17 +15,19 @@ use bollard::query_parameters::{ListNetworksOptionsBuilder, UpdateServiceOptions
 
 use super::Swarm;
 use super::gate::{Gate, gate};
+use super::local::Local;
 use super::spec::{Image, digest_reference, service_spec};
 use crate::converge::{ConvergeError, Executed, Execution, Failure, Pinned};
 use crate::gate::effective_probe;
 use crate::plan::{Action, Plan, plan};
 use crate::runtime::docker::api;
 use crate::runtime::{Runtime, RuntimeError};
-use crate::spec::{DesiredState, LABEL_PROJECT, Service};
+use crate::spec::{DesiredState, LABEL_PROJECT, MIGRATIONS_NODE, Service};
 use crate::store::{Generation, Timing, Timings, now_ms};
 
 /// Carry out `plan` within the desired state's `progress_deadline`.
-pub async fn execute(
+pub async fn execute<R: Runtime>(
+    rt: &R,
     sw: &Swarm,
     desired: &DesiredState,
     plan: &Plan,
@@ -33,7 +35,7 @@ pub async fn execute(
 ) -> Executed {
     let deadline = desired.rollout.progress_deadline;
     let mut timings = Timings::new();
-    let steps = execute_steps(sw, desired, plan, &how, &mut timings);
+    let steps = execute_steps(rt, sw, desired, plan, &how, &mut timings);
     let result = match tokio::time::timeout(deadline, steps).await {
         Ok(r) => r,
         Err(_) => Err(Failure::Gate(format!(
@@ -53,7 +55,8 @@ pub async fn execute(
     }
 }
 
-async fn execute_steps(
+async fn execute_steps<R: Runtime>(
+    rt: &R,
     sw: &Swarm,
     desired: &DesiredState,
     plan: &Plan,
@@ -108,8 +111,58 @@ async fn execute_steps(
         if let Some(f) = failure {
             return Err(f);
         }
+        migrations_after(rt, sw, desired, &level, how, timings).await?;
     }
     Ok(())
+}
+
+/// The migrations step, once the database's level passed its gates (the levels that
+/// need the schema come after it): run as on one host, through [`Local`], which sees
+/// the database's task on this node as its container. It fails the converge as a gate
+/// does; a stop request ends it as it ends a level.
+async fn migrations_after<R: Runtime>(
+    rt: &R,
+    sw: &Swarm,
+    desired: &DesiredState,
+    level: &[String],
+    how: &Execution<'_>,
+    timings: &mut Timings,
+) -> Result<(), Failure> {
+    let Some(m) = &desired.migrations else {
+        return Ok(());
+    };
+    let Some(step) = how.migrations_step() else {
+        return Ok(());
+    };
+    if !level.contains(&m.service) {
+        return Ok(());
+    }
+    if let Some(signal) = how.shutdown.signal() {
+        return Err(Failure::Interrupted(signal));
+    }
+    let local = Local::on(rt, sw);
+    let begin = now_ms();
+    let run = crate::migrate::step::migrations_step(&local, desired, m, &step);
+    let r = tokio::select! {
+        r = run => r.map_err(Failure::from),
+        signal = how.shutdown.requested() => {
+            timings.insert(MIGRATIONS_NODE.to_string(), Timing {
+                begin_ms: Some(begin),
+                cut_ms: Some(now_ms()),
+                ..Timing::of("migrate")
+            });
+            return Err(Failure::Interrupted(signal));
+        }
+    };
+    timings.insert(
+        MIGRATIONS_NODE.to_string(),
+        Timing {
+            begin_ms: Some(begin),
+            end_ms: Some(now_ms()),
+            ..Timing::of("migrate")
+        },
+    );
+    r
 }
 
 /// Once a generation is healthy: the project's configs and secrets that none of its
@@ -459,6 +512,7 @@ pub async fn execute_pinned<R: Runtime>(
         Err(ended) => return Ok(ended),
     };
     Ok(execute(
+        rt,
         sw,
         pinned.desired,
         the_plan,

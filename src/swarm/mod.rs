@@ -28,6 +28,7 @@ pub mod check;
 pub mod execute;
 pub mod files;
 pub mod gate;
+pub mod local;
 pub mod spec;
 pub mod tasks;
 

@@ -141,7 +141,7 @@ impl Resolver<'_> {
         }
 
         let migrations = self.migrations(sources, &seen, &active_names);
-        self.check_swarm_project(engine, sources);
+        self.check_swarm_project(engine, sources, &services);
         self.check_migrations_database(migrations.as_ref(), &all);
         self.check_cycles(&services, migrations.as_ref(), &all);
         let host_port_list = self.check_unique_ports_and_names(&all, &services);

@@ -6,6 +6,8 @@
 //! mount, a local named volume) must be pinned to one node, and what the swarm engine
 //! does not do yet is refused rather than ignored.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use sha2::Digest;
 use toml::Spanned;
@@ -344,17 +346,41 @@ impl Resolver<'_> {
         }
     }
 
-    /// What the swarm engine does not do for the project as a whole yet.
-    pub(super) fn check_swarm_project(&mut self, engine: Engine, sources: &[Source]) {
+    /// `[migrations]` under Swarm: berth reaches the database from the manager it talks to
+    /// (docs/swarm.md, "Migrations"), so its service runs one replica, placed by a
+    /// constraint (on the manager).
+    pub(super) fn check_swarm_project(
+        &mut self,
+        engine: Engine,
+        sources: &[Source],
+        services: &BTreeMap<String, crate::spec::Service>,
+    ) {
         if engine != Engine::Swarm {
             return;
         }
         for src in sources {
-            if let Some(m) = &src.raw.migrations {
+            let Some(m) = &src.raw.migrations else {
+                continue;
+            };
+            let db = m.get_ref().service.get_ref();
+            let Some(s) = services.get(db) else { continue };
+            if s.swarm.replicas != 1 {
                 self.err(
                     src,
-                    m.span(),
-                    "[migrations] is not supported under engine = \"swarm\" yet (docs/not-yet-built.md): run them by hand, or use engine = \"docker\"",
+                    m.get_ref().service.span(),
+                    format!(
+                        "the migrations' database {db:?} runs {} replicas: under engine = \"swarm\" it runs one (berth migrates, backs up and restores that one)",
+                        s.swarm.replicas
+                    ),
+                );
+            }
+            if s.swarm.placement.constraints.is_empty() {
+                self.err(
+                    src,
+                    m.get_ref().service.span(),
+                    format!(
+                        "the migrations' database {db:?} must be placed on the manager berth talks to (berth migrates and backs it up from there): add placement.constraints = [\"node.role == manager\"] to it"
+                    ),
                 );
             }
         }
