@@ -95,6 +95,15 @@ pub enum Command {
     /// What changed between two generations (default: the last good one against the
     /// newest), per service; exit 0 whether or not anything did.
     Diff(cmd::diff::Args),
+    /// Translate docker-compose files into a desired-state TOML, with a report of what
+    /// was translated, what changed meaning and what was not (each at FILE:LINE:COL);
+    /// exit 2 with nothing written when a Compose file is invalid.
+    Import(cmd::import::Args),
+    /// Write the desired state in another format (`berth export compose`).
+    Export {
+        #[command(subcommand)]
+        command: cmd::export::Command,
+    },
 }
 
 /// Run the CLI; returns the process exit code.
@@ -127,6 +136,8 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::History(args) => cmd::history::run(args, &state).await,
         Command::Notify { command } => cmd::notify::run(command, &state).await,
         Command::Diff(args) => cmd::diff::run(args, &state).await,
+        Command::Import(args) => cmd::import::run(args),
+        Command::Export { command } => cmd::export::run(command).await,
     }
 }
 

@@ -66,6 +66,7 @@ pub mod build_context;
 pub mod check;
 pub mod cli;
 pub mod cmd;
+pub mod compose;
 pub mod converge;
 pub mod daemon;
 pub mod diag;

@@ -1,0 +1,1 @@
+//! `berth export compose`: see the module doc of [`crate::compose`].

@@ -1,0 +1,1 @@
+//! The Compose model (see the module doc of [`crate::compose`]).

@@ -1,0 +1,1 @@
+//! A Compose service as berth's (see the module doc of [`crate::compose`]).

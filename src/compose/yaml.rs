@@ -1,0 +1,1 @@
+//! YAML with positions (see the module doc of [`crate::compose`]).
