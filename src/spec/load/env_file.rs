@@ -59,13 +59,8 @@ impl Resolver<'_> {
             }
         };
         let mut vars = HashMap::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let line = line.strip_prefix("export ").unwrap_or(line);
-            let Some((k, v)) = line.split_once('=') else {
+        for (i, line) in env_lines(&text) {
+            let Ok((k, v)) = line else {
                 self.diags.push(Diagnostic {
                     file: path.to_path_buf(),
                     line: i + 1,
@@ -74,13 +69,6 @@ impl Resolver<'_> {
                 });
                 continue;
             };
-            let v = v.trim();
-            let v = v
-                .strip_prefix('"')
-                .and_then(|v| v.strip_suffix('"'))
-                .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
-                .unwrap_or(v);
-            let k = k.trim();
             if !v.is_empty() && (all_secret || crate::redact::is_secret_key(k)) {
                 self.secret_values.insert(v.to_string());
             }
@@ -91,4 +79,28 @@ impl Resolver<'_> {
         }
         Some(vars)
     }
+}
+
+/// An env file's lines, by 0-based line number: `Ok((key, value))` for each `KEY=VALUE`
+/// (an `export ` before it, and one pair of quotes around the value, dropped), `Err` for
+/// a line that is none; blank lines and `#` comments are skipped. How berth reads the
+/// project's env file, and `berth import` the one beside a Compose file.
+pub fn env_lines(text: &str) -> impl Iterator<Item = (usize, Result<(&str, &str), ()>)> {
+    text.lines().enumerate().filter_map(|(i, line)| {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            return None;
+        }
+        let line = line.strip_prefix("export ").unwrap_or(line);
+        let Some((k, v)) = line.split_once('=') else {
+            return Some((i, Err(())));
+        };
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .or_else(|| v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')))
+            .unwrap_or(v);
+        Some((i, Ok((k.trim(), v))))
+    })
 }

@@ -12,7 +12,7 @@
 //! - `swarm`: `[project] engine` and the service keys only Swarm reads.
 //! - `parse`: the small grammars (ports, volumes, names, sizes, versions).
 
-mod env_file;
+pub(crate) mod env_file;
 mod health;
 mod migrations;
 mod notify;
@@ -46,6 +46,11 @@ struct Source {
 }
 
 /// Load and validate the desired state at `path` with the process environment.
+/// Whether `text` is a port berth takes (`[HOST_IP:]HOST:CONTAINER[/PROTO]`), and why not.
+pub fn check_port(text: &str) -> Result<(), String> {
+    parse::parse_port(text).map(|_| ())
+}
+
 pub fn load(path: &Path, selection: &Selection) -> Result<DesiredState, Diagnostics> {
     load_with_env(path, selection, &process_env())
 }
