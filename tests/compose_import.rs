@@ -210,7 +210,7 @@ fn run_cases(dir: &Path, min: usize) -> BTreeMap<String, usize> {
                     .stderr
                     .lines()
                     .filter(|l| l.contains(": ") && !l.starts_with("berth: import:"))
-                    .filter(|l| !l.starts_with(|c: char| c == '[' || c == ' ' || c == '#'))
+                    .filter(|l| !l.starts_with(['[', ' ', '#']))
                     .filter(|l| l.starts_with('(') || l.contains(".y"))
                     .collect();
                 format!("refused (exit 2):\n{}\n", why.join("\n"))
