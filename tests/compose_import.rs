@@ -252,19 +252,21 @@ fn run_cases(dir: &Path, min: usize) -> BTreeMap<String, usize> {
             }
             if !section.starts_with("Translated (") {
                 n += 1;
-                // The warning's kind: the key path's last part and the reason, without
-                // the service's own name.
+                // The warning's kind: the Compose key it is about, without the names of
+                // services, volumes or variables (`services.environment`, `volumes`).
                 let what = line.split(": ").skip(1).collect::<Vec<_>>().join(": ");
-                let key: String = what
+                let path: Vec<&str> = what
                     .split(": ")
                     .next()
                     .unwrap_or_default()
                     .split('.')
-                    .enumerate()
-                    .filter(|(i, _)| *i != 1)
-                    .map(|(_, s)| s)
-                    .collect::<Vec<_>>()
-                    .join(".");
+                    .collect();
+                let key = match path.as_slice() {
+                    ["services", _, k, ..] => format!("services.*.{k}"),
+                    ["services", ..] => "services.*".to_string(),
+                    [top, ..] => top.to_string(),
+                    [] => String::new(),
+                };
                 *warning_lines.entry(key).or_default() += 1;
             }
         }
@@ -371,4 +373,91 @@ fn the_three_tier_case_keeps_its_meaning_and_plans_every_service() {
     let again = berth(&c, &["import", "compose.yml", "-o", "../out"]);
     assert_eq!(again.status.code(), Some(1), "{}", text(&again.stderr));
     assert!(text(&again.stderr).contains("exists already"));
+}
+
+/// The runbook's stack written as a docker-compose.yml (`tests/compose/runbook/`), in the
+/// runbook's layout beside a copy of `desired-state/local-assistant.toml`: imported, each
+/// service's container is the shipped one's (the same config hash, so a plan of the
+/// import against the shipped stack's containers has nothing to do, service by service),
+/// with the same dependencies and the same probe. What differs is what Compose cannot
+/// say, listed here: the `[migrations]` step (its dependents' order), the pre-flight,
+/// grafana's `expect_json`, and the probes' timeouts (Compose's, kept).
+#[test]
+fn the_runbooks_compose_file_imports_to_the_shipped_stack_service_by_service() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    std::fs::create_dir(dir.join("desired-state")).unwrap();
+    std::os::unix::fs::symlink(root().join("config"), dir.join("config")).unwrap();
+    std::os::unix::fs::symlink(root().join("migrations"), dir.join("migrations")).unwrap();
+    std::fs::copy(
+        root().join("desired-state/local-assistant.toml"),
+        dir.join("desired-state/local-assistant.toml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("tests/compose/runbook/docker-compose.yml"),
+        dir.join("docker-compose.yml"),
+    )
+    .unwrap();
+    let env = dir.join(".env");
+    std::fs::copy(root().join(".env.example"), &env).unwrap();
+    std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let run = berth(
+        dir,
+        &[
+            "import",
+            "docker-compose.yml",
+            "-o",
+            "desired-state/imported.toml",
+        ],
+    );
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{}{}",
+        text(&run.stdout),
+        text(&run.stderr)
+    );
+    let load = |f: &str| {
+        let sel = berth::spec::Selection {
+            profiles: vec!["tracing".into()],
+            ..Default::default()
+        };
+        berth::spec::load(&dir.join("desired-state").join(f), &sel)
+            .unwrap_or_else(|e| panic!("{f}: {e:?}"))
+    };
+    let (shipped, imported) = (load("local-assistant.toml"), load("imported.toml"));
+    assert_eq!(shipped.project.name, imported.project.name);
+    assert_eq!(shipped.project.network, imported.project.network);
+    assert_eq!(
+        shipped.services.keys().collect::<Vec<_>>(),
+        imported.services.keys().collect::<Vec<_>>()
+    );
+    for (name, a) in &shipped.services {
+        let b = &imported.services[name];
+        assert_eq!(
+            berth::hash::config_hash(a),
+            berth::hash::config_hash(b),
+            "{name}: the container differs:\n{a:#?}\n{b:#?}"
+        );
+        // The migrations step is Compose-less: the shipped file orders nothing on it
+        // here, so the dependencies are the same.
+        assert_eq!(a.depends_on, b.depends_on, "{name}");
+        let probe = |s: &berth::spec::Service| {
+            s.health.as_ref().map(|h| match &h.probe {
+                berth::spec::Probe::Http { port, path, .. } => format!("http {port} {path}"),
+                p => p.to_string(),
+            })
+        };
+        assert_eq!(probe(a), probe(b), "{name}");
+    }
+    // What Compose cannot say.
+    assert!(shipped.migrations.is_some() && imported.migrations.is_none());
+    let report = text(&run.stdout);
+    assert!(
+        report.contains("services.postgres.healthcheck.test: berth's native \"postgres\" probe"),
+        "{report}"
+    );
 }

@@ -929,7 +929,9 @@ impl Exporter<'_> {
             "retries",
             Yaml::Value(Scalar::Integer(i64::try_from(retries).unwrap_or(i64::MAX))),
         );
-        m.put("start_period", s(&go_duration(deadline)));
+        // Compose calls a service unhealthy after start_period + retries × interval;
+        // `berth import` reads the deadline back from the same sum, so the retries
+        // alone carry it (a start_period would count the deadline twice).
         Some(m.into_yaml())
     }
 

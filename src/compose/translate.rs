@@ -115,6 +115,21 @@ pub fn translate(c: &Compose, target: &Target) -> Translated {
     if !target.profiles.is_empty() {
         p["profiles"] = value(strings(&target.profiles));
     }
+    // Compose's own name for the default network: berth's project network.
+    let default_net = c
+        .top
+        .iter()
+        .find(|(k, _)| k == "networks")
+        .and_then(|(_, n)| n.get("default"))
+        .and_then(|d| d.get("name"));
+    if let Some(n) = default_net {
+        p["network"] = value(written(n));
+        r.add(
+            &n.pos,
+            How::Translated,
+            "networks.default.name: the project's network",
+        );
+    }
     head["project"] = Item::Table(p);
     let cx = Cx {
         c,
@@ -300,7 +315,7 @@ impl Cx<'_> {
                 );
             }
             for (opt, ok, _) in v.entries() {
-                if !matches!(opt, "external" | "file" | "name") {
+                if !matches!(opt, "external" | "file" | "name" | "content") {
                     r.add(
                         &ok.pos,
                         How::NotTranslated,
@@ -558,8 +573,9 @@ impl Cx<'_> {
     fn ports(&self, name: &str, v: &Node, t: &mut Table, r: &mut Report) {
         let mut out = Vec::new();
         for p in v.seq().unwrap_or_default() {
-            let text = match p.map() {
-                None => written(p),
+            // Checked as interpolated, written as written (references kept).
+            let (text, checked) = match p.map() {
+                None => (written(p), p.str().unwrap_or_default().to_string()),
                 Some(_) => {
                     let get = |k: &str| p.get(k).and_then(Node::str).map(String::from);
                     let Some(target) = get("target") else {
@@ -584,10 +600,10 @@ impl Cx<'_> {
                         s.push('/');
                         s.push_str(&proto);
                     }
-                    s
+                    (s.clone(), s)
                 }
             };
-            match crate::spec::check_port(&text) {
+            match crate::spec::check_port(&checked) {
                 Ok(()) => {
                     out.push(text);
                     r.add(&p.pos, How::Translated, format!("services.{name}.ports"));
@@ -800,7 +816,7 @@ impl Cx<'_> {
             };
             let file = top.and_then(|t| t.get(&source)).and_then(|e| e.get("file"));
             let Some(file) = file else {
-                r.add(&f.pos, How::NotTranslated, format!("services.{name}.{key}.{source}: not a file-based {key} entry (external or from the environment)"));
+                r.add(&f.pos, How::NotTranslated, format!("services.{name}.{key}.{source}: not a file-based {key} entry (inline content, external, or from the environment): berth mounts files only"));
                 continue;
             };
             let target = match (key, target) {

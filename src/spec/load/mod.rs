@@ -250,6 +250,24 @@ fn utf8(file: &Path, bytes: Vec<u8>) -> Result<String, Diagnostic> {
 mod tests {
     use super::*;
 
+    /// Interpolation as Compose's: a nested default is expanded, where berth once
+    /// reported the bad tag `-1.0}`.
+    #[test]
+    fn a_nested_default_is_expanded_in_the_desired_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            "[project]\nname = \"p\"\n[services.app]\nimage = \"app:${A:-${B:-1.0}}\"\n",
+        )
+        .unwrap();
+        let d = load_with_env(&file, &Selection::default(), &HashMap::new()).unwrap();
+        assert_eq!(d.services["app"].image, "app:1.0");
+        let env = HashMap::from([("B".to_string(), "2.1".to_string())]);
+        let d = load_with_env(&file, &Selection::default(), &env).unwrap();
+        assert_eq!(d.services["app"].image, "app:2.1");
+    }
+
     /// A desired state with a secret of every kind, loaded from a temp dir.
     fn with_secrets() -> (tempfile::TempDir, DesiredState) {
         use std::os::unix::fs::PermissionsExt;
