@@ -104,6 +104,9 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::export::Command,
     },
+    /// Print the status page's address for the berth run serving the project (`--open`:
+    /// open it in a browser when there is a display).
+    Ui(cmd::ui::Args),
 }
 
 /// Run the CLI; returns the process exit code.
@@ -138,6 +141,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => cmd::diff::run(args, &state).await,
         Command::Import(args) => cmd::import::run(args),
         Command::Export { command } => cmd::export::run(command).await,
+        Command::Ui(args) => cmd::ui::run(args, &state).await,
     }
 }
 

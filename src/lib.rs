@@ -96,3 +96,4 @@ pub mod status;
 pub mod store;
 pub mod swarm;
 pub mod text;
+pub mod ui;

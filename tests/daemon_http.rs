@@ -470,3 +470,132 @@ async fn a_body_too_long_or_too_slow_is_refused_and_nothing_is_done() {
     assert_eq!(r.status(), 202);
     assert_eq!(e.enqueued.load(Ordering::SeqCst), 1);
 }
+
+/// The status page's routes (src/ui): served on loopback from the published report alone
+/// when no store was given, and followed live over server-sent events.
+#[tokio::test]
+async fn the_status_page_shows_the_published_word_and_follows_it_live() {
+    let e = start().await;
+    let page = format!("{}/", e.base);
+    // Nothing published yet: it says so, and is not a status.
+    assert_eq!(get(&page).await.status(), 503);
+    e.shared.publish(vec![report()]);
+    let r = get(&page).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(content_type(&r), "text/html; charset=utf-8");
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(r#"<span id="status-word" class="word word-converged">converged</span>"#),
+        "{html}"
+    );
+    assert!(html.contains(r#"data-service="web" data-health="healthy""#));
+
+    // The live updates: the current status at once, then every published one.
+    let mut events = reqwest::get(format!("{}/api/v1/events", e.base))
+        .await
+        .unwrap();
+    assert_eq!(content_type(&events), "text/event-stream");
+    assert_eq!(e.shared.open_streams(), 1);
+    let mut seen = String::new();
+    let mut next = async || {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), events.chunk())
+            .await
+            .expect("an event within 5 s")
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&chunk).into_owned()
+    };
+    while !seen.contains(r#""word":"converged""#) {
+        seen += &next().await;
+    }
+    let mut progressing = report();
+    progressing.status = ProjectStatus::Progressing("generation 8 by berth run".into());
+    progressing.generation = Some(8);
+    e.shared.publish(vec![progressing]);
+    let mut seen = String::new();
+    while !seen.contains(r#""word":"progressing""#) {
+        seen += &next().await;
+    }
+    assert!(seen.contains(r#""generation":8"#), "{seen}");
+    drop(events);
+    // The stream is let go once the browser goes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while e.shared.open_streams() > 0 && tokio::time::Instant::now() < deadline {
+        e.shared.publish(vec![report()]);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(e.shared.open_streams(), 0);
+    e.stop.fire(15);
+    tokio::time::timeout(Duration::from_secs(2), e.server)
+        .await
+        .expect("a live stream does not hold up the stop")
+        .unwrap();
+}
+
+#[tokio::test]
+async fn on_an_exposed_listener_the_page_is_401_without_ui_and_the_token() {
+    let e = start_with(Scope::Exposed, Limits::default()).await;
+    e.shared.publish(vec![report()]);
+    e.shared.set_token("t0k3n-of-the-page".into());
+    for ui in [false, true] {
+        e.shared.set_ui_exposed(ui);
+        for path in [
+            "/",
+            "/api/v1/events",
+            "/api/v1/history",
+            "/generation/7",
+            "/logs/web",
+        ] {
+            let r = get(&format!("{}{path}", e.base)).await;
+            assert_eq!(r.status(), 401, "{path} with --ui {ui}");
+            let body = r.text().await.unwrap();
+            assert!(
+                !body.contains("demo") && !body.contains("converged"),
+                "{body}"
+            );
+        }
+    }
+    // With --ui: the token as a header, or the cookie /login sets.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/", e.base))
+        .bearer_auth("t0k3n-of-the-page")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let wrong = client
+        .get(format!("{}/login?token=nope", e.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 401);
+    let login = client
+        .get(format!("{}/login?token=t0k3n-of-the-page", e.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = client
+        .get(format!("{}/", e.base))
+        .header("cookie", pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains(r#"id="status-word""#));
+}

@@ -21,6 +21,7 @@ pub mod restore;
 pub mod rollback;
 pub mod run;
 pub mod status;
+pub mod ui;
 pub mod validate;
 
 use std::path::{Path, PathBuf};

@@ -27,6 +27,12 @@ pub struct Args {
     /// serve only the read-only routes. `--sync-token-file` is the same flag.
     #[arg(long, alias = "sync-token-file", value_name = "PATH")]
     pub api_token_file: Option<PathBuf>,
+    /// Serve the status page (/, docs/status-page.md) on listeners that are not loopback
+    /// too, to requests that carry the API token (a header, or the cookie /login?token=
+    /// sets); with it, /api/v1/status there needs the token as well. Loopback listeners
+    /// always serve the page.
+    #[arg(long, requires = "api_token_file")]
+    pub ui: bool,
     #[command(flatten)]
     pub git: Box<GitArgs>,
 }
@@ -137,6 +143,7 @@ pub async fn run(
         listen,
         resync,
         api_token_file,
+        ui,
         git,
     }: Args,
     state_path: &Path,
@@ -179,6 +186,7 @@ pub async fn run(
         listen,
         resync,
         api_token,
+        ui,
     })
     .await?;
     Ok(EXIT_OK)

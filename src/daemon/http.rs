@@ -9,9 +9,22 @@
 //! | `GET /api/v1/status`      | the JSON of `berth status --json`                        |
 //! | `POST /api/v1/reconcile`  | 202: a reconcile is enqueued (never run here); on a listener that is not loopback only with the API token, 401 without |
 //! | `POST /api/v1/sync`       | with a git source and `--api-token-file`: 202, a fetch now; 401 without the token; 404 otherwise |
+//! | `GET /`                   | the status page ([`crate::ui`], docs/status-page.md)      |
+//! | `GET /generation/N`       | one generation's timeline, evidence and diff             |
+//! | `GET /logs/SERVICE`       | a service's recent log lines, secrets hidden             |
+//! | `GET /login?token=TOKEN`  | sets the token as a cookie (exposed listeners with `--ui`), then to `/` |
+//! | `GET /api/v1/events`      | server-sent events: the status word, generation and services on every change |
+//! | `GET /api/v1/history`     | the page's history as JSON (newest first, evidence and diff of failed ones) |
+//! | `GET /api/v1/generation/N`| one generation as JSON                                   |
 //!
 //! Anything else is 404; a known path with another method is 405 with `Allow`. The token
-//! goes as `Authorization: Bearer TOKEN`.
+//! goes as `Authorization: Bearer TOKEN`, or, for the page's routes, as the cookie
+//! `/login` sets.
+//!
+//! The page's routes (the page, `/generation`, `/logs`, `/login`, the events, history
+//! and generation JSON) answer on a loopback listener. On an exposed one they need
+//! `berth run --ui` and the token, and with `--ui` so does `/api/v1/status`; otherwise
+//! they are 401 with a body that says nothing of the project ([`ui_access`]).
 //!
 //! A listener is untrusted (docs/design.md §12). One on loopback ([`Scope::Loopback`],
 //! the default [`DEFAULT_LISTEN`]) is reached only from this host, and a reconcile there
@@ -24,8 +37,8 @@
 //! ahead of schedule per 30 s for the API
 //! ([`crate::daemon::controller::scheduler::API_INTERVAL`]).
 //!
-//! Plain hyper 1 with hyper-util rather than axum: bollard already compiles them, and five
-//! fixed routes are one `match`, with no router, extractors or tower layers to learn.
+//! Plain hyper 1 with hyper-util rather than axum: bollard already compiles them, and a
+//! dozen fixed routes are one `match`, with no router, extractors or tower layers to learn.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -35,6 +48,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Bytes, Incoming};
 use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
@@ -49,8 +63,10 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::metrics::{self, Metrics};
+use crate::runtime::docker::DockerRuntime;
 use crate::shutdown::Shutdown;
 use crate::status::Report;
+use crate::store::Store;
 
 /// Where `berth run --listen` listens unless told otherwise: loopback, the port the
 /// stack's Prometheus scrapes (`host.docker.internal:9464`).
@@ -211,6 +227,18 @@ pub struct Shared {
     limits: Limits,
     /// Every open connection of every listener.
     connections: Connections,
+    /// `berth run --ui`: the page's routes answer on exposed listeners too, with the token.
+    ui_exposed: AtomicBool,
+    /// What the page reads: the store (set when the daemon starts) and the engine (once
+    /// it answered).
+    ui_store: std::sync::OnceLock<Store>,
+    ui_engine: std::sync::OnceLock<Arc<DockerRuntime>>,
+    /// Counts the reports published: the live updates wake on it.
+    changes: tokio::sync::watch::Sender<u64>,
+    /// Live-update streams open now, at most half of [`Limits::max_connections`].
+    streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// When the running containers started, by service, as of the report numbered so.
+    started: Mutex<Option<(u64, std::collections::BTreeMap<String, i64>)>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -238,7 +266,39 @@ impl Shared {
             sync: RwLock::new(None),
             connections: Connections::new(limits.max_connections),
             limits,
+            ui_exposed: AtomicBool::new(false),
+            ui_store: std::sync::OnceLock::new(),
+            ui_engine: std::sync::OnceLock::new(),
+            changes: tokio::sync::watch::Sender::new(0),
+            streams: Arc::default(),
+            started: Mutex::new(None),
         }
+    }
+
+    /// `berth run --ui`: serve the page on exposed listeners, to requests that carry the
+    /// API token (a header, or the cookie `/login` sets).
+    pub fn set_ui_exposed(&self, on: bool) {
+        self.ui_exposed.store(on, Ordering::Release);
+    }
+
+    /// The store the page reads its history from (a handle of its own).
+    pub fn set_ui_store(&self, store: Store) {
+        let _ = self.ui_store.set(store);
+    }
+
+    /// The engine the page asks for uptimes and log lines.
+    pub fn set_ui_engine(&self, engine: Arc<DockerRuntime>) {
+        let _ = self.ui_engine.set(engine);
+    }
+
+    /// The store the page reads, once set.
+    pub fn ui_store(&self) -> Option<&Store> {
+        self.ui_store.get()
+    }
+
+    /// Live-update streams open now.
+    pub fn open_streams(&self) -> usize {
+        self.streams.load(Ordering::Relaxed)
     }
 
     /// The API token: exposed listeners take requests that change something when they
@@ -289,6 +349,8 @@ impl Shared {
             self.metrics.set_status(r);
         }
         *self.reports.write().expect("status lock is not poisoned") = reports;
+        // The live updates follow.
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// The latest published status.
@@ -499,10 +561,10 @@ pub async fn serve(listener: TcpListener, scope: Scope, shared: Arc<Shared>, shu
         };
         let (conn, evicted) = shared.connections.admit();
         let service = {
-            let (shared, conn) = (shared.clone(), conn.clone());
+            let (shared, conn, shutdown) = (shared.clone(), conn.clone(), shutdown.clone());
             service_fn(move |req| {
                 conn.requested.store(true, Ordering::Relaxed);
-                answer(shared.clone(), scope, req)
+                answer(shared.clone(), scope, req, shutdown.clone())
             })
         };
         let io = TokioIo::new(Tracked {
@@ -567,6 +629,20 @@ enum Route {
     Status,
     Reconcile,
     Sync,
+    /// The status page's routes ([`crate::ui`]).
+    Ui(UiRoute),
+}
+
+/// The status page's routes: on an exposed listener only with `--ui` and the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UiRoute {
+    Page,
+    Generation,
+    Logs,
+    Login,
+    Events,
+    History,
+    GenerationJson,
 }
 
 impl Route {
@@ -578,6 +654,17 @@ impl Route {
             "/api/v1/status" => Route::Status,
             "/api/v1/reconcile" => Route::Reconcile,
             "/api/v1/sync" => Route::Sync,
+            "/" => Route::Ui(UiRoute::Page),
+            "/login" => Route::Ui(UiRoute::Login),
+            "/api/v1/events" => Route::Ui(UiRoute::Events),
+            "/api/v1/history" => Route::Ui(UiRoute::History),
+            p if p.strip_prefix("/generation/").is_some_and(is_number) => {
+                Route::Ui(UiRoute::Generation)
+            }
+            p if p.strip_prefix("/api/v1/generation/").is_some_and(is_number) => {
+                Route::Ui(UiRoute::GenerationJson)
+            }
+            p if p.strip_prefix("/logs/").is_some_and(is_name) => Route::Ui(UiRoute::Logs),
             _ => return None,
         })
     }
@@ -598,6 +685,19 @@ impl Route {
     }
 }
 
+/// A generation number in a path.
+fn is_number(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A service name in a path (what the desired state allows, and no more).
+fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 128
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
 /// What a request asks that changes something, once it may go ahead.
 enum Act {
     Reconcile,
@@ -608,30 +708,46 @@ enum Act {
 enum Decision {
     Answer(Response<Full<Bytes>>),
     Act(Act),
+    /// A route of the status page, allowed: answered by [`ui_answer`].
+    Ui(UiRoute),
+}
+
+/// What every answer's body is: whole, or the live updates' stream.
+pub type Answer = Response<BoxBody<Bytes, Infallible>>;
+
+fn boxed(r: Response<Full<Bytes>>) -> Answer {
+    r.map(BodyExt::boxed)
 }
 
 async fn answer(
     shared: Arc<Shared>,
     scope: Scope,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+    shutdown: Shutdown,
+) -> Result<Answer, Infallible> {
     let (head, body) = req.into_parts();
-    let auth = head
-        .headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
+    let header = |name| {
+        head.headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let auth = header(hyper::header::AUTHORIZATION);
+    let cookie = header(hyper::header::COOKIE);
     // A refusal is decided by the request line and headers alone, before any body is
     // read; hyper then closes a connection whose body was left unread.
-    let act = match decide(&shared, scope, &head.method, head.uri.path(), auth) {
-        Decision::Answer(r) => return Ok(r),
+    let act = match decide(&shared, scope, &head.method, head.uri.path(), auth, cookie) {
+        Decision::Answer(r) => return Ok(boxed(r)),
+        Decision::Ui(route) => {
+            return Ok(ui_answer(&shared, scope, route, &head.uri, shutdown).await);
+        }
         Decision::Act(act) => act,
     };
     // A request counts once it has arrived whole: its body is read, within bounds, and
     // thrown away.
     if let Err(refused) = drain(body, &shared.limits).await {
-        return Ok(refused);
+        return Ok(boxed(refused));
     }
-    Ok(match act {
+    Ok(boxed(match act {
         Act::Reconcile => {
             (shared.enqueue)();
             text(StatusCode::ACCEPTED, "reconcile enqueued\n")
@@ -640,7 +756,7 @@ async fn answer(
             fetch();
             text(StatusCode::ACCEPTED, "fetch enqueued\n")
         }
-    })
+    }))
 }
 
 /// Read and discard a request body, within [`Limits::body_timeout`] and
@@ -729,6 +845,7 @@ fn decide(
     method: &Method,
     path: &str,
     authorization: Option<&str>,
+    cookie: Option<&str>,
 ) -> Decision {
     let Some(route) = Route::of(path) else {
         return Decision::Answer(text(
@@ -751,7 +868,18 @@ fn decide(
     let carries_token = token
         .as_deref()
         .is_some_and(|t| given.is_some_and(|g| same_token(g, t)));
+    let ui_exposed = shared.ui_exposed.load(Ordering::Acquire);
+    let page_access = ui_access(scope, ui_exposed, token.as_deref(), authorization, cookie);
     Decision::Answer(match route {
+        // /login is how a browser gets the cookie: it checks the token it is given.
+        Route::Ui(UiRoute::Login)
+            if scope == Scope::Loopback || (ui_exposed && token.is_some()) =>
+        {
+            return Decision::Ui(UiRoute::Login);
+        }
+        Route::Ui(route) if page_access => return Decision::Ui(route),
+        Route::Ui(_) => refused(),
+        Route::Status if ui_exposed && !page_access => refused(),
         Route::Healthz => text(StatusCode::OK, "ok\n"),
         Route::Readyz if shared.is_ready() => text(StatusCode::OK, "ready\n"),
         Route::Readyz => text(
@@ -797,6 +925,54 @@ fn decide(
     })
 }
 
+/// The cookie `/login` sets: the API token, for the page's routes on exposed listeners.
+pub const COOKIE: &str = "berth_token";
+
+/// Whether a request may read the status page's routes (and, with `--ui`, the status
+/// JSON) on a listener: always on loopback; on an exposed listener only with `--ui` and
+/// the API token, given as `Authorization: Bearer TOKEN` or the [`COOKIE`], compared in
+/// constant time.
+pub fn ui_access(
+    scope: Scope,
+    ui_exposed: bool,
+    token: Option<&str>,
+    authorization: Option<&str>,
+    cookie: Option<&str>,
+) -> bool {
+    if scope == Scope::Loopback {
+        return true;
+    }
+    let Some(token) = token.filter(|_| ui_exposed) else {
+        return false;
+    };
+    let bearer = authorization
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .map(str::trim);
+    bearer.is_some_and(|g| same_token(g, token))
+        || cookie_value(cookie, COOKIE).is_some_and(|g| same_token(g, token))
+}
+
+/// The value of cookie `name` in a `Cookie:` header.
+fn cookie_value<'a>(header: Option<&'a str>, name: &str) -> Option<&'a str> {
+    header?.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        (k == name).then(|| v.trim_matches('"'))
+    })
+}
+
+/// What a refused request to the page, its live updates or its JSON gets: 401, with a
+/// body that says nothing of the project or its status.
+pub const REFUSED_BODY: &str = "401 unauthorized: this listener serves the status page and its API only with berth run --ui and the API token\n";
+
+fn refused() -> Response<Full<Bytes>> {
+    let mut r = unauthorized(REFUSED_BODY);
+    r.headers_mut().insert(
+        hyper::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
 fn text(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
     body(status, "text/plain; charset=utf-8", message.into())
 }
@@ -808,6 +984,9 @@ fn body(status: StatusCode, content_type: &'static str, body: String) -> Respons
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     r
 }
+
+mod ui_routes;
+use ui_routes::ui_answer;
 
 #[cfg(test)]
 mod tests {
@@ -863,6 +1042,160 @@ mod tests {
         assert!(c.evict_one());
         let open: Vec<u64> = c.open.lock().unwrap().iter().map(|c| c.id).collect();
         assert_eq!(open, vec![third.id]);
+    }
+
+    fn answer_of(d: Decision) -> Option<Response<Full<Bytes>>> {
+        match d {
+            Decision::Answer(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn the_page_needs_ui_and_the_token_on_an_exposed_listener_only() {
+        use Scope::{Exposed, Loopback};
+        // Loopback: open, whatever else.
+        assert!(ui_access(Loopback, false, None, None, None));
+        // Exposed: never without --ui, nor without a token configured.
+        assert!(!ui_access(
+            Exposed,
+            false,
+            Some("t0k3n"),
+            Some("Bearer t0k3n"),
+            None
+        ));
+        assert!(!ui_access(Exposed, true, None, Some("Bearer t0k3n"), None));
+        // With both: the token as a header or as the cookie, and only the right one.
+        assert!(ui_access(
+            Exposed,
+            true,
+            Some("t0k3n"),
+            Some("Bearer t0k3n"),
+            None
+        ));
+        assert!(ui_access(
+            Exposed,
+            true,
+            Some("t0k3n"),
+            None,
+            Some("a=b; berth_token=t0k3n")
+        ));
+        assert!(!ui_access(
+            Exposed,
+            true,
+            Some("t0k3n"),
+            Some("Bearer t0k3"),
+            None
+        ));
+        assert!(!ui_access(
+            Exposed,
+            true,
+            Some("t0k3n"),
+            None,
+            Some("berth_token=nope")
+        ));
+        assert!(!ui_access(
+            Exposed,
+            true,
+            Some("t0k3n"),
+            None,
+            Some("other=t0k3n")
+        ));
+        assert!(!ui_access(Exposed, true, Some("t0k3n"), None, None));
+    }
+
+    #[test]
+    fn a_refused_page_says_nothing_of_the_project() {
+        let shared =
+            Shared::with_limits(Metrics::new(), Arc::new(|| {}), Limits::for_fd_limit(1024));
+        shared.publish(vec![Report {
+            project: "secretproject".into(),
+            generation: Some(7),
+            outcome: Some("healthy".into()),
+            status: crate::status::ProjectStatus::Converged,
+            services: vec![],
+            repairs: 0,
+            holder: None,
+            schema_version: None,
+            schema_revision: None,
+            backup: None,
+            git: None,
+        }]);
+        shared.set_token("t0k3n".into());
+        let get = |scope, path: &str, auth: Option<&str>, cookie: Option<&str>| {
+            decide(&shared, scope, &Method::GET, path, auth, cookie)
+        };
+        for ui in [false, true] {
+            shared.set_ui_exposed(ui);
+            for path in [
+                "/",
+                "/generation/3",
+                "/logs/web",
+                "/api/v1/events",
+                "/api/v1/history",
+                "/api/v1/generation/3",
+            ] {
+                let r = answer_of(get(Scope::Exposed, path, None, None)).expect(path);
+                assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "{path}");
+                assert_eq!(r.headers()[hyper::header::WWW_AUTHENTICATE], "Bearer");
+                // Loopback: the page's route, answered.
+                assert!(
+                    matches!(get(Scope::Loopback, path, None, None), Decision::Ui(_)),
+                    "{path}"
+                );
+            }
+            // /api/v1/status: with --ui it needs the token there too; without, as before.
+            let r = answer_of(get(Scope::Exposed, "/api/v1/status", None, None)).unwrap();
+            assert_eq!(
+                r.status(),
+                if ui {
+                    StatusCode::UNAUTHORIZED
+                } else {
+                    StatusCode::OK
+                }
+            );
+        }
+        let r = answer_of(get(Scope::Exposed, "/", None, None)).unwrap();
+        let body = futures::executor::block_on(r.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(body, REFUSED_BODY);
+        assert!(!body.contains("secretproject") && !body.contains("converged"));
+        // With --ui and the token (header or cookie): through.
+        assert!(matches!(
+            get(Scope::Exposed, "/", Some("Bearer t0k3n"), None),
+            Decision::Ui(UiRoute::Page)
+        ));
+        assert!(matches!(
+            get(
+                Scope::Exposed,
+                "/api/v1/events",
+                None,
+                Some("berth_token=t0k3n")
+            ),
+            Decision::Ui(UiRoute::Events)
+        ));
+        let r = answer_of(get(
+            Scope::Exposed,
+            "/api/v1/status",
+            Some("Bearer t0k3n"),
+            None,
+        ))
+        .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        // /login checks its own query; without --ui it is refused at once.
+        assert!(matches!(
+            get(Scope::Exposed, "/login", None, None),
+            Decision::Ui(UiRoute::Login)
+        ));
+        shared.set_ui_exposed(false);
+        assert!(answer_of(get(Scope::Exposed, "/login", None, None)).is_some());
+        // A path that is not a generation or a service is no route.
+        for path in ["/generation/x", "/generation/", "/logs/a/b", "/logs/..%2f"] {
+            let r = answer_of(get(Scope::Loopback, path, None, None)).expect(path);
+            assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+        }
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct Settings {
     /// git source) must carry, and `POST /api/v1/reconcile` on a listener that is not
     /// loopback.
     pub api_token: Option<String>,
+    /// `--ui`: serve the status page on listeners that are not loopback too, to requests
+    /// that carry the API token (loopback listeners always serve it).
+    pub ui: bool,
 }
 
 /// Run until SIGTERM/SIGINT. Returns only after the current step finished and the lock
@@ -75,6 +78,9 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     if let Some(token) = &settings.api_token {
         shared.set_token(token.clone());
     }
+    shared.set_ui_exposed(settings.ui);
+    // The status page reads the history through a store handle of its own.
+    shared.set_ui_store(Store::open(&settings.target.state).await?);
     let notify_wake = spawn_sender(&settings, &shared, &shutdown).await?;
     // Plain addresses are bound at once (a port in use ends the daemon before it does
     // anything); host-gateway ones once the engine told us its address.
@@ -82,7 +88,17 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     for listen in &settings.listen {
         if let Listen::Addr(addr) = listen {
             serve_on(*addr, listen.scope(), &shared, &shutdown).await?;
-            endpoint.get_or_insert(*addr);
+            // A loopback listener before any other: it answers `berth status` and
+            // `berth ui` without a token, whatever --ui says.
+            endpoint = match endpoint {
+                Some((_, s))
+                    if s != http::Scope::Loopback && listen.scope() == http::Scope::Loopback =>
+                {
+                    Some((*addr, listen.scope()))
+                }
+                None => Some((*addr, listen.scope())),
+                kept => kept,
+            };
         }
     }
 
@@ -140,16 +156,17 @@ pub async fn run(settings: Settings) -> Result<(), DaemonError> {
     ));
 
     let rt: Arc<DockerRuntime> = Arc::new(connect(&shared, &shutdown).await);
+    shared.set_ui_engine(rt.clone());
     for listen in &settings.listen {
         if let Listen::HostGateway(port) = listen {
             let ip = host_gateway(&rt, &shutdown).await;
             let addr = SocketAddr::new(ip, *port);
             serve_on(addr, listen.scope(), &shared, &shutdown).await?;
-            endpoint.get_or_insert(addr);
+            endpoint.get_or_insert((addr, listen.scope()));
         }
     }
     // Where `berth status` asks this daemon (named in its lock file).
-    let endpoint = endpoint.map(|a| reachable(a).to_string());
+    let endpoint = endpoint.map(|(a, _)| reachable(a).to_string());
     let mut daemon = Daemon {
         rt,
         store,
@@ -205,6 +222,19 @@ impl Daemon {
         let started = Instant::now();
         *self.turn_started.lock().expect("pulse lock") = Some(started);
         let report = Reporter::new(crate::redact::registered());
+        let progress = self
+            .memory
+            .lock()
+            .expect("memory lock")
+            .project
+            .clone()
+            .map(|project| {
+                tokio::spawn(publish_progress(
+                    self.shared.clone(),
+                    self.settings.target.state.clone(),
+                    project,
+                ))
+            });
         let result = turn(
             &*self.rt,
             &self.store,
@@ -214,6 +244,9 @@ impl Daemon {
             &self.shutdown,
         )
         .await;
+        if let Some(task) = progress {
+            task.abort();
+        }
         *self.turn_started.lock().expect("pulse lock") = None;
         let project = self.memory.lock().expect("memory lock").project.clone();
         if let Some(project) = &project {
@@ -577,6 +610,63 @@ async fn hold_daemon_lock(target: &Target, project: &str, shutdown: &Shutdown) -
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
+    }
+}
+
+/// How often a turn looks whether it began a converge.
+const PROGRESS_POLL: Duration = Duration::from_millis(250);
+
+/// While a turn runs: once its converge has recorded a generation that is `progressing`
+/// (or `reverting`) under a held lock, publish the last report with the status
+/// `progressing`, as `berth status` would work it out, so `/api/v1/status`, `berth
+/// status` and the status page's live updates say so while it runs, not only after.
+/// A turn that changes nothing publishes nothing here. Aborted when the turn ends; the
+/// turn's own report follows.
+async fn publish_progress(shared: Arc<Shared>, state: std::path::PathBuf, project: String) {
+    let mut shown: Option<i64> = None;
+    loop {
+        tokio::time::sleep(PROGRESS_POLL).await;
+        let Some(store) = shared.ui_store() else {
+            return;
+        };
+        let Ok(Some(latest)) = store.latest(&project).await else {
+            continue;
+        };
+        let converging = matches!(
+            latest.outcome,
+            crate::store::Outcome::Progressing | crate::store::Outcome::Reverting
+        );
+        if !converging || shown == Some(latest.id) {
+            continue;
+        }
+        let holder = match crate::lock::is_held(&state, &project) {
+            Ok(Some(h)) => h,
+            _ => continue,
+        };
+        shown = Some(latest.id);
+        let mut report = shared
+            .reports()
+            .into_iter()
+            .find(|r| r.project == project)
+            .unwrap_or_else(|| crate::status::Report {
+                project: project.clone(),
+                generation: None,
+                outcome: None,
+                status: ProjectStatus::Unknown,
+                services: Vec::new(),
+                repairs: 0,
+                holder: None,
+                schema_version: None,
+                schema_revision: None,
+                backup: None,
+                git: None,
+            });
+        report.status = ProjectStatus::Progressing(format!("generation {} by {holder}", latest.id));
+        report.generation = Some(latest.id);
+        report.outcome = Some(latest.outcome.to_string());
+        report.holder = Some(holder);
+        systemd::status(&format!("project {}: {}", report.project, report.status));
+        shared.publish(vec![report]);
     }
 }
 
