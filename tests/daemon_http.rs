@@ -559,6 +559,16 @@ async fn on_an_exposed_listener_the_page_is_401_without_ui_and_the_token() {
                 "{body}"
             );
         }
+        // With the page served beyond loopback, the API's status needs the token too.
+        if ui {
+            let r = get(&format!("{}/api/v1/status", e.base)).await;
+            assert_eq!(r.status(), 401, "/api/v1/status with --ui");
+            let body = r.text().await.unwrap();
+            assert!(
+                !body.contains("demo") && !body.contains("converged"),
+                "{body}"
+            );
+        }
     }
     // With --ui: the token as a header, or the cookie /login sets.
     let client = reqwest::Client::builder()
