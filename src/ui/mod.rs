@@ -341,6 +341,19 @@ pub fn page(o: &Overview) -> String {
 }
 
 fn services_table(o: &Overview) -> Markup {
+    // In dependency order, as the timeline's rows (the newest generation's), the rest
+    // after them by name.
+    let order: &[String] = o.history.first().map(|v| v.order.as_slice()).unwrap_or(&[]);
+    let mut rows: Vec<_> = o.report.services.iter().collect();
+    rows.sort_by_key(|s| {
+        (
+            order
+                .iter()
+                .position(|n| *n == s.service)
+                .unwrap_or(usize::MAX),
+            s.service.clone(),
+        )
+    });
     html! {
         section #services {
             h2 { "Services" }
@@ -350,7 +363,7 @@ fn services_table(o: &Overview) -> Markup {
                     th.opt { "pinned" } th { "uptime" } th.opt { "repairs" } th.opt { "ports" } th { "logs" }
                 } }
                 tbody {
-                    @for s in &o.report.services {
+                    @for s in rows {
                         @let info = o.services.get(&s.service).cloned().unwrap_or_default();
                         @let health = health_word(s);
                         tr.service data-service=(s.service) data-health=(health) data-state=(s.state) {
