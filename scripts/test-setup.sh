@@ -40,6 +40,7 @@ quiet() {
 #   openssh-server/-client  tests/e2e_gitops.rs: an sshd of the test's own, ssh-keygen
 #   iproute2, util-linux    tests/e2e_swarm_two_node.rs: ip netns and a veth pair for the
 #                           worker engine, nsenter and unshare to start it there
+#   man-db                  tests/packaging.rs: `man -l` renders the generated pages
 #   chromium, fonts-dejavu-core
 #                           tests/e2e_status_page.rs: the status page in a real headless
 #                           browser (its DOM, a screenshot, live updates)
@@ -59,6 +60,7 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v chromium >/dev/null || need+=(chromium)
+command -v man >/dev/null || need+=(man-db)
 [ -d /usr/share/fonts/truetype/dejavu ] || need+=(fonts-dejavu-core)
 if [ ${#need[@]} -gt 0 ]; then
   say "installing Debian packages: ${need[*]}"

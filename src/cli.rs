@@ -14,10 +14,20 @@ use clap::{Parser, Subcommand};
 use crate::cmd::{self, FileArgs};
 use crate::exit;
 
+/// `berth --version`: the version, the git commit and the build date (build.rs).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("VERGEN_GIT_SHA"),
+    ", built ",
+    env!("VERGEN_BUILD_DATE"),
+    ")"
+);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "berth",
-    version,
+    version = VERSION,
     about = "Converge a Docker host to a desired-state TOML, gated on health."
 )]
 pub struct Cli {
@@ -104,6 +114,10 @@ pub enum Command {
         #[command(subcommand)]
         command: cmd::export::Command,
     },
+    /// Print shell completions for bash, zsh or fish to stdout.
+    Completions(cmd::manual::CompletionArgs),
+    /// Write the man pages (berth.1 and one per command) into a directory.
+    Man(cmd::manual::ManArgs),
     /// Print the status page's address for the berth run serving the project (`--open`:
     /// open it in a browser when there is a display).
     Ui(cmd::ui::Args),
@@ -141,6 +155,8 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Diff(args) => cmd::diff::run(args, &state).await,
         Command::Import(args) => cmd::import::run(args),
         Command::Export { command } => cmd::export::run(command).await,
+        Command::Completions(args) => cmd::manual::completions(args),
+        Command::Man(args) => cmd::manual::man(args),
         Command::Ui(args) => cmd::ui::run(args, &state).await,
     }
 }

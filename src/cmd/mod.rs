@@ -13,6 +13,7 @@ pub mod export;
 pub mod history;
 pub mod import;
 pub mod logs;
+pub mod manual;
 pub mod migrate;
 pub mod notify;
 pub mod plan;
