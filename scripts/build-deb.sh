@@ -18,5 +18,5 @@ target/release/berth completions bash >"$assets/completions/berth"
 target/release/berth completions zsh >"$assets/completions/_berth"
 target/release/berth completions fish >"$assets/completions/berth.fish"
 gzip -9n "$assets"/man/*.1
-cargo deb --no-build -q --output target/debian/ 2>&1 | grep -v '^warning: .*is not used' >&2 || true
+cargo deb --no-build --strip -q --output target/debian/ 2>&1 | grep -v '^warning: .*is not used' >&2 || true
 ls -t target/debian/berth_*_amd64.deb | head -1
