@@ -135,6 +135,25 @@ pub struct Report {
     pub git: Option<GitStatus>,
 }
 
+impl Report {
+    /// A project's report before anything is known of it but `status`.
+    pub fn empty(project: &str, status: ProjectStatus) -> Report {
+        Report {
+            project: project.to_string(),
+            generation: None,
+            outcome: None,
+            status,
+            services: Vec::new(),
+            repairs: 0,
+            holder: None,
+            schema_version: None,
+            schema_revision: None,
+            backup: None,
+            git: None,
+        }
+    }
+}
+
 /// The git side of a project's status (`berth run --git`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct GitStatus {

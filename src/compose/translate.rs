@@ -190,27 +190,12 @@ fn strings(items: &[String]) -> Array {
 
 /// `path` relative to `dir` when it is under it, else as it is.
 fn rel(path: &Path, dir: &Path) -> String {
-    let abs = |p: &Path| normalize(&std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()));
+    let abs = crate::spec::normalize_path;
     let (p, d) = (abs(path), abs(dir));
     match p.strip_prefix(&d) {
         Ok(r) => r.display().to_string(),
         Err(_) => relative_up(&p, &d).unwrap_or_else(|| p.display().to_string()),
     }
-}
-
-/// An absolute path with its `.` and `..` steps resolved, by the letters.
-fn normalize(p: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            std::path::Component::ParentDir => {
-                out.pop();
-            }
-            std::path::Component::CurDir => {}
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// `p` from `d` with `..` steps, for paths that share a prefix.

@@ -648,19 +648,7 @@ async fn publish_progress(shared: Arc<Shared>, state: std::path::PathBuf, projec
             .reports()
             .into_iter()
             .find(|r| r.project == project)
-            .unwrap_or_else(|| crate::status::Report {
-                project: project.clone(),
-                generation: None,
-                outcome: None,
-                status: ProjectStatus::Unknown,
-                services: Vec::new(),
-                repairs: 0,
-                holder: None,
-                schema_version: None,
-                schema_revision: None,
-                backup: None,
-                git: None,
-            });
+            .unwrap_or_else(|| crate::status::Report::empty(&project, ProjectStatus::Unknown));
         report.status = ProjectStatus::Progressing(format!("generation {} by {holder}", latest.id));
         report.generation = Some(latest.id);
         report.outcome = Some(latest.outcome.to_string());
@@ -717,18 +705,8 @@ async fn publish(
                     .reports()
                     .into_iter()
                     .find(|r| r.project == project)
-                    .unwrap_or_else(|| crate::status::Report {
-                        project: project.clone(),
-                        generation: None,
-                        outcome: None,
-                        status: ProjectStatus::Converged,
-                        services: Vec::new(),
-                        repairs: 0,
-                        holder: None,
-                        schema_version: None,
-                        schema_revision: None,
-                        backup: None,
-                        git: None,
+                    .unwrap_or_else(|| {
+                        crate::status::Report::empty(&project, ProjectStatus::Converged)
                     });
                 report.status = view.status(Err((e.to_string(), e.is_unreachable())));
                 report

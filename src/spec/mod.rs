@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 pub use load::env_file::env_lines;
-pub use load::{check_port, load, load_with_env, parse_size, parse_version};
+pub use load::{check_port, load, load_with_env, normalize_path, parse_size, parse_version};
 pub use trust::Grants;
 
 /// Label keys berth puts on what it creates (docs/design.md §2).

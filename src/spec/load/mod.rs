@@ -46,6 +46,12 @@ struct Source {
 }
 
 /// Load and validate the desired state at `path` with the process environment.
+/// `p` made absolute (from the current directory) with its `.` and `..` steps resolved
+/// by the letters, as the loader compares paths.
+pub fn normalize_path(p: &Path) -> std::path::PathBuf {
+    parse::normalize(p)
+}
+
 /// Whether `text` is a port berth takes (`[HOST_IP:]HOST:CONTAINER[/PROTO]`), and why not.
 pub fn check_port(text: &str) -> Result<(), String> {
     parse::parse_port(text).map(|_| ())
