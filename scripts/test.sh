@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 scripts/test-setup.sh
-if [ $# -eq 0 ]; then set -- --all-targets; fi
+if [ $# -eq 0 ]; then set -- --all-targets --no-fail-fast; fi
 exec cargo test "$@"

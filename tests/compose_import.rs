@@ -23,11 +23,15 @@ fn root() -> PathBuf {
 }
 
 fn berth(dir: &Path, args: &[&str]) -> Output {
+    // The goldens must not depend on the machine: Compose files interpolate the
+    // environment (`${PWD}`, `${HOME}`, `${USER}`), so each run gets the same one.
     Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(args)
         .current_dir(dir)
-        .env_remove("BERTH_STATE")
-        .env_remove("BERTH_FILE")
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("PWD", "/srv/compose")
+        .env("HOME", "/home/user")
         .env("BERTH_STATE", dir.join("state.db"))
         .output()
         .unwrap()
