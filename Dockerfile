@@ -1,14 +1,30 @@
 # berth itself, as a static binary that drives the host's engine through the mounted
-# Docker socket. No registry is needed: the base is `scratch`.
+# Docker socket: the second way to run it beside the Debian package (docs/install.md).
+# No registry is needed: the base is `scratch`.
 #
 #   scripts/build-image.sh          # builds the static binary and tags berth:latest
-#   docker run --rm --network host \
+#   docker run -d --name berth --restart unless-stopped --network host \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
-#     -v "$PWD/desired-state:/desired-state:ro" -v berth-state:/var/lib/berth \
-#     berth:latest apply -f /desired-state
+#     -v /etc/berth:/etc/berth -v berth-state:/var/lib/berth \
+#     berth:latest run
 #
-# --network host lets berth's tcp/http probes reach the containers' addresses.
+# --network host: berth's probes (and migrations) reach each service at its address on
+# the project's bridge network, which the host routes to and a container on another
+# bridge does not. It also puts berth's endpoint (/healthz, /metrics, the status page) on
+# the host's 127.0.0.1:9464, where the HEALTHCHECK below asks it.
+#
+# berth never recreates, stops or removes the container it runs in, even one that carries
+# the project's labels; a service that would be it is refused by the pre-flight.
 FROM scratch
 COPY target/x86_64-unknown-linux-gnu/release/berth /berth
-ENV BERTH_STATE=/var/lib/berth/state.db
+# The package's places: the desired state (and its env file) in /etc/berth, the state
+# store in /var/lib/berth. `docker run … berth:latest apply -f /elsewhere` still works.
+ENV BERTH_STATE=/var/lib/berth/state.db \
+    BERTH_FILE=/etc/berth/berth.toml
+WORKDIR /etc/berth
+# A FROM-scratch image has no curl: berth asks its own /healthz. It is healthy once
+# `berth run` serves (on its default listener, 127.0.0.1:9464).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["/berth", "healthz"]
 ENTRYPOINT ["/berth"]
+CMD ["run"]

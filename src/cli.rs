@@ -121,6 +121,9 @@ pub enum Command {
     /// Print the status page's address for the berth run serving the project (`--open`:
     /// open it in a browser when there is a display).
     Ui(cmd::ui::Args),
+    /// Ask a `berth run` whether it serves (GET /healthz on IP:PORT, default its default
+    /// listener): exit 0 when it answers 200, 1 otherwise. The image's HEALTHCHECK.
+    Healthz(cmd::healthz::Args),
 }
 
 /// Run the CLI; returns the process exit code.
@@ -158,6 +161,7 @@ async fn run_inner(cli: Cli) -> anyhow::Result<i32> {
         Command::Completions(args) => cmd::manual::completions(args),
         Command::Man(args) => cmd::manual::man(args),
         Command::Ui(args) => cmd::ui::run(args, &state).await,
+        Command::Healthz(args) => cmd::healthz::run(args).await,
     }
 }
 

@@ -52,6 +52,7 @@ pub async fn check<R: Runtime>(rt: &R, d: &DesiredState) -> Result<Passed, Diagn
     let mut f = Findings::default();
     loaded(pf, &mut f);
     engine(rt, pf, &first_file, &mut f).await;
+    own_container(rt, d, &mut f).await;
     host_ports(rt, d, &mut f).await;
     data_dirs(pf, &mut f);
     backup_dir(d, &first_file, &mut f);
@@ -129,6 +130,51 @@ async fn engine<R: Runtime>(
             }
         }
     }
+}
+
+/// The container berth runs in (berth's image, [`crate::runtime::own`]) is no service's:
+/// a service whose container would be it, by name or by the project's labels, is refused,
+/// since converging it would mean recreating or stopping berth itself.
+async fn own_container<R: Runtime>(rt: &R, d: &DesiredState, f: &mut Findings) {
+    if d.project.engine == crate::spec::Engine::Swarm {
+        return;
+    }
+    // An engine that does not answer is reported above.
+    let Ok(Some(own)) = rt.own_container().await else {
+        return;
+    };
+    let project = &d.project.name;
+    for (name, s) in &d.services {
+        let by = if s.container_name == own.name {
+            format!("its container name {:?}", s.container_name)
+        } else if own.project.as_ref() == Some(project) && own.service.as_ref() == Some(name) {
+            format!("the labels berth.project={project} and berth.service={name}")
+        } else {
+            continue;
+        };
+        let first_file = d.files.first().cloned().unwrap_or_default();
+        let diag = |msg: String| match d.preflight.services.get(name) {
+            Some(at) => at.diag(msg),
+            None => Diagnostic::file(&first_file, msg),
+        };
+        f.diags.push(diag(format!(
+            "preflight: service {name:?} is the container berth runs in ({} {}, by {by}); berth never recreates, stops or removes its own container: run berth in a container that is none of the project's services, or leave the service out",
+            own.name,
+            own.short_id(),
+        )));
+    }
+    // Said once per process: the daemon runs the pre-flight on every turn.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        tracing::info!(container = %own.name, id = %own.short_id(), "berth runs in this container; it is none of the project's containers and is never recreated, stopped or removed");
+        if own.network_mode != "host" {
+            tracing::warn!(
+                container = %own.name,
+                network_mode = %own.network_mode,
+                "berth runs in a container that is not on the host's network: its probes reach services at their addresses on the project's networks, which only the host routes to (run it with --network host)"
+            );
+        }
+    });
 }
 
 /// Host ports: free, or published by this project's own containers.
@@ -437,6 +483,50 @@ pub fn human(bytes: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_service_that_would_be_the_container_berth_runs_in_is_refused_at_its_line() {
+        use crate::runtime::{OwnContainer, fake::FakeRuntime};
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("berth.toml");
+        std::fs::write(
+            &file,
+            "[project]\nname = \"p\"\n\n[services.web]\nimage = \"x:1\"\n\n[services.db]\nimage = \"y:1\"\n",
+        )
+        .unwrap();
+        let d = crate::spec::load(&file, &Default::default()).unwrap();
+        let rt = FakeRuntime::new();
+        let own = |name: &str, service: Option<&str>| OwnContainer {
+            id: "ab".repeat(32),
+            name: name.into(),
+            project: service.map(|_| "p".to_string()),
+            service: service.map(str::to_string),
+            network_mode: "host".into(),
+        };
+        // On the host, or in a container that is none of the services: nothing to refuse.
+        assert!(check(&rt, &d).await.is_ok());
+        rt.set_own(Some(own("berth", Some("old"))));
+        assert!(check(&rt, &d).await.is_ok());
+        // By name: the service's container would be berth's.
+        rt.set_own(Some(own("p-web", None)));
+        let said = check(&rt, &d).await.unwrap_err().to_string();
+        assert!(
+            said.contains(
+                "berth.toml:4:11: preflight: service \"web\" is the container berth runs in (p-web abababababab, by its container name \"p-web\")"
+            ),
+            "{said}"
+        );
+        assert!(!said.contains("\"db\""), "{said}");
+        // By the project's labels.
+        rt.set_own(Some(own("elsewhere", Some("db"))));
+        let said = check(&rt, &d).await.unwrap_err().to_string();
+        assert!(
+            said.contains(
+                "berth.toml:7:11: preflight: service \"db\" is the container berth runs in"
+            ) && said.contains("by the labels berth.project=p and berth.service=db"),
+            "{said}"
+        );
+    }
 
     #[test]
     fn human_sizes() {

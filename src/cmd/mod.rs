@@ -10,6 +10,7 @@ pub mod check;
 pub mod diff;
 pub mod down;
 pub mod export;
+pub mod healthz;
 pub mod history;
 pub mod import;
 pub mod logs;

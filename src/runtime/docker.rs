@@ -22,7 +22,8 @@ use futures::StreamExt;
 
 use super::{
     ContainerDetails, ContainerState, ContainerSummary, EngineVersion, ExecOutcome, HealthState,
-    ImageInfo, NameHolder, Networks, ProbeResult, PullProgress, Runtime, RuntimeError,
+    ImageInfo, NameHolder, Networks, OwnContainer, ProbeResult, PullProgress, Runtime,
+    RuntimeError,
 };
 use crate::build_context::{LABEL_CONTEXT_HASH, context_entries};
 use crate::spec::registry_of;
@@ -38,6 +39,10 @@ pub struct DockerRuntime {
     http: reqwest::Client,
     /// The bound on short engine calls under way at once (see [`ENGINE_CALLS`]).
     calls: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The ID of the container berth runs in, read from the mount table at connect
+    /// ([`super::own`]); its name and labels are asked for once, when first needed.
+    own_id: Option<String>,
+    own: std::sync::Arc<tokio::sync::OnceCell<Option<OwnContainer>>>,
 }
 
 /// How many short engine calls (create, start, remove, rename, inspect a container, create
@@ -123,7 +128,21 @@ impl DockerRuntime {
                 .build()
                 .expect("http client builds"),
             calls: std::sync::Arc::new(tokio::sync::Semaphore::new(calls)),
+            own_id: super::own::container_id(),
+            own: Default::default(),
         })
+    }
+
+    /// Refuse what would stop, remove or rename the container berth runs in (the
+    /// pre-flight refuses a desired state that asks for it; this is the last line).
+    fn not_own(&self, id: &str, what: &str) -> Result<(), RuntimeError> {
+        match &self.own_id {
+            Some(own) if id.len() >= 12 && own.starts_with(id) => Err(RuntimeError::Api {
+                context: format!("{what} container {}", &id[..12]),
+                message: "refused: it is the container berth runs in; berth never recreates, stops, removes or renames it".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// A place among the short engine calls under way ([`ENGINE_CALLS`]).
@@ -173,12 +192,52 @@ impl Runtime for DockerRuntime {
         })
     }
 
+    async fn own_container(&self) -> Result<Option<OwnContainer>, RuntimeError> {
+        let Some(id) = &self.own_id else {
+            return Ok(None);
+        };
+        let own = self
+            .own
+            .get_or_try_init(|| async {
+                call("inspect_container");
+                match self.docker.inspect_container(id, None).await {
+                    Ok(c) => {
+                        let config = c.config.unwrap_or_default();
+                        let labels = config.labels.unwrap_or_default();
+                        Ok(Some(OwnContainer {
+                            id: id.clone(),
+                            name: c
+                                .name
+                                .unwrap_or_default()
+                                .trim_start_matches('/')
+                                .to_string(),
+                            project: labels.get(LABEL_PROJECT).cloned(),
+                            service: labels.get(LABEL_SERVICE).cloned(),
+                            network_mode: c
+                                .host_config
+                                .and_then(|h| h.network_mode)
+                                .unwrap_or_default(),
+                        }))
+                    }
+                    // The mount table named a container this engine does not have: berth
+                    // runs in a container of another engine (and this one's socket was
+                    // given to it), so none of this engine's containers is berth's own.
+                    Err(e) if is_not_found(&e) => Ok(None),
+                    Err(e) => Err(api("asking the engine which container berth runs in")(e)),
+                }
+            })
+            .await?;
+        Ok(own.clone())
+    }
+
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let list = self
             .list("label", vec![format!("{LABEL_PROJECT}={project}")])
             .await?;
+        let own = self.own_id.as_deref();
         Ok(list
             .into_iter()
+            .filter(|c| c.id.is_none() || c.id.as_deref() != own)
             .map(|c| {
                 let labels = c.labels.unwrap_or_default();
                 let status = c.status.unwrap_or_default();
@@ -531,6 +590,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn stop_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.not_own(id, "stopping")?;
         call("stop_container");
         let opts = StopContainerOptionsBuilder::default().t(10).build();
         match self.docker.stop_container(id, Some(opts)).await {
@@ -545,6 +605,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), RuntimeError> {
+        self.not_own(id, "removing")?;
         call("remove_container");
         let _slot = self.slot().await;
         // v=false: anonymous volumes stay too. berth never deletes volume data.
@@ -560,6 +621,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn rename_container(&self, id: &str, name: &str) -> Result<(), RuntimeError> {
+        self.not_own(id, "renaming")?;
         call("rename_container");
         let _slot = self.slot().await;
         let opts = RenameContainerOptionsBuilder::default().name(name).build();
@@ -675,6 +737,7 @@ impl Runtime for DockerRuntime {
             .build();
         // The stream borrows the client: a task owns both and forwards until either side
         // goes (the engine connection drops, or nobody listens any more).
+        let own = self.own_id.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(docker.events(Some(opts)));
             // Nobody listening any more (a converge's watch ended): close the stream within a
@@ -691,6 +754,13 @@ impl Runtime for DockerRuntime {
                     }
                 };
                 let Some(item) = item else { return };
+                // What happens to berth's own container is no drift of the project's.
+                if let Ok(e) = &item
+                    && own.is_some()
+                    && e.actor.as_ref().and_then(|a| a.id.as_ref()) == own.as_ref()
+                {
+                    continue;
+                }
                 let item = item
                     .map(|e| {
                         let actor = e.actor.unwrap_or_default();

@@ -56,6 +56,8 @@ impl FakeContainer {
 #[derive(Default)]
 struct State {
     containers: Vec<FakeContainer>,
+    /// The container "berth runs in" ([`FakeRuntime::set_own`]).
+    own: Option<super::OwnContainer>,
     images: BTreeMap<String, ImageInfo>,
     /// What a pull would fetch: reference → image ID.
     registry: BTreeMap<String, String>,
@@ -89,6 +91,12 @@ pub struct FakeRuntime {
 impl FakeRuntime {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Pretend berth runs in this container: it is left out of the project's list, as the
+    /// real runtime leaves it out.
+    pub fn set_own(&self, own: Option<super::OwnContainer>) {
+        self.state.lock().unwrap().own = own;
     }
 
     /// Make an image present under `reference` (and under its ID).
@@ -340,11 +348,16 @@ impl Runtime for FakeRuntime {
         })
     }
 
+    async fn own_container(&self) -> Result<Option<super::OwnContainer>, RuntimeError> {
+        Ok(self.state.lock().unwrap().own.clone())
+    }
+
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
         let s = self.call("list_containers")?;
         Ok(s.containers
             .iter()
             .filter(|c| c.labels.get(LABEL_PROJECT).map(String::as_str) == Some(project))
+            .filter(|c| s.own.as_ref().is_none_or(|own| own.id != c.id))
             .map(|c| ContainerSummary {
                 id: c.id.clone(),
                 name: c.name.clone(),

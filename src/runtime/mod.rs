@@ -8,12 +8,14 @@
 pub mod docker;
 pub mod fake;
 pub mod logs;
+pub mod own;
 
 use std::future::Future;
 
 use crate::spec::{Build, Probe, Service};
 
 pub use logs::{LogLine, LogOptions, LogSource, LogStream};
+pub use own::OwnContainer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -409,7 +411,15 @@ pub fn push_tail_max(tail: &mut String, more: &str, max: usize) {
 pub trait Runtime: Send + Sync {
     /// The engine's version: one call; proves it is reachable.
     fn engine_version(&self) -> impl Future<Output = Result<EngineVersion, RuntimeError>> + Send;
-    /// Every container (any state) labelled with this project: one list call.
+    /// The container berth itself runs in, when it runs in one ([`own`]): never among
+    /// the project's containers, never stopped, removed or renamed.
+    fn own_container(
+        &self,
+    ) -> impl Future<Output = Result<Option<OwnContainer>, RuntimeError>> + Send {
+        async { Ok(None) }
+    }
+    /// Every container (any state) labelled with this project: one list call. The
+    /// container berth runs in is never among them.
     fn list_project(
         &self,
         project: &str,

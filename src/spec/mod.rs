@@ -191,6 +191,9 @@ pub struct Preflight {
     pub docker_min_version: Option<((u64, u64), At)>,
     /// Every published host port of an active service.
     pub host_ports: Vec<HostPort>,
+    /// Where each active service's table is written, for a check about the service as a
+    /// whole (the container berth runs in, [`crate::runtime::own`]).
+    pub services: BTreeMap<String, At>,
     /// Where the desired state lives (for the free-disk check without data dirs).
     pub base_dir: PathBuf,
     /// Whether a `[preflight]` block was given at all.

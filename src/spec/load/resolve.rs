@@ -149,6 +149,11 @@ impl Resolver<'_> {
 
         let mut preflight = self.preflight(sources).unwrap_or_default();
         preflight.host_ports = host_port_list;
+        preflight.services = all
+            .iter()
+            .filter(|(_, key, _)| services.contains_key(key.get_ref()))
+            .map(|(src, key, _)| (key.get_ref().clone(), at(src, key.span())))
+            .collect();
         preflight.base_dir = psrc.dir.clone();
 
         Some(DesiredState {
