@@ -110,4 +110,15 @@ build stack-images debian:bookworm-slim berth-postgres:15 berth-redis:7 berth-pr
 build test-images berth-systemd:test berth-alembic:test -- scripts/build-images.sh --test
 build berth-image berth:latest -- scripts/build-image.sh
 
+# --- berth's Debian package ---------------------------------------------------------
+# tests/e2e_package.rs installs it under systemd. From the static binary the image step
+# just built (cargo-deb is installed the first time: a few minutes); a line is printed
+# only when the package changed.
+deb="target/debian/berth_$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)-1_amd64.deb"
+before=$(sha256sum "$deb" 2>/dev/null || true)
+start=$SECONDS
+quiet berth-deb scripts/build-deb.sh
+[ "$(sha256sum "$deb" 2>/dev/null || true)" = "$before" ] ||
+  say "built $deb in $((SECONDS - start)) s (log: $logs/berth-deb.log)"
+
 [ "$did" = 1 ] || echo "==> test-setup: everything the suite needs is present" >&2

@@ -18,142 +18,28 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Output;
 use std::time::Duration;
 
 use common::engine::EngineProxy;
-use common::{ONE_WEB, Project, docker, free_port, text};
+use common::systemd::{DOCKER_STAND_IN, Machine, wait_for};
+use common::{ONE_WEB, Project, free_port};
 
-const IMAGE: &str = "berth-systemd:test";
 const DOCKER_CONFIG: &str = "{\"auths\":{\"registry.example:5000\":{\"auth\":\"dTpw\"}}}\n";
 const UNIT: &str = include_str!("../contrib/systemd/berth.service");
 
-/// The systemd container; dropping it removes it (first, so no berth is left running to
-/// put the project's containers back after the project is cleaned up).
-struct Machine {
-    name: String,
-}
-
-impl Machine {
-    /// systemd as PID 1, booted to multi-user.target, with the engine's socket, the berth
-    /// binary and the project's directory (as /srv/berth, the unit's WorkingDirectory).
-    fn boot(p: &Project) -> Machine {
-        common::require_images(&[IMAGE], "scripts/build-images.sh systemd");
-        assert!(
-            std::path::Path::new("/var/run/docker.sock").exists(),
-            "the engine's socket /var/run/docker.sock is missing"
-        );
-        let m = Machine {
-            name: format!("{}-systemd", p.name),
-        };
-        let out = docker(&[
-            "run",
-            "-d",
-            "--name",
-            &m.name,
-            "--label",
-            "berth.test=e2e_systemd",
-            "--network",
-            "host",
-            "--cap-add",
-            "SYS_ADMIN",
-            "-v",
-            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
-            "--tmpfs",
-            "/run",
-            "--tmpfs",
-            "/run/lock",
-            "-v",
-            "/var/run/docker.sock:/run/docker.sock",
+/// systemd as PID 1 with the berth binary and the project's directory (as /srv/berth,
+/// the unit's WorkingDirectory) mounted in.
+fn boot(p: &Project) -> Machine {
+    Machine::boot(
+        &format!("{}-systemd", p.name),
+        "/srv/berth",
+        &[
             "-v",
             &format!("{}:/usr/local/bin/berth:ro", env!("CARGO_BIN_EXE_berth")),
             "-v",
             &format!("{}:/srv/berth", p.dir.path().display()),
-            IMAGE,
-        ]);
-        assert!(
-            out.status.success(),
-            "docker run {IMAGE}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        wait_for("systemd to boot", Duration::from_secs(60), || {
-            let state = m.sh("systemctl is-system-running 2>/dev/null; true");
-            let state = state.trim();
-            if state == "degraded" {
-                eprintln!("{}", m.sh("systemctl --failed --no-pager"));
-            }
-            state == "running" || state == "degraded"
-        });
-        m
-    }
-
-    /// `docker exec` of a shell script in /srv/berth: its output, whatever its exit code.
-    fn sh(&self, script: &str) -> String {
-        let out = self.exec(script);
-        format!("{}{}", text(&out), String::from_utf8_lossy(&out.stderr))
-    }
-
-    fn exec(&self, script: &str) -> Output {
-        docker(&["exec", "-w", "/srv/berth", &self.name, "sh", "-c", script])
-    }
-
-    /// Run a command that must succeed; its stdout.
-    fn ok(&self, script: &str) -> String {
-        let out = self.exec(script);
-        assert!(
-            out.status.success(),
-            "`{script}` in the systemd container failed: {}{}",
-            text(&out),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        text(&out)
-    }
-
-    fn write(&self, path: &str, content: &str) {
-        let out = std::process::Command::new("docker")
-            .args(["exec", "-i", &self.name, "sh", "-c"])
-            .arg(format!("mkdir -p \"$(dirname {path})\" && cat > {path}"))
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(content.as_bytes())?;
-                c.wait()
-            })
-            .unwrap();
-        assert!(out.success(), "writing {path} in the systemd container");
-    }
-
-    /// `systemctl show -p PROP --value berth`
-    fn show(&self, prop: &str) -> String {
-        self.sh(&format!("systemctl show -p {prop} --value berth"))
-            .trim()
-            .to_string()
-    }
-
-    /// What `berth status` says, run in the container against the unit's state store.
-    fn berth_status(&self) -> String {
-        self.sh("berth --state /var/lib/berth/state.db status")
-    }
-
-    fn journal(&self) -> String {
-        // --all: a line with control characters (colours) would otherwise show as a blob.
-        self.ok("journalctl -u berth --all --no-pager -o cat")
-    }
-}
-
-impl Drop for Machine {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!(
-                "--- systemctl status berth\n{}\n--- journalctl -u berth\n{}",
-                self.sh("systemctl status berth --no-pager -l"),
-                self.sh("journalctl -u berth --all --no-pager")
-            );
-        }
-        docker(&["rm", "-f", "-v", &self.name]);
-    }
+        ],
+    )
 }
 
 /// The proxy's socket as the systemd container sees it: the project's directory is
@@ -165,12 +51,6 @@ impl EngineProxy {
             self.path.file_name().unwrap().to_str().unwrap()
         )
     }
-}
-
-/// Wait until `cond` holds, asking every 250 ms: most conditions here are a `docker exec`
-/// into the systemd container.
-fn wait_for(what: &str, limit: Duration, cond: impl FnMut() -> bool) {
-    common::wait_every(what, limit, Duration::from_millis(250), cond);
 }
 
 /// The desired state the unit reads: `berth.toml` in `-f /srv/berth/desired-state`.
@@ -224,7 +104,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     p.edit_file(&desired_file(&p), ONE_WEB);
     // Made before the machine, so it is dropped after it (no berth left to see it go).
     let proxy = EngineProxy::start(p.dir.path().join("engine.sock"));
-    let m = Machine::boot(&p);
+    let m = boot(&p);
 
     // The unit as shipped. Its paths hold in the container (/usr/local/bin/berth,
     // /var/lib/berth, /srv/berth); only the endpoint moves to a free port, because the
@@ -245,11 +125,7 @@ fn the_unit_under_a_real_systemd_notifies_is_watched_logs_to_the_journal_and_sto
     );
     // `Requires=docker.service`: the engine is the host's, reached through the mounted
     // socket, so a stand-in that is simply active.
-    m.write(
-        "/etc/systemd/system/docker.service",
-        "[Unit]\nDescription=the host's engine (socket mounted in)\n\
-         [Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n",
-    );
+    m.write("/etc/systemd/system/docker.service", DOCKER_STAND_IN);
     m.ok("systemctl daemon-reload");
     // Root's registry credentials, as `docker login` leaves them, and something else in
     // root's home the unit must keep hidden.

@@ -205,8 +205,9 @@ struct Daemon {
     /// When the running turn started (the pulse judges a hung loop by it).
     turn_started: Arc<Mutex<Option<Instant>>>,
     /// The project's daemon lock (one `berth run` per project) and its engine follower,
-    /// both set up once a desired state names the project.
-    daemon_lock: Option<ProjectLock>,
+    /// both set up once a desired state names the project (the lock with the project it
+    /// was taken for).
+    daemon_lock: Option<(String, ProjectLock)>,
     follower: Option<(String, tokio::task::JoinHandle<()>)>,
     /// READY=1 was sent.
     ready: bool,
@@ -322,6 +323,11 @@ impl Daemon {
     /// Once a desired state names the project: take its daemon lock (saying where this
     /// daemon serves) and follow the engine's events for it.
     async fn hold_project(&mut self, project: &String) {
+        // A desired state that renames the project (the package's example, filled in):
+        // the old name's lock goes, the new one's is taken.
+        if self.daemon_lock.as_ref().is_some_and(|(p, _)| p != project) {
+            self.daemon_lock = None;
+        }
         if self.daemon_lock.is_none() {
             let target = &self.settings.target;
             let mut lock = hold_daemon_lock(target, project, &self.shutdown).await;
@@ -335,7 +341,7 @@ impl Daemon {
             if let Err(e) = lock.set_serves(self.endpoint.clone(), file) {
                 tracing::warn!(error = %e, "cannot write where this daemon serves into its lock file");
             }
-            self.daemon_lock = Some(lock);
+            self.daemon_lock = Some((project.clone(), lock));
         }
         if self.follower.as_ref().is_none_or(|(p, _)| p != project) {
             if let Some((_, task)) = self.follower.take() {
@@ -669,9 +675,9 @@ async fn publish(
     error: Option<&crate::daemon::turn::TurnError>,
     crashlooping: Option<String>,
 ) {
-    let (project, problem) = {
+    let (project, problem, names_no_service) = {
         let m = memory.lock().expect("memory lock");
-        (m.project.clone(), m.problem.clone())
+        (m.project.clone(), m.problem.clone(), m.names_no_service)
     };
     // What the daemon knows; the status module decides what it makes of it.
     let view = crate::status::DaemonView {
@@ -692,6 +698,9 @@ async fn publish(
             Ok(mut report) => {
                 // The status was read from the engine just now: it answers.
                 shared.metrics().set_engine_reachable(true);
+                if report.generation.is_none() && names_no_service {
+                    report.status = ProjectStatus::Converged;
+                }
                 report.status = view.status(Ok(report.status.clone()));
                 report
             }

@@ -112,6 +112,9 @@ impl TurnError {
 pub struct Memory {
     /// The project, once any desired state was read (an invalid file does not say).
     pub project: Option<String>,
+    /// The desired state names no service (the package's example): with no generation
+    /// recorded, nothing desired runs and the project is `converged`, not `unknown`.
+    pub names_no_service: bool,
     /// The resolved hash the pre-flight last passed for.
     preflighted: Option<String>,
     /// What is wrong with the desired state now, shown as `blocked` in status.
@@ -220,6 +223,7 @@ impl<R: Runtime> Turn<'_, R> {
         let (preflight_due, panicked) = {
             let mut m = memory.lock().expect("memory lock");
             m.project = Some(project.clone());
+            m.names_no_service = desired.services.is_empty() && desired.migrations.is_none();
             m.attempting = Some(hash.clone());
             let panicked = m
                 .panicked

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod engine;
 pub mod fake;
 pub mod git;
+pub mod systemd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
