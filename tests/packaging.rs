@@ -188,4 +188,18 @@ fn man_pages_are_written_for_every_command_and_render() {
     assert!(rendered.status.success(), "{page}");
     assert!(page.contains("berth-apply"), "{page}");
     assert!(page.contains("--exclude"), "{page}");
+    // The page is named berth-apply; its SYNOPSIS is the command as typed.
+    let synopsis = page
+        .lines()
+        .skip_while(|l| l.trim() != "SYNOPSIS")
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(synopsis.starts_with("berth apply ["), "{synopsis:?}");
+    assert!(
+        dir.path().join("berth-healthz.1").is_file(),
+        "the image's healthcheck command has its page"
+    );
 }

@@ -41,7 +41,7 @@ pub fn man(args: ManArgs) -> anyhow::Result<i32> {
     std::fs::create_dir_all(&args.dir)?;
     let cmd = Cli::command();
     let mut written = Vec::new();
-    write_page(&cmd, "berth", &args.dir, &mut written)?;
+    write_page(&cmd, "berth", "berth", &args.dir, &mut written)?;
     for name in &written {
         println!("{}", args.dir.join(name).display());
     }
@@ -51,13 +51,19 @@ pub fn man(args: ManArgs) -> anyhow::Result<i32> {
 fn write_page(
     cmd: &clap::Command,
     name: &str,
+    bin: &str,
     dir: &std::path::Path,
     written: &mut Vec<String>,
 ) -> anyhow::Result<()> {
     // clap names a command by a `&'static str`; this one-shot command leaks a few bytes
     // per page.
     let name: &'static str = Box::leak(name.to_string().into_boxed_str());
-    let page = cmd.clone().name(name).display_name(name);
+    // The page is `berth-apply`; its SYNOPSIS is the command as typed, `berth apply`.
+    let page = cmd
+        .clone()
+        .name(name)
+        .display_name(name)
+        .bin_name(bin.to_string());
     let mut out = Vec::new();
     clap_mangen::Man::new(page.clone()).render(&mut out)?;
     let file = format!("{name}.1");
@@ -67,7 +73,8 @@ fn write_page(
         if sub.get_name() == "help" {
             continue;
         }
-        write_page(sub, &format!("{name}-{}", sub.get_name()), dir, written)?;
+        let sub_bin = format!("{bin} {}", sub.get_name());
+        write_page(sub, &format!("{name}-{}", sub.get_name()), &sub_bin, dir, written)?;
     }
     Ok(())
 }
