@@ -586,14 +586,15 @@ fn a_400_mb_file_streams_to_disk_and_what_no_kept_generation_uses_is_pruned() {
 #[test]
 fn deleting_every_lock_file_of_a_held_lock_lets_no_second_apply_in() {
     let p = Project::new("lock-deleted");
-    // A gate of a few seconds: the first apply holds the lock that long.
+    // A gate of 8 s: the first apply holds the lock that long, well past the 1.5 s the
+    // test looks at it, even on a loaded machine.
     p.write(
         r#"
 [project]
 name = "{project}"
 [services.slow]
 image = "berth-fixture:test"
-environment = { FIXTURE_READY_AFTER = "4" }
+environment = { FIXTURE_READY_AFTER = "8" }
 health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 "#,
     );
@@ -616,10 +617,15 @@ health = { probe = "http", port = 8080, path = "/health", interval = "100ms" }
 
     let mut second = spawn();
     std::thread::sleep(Duration::from_millis(1500));
-    assert!(
-        first.try_wait().unwrap().is_none(),
-        "the premise: the first apply still holds the lock"
-    );
+    if first.try_wait().unwrap().is_some() {
+        let out = first.wait_with_output().unwrap();
+        panic!(
+            "the premise: the first apply still holds the lock; it ended ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     assert!(
         second.try_wait().unwrap().is_none(),
         "the second apply did not wait"
