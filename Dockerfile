@@ -3,15 +3,15 @@
 # No registry is needed: the base is `scratch`.
 #
 #   scripts/build-image.sh          # builds the static binary and tags berth:latest
-#   docker run -d --name berth --restart unless-stopped --network host \
+#   docker run -d --name berth --restart unless-stopped \
 #     -v /var/run/docker.sock:/var/run/docker.sock \
 #     -v /etc/berth:/etc/berth -v berth-state:/var/lib/berth \
 #     berth:latest run
 #
-# --network host: berth's probes (and migrations) reach each service at its address on
-# the project's bridge network, which the host routes to and a container on another
-# bridge does not. It also puts berth's endpoint (/healthz, /metrics, the status page) on
-# the host's 127.0.0.1:9464, where the HEALTHCHECK below asks it.
+# berth's probes (and migrations) reach each service at its address on the project's
+# bridge network: in a container of its own, berth joins each project network. With
+# --network host it need not, its host-port pre-flight reads the host's sockets, and its
+# endpoint is on the host's 127.0.0.1:9464 (docs/install.md, "The image").
 #
 # berth never recreates, stops or removes the container it runs in, even one that carries
 # the project's labels; a service that would be it is refused by the pre-flight.

@@ -171,7 +171,7 @@ async fn own_container<R: Runtime>(rt: &R, d: &DesiredState, f: &mut Findings) {
             tracing::warn!(
                 container = %own.name,
                 network_mode = %own.network_mode,
-                "berth runs in a container that is not on the host's network: its probes reach services at their addresses on the project's networks, which only the host routes to (run it with --network host)"
+                "berth runs in a container that is not on the host's network: it joins each project network to reach the services, but the pre-flight's host-port check sees only this container's sockets, not the host's (run it with --network host for that check)"
             );
         }
     });

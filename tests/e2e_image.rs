@@ -51,14 +51,12 @@ impl Drop for Container {
 }
 
 /// `docker run` of berth's image with the socket, the project's directory as /etc/berth
-/// and its state store in /var/lib/berth, on the host's network: the arguments before
-/// the image (a name, labels, `-d`), then berth's.
+/// and its state store in /var/lib/berth: the arguments before the image (a name, labels,
+/// `-d`, `--network host`), then berth's.
 fn berth_in_container(p: &Project, before: &[&str], args: &[&str]) -> std::process::Output {
     let dir = p.dir.path().display().to_string();
     let mut all = vec![
         "run",
-        "--network",
-        "host",
         "-v",
         "/var/run/docker.sock:/var/run/docker.sock",
         "-v",
@@ -89,14 +87,11 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
         ONE_WEB.replace("{project}", &p.name),
     )
     .unwrap();
-    let port = "127.0.0.1:9464";
-    assert!(
-        std::net::TcpListener::bind(port).is_ok(),
-        "premise: {port}, where the image's HEALTHCHECK asks, is free on this host"
-    );
     let name = format!("{}-berth", p.name);
     let _berth = Container(name.clone());
-    // The image's own HEALTHCHECK command; only its interval is shortened for the test.
+    // The command as the issue and docs/install.md give it, without `--network host`:
+    // berth joins the project's network to probe the services. The image's own
+    // HEALTHCHECK command; only its interval is shortened for the test.
     let out = berth_in_container(
         &p,
         &["-d", "--name", &name, "--health-interval", "1s"],
@@ -134,6 +129,54 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
         check.contains("healthz"),
         "the image's HEALTHCHECK: {check}"
     );
+    let network = format!("{}_default", p.name);
+    let joined = text(&docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &name,
+    ]));
+    assert!(
+        joined.split_whitespace().any(|n| n == network),
+        "berth's container joined {network}: {joined}"
+    );
+    // `berth down` in the container: the stack and its network go (berth's container
+    // leaves it first), berth's container stays and keeps serving.
+    let down = docker(&["exec", &name, "/berth", "down"]);
+    assert!(
+        down.status.success(),
+        "{}{}",
+        text(&down),
+        String::from_utf8_lossy(&down.stderr)
+    );
+    assert!(p.containers().is_empty(), "{:?}", p.containers());
+    let left = text(&docker(&[
+        "network",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("name=^{network}$"),
+    ]));
+    assert!(
+        left.trim().is_empty(),
+        "the project's network was removed: {left}"
+    );
+    assert_eq!(
+        text(&docker(&["inspect", "-f", "{{.State.Status}}", &name])).trim(),
+        "running"
+    );
+    assert!(
+        docker(&["exec", &name, "/berth", "healthz"])
+            .status
+            .success()
+    );
+    let up = docker(&["exec", &name, "/berth", "apply"]);
+    assert!(
+        up.status.success(),
+        "{}{}",
+        text(&up),
+        String::from_utf8_lossy(&up.stderr)
+    );
     // The daemon in the container stops on `docker stop` and stops no container.
     let web = p.id("web").unwrap();
     assert!(docker(&["stop", &name]).status.success());
@@ -156,7 +199,7 @@ fn berth_never_touches_the_container_it_runs_in() {
     // By name: berth runs in a container named as the service's container would be.
     let by_name = p.container("web");
     let c = Container(by_name.clone());
-    let out = berth_in_container(&p, &["--name", &by_name], &["apply"]);
+    let out = berth_in_container(&p, &["--network", "host", "--name", &by_name], &["apply"]);
     assert_eq!(out.status.code(), Some(2), "refused, exit 2");
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -173,6 +216,8 @@ fn berth_never_touches_the_container_it_runs_in() {
     let labelled = format!("{project}-self");
     let c = Container(labelled.clone());
     let labels = [
+        "--network",
+        "host",
         "--name",
         &labelled,
         "--label",
@@ -213,6 +258,8 @@ fn berth_never_touches_the_container_it_runs_in() {
     let own = format!("{project}-own");
     let _own = Container(own.clone());
     let labels = [
+        "--network",
+        "host",
         "--name",
         &own,
         "--label",

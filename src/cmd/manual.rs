@@ -74,7 +74,13 @@ fn write_page(
             continue;
         }
         let sub_bin = format!("{bin} {}", sub.get_name());
-        write_page(sub, &format!("{name}-{}", sub.get_name()), &sub_bin, dir, written)?;
+        write_page(
+            sub,
+            &format!("{name}-{}", sub.get_name()),
+            &sub_bin,
+            dir,
+            written,
+        )?;
     }
     Ok(())
 }

@@ -145,6 +145,147 @@ impl DockerRuntime {
         }
     }
 
+    /// The network named `name` the project uses: its own (duplicates removed), an
+    /// external one of that name, or a new one labelled with the project.
+    async fn find_or_create_network(
+        &self,
+        name: &str,
+        project: &str,
+    ) -> Result<String, RuntimeError> {
+        // Docker's name filter matches substrings: compare exactly afterwards.
+        let named: Vec<_> = self
+            .networks("name", name)
+            .await?
+            .into_iter()
+            .filter(|n| n.name.as_deref() == Some(name))
+            .collect();
+        let (mut own, other): (Vec<_>, Vec<_>) = named.into_iter().partition(|n| {
+            n.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_PROJECT))
+                .is_some_and(|p| p == project)
+        });
+        if !own.is_empty() {
+            // Oldest first: the one the project's containers most likely sit on.
+            own.sort_by(|a, b| a.created.cmp(&b.created));
+            let keep = own.remove(0).id.unwrap_or_default();
+            for dup in own {
+                let id = dup.id.unwrap_or_default();
+                // Removing a network that containers still use fails; such a duplicate
+                // stays until its containers are recreated onto `keep`.
+                call("remove_network");
+                match self.docker.remove_network(&id).await {
+                    Ok(()) => tracing::warn!(
+                        network = name,
+                        removed = short(&id),
+                        kept = short(&keep),
+                        "removed a duplicate of the project's network"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(network = name, duplicate = short(&id), error = %e, "a duplicate of the project's network is still in use")
+                    }
+                }
+            }
+            return Ok(keep);
+        }
+        match other.as_slice() {
+            // A network the person made (an external network): use it, never remove it.
+            [one] => return Ok(one.id.clone().unwrap_or_default()),
+            [] => {}
+            many => {
+                return Err(RuntimeError::Api {
+                    context: format!("finding network {name}"),
+                    message: format!(
+                        "{} networks are named {name:?} ({}) and none belongs to project {project:?}; remove all but one",
+                        many.len(),
+                        many.iter()
+                            .map(|n| short(n.id.as_deref().unwrap_or("")).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                });
+            }
+        }
+        call("create_network");
+        let req = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some([(LABEL_PROJECT.to_string(), project.to_string())].into()),
+            ..Default::default()
+        };
+        let created = self
+            .docker
+            .create_network(req)
+            .await
+            .map_err(api(format!("creating network {name}")))?;
+        Ok(created.id)
+    }
+
+    /// Whether berth runs in a container that needs the project's networks joined: one
+    /// of this engine's, not on the host's network (nor sharing another's).
+    async fn own_bridged(&self) -> Result<Option<OwnContainer>, RuntimeError> {
+        Ok(self.own_container().await?.filter(|own| {
+            !matches!(own.network_mode.as_str(), "host" | "none")
+                && !own.network_mode.starts_with("container:")
+        }))
+    }
+
+    /// berth in a container on a bridge: join the project's network, so its probes and
+    /// migrations reach the services at their addresses there (the host routes to every
+    /// bridge; a container on another bridge does not).
+    async fn join_network(&self, name: &str, id: &str) -> Result<(), RuntimeError> {
+        let Some(own) = self.own_bridged().await? else {
+            return Ok(());
+        };
+        call("connect_network");
+        let req = bollard::models::NetworkConnectRequest {
+            container: own.id.clone(),
+            endpoint_config: None,
+        };
+        match self.docker.connect_network(id, req).await {
+            Ok(()) => {
+                tracing::info!(network = name, container = %own.name, "berth's container joined the project's network to reach its services");
+                Ok(())
+            }
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains("already exists") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(api(format!(
+                "joining network {name} from berth's container {}",
+                own.name
+            ))(e)),
+        }
+    }
+
+    /// Before a project network is removed: berth's container leaves it when it is the
+    /// only one left on it (one it shares with others, it keeps).
+    async fn leave_network_if_alone(&self, id: &str) -> Result<(), RuntimeError> {
+        let Some(own) = self.own_bridged().await? else {
+            return Ok(());
+        };
+        call("inspect_network");
+        let on = match self.docker.inspect_network(id, None).await {
+            Ok(n) => n.containers.unwrap_or_default(),
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(api(format!("inspecting network {}", short(id)))(e)),
+        };
+        if on.is_empty() || on.keys().any(|c| *c != own.id) {
+            return Ok(());
+        }
+        call("disconnect_network");
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: own.id.clone(),
+            force: Some(false),
+        };
+        match self.docker.disconnect_network(id, req).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(api(format!("leaving network {}", short(id)))(e)),
+        }
+    }
+
     /// A place among the short engine calls under way ([`ENGINE_CALLS`]).
     async fn slot(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.calls
@@ -440,73 +581,9 @@ impl Runtime for DockerRuntime {
     }
 
     async fn ensure_network(&self, name: &str, project: &str) -> Result<String, RuntimeError> {
-        // Docker's name filter matches substrings: compare exactly afterwards.
-        let named: Vec<_> = self
-            .networks("name", name)
-            .await?
-            .into_iter()
-            .filter(|n| n.name.as_deref() == Some(name))
-            .collect();
-        let (mut own, other): (Vec<_>, Vec<_>) = named.into_iter().partition(|n| {
-            n.labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_PROJECT))
-                .is_some_and(|p| p == project)
-        });
-        if !own.is_empty() {
-            // Oldest first: the one the project's containers most likely sit on.
-            own.sort_by(|a, b| a.created.cmp(&b.created));
-            let keep = own.remove(0).id.unwrap_or_default();
-            for dup in own {
-                let id = dup.id.unwrap_or_default();
-                // Removing a network that containers still use fails; such a duplicate
-                // stays until its containers are recreated onto `keep`.
-                call("remove_network");
-                match self.docker.remove_network(&id).await {
-                    Ok(()) => tracing::warn!(
-                        network = name,
-                        removed = short(&id),
-                        kept = short(&keep),
-                        "removed a duplicate of the project's network"
-                    ),
-                    Err(e) => {
-                        tracing::warn!(network = name, duplicate = short(&id), error = %e, "a duplicate of the project's network is still in use")
-                    }
-                }
-            }
-            return Ok(keep);
-        }
-        match other.as_slice() {
-            // A network the person made (an external network): use it, never remove it.
-            [one] => return Ok(one.id.clone().unwrap_or_default()),
-            [] => {}
-            many => {
-                return Err(RuntimeError::Api {
-                    context: format!("finding network {name}"),
-                    message: format!(
-                        "{} networks are named {name:?} ({}) and none belongs to project {project:?}; remove all but one",
-                        many.len(),
-                        many.iter()
-                            .map(|n| short(n.id.as_deref().unwrap_or("")).to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
-        }
-        call("create_network");
-        let req = NetworkCreateRequest {
-            name: name.to_string(),
-            driver: Some("bridge".into()),
-            labels: Some([(LABEL_PROJECT.to_string(), project.to_string())].into()),
-            ..Default::default()
-        };
-        let created = self
-            .docker
-            .create_network(req)
-            .await
-            .map_err(api(format!("creating network {name}")))?;
-        Ok(created.id)
+        let id = self.find_or_create_network(name, project).await?;
+        self.join_network(name, &id).await?;
+        Ok(id)
     }
 
     async fn remove_project_networks(&self, project: &str) -> Result<Vec<String>, RuntimeError> {
@@ -516,6 +593,7 @@ impl Runtime for DockerRuntime {
             .await?
         {
             let id = n.id.unwrap_or_default();
+            self.leave_network_if_alone(&id).await?;
             call("remove_network");
             match self.docker.remove_network(&id).await {
                 Ok(()) => removed.push(n.name.unwrap_or(id)),
