@@ -35,6 +35,12 @@ fn require_current_image() {
     );
 }
 
+/// `berth status` says the project is converged (its first line).
+fn says_converged(status: &str) -> bool {
+    let first = status.lines().next().unwrap_or_default();
+    first.starts_with("converged") || first.contains(": converged")
+}
+
 /// A container this test made without the project's labels: removed when dropped.
 struct Container(String);
 
@@ -100,7 +106,7 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
     assert!(out.status.success());
     wait_for("the stack to converge", Duration::from_secs(90), || {
         let out = docker(&["exec", &name, "/berth", "status"]);
-        text(&out).starts_with("converged") || text(&out).contains(": converged")
+        says_converged(&text(&out))
     });
     assert_eq!(p.inspect("web", "{{.State.Status}}"), "running");
     let status = text(&docker(&["exec", &name, "/berth", "status"]));
@@ -186,6 +192,33 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
     );
     assert_eq!(p.id("web").as_deref(), Some(web.as_str()));
     assert_eq!(p.inspect("web", "{{.State.Status}}"), "running");
+
+    // A new berth container (as an upgrade of the image makes): the stack is converged,
+    // so no converge makes a network, yet the new berth must reach the services to judge
+    // them. It joins the project's networks and says converged, not degraded.
+    assert!(docker(&["rm", &name]).status.success());
+    let out = berth_in_container(&p, &["-d", "--name", &name], &["run"]);
+    assert!(out.status.success());
+    wait_for(
+        "the new berth to say converged",
+        Duration::from_secs(60),
+        || says_converged(&text(&docker(&["exec", &name, "/berth", "status"]))),
+    );
+    let joined = text(&docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        &name,
+    ]));
+    assert!(
+        joined.split_whitespace().any(|n| n == network),
+        "the new berth container joined {network}: {joined}"
+    );
+    assert_eq!(
+        p.id("web").as_deref(),
+        Some(web.as_str()),
+        "nothing was recreated"
+    );
 }
 
 #[test]

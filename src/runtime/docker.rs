@@ -42,7 +42,11 @@ pub struct DockerRuntime {
     /// The ID of the container berth runs in, read from the mount table at connect
     /// ([`super::own`]); its name and labels are asked for once, when first needed.
     own_id: Option<String>,
+    /// The writable layer of berth's root filesystem, to confirm `own_id` by.
+    own_upperdir: Option<String>,
     own: std::sync::Arc<tokio::sync::OnceCell<Option<OwnContainer>>>,
+    /// The networks berth's container joined (or found it was on), by ID.
+    joined: std::sync::Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
 /// How many short engine calls (create, start, remove, rename, inspect a container, create
@@ -121,6 +125,7 @@ impl DockerRuntime {
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0)
             .unwrap_or(ENGINE_CALLS);
+        let (own_id, own_upperdir) = super::own::container_id();
         Ok(DockerRuntime {
             docker,
             http: crate::notify::tls::builder()
@@ -128,8 +133,10 @@ impl DockerRuntime {
                 .build()
                 .expect("http client builds"),
             calls: std::sync::Arc::new(tokio::sync::Semaphore::new(calls)),
-            own_id: super::own::container_id(),
+            own_id,
+            own_upperdir,
             own: Default::default(),
+            joined: Default::default(),
         })
     }
 
@@ -245,18 +252,45 @@ impl DockerRuntime {
         match self.docker.connect_network(id, req).await {
             Ok(()) => {
                 tracing::info!(network = name, container = %own.name, "berth's container joined the project's network to reach its services");
-                Ok(())
             }
             Err(BollardError::DockerResponseServerError { message, .. })
-                if message.contains("already exists") =>
-            {
-                Ok(())
+                if message.contains("already exists") => {}
+            Err(e) => {
+                return Err(api(format!(
+                    "joining network {name} from berth's container {}",
+                    own.name
+                ))(e));
             }
-            Err(e) => Err(api(format!(
-                "joining network {name} from berth's container {}",
-                own.name
-            ))(e)),
         }
+        self.joined
+            .lock()
+            .expect("joined lock")
+            .insert(id.to_string());
+        Ok(())
+    }
+
+    /// Every network labelled with the project that berth's container has not joined yet
+    /// (a new berth container, e.g. after an upgrade of the image, finds the project
+    /// converged and runs no `ensure_network`, yet must reach its services to judge them).
+    async fn join_project_networks(&self, project: &str) -> Result<(), RuntimeError> {
+        if self.own_bridged().await?.is_none() {
+            return Ok(());
+        }
+        for n in self
+            .networks("label", &format!("{LABEL_PROJECT}={project}"))
+            .await?
+        {
+            let id = n.id.unwrap_or_default();
+            if !self.joined.lock().expect("joined lock").contains(&id)
+                && let Err(e) = self
+                    .join_network(n.name.as_deref().unwrap_or(&id), &id)
+                    .await
+            {
+                // Its probes there fail and say so; listing the containers goes on.
+                tracing::warn!(network = %short(&id), error = %e, "berth's container could not join the project's network");
+            }
+        }
+        Ok(())
     }
 
     /// Before a project network is removed: berth's container leaves it when it is the
@@ -280,7 +314,10 @@ impl DockerRuntime {
             force: Some(false),
         };
         match self.docker.disconnect_network(id, req).await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.joined.lock().expect("joined lock").remove(id);
+                Ok(())
+            }
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(api(format!("leaving network {}", short(id)))(e)),
         }
@@ -343,6 +380,21 @@ impl Runtime for DockerRuntime {
                 call("inspect_container");
                 match self.docker.inspect_container(id, None).await {
                     Ok(c) => {
+                        let theirs = c
+                            .graph_driver
+                            .as_ref()
+                            .and_then(|g| g.data.get("UpperDir"))
+                            .cloned();
+                        if let (Some(mine), Some(theirs)) = (&self.own_upperdir, &theirs)
+                            && mine != theirs
+                        {
+                            // `--network container:X`: the mount named X, not berth's own.
+                            tracing::warn!(
+                                named = %short(id),
+                                "berth shares another container's network namespace, so it cannot tell which container it runs in; it protects none (run it on its own network or the host's)"
+                            );
+                            return Ok(None);
+                        }
                         let config = c.config.unwrap_or_default();
                         let labels = config.labels.unwrap_or_default();
                         Ok(Some(OwnContainer {
@@ -364,7 +416,10 @@ impl Runtime for DockerRuntime {
                     // runs in a container of another engine (and this one's socket was
                     // given to it), so none of this engine's containers is berth's own.
                     Err(e) if is_not_found(&e) => Ok(None),
-                    Err(e) => Err(api("asking the engine which container berth runs in")(e)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "asking the engine which container berth runs in");
+                        Err(api("asking the engine which container berth runs in")(e))
+                    }
                 }
             })
             .await?;
@@ -372,6 +427,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_project(&self, project: &str) -> Result<Vec<ContainerSummary>, RuntimeError> {
+        self.join_project_networks(project).await?;
         let list = self
             .list("label", vec![format!("{LABEL_PROJECT}={project}")])
             .await?;
@@ -593,7 +649,9 @@ impl Runtime for DockerRuntime {
             .await?
         {
             let id = n.id.unwrap_or_default();
-            self.leave_network_if_alone(&id).await?;
+            if let Err(e) = self.leave_network_if_alone(&id).await {
+                tracing::warn!(network = %short(&id), error = %e, "berth's container could not leave the project's network; it stays");
+            }
             call("remove_network");
             match self.docker.remove_network(&id).await {
                 Ok(()) => removed.push(n.name.unwrap_or(id)),
@@ -1413,5 +1471,57 @@ mod host_gateway_tests {
         );
         assert_eq!(super::first_address("fd00::/64"), None);
         assert_eq!(super::first_address("10.0.0.0/32"), None);
+    }
+}
+
+#[cfg(test)]
+mod own_container_tests {
+    use super::*;
+
+    /// A runtime that believes it runs in container `own` (no engine is asked: the
+    /// refusal comes before any call).
+    fn runtime_in(own: &str, socket: &std::path::Path) -> DockerRuntime {
+        DockerRuntime {
+            docker: Docker::connect_with_unix(
+                socket.to_str().unwrap(),
+                1,
+                bollard::API_DEFAULT_VERSION,
+            )
+            .unwrap(),
+            http: crate::notify::tls::builder()
+                .no_proxy()
+                .build()
+                .expect("http client builds"),
+            calls: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
+            own_id: Some(own.to_string()),
+            own_upperdir: None,
+            own: Default::default(),
+            joined: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn stopping_removing_or_renaming_berths_own_container_is_refused() {
+        let own = "ab".repeat(32);
+        // A socket path nothing listens on: a call that reaches the engine fails.
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        std::fs::write(&socket, "").unwrap();
+        let rt = runtime_in(&own, &socket);
+        for refused in [
+            rt.stop_container(&own).await,
+            rt.remove_container(&own).await,
+            rt.rename_container(&own, "elsewhere").await,
+            rt.remove_container(&own[..12]).await,
+        ] {
+            let e = refused.unwrap_err().to_string();
+            assert!(
+                e.contains("refused: it is the container berth runs in"),
+                "{e}"
+            );
+        }
+        // Another container goes to the engine (which is not there here).
+        let other = rt.stop_container(&"cd".repeat(32)).await.unwrap_err();
+        assert!(!other.to_string().contains("refused"), "{other}");
     }
 }

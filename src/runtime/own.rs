@@ -60,12 +60,30 @@ pub fn container_id_in(mountinfo: &str) -> Option<String> {
     })
 }
 
-/// The ID of the container this process runs in, if it runs in one.
-pub fn container_id() -> Option<String> {
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .ok()
-        .as_deref()
-        .and_then(container_id_in)
+/// The writable layer of this process's root filesystem (the overlay's `upperdir=`), when
+/// the root is an overlay: what the engine reports as the container's
+/// `GraphDriver.Data.UpperDir`. A container started with `--network container:X` is given
+/// X's `/etc/hostname`, so the ID found from that mount is X's; the writable layer tells
+/// the two apart.
+pub fn root_upperdir_in(mountinfo: &str) -> Option<String> {
+    mountinfo.lines().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        if mount.split(' ').nth(4)? != "/" || !fs.starts_with("overlay ") {
+            return None;
+        }
+        let options = fs.split(' ').nth(2)?;
+        options
+            .split(',')
+            .find_map(|o| o.strip_prefix("upperdir="))
+            .map(str::to_string)
+    })
+}
+
+/// The ID of the container this process runs in, if it runs in one, and the writable
+/// layer of its root filesystem ([`root_upperdir_in`]).
+pub fn container_id() -> (Option<String>, Option<String>) {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    (container_id_in(&text), root_upperdir_in(&text))
 }
 
 #[cfg(test)]
@@ -88,6 +106,18 @@ mod tests {
             "612 600 254:0 /srv/docker-data/containers/{id}/hosts /etc/hosts rw - ext4 /dev/vda rw\n"
         );
         assert_eq!(container_id_in(&other).as_deref(), Some(id));
+    }
+
+    #[test]
+    fn the_root_overlays_writable_layer_is_read() {
+        let inside = "600 599 0:52 / / rw,relatime master:1 - overlay overlay rw,lowerdir=/var/lib/docker/overlay2/l/A:/var/lib/docker/overlay2/l/B,upperdir=/var/lib/docker/overlay2/f00/diff,workdir=/var/lib/docker/overlay2/f00/work\n\
+                      610 600 0:53 / /proc rw - proc proc rw\n";
+        assert_eq!(
+            root_upperdir_in(inside).as_deref(),
+            Some("/var/lib/docker/overlay2/f00/diff")
+        );
+        let host = "22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n";
+        assert_eq!(root_upperdir_in(host), None);
     }
 
     #[test]
