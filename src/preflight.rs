@@ -144,6 +144,7 @@ async fn own_container<R: Runtime>(rt: &R, d: &DesiredState, f: &mut Findings) {
         return;
     };
     let project = &d.project.name;
+    let first_file = d.files.first().cloned().unwrap_or_default();
     for (name, s) in &d.services {
         let by = if s.container_name == own.name {
             format!("its container name {:?}", s.container_name)
@@ -152,7 +153,6 @@ async fn own_container<R: Runtime>(rt: &R, d: &DesiredState, f: &mut Findings) {
         } else {
             continue;
         };
-        let first_file = d.files.first().cloned().unwrap_or_default();
         let diag = |msg: String| match d.preflight.services.get(name) {
             Some(at) => at.diag(msg),
             None => Diagnostic::file(&first_file, msg),

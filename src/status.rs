@@ -269,17 +269,8 @@ pub async fn project_status<R: Runtime>(
 ) -> Result<Report, ConvergeError> {
     let holder = crate::lock::is_held(state_path, project)?;
     let mut report = Report {
-        project: project.to_string(),
-        generation: None,
-        outcome: None,
-        status: ProjectStatus::Unknown,
-        services: Vec::new(),
-        repairs: 0,
         holder: holder.clone(),
-        schema_version: None,
-        schema_revision: None,
-        backup: None,
-        git: None,
+        ..Report::empty(project, ProjectStatus::Unknown)
     };
     let Some(latest) = store.latest(project).await? else {
         return Ok(report);

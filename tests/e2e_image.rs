@@ -35,6 +35,19 @@ fn require_current_image() {
     );
 }
 
+/// The networks a container is on.
+fn networks_of(container: &str) -> Vec<String> {
+    text(&docker(&[
+        "inspect",
+        "-f",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        container,
+    ]))
+    .split_whitespace()
+    .map(str::to_string)
+    .collect()
+}
+
 /// `berth status` says the project is converged (its first line).
 fn says_converged(status: &str) -> bool {
     let first = status.lines().next().unwrap_or_default();
@@ -136,15 +149,10 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
         "the image's HEALTHCHECK: {check}"
     );
     let network = format!("{}_default", p.name);
-    let joined = text(&docker(&[
-        "inspect",
-        "-f",
-        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-        &name,
-    ]));
+    let joined = networks_of(&name);
     assert!(
-        joined.split_whitespace().any(|n| n == network),
-        "berth's container joined {network}: {joined}"
+        joined.contains(&network),
+        "berth's container joined {network}: {joined:?}"
     );
     // `berth down` in the container: the stack and its network go (berth's container
     // leaves it first), berth's container stays and keeps serving.
@@ -204,15 +212,10 @@ fn the_image_runs_the_daemon_converges_a_stack_and_reports_healthy() {
         Duration::from_secs(60),
         || says_converged(&text(&docker(&["exec", &name, "/berth", "status"]))),
     );
-    let joined = text(&docker(&[
-        "inspect",
-        "-f",
-        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-        &name,
-    ]));
+    let joined = networks_of(&name);
     assert!(
-        joined.split_whitespace().any(|n| n == network),
-        "the new berth container joined {network}: {joined}"
+        joined.contains(&network),
+        "the new berth container joined {network}: {joined:?}"
     );
     assert_eq!(
         p.id("web").as_deref(),

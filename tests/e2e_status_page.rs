@@ -69,19 +69,23 @@ fn chromium_premise() {
     );
 }
 
+/// How every Chromium here runs: headless, in a container-friendly way, with nothing of
+/// its own to fetch or load.
+const HEADLESS: [&str; 5] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-extensions",
+];
+
 /// Chromium headless, ended after a minute at most (`timeout`): a page that never loads
 /// fails the test rather than hanging it.
 fn chromium(args: &[&str]) -> Command {
     let mut c = Command::new("timeout");
     c.args(["60", "chromium"])
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-extensions",
-            "--disable-background-networking",
-        ])
+        .args(HEADLESS)
+        .arg("--disable-background-networking")
         .args(args);
     c
 }
@@ -232,12 +236,8 @@ impl DevTools {
         let profile = tempfile::tempdir().unwrap();
         let port = common::free_port();
         let browser = Command::new("chromium")
+            .args(HEADLESS)
             .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-                "--disable-extensions",
                 &format!("--remote-debugging-port={port}"),
                 &format!("--user-data-dir={}", profile.path().display()),
                 "about:blank",

@@ -1109,17 +1109,9 @@ mod tests {
         let shared =
             Shared::with_limits(Metrics::new(), Arc::new(|| {}), Limits::for_fd_limit(1024));
         shared.publish(vec![Report {
-            project: "secretproject".into(),
             generation: Some(7),
             outcome: Some("healthy".into()),
-            status: crate::status::ProjectStatus::Converged,
-            services: vec![],
-            repairs: 0,
-            holder: None,
-            schema_version: None,
-            schema_revision: None,
-            backup: None,
-            git: None,
+            ..Report::empty("secretproject", crate::status::ProjectStatus::Converged)
         }]);
         shared.set_token("t0k3n".into());
         let get = |scope, path: &str, auth: Option<&str>, cookie: Option<&str>| {

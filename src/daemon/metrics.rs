@@ -530,17 +530,10 @@ mod tests {
 
     fn report(generation: i64, status: ProjectStatus, services: Vec<ServiceStatus>) -> Report {
         Report {
-            project: "demo".into(),
             generation: Some(generation),
             outcome: Some("healthy".into()),
-            status,
             services,
-            repairs: 0,
-            holder: None,
-            schema_version: None,
-            schema_revision: None,
-            backup: None,
-            git: None,
+            ..Report::empty("demo", status)
         }
     }
 

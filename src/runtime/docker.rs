@@ -144,7 +144,7 @@ impl DockerRuntime {
     /// pre-flight refuses a desired state that asks for it; this is the last line).
     fn not_own(&self, id: &str, what: &str) -> Result<(), RuntimeError> {
         match &self.own_id {
-            Some(own) if id.len() >= 12 && own.starts_with(id) => Err(RuntimeError::Api {
+            Some(own) if super::own::same_id(own, id) => Err(RuntimeError::Api {
                 context: format!("{what} container {}", &id[..12]),
                 message: "refused: it is the container berth runs in; berth never recreates, stops, removes or renames it".into(),
             }),

@@ -33,13 +33,12 @@ impl OwnContainer {
     pub fn short_id(&self) -> &str {
         &self.id[..self.id.len().min(12)]
     }
+}
 
-    /// Whether `id` (a full ID, or a prefix of at least 12 characters) or `name` is this
-    /// container.
-    pub fn is(&self, id_or_name: &str) -> bool {
-        let s = id_or_name.trim_start_matches('/');
-        (s.len() >= 12 && self.id.starts_with(s)) || s == self.name
-    }
+/// Whether `id` (a full ID, or a prefix of at least 12 characters) names the container
+/// whose full ID is `own`.
+pub fn same_id(own: &str, id: &str) -> bool {
+    id.len() >= 12 && own.starts_with(id)
 }
 
 /// The ID of the container this process runs in, from the mount table's text: the
@@ -136,14 +135,14 @@ mod tests {
     }
 
     #[test]
-    fn it_is_known_by_its_id_a_long_prefix_or_its_name() {
+    fn it_is_known_by_its_id_or_a_long_prefix() {
         let own = OwnContainer {
             id: ID[..64].to_string(),
             name: "berth".into(),
             ..Default::default()
         };
-        assert!(own.is(&ID[..64]) && own.is(&ID[..12]) && own.is("berth") && own.is("/berth"));
-        assert!(!own.is(&ID[..6]) && !own.is("berth-2") && !own.is(""));
+        assert!(same_id(&own.id, &ID[..64]) && same_id(&own.id, &ID[..12]));
+        assert!(!same_id(&own.id, &ID[..6]) && !same_id(&own.id, ""));
         assert_eq!(own.short_id(), &ID[..12]);
     }
 }
